@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install tokgen into ./.venv on a fresh machine (Debian, Python 3.11, no GPU).
+# Idempotent: re-running only installs what is missing.
+#  - Debian packages: abcmidi (ABC -> MIDI) and fluid-soundfont-gm (the General MIDI
+#    soundfont) for `tokgen data render`.
+#  - torch==2.13.0 first: on these machines that pin resolves to a local CPU wheel; an
+#    unpinned torch would pull several GB of CUDA packages.
+#  - tinysoundfont with --no-deps: its optional pyaudio dependency does not build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+need_apt=()
+command -v abc2midi >/dev/null || need_apt+=(abcmidi)
+[ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || need_apt+=(fluid-soundfont-gm)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "install.sh: installing Debian packages: ${need_apt[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+"${PIP[@]}" torch==2.13.0
+"${PIP[@]}" -e '.[dev]'
+"${PIP[@]}" --no-deps 'tinysoundfont>=0.3'
+echo "install.sh: tokgen installed in $VENV" >&2

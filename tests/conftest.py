@@ -1,0 +1,48 @@
+"""Shared fixtures: small real artefacts (a rendered corpus, a tiny trained codec) made once
+per session, so tests exercise the real pipeline in seconds."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real 0.05 h render (abc2midi + soundfont): train, valid and test pieces."""
+    from tokgen.data.render import RenderOptions, render_dataset
+
+    out = tmp_path_factory.mktemp("corpus")
+    render_dataset(out, RenderOptions(hours=0.05, seed=3, workers=1))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Path:
+    """The ``tiny`` preset trained for a few steps on the corpus and exported."""
+    from tokgen.codec.presets import PRESETS
+    from tokgen.codec.train import TrainConfig, export, train
+
+    run = tmp_path_factory.mktemp("run")
+    train(PRESETS["tiny"], TrainConfig(steps=20, segment_samples=2048, batch_size=4, log_every=10,
+                                       checkpoint_every=10, valid_crops=4), corpus, run)  # fmt: skip
+    out = tmp_path_factory.mktemp("model")
+    export(run, out)
+    return out
+
+
+@pytest.fixture
+def tone() -> np.ndarray:
+    """2 s of a 440 Hz tone with a few harmonics at 16 kHz."""
+    t = np.arange(32000) / 16000
+    return (0.3 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.sin(2 * np.pi * 880 * t)).astype(np.float32)

@@ -1,0 +1,81 @@
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tokgen.audio import load_audio, resample, save_audio
+from tokgen.errors import AudioError
+
+
+@pytest.mark.parametrize("ext", [".wav", ".flac", ".ogg"])
+def test_save_and_load_each_format(tmp_path, tone, ext):
+    path = tmp_path / f"x{ext}"
+    save_audio(path, tone, 16000)
+    back = load_audio(path, 16000)
+    assert back.dtype == np.float32 and back.ndim == 1
+    assert abs(back.size - tone.size) <= 16  # vorbis may pad a few samples
+    n = min(back.size, tone.size)
+    if ext != ".ogg":  # lossless formats: only 16-bit quantisation error
+        assert np.max(np.abs(back[:n] - tone[:n])) < 1e-3
+
+
+def test_stereo_is_mixed_to_mono_and_resampled(tmp_path, tone):
+    stereo = np.stack([tone, -0.5 * tone], axis=1)
+    sf.write(tmp_path / "s.wav", stereo, 16000)
+    out = load_audio(tmp_path / "s.wav", 8000)
+    assert out.ndim == 1 and abs(out.size - tone.size // 2) <= 1
+    expected = resample(0.25 * tone, 16000, 8000)
+    assert np.allclose(out, expected, atol=2e-3)
+
+
+def test_bytes_input(tone):
+    buf = io.BytesIO()
+    sf.write(buf, tone, 16000, format="FLAC")
+    assert load_audio(buf.getvalue(), 16000).size == tone.size
+
+
+def test_corrupt_and_truncated_files(tmp_path, tone):
+    (tmp_path / "garbage.wav").write_bytes(b"RIFF\x00\x00garbage" * 10)
+    with pytest.raises(AudioError, match="cannot read"):
+        load_audio(tmp_path / "garbage.wav", 16000)
+    buf = io.BytesIO()
+    sf.write(buf, tone, 16000, format="FLAC")
+    (tmp_path / "cut.flac").write_bytes(buf.getvalue()[:200])
+    with pytest.raises(AudioError):
+        load_audio(tmp_path / "cut.flac", 16000)
+
+
+def test_unsupported_format_is_named(tmp_path, tone):
+    sf.write(tmp_path / "x.aiff", tone, 16000, format="AIFF")
+    with pytest.raises(AudioError, match="unsupported audio format AIFF"):
+        load_audio(tmp_path / "x.aiff", 16000)
+
+
+def test_empty_silent_missing_and_directory(tmp_path):
+    sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000)
+    with pytest.raises(AudioError, match="empty"):
+        load_audio(tmp_path / "empty.wav", 16000)
+    sf.write(tmp_path / "silent.wav", np.zeros(1600, np.float32), 16000)
+    with pytest.raises(AudioError, match="silent"):
+        load_audio(tmp_path / "silent.wav", 16000)
+    assert load_audio(tmp_path / "silent.wav", 16000, allow_silent=True).size == 1600
+    with pytest.raises(AudioError, match="not found"):
+        load_audio(tmp_path / "nope.wav", 16000)
+    with pytest.raises(AudioError, match="directory"):
+        load_audio(tmp_path, 16000)
+
+
+def test_too_long_is_refused_before_reading(tmp_path, tone):
+    save_audio(tmp_path / "x.wav", tone, 16000)
+    with pytest.raises(AudioError, match="limit is 1 s"):
+        load_audio(tmp_path / "x.wav", 16000, max_seconds=1)
+
+
+def test_save_rejects_bad_shapes_and_extensions(tmp_path, tone):
+    with pytest.raises(AudioError, match="shape"):
+        save_audio(tmp_path / "x.wav", np.stack([tone, tone]), 16000)
+    with pytest.raises(AudioError, match="extension"):
+        save_audio(tmp_path / "x.mp3", tone, 16000)
+    with pytest.raises(AudioError, match="NaN"):
+        save_audio(tmp_path / "x.wav", np.full(10, np.nan, np.float32), 16000)

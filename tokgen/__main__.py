@@ -1,0 +1,5 @@
+import sys
+
+from tokgen.cli import main
+
+sys.exit(main())

@@ -1,0 +1,205 @@
+"""The ``tokgen`` command line.
+
+Subcommands are thin: they parse arguments, call one function of the package and print
+the result (JSON on stdout where asked; progress and logs on stderr). A ``TokgenError``
+becomes one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tokgen.errors import TokgenError
+
+
+def _levels(value: str) -> list[int]:
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated level numbers, got {value!r}") from exc
+
+
+def cmd_data_render(args: argparse.Namespace) -> None:
+    from tokgen.data.render import RenderOptions, render_dataset
+
+    manifest = render_dataset(
+        Path(args.out_dir),
+        RenderOptions(hours=args.hours, seed=args.seed, sample_rate=args.sample_rate,
+                      renders_per_piece=args.renders_per_piece, workers=args.workers,
+                      soundfont=args.soundfont, only_split=args.only_split),
+    )  # fmt: skip
+    summary = {k: manifest[k] for k in ("hours", "splits", "sample_rate", "soundfont", "seed")}
+    summary["programs"] = len({i["program"] for i in manifest["items"]})
+    summary["families"] = sorted({i["program_family"] for i in manifest["items"]})
+    print(json.dumps(summary))
+
+
+def cmd_encode(args: argparse.Namespace) -> None:
+    from tokgen.audio import load_audio
+    from tokgen.codec import load_codec
+    from tokgen.codec.codes import save_codes
+
+    codec = load_codec(args.model)
+    audio = load_audio(args.input, codec.sample_rate, max_seconds=args.max_seconds)
+    codes = codec.encode(audio)
+    save_codes(args.output, codes, codec, audio.size)
+    print(json.dumps({
+        "input": str(args.input), "output": str(args.output), "model": codec.name,
+        "seconds": round(audio.size / codec.sample_rate, 3),
+        "levels": [{"level": i, "hop": lv.hop, "frames": int(c.shape[-1])}
+                   for i, (lv, c) in enumerate(zip(codec.levels, codes, strict=True))],
+    }))  # fmt: skip
+
+
+def cmd_decode(args: argparse.Namespace) -> None:
+    from tokgen.audio import save_audio
+    from tokgen.codec import load_codec
+    from tokgen.codec.codes import load_codes
+
+    codec = load_codec(args.model)
+    codes = load_codes(args.input)
+    codes.check_matches(codec)
+    level = len(codec.levels) - 1 if args.level is None else args.level
+    if not 0 <= level < len(codes.codes):
+        raise TokgenError(f"--level must be in 0..{len(codes.codes) - 1} (0 = top), got {level}")
+    audio = codec.decode(codes.codes[level], level)[: codes.num_samples]
+    save_audio(args.output, audio, codec.sample_rate)
+    print(json.dumps({"input": str(args.input), "output": str(args.output), "level": level,
+                      "seconds": round(audio.size / codec.sample_rate, 3)}))  # fmt: skip
+
+
+def cmd_codec_eval(args: argparse.Namespace) -> None:
+    from tokgen.codec import load_codec
+    from tokgen.codec.evaluate import evaluate_on_split
+
+    codec = load_codec(args.model)
+    data = Path(args.data) if args.data else _held_out_corpus(codec.sample_rate)
+    result = evaluate_on_split(codec, data, args.split, args.max_files, args.max_seconds)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{result['model']}: {result['files']} files, {result['seconds']} s of {args.split} audio")
+    print(f"{'level':>5} {'hop':>5} {'kbps':>6} {'SC dB':>7} {'SI-SDR':>7} {'mel':>6} {'ppl':>7} {'dead':>6}")
+    for lv in result["levels"]:
+        print(f"{lv['level']:>5} {lv['hop']:>5} {lv['bitrate_bps'] / 1000:>6.2f} "
+              f"{lv['spectral_convergence_db']:>7.2f} {lv['si_sdr_db']:>7.2f} {lv['mel_distance']:>6.3f} "
+              f"{lv['perplexity']:>7.1f} {lv['dead_code_fraction']:>6.1%}")  # fmt: skip
+
+
+def _held_out_corpus(sample_rate: int) -> Path:
+    """The test split of the default corpus (seed 0), rendered once into the cache. Test
+    pieces are chosen by a hash of the piece id, so they are never in any training split."""
+    from tokgen.data.render import MANIFEST, RenderOptions, render_dataset
+    from tokgen.settings import get_settings
+
+    out = get_settings().cache_dir / f"heldout-test-{sample_rate}"
+    if not (out / MANIFEST).is_file():
+        print(f"rendering held-out test audio into {out} ...", file=sys.stderr)
+        render_dataset(out, RenderOptions(hours=6, seed=0, sample_rate=sample_rate, only_split="test"))
+    return out
+
+
+def cmd_codec_train(args: argparse.Namespace) -> None:
+    from tokgen.codec.presets import PRESETS
+    from tokgen.codec.train import TrainConfig, train
+
+    if args.preset not in PRESETS:
+        raise TokgenError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
+    cfg = TrainConfig(steps=args.steps, max_minutes=args.max_minutes, batch_size=args.batch_size,
+                      seed=args.seed, checkpoint_every=args.checkpoint_every)  # fmt: skip
+    result = train(PRESETS[args.preset], cfg, Path(args.data), Path(args.run), args.levels, args.resume)
+    print(json.dumps({f"level{k}": v for k, v in result.items()}))
+
+
+def cmd_codec_export(args: argparse.Namespace) -> None:
+    from tokgen.codec.train import export
+
+    export(Path(args.run), Path(args.out))
+    print(json.dumps({"model_dir": str(args.out)}))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tokgen", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="offline training corpus").add_subparsers(
+        dest="data_cmd", required=True
+    )
+    p = data.add_parser("render", help="render music21 scores to audio through a GM soundfont")
+    p.add_argument("out_dir")
+    p.add_argument("--hours", type=float, default=5.0, help="audio to render, split 90/5/5 (default 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sample-rate", type=int, default=16000)
+    p.add_argument("--renders-per-piece", type=int, default=1, help="timbres per piece")
+    p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
+    p.add_argument("--soundfont", default=None, help="GM .sf2 (default: Debian's FluidR3_GM)")
+    p.add_argument(
+        "--only-split", choices=["train", "valid", "test"], default=None, help="render just this split"
+    )
+    p.set_defaults(func=cmd_data_render)
+
+    p = sub.add_parser("encode", help="audio file -> codes of every level (.npz)")
+    p.add_argument("input", help="WAV, FLAC or OGG file")
+    p.add_argument("output", help="codes file to write (.npz)")
+    p.add_argument("--model", default=None, help="codec model directory (default: shipped codec)")
+    p.add_argument("--max-seconds", type=float, default=3600.0, help="refuse longer inputs")
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("decode", help="codes (.npz) -> audio of one level")
+    p.add_argument("input", help="codes file written by `tokgen encode`")
+    p.add_argument("output", help="audio file to write (.wav, .flac or .ogg)")
+    p.add_argument("--level", type=int, default=None, help="level to decode, 0 = top (default: bottom)")
+    p.add_argument("--model", default=None, help="codec model directory (default: shipped codec)")
+    p.set_defaults(func=cmd_decode)
+
+    codec = sub.add_parser("codec", help="train, evaluate and export codecs").add_subparsers(
+        dest="codec_cmd", required=True
+    )
+    p = codec.add_parser("train", help="train the multi-level VQ-VAE (resumable)")
+    p.add_argument("--data", required=True, help="directory made by `tokgen data render`")
+    p.add_argument("--run", required=True, help="run directory for checkpoints and logs")
+    p.add_argument("--preset", default="default")
+    p.add_argument("--levels", type=_levels, default=None, help="e.g. 0,1 (default: all)")
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this long")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue the run in --run")
+    p.set_defaults(func=cmd_codec_train)
+
+    p = codec.add_parser("eval", help="per-level reconstruction metrics on held-out renders")
+    p.add_argument("--model", default=None, help="codec model directory (default: shipped codec)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="rendered corpus (default: the held-out test split, rendered into the cache)",
+    )
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--max-files", type=int, default=None)
+    p.add_argument("--max-seconds", type=float, default=None, help="evaluate at most this much of each file")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=cmd_codec_eval)
+
+    p = codec.add_parser("export", help="assemble a training run into a model directory")
+    p.add_argument("run")
+    p.add_argument("out")
+    p.set_defaults(func=cmd_codec_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except TokgenError as exc:
+        print(f"tokgen: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The Codec interface: audio <-> discrete codes at several time resolutions.
+
+Levels are ordered top (coarsest, largest hop) to bottom (finest). Each level can be
+decoded on its own, which is what lets a hierarchical prior stop at any level, and what
+makes per-level reconstruction metrics meaningful.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LevelSpec:
+    """One level of a codec."""
+
+    hop: int  # audio samples per code frame
+    codebook_size: int  # number of distinct codes
+    n_codebooks: int = 1  # codes per frame (RVQ adapters); VQ-VAE levels have one
+
+    def frames(self, num_samples: int) -> int:
+        """Code frames that cover ``num_samples`` samples (the last frame may be partial)."""
+        return math.ceil(num_samples / self.hop)
+
+    def bitrate(self, sample_rate: int) -> float:
+        """Bits per second of this level's codes."""
+        return sample_rate / self.hop * self.n_codebooks * math.log2(self.codebook_size)
+
+
+class Codec(ABC):
+    """Turns mono float audio into codes per level and back."""
+
+    name: str
+    sample_rate: int
+    levels: tuple[LevelSpec, ...]
+
+    @abstractmethod
+    def encode(self, audio: np.ndarray) -> list[np.ndarray]:
+        """Codes of every level, top first. Level ``l`` has shape ``(frames_l,)``, or
+        ``(n_codebooks, frames_l)`` when the level has several codebooks."""
+
+    @abstractmethod
+    def decode(self, codes: np.ndarray, level: int) -> np.ndarray:
+        """Audio (float32, ``frames * hop`` samples) from the codes of one level."""
+
+    def check_codes(self, codes: np.ndarray, level: int) -> np.ndarray:
+        """Validate codes for ``level`` so that bad input fails with a clear message."""
+        from tokgen.errors import TokgenError
+
+        if not 0 <= level < len(self.levels):
+            raise TokgenError(
+                f"level {level} does not exist; this codec has levels 0..{len(self.levels) - 1}"
+            )
+        spec = self.levels[level]
+        arr = np.asarray(codes)
+        want_ndim = 1 if spec.n_codebooks == 1 else 2
+        if arr.ndim != want_ndim or (want_ndim == 2 and arr.shape[0] != spec.n_codebooks):
+            shape = "(frames,)" if want_ndim == 1 else f"({spec.n_codebooks}, frames)"
+            raise TokgenError(f"level {level} codes must have shape {shape}, got {arr.shape}")
+        if arr.shape[-1] == 0:
+            raise TokgenError(f"level {level} codes are empty")
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise TokgenError(f"codes must be integers, got dtype {arr.dtype}")
+        if arr.min() < 0 or arr.max() >= spec.codebook_size:
+            raise TokgenError(
+                f"level {level} codes must lie in [0, {spec.codebook_size - 1}], "
+                f"got [{arr.min()}, {arr.max()}]"
+            )
+        return arr.astype(np.int64)

@@ -1,0 +1,81 @@
+"""Codec model directories: ``config.json`` + ``model.safetensors``.
+
+Loading validates the config (pydantic) and the tensors against it, and turns every
+mismatch into a ``CheckpointError`` that says which file and which tensor is wrong.
+Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from pydantic import ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from tokgen.codec.vqvae import MultiLevelVQVAE, VQVAEConfig
+from tokgen.errors import CheckpointError
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+
+
+def read_config(model_dir: Path) -> dict:
+    path = Path(model_dir) / CONFIG
+    if not path.is_file():
+        raise CheckpointError(f"{model_dir} is not a codec model directory: {CONFIG} is missing")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def parse_vqvae_config(raw: dict, source: Path) -> VQVAEConfig:
+    try:
+        return VQVAEConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise CheckpointError(f"invalid codec config {source}: {exc}") from exc
+
+
+def save_vqvae(model: MultiLevelVQVAE, model_dir: Path, extra: dict | None = None) -> None:
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    config = model.cfg.model_dump() | (extra or {})
+    (model_dir / CONFIG).write_text(json.dumps(config, indent=2))
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(model_dir / WEIGHTS))
+
+
+def load_state_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """``load_state_dict`` with an error that names the missing, unexpected or misshapen keys."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    misshapen = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                 if k in state and state[k].shape != v.shape]  # fmt: skip
+    if missing or unexpected or misshapen:
+        details = "; ".join(
+            f"{label} {items[:3]}{' ...' if len(items) > 3 else ''}"
+            for label, items in (("missing", missing), ("unexpected", unexpected),
+                                 ("shape mismatch (file vs config)", misshapen))
+            if items
+        )  # fmt: skip
+        raise CheckpointError(f"checkpoint {source} does not match its config: {details}")
+    module.load_state_dict(state)
+
+
+def load_vqvae(model_dir: Path) -> MultiLevelVQVAE:
+    model_dir = Path(model_dir)
+    cfg = parse_vqvae_config(read_config(model_dir), model_dir / CONFIG)
+    weights = model_dir / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} is missing")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"cannot read {weights}: {exc}") from exc
+    model = MultiLevelVQVAE(cfg)
+    load_state_checked(model, state, weights)
+    return model.eval()

@@ -1,0 +1,46 @@
+"""Spectral representations shared by the training loss and the evaluation metrics:
+STFT magnitudes and log-mel spectrograms (a small mel filterbank, so no torchaudio or
+librosa is needed)."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+
+def stft_magnitude(x: torch.Tensor, n_fft: int, hop: int | None = None) -> torch.Tensor:
+    """|STFT| of (B, T) or (T,) audio with a Hann window; (..., n_fft // 2 + 1, frames)."""
+    hop = hop or n_fft // 4
+    window = torch.hann_window(n_fft, device=x.device, dtype=x.dtype)
+    spec = torch.stft(x, n_fft, hop, window=window, return_complex=True, center=True)
+    return spec.abs()
+
+
+def _hz_to_mel(f: torch.Tensor) -> torch.Tensor:
+    return 2595.0 * torch.log10(1.0 + f / 700.0)
+
+
+def _mel_to_hz(m: torch.Tensor) -> torch.Tensor:
+    return 700.0 * (10 ** (m / 2595.0) - 1.0)
+
+
+@functools.lru_cache(maxsize=16)
+def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int) -> torch.Tensor:
+    """Triangular HTK-style mel filters, (n_mels, n_fft // 2 + 1)."""
+    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
+    edges = _mel_to_hz(
+        torch.linspace(
+            0.0, float(_hz_to_mel(torch.tensor(sample_rate / 2.0))), n_mels + 2, dtype=torch.float64
+        )
+    )
+    lower, center, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    up = (freqs[None] - lower) / (center - lower)
+    down = (upper - freqs[None]) / (upper - center)
+    return torch.clamp(torch.minimum(up, down), min=0.0).float()
+
+
+def log_mel(x: torch.Tensor, sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
+    mag = stft_magnitude(x, n_fft)
+    fb = mel_filterbank(n_fft, n_mels, sample_rate).to(x.device, x.dtype)
+    return torch.log(torch.clamp(fb @ mag, min=1e-5))

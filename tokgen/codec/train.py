@@ -1,0 +1,238 @@
+"""``tokgen codec train``: train the multi-level VQ-VAE on the rendered corpus.
+
+A run directory holds ``config.json`` (the architecture) and one ``level{N}.pt`` per level
+with the full training state (weights, optimiser, step, RNG), saved every
+``checkpoint_every`` steps and at the end, so ``--resume`` continues exactly where a run
+stopped. Levels are independent, so ``--levels`` lets several processes train disjoint
+levels of one run at the same time; ``tokgen codec export`` assembles the levels into a
+shippable model directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+from tqdm import tqdm
+
+from tokgen.codec.checkpoint import load_state_checked, parse_vqvae_config, save_vqvae
+from tokgen.codec.losses import multiscale_spectral_loss, waveform_loss
+from tokgen.codec.vqvae import MultiLevelVQVAE, VQVAEConfig, VQVAELevel
+from tokgen.data.render import load_split
+from tokgen.errors import CheckpointError, TokgenError
+
+
+class TrainConfig(BaseModel):
+    steps: int = Field(default=20000, ge=1)
+    max_minutes: float | None = Field(default=None, gt=0)
+    batch_size: int = Field(default=8, ge=1)
+    segment_samples: int = Field(default=8192, ge=512)
+    lr: float = Field(default=5e-4, gt=0)
+    warmup_steps: int = Field(default=200, ge=0)
+    commit_weight: float = 0.02
+    waveform_weight: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    log_every: int = Field(default=50, ge=1)
+    checkpoint_every: int = Field(default=500, ge=1)
+    valid_crops: int = Field(default=32, ge=1)
+
+
+class CropSampler:
+    """Random fixed-length crops of the training audio, skipping near-silent ones."""
+
+    def __init__(self, audio: list[np.ndarray], segment: int, rng: np.random.Generator):
+        self.audio = [a for a in audio if a.size >= segment]
+        if not self.audio:
+            raise TokgenError(f"no training file is longer than one segment ({segment} samples)")
+        lengths = np.array([a.size - segment + 1 for a in self.audio], dtype=np.float64)
+        self.weights = lengths / lengths.sum()
+        self.segment = segment
+        self.rng = rng
+
+    def crop(self) -> np.ndarray:
+        for _ in range(10):
+            a = self.audio[self.rng.choice(len(self.audio), p=self.weights)]
+            start = int(self.rng.integers(0, a.size - self.segment + 1))
+            seg = a[start : start + self.segment]
+            if np.sqrt(np.mean(seg**2)) > 1e-3:
+                break
+        return seg
+
+    def batch(self, n: int) -> torch.Tensor:
+        return torch.from_numpy(np.stack([self.crop() for _ in range(n)]))[:, None, :]
+
+
+def level_loss(net: VQVAELevel, x: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    out = net(x)
+    spec = multiscale_spectral_loss(x[:, 0], out.audio[:, 0])
+    wav = waveform_loss(x[:, 0], out.audio[:, 0])
+    loss = spec + cfg.waveform_weight * wav + cfg.commit_weight * out.vq.commit_loss
+    stats = {
+        "loss": loss.item(), "spectral": spec.item(), "waveform": wav.item(),
+        "commit": out.vq.commit_loss.item(), "perplexity": out.vq.perplexity.item(),
+        "restarted": float(out.vq.restarted),
+    }  # fmt: skip
+    return loss, stats
+
+
+@dataclass
+class LevelState:
+    level: int
+    net: VQVAELevel
+    opt: torch.optim.Optimizer
+    rng: np.random.Generator
+    step: int = 0
+    elapsed_s: float = 0.0
+
+    def path(self, run_dir: Path) -> Path:
+        return run_dir / f"level{self.level}.pt"
+
+    def save(self, run_dir: Path) -> None:
+        tmp = self.path(run_dir).with_suffix(".tmp")
+        torch.save(
+            {"model": self.net.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
+             "elapsed_s": self.elapsed_s, "torch_rng": torch.get_rng_state(),
+             "np_rng": self.rng.bit_generator.state},
+            tmp,
+        )  # fmt: skip
+        tmp.replace(self.path(run_dir))  # atomic: a kill mid-save never corrupts the checkpoint
+
+    def load(self, run_dir: Path) -> None:
+        path = self.path(run_dir)
+        try:
+            state = torch.load(path, weights_only=False)
+        except Exception as exc:
+            raise CheckpointError(f"cannot read training checkpoint {path}: {exc}") from exc
+        load_state_checked(self.net, state["model"], path)
+        self.opt.load_state_dict(state["opt"])
+        self.step, self.elapsed_s = state["step"], state["elapsed_s"]
+        torch.set_rng_state(state["torch_rng"])
+        self.rng.bit_generator.state = state["np_rng"]
+
+
+def _lr(cfg: TrainConfig, step: int) -> float:
+    return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+
+
+@torch.no_grad()
+def validate(net: VQVAELevel, crops: torch.Tensor, cfg: TrainConfig) -> float:
+    net.eval()
+    losses = [level_loss(net, crops[i : i + cfg.batch_size], cfg)[1]["spectral"]
+              for i in range(0, len(crops), cfg.batch_size)]  # fmt: skip
+    net.train()
+    return float(np.mean(losses))
+
+
+def train(
+    model_cfg: VQVAEConfig | None,
+    cfg: TrainConfig,
+    data_dir: Path,
+    run_dir: Path,
+    levels: list[int] | None = None,
+    resume: bool = False,
+) -> dict[int, dict[str, float]]:
+    """Train the given levels (default: all) of the run in ``run_dir``; returns the last
+    validation spectral loss and step per level."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if config_path.exists():
+        if not resume:
+            raise TokgenError(f"{run_dir} already holds a run; pass --resume to continue it")
+        model_cfg = parse_vqvae_config(json.loads(config_path.read_text()), config_path)
+    elif model_cfg is None:
+        raise TokgenError(f"{run_dir} holds no run to resume")
+    assert model_cfg is not None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not config_path.exists():
+        config_path.write_text(json.dumps(model_cfg.model_dump(), indent=2))
+    levels = list(range(len(model_cfg.levels))) if levels is None else levels
+    if any(not 0 <= lv < len(model_cfg.levels) for lv in levels):
+        raise TokgenError(f"--levels must be in 0..{len(model_cfg.levels) - 1}, got {levels}")
+
+    torch.manual_seed(cfg.seed)
+    train_audio = load_split(data_dir, "train", model_cfg.sample_rate)
+    valid_sampler = CropSampler(load_split(data_dir, "valid", model_cfg.sample_rate), cfg.segment_samples,
+                                np.random.default_rng(cfg.seed + 1000))  # fmt: skip
+    valid_crops = valid_sampler.batch(cfg.valid_crops)
+
+    states = []
+    for lv in levels:
+        torch.manual_seed(cfg.seed + lv)
+        net = VQVAELevel(model_cfg.levels[lv])
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+        st = LevelState(lv, net, opt, np.random.default_rng(cfg.seed + lv))
+        if resume and st.path(run_dir).exists():
+            st.load(run_dir)
+        states.append(st)
+    samplers = {st.level: CropSampler(train_audio, cfg.segment_samples, st.rng) for st in states}
+
+    log = (run_dir / "train_log.jsonl").open("a")
+    start_step = min(st.step for st in states)
+    deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else math.inf
+    bar = tqdm(total=cfg.steps, initial=start_step, desc=f"codec levels {levels}", file=sys.stderr,
+               dynamic_ncols=True)  # fmt: skip
+    results: dict[int, dict[str, float]] = {}
+    try:
+        while any(st.step < cfg.steps for st in states) and time.monotonic() < deadline:
+            for st in states:
+                if st.step >= cfg.steps:
+                    continue
+                t0 = time.monotonic()
+                for group in st.opt.param_groups:
+                    group["lr"] = _lr(cfg, st.step)
+                loss, stats = level_loss(st.net, samplers[st.level].batch(cfg.batch_size), cfg)
+                st.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(st.net.parameters(), cfg.grad_clip)
+                st.opt.step()
+                st.step += 1
+                st.elapsed_s += time.monotonic() - t0
+                if st.step % cfg.log_every == 0:
+                    record = {
+                        "level": st.level,
+                        "step": st.step,
+                        "elapsed_s": round(st.elapsed_s, 1),
+                        **stats,
+                    }
+                    if st.step % cfg.checkpoint_every == 0:
+                        record["valid_spectral"] = validate(st.net, valid_crops, cfg)
+                        st.save(run_dir)
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    bar.set_postfix({f"L{st.level}": f"{stats['spectral']:.3f}"})
+            bar.update(1)
+    finally:
+        bar.close()
+        for st in states:
+            st.save(run_dir)
+            results[st.level] = {"step": st.step, "valid_spectral": validate(st.net, valid_crops, cfg)}
+        log.close()
+    return results
+
+
+def export(run_dir: Path, out_dir: Path) -> MultiLevelVQVAE:
+    """Assemble the trained levels of a run into a model directory (safetensors + config)."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise TokgenError(f"{run_dir} is not a codec training run (no config.json)")
+    model_cfg = parse_vqvae_config(json.loads(config_path.read_text()), config_path)
+    model = MultiLevelVQVAE(model_cfg)
+    steps = []
+    for lv, net in enumerate(model.levels):
+        path = run_dir / f"level{lv}.pt"
+        if not path.is_file():
+            raise TokgenError(f"level {lv} of {run_dir} has not been trained ({path.name} missing)")
+        state = torch.load(path, weights_only=False)
+        load_state_checked(net, state["model"], path)
+        steps.append(state["step"])
+    save_vqvae(model, out_dir, extra={"training_steps": steps})
+    return model

@@ -1,0 +1,162 @@
+"""Jukebox-style multi-level VQ-VAE.
+
+Each level is an independent encoder -> EMA vector quantiser -> decoder that sees the raw
+audio and reconstructs it on its own, with a larger hop (more downsampling) the higher
+the level: the top level keeps only coarse structure, the bottom level the detail. Levels
+share nothing, so the training loss is a plain sum over levels and each level can be
+trained in its own process (``tokgen codec train --levels``), which is how two CPU cores
+are both put to work.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field, field_validator
+from torch import nn
+
+from tokgen.audio import check_mono
+from tokgen.codec.base import Codec, LevelSpec
+from tokgen.codec.modules import Decoder, Encoder
+from tokgen.codec.quantizer import EMAVectorQuantizer, QuantizerOutput
+
+
+class LevelConfig(BaseModel):
+    strides: list[int] = Field(min_length=1)
+    channels: list[int]
+    codebook_size: int = Field(ge=2, le=65536)
+    code_dim: int = Field(ge=1)
+
+    @field_validator("strides")
+    @classmethod
+    def _even_strides(cls, v: list[int]) -> list[int]:
+        if any(s < 2 or s % 2 for s in v):
+            raise ValueError("strides must be even and >= 2")
+        return v
+
+    @property
+    def hop(self) -> int:
+        return math.prod(self.strides)
+
+
+class VQVAEConfig(BaseModel):
+    """Architecture of a multi-level VQ-VAE; ``levels`` is ordered top (coarsest) first."""
+
+    kind: str = "vqvae"
+    sample_rate: int = Field(default=16000, ge=4000, le=96000)
+    levels: list[LevelConfig] = Field(min_length=1)
+
+    @field_validator("levels")
+    @classmethod
+    def _coarse_to_fine(cls, v: list[LevelConfig]) -> list[LevelConfig]:
+        hops = [lv.hop for lv in v]
+        if any(a <= b for a, b in itertools.pairwise(hops)):
+            raise ValueError(f"levels must go from coarse to fine (decreasing hops), got hops {hops}")
+        if any(a % b for a, b in itertools.pairwise(hops)):
+            raise ValueError(f"each hop must be a multiple of the next level's hop, got {hops}")
+        return v
+
+
+@dataclass
+class LevelOutput:
+    audio: torch.Tensor  # (B, 1, T)
+    vq: QuantizerOutput
+
+
+@dataclass
+class ChunkPlan:
+    """Frames [start, stop) of one chunk, computed from frames [ctx_start, ctx_stop)."""
+
+    start: int
+    stop: int
+    ctx_start: int
+    ctx_stop: int
+
+
+def chunk_plan(total_frames: int, chunk_frames: int, margin_frames: int) -> list[ChunkPlan]:
+    """Split ``total_frames`` into chunks, each computed with ``margin_frames`` of context on
+    both sides, so that chunked processing equals processing everything at once as long as
+    the margin covers the network's receptive field."""
+    plans = []
+    for start in range(0, total_frames, chunk_frames):
+        stop = min(start + chunk_frames, total_frames)
+        plans.append(
+            ChunkPlan(start, stop, max(0, start - margin_frames), min(total_frames, stop + margin_frames))
+        )
+    return plans
+
+
+class VQVAELevel(nn.Module):
+    def __init__(self, cfg: LevelConfig):
+        super().__init__()
+        self.hop = cfg.hop
+        self.encoder = Encoder(cfg.strides, cfg.channels, cfg.code_dim)
+        self.quantizer = EMAVectorQuantizer(cfg.codebook_size, cfg.code_dim)
+        self.decoder = Decoder(cfg.strides, cfg.channels, cfg.code_dim)
+
+    def forward(self, audio: torch.Tensor) -> LevelOutput:
+        vq = self.quantizer(self.encoder(audio))
+        return LevelOutput(self.decoder(vq.quantized), vq)
+
+
+class MultiLevelVQVAE(nn.Module):
+    def __init__(self, cfg: VQVAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.levels = nn.ModuleList(VQVAELevel(lv) for lv in cfg.levels)
+
+
+@dataclass
+class VQVAECodec(Codec):
+    """A trained ``MultiLevelVQVAE`` behind the ``Codec`` interface, with chunked inference:
+    audio of any length is processed ``chunk_seconds`` at a time (plus overlap), so memory
+    stays bounded."""
+
+    model: MultiLevelVQVAE
+    name: str = "vqvae"
+    chunk_seconds: float = 20.0
+    levels: tuple[LevelSpec, ...] = field(init=False)
+    sample_rate: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.model.eval()
+        self.sample_rate = self.model.cfg.sample_rate
+        self.levels = tuple(LevelSpec(lv.hop, lv.codebook_size) for lv in self.model.cfg.levels)
+
+    def _chunk_frames(self, level: int) -> int:
+        return max(1, int(self.chunk_seconds * self.sample_rate) // self.levels[level].hop)
+
+    @torch.inference_mode()
+    def encode(self, audio: np.ndarray) -> list[np.ndarray]:
+        x = check_mono(audio)
+        return [self._encode_level(x, lv) for lv in range(len(self.levels))]
+
+    def _encode_level(self, x: np.ndarray, level: int) -> np.ndarray:
+        net: VQVAELevel = self.model.levels[level]  # type: ignore[assignment]
+        hop = net.hop
+        frames = self.levels[level].frames(x.size)
+        padded = np.zeros(frames * hop, dtype=np.float32)
+        padded[: x.size] = x
+        margin = math.ceil(net.encoder.receptive_field / hop) + 1
+        codes = []
+        for c in chunk_plan(frames, self._chunk_frames(level), margin):
+            seg = torch.from_numpy(padded[c.ctx_start * hop : c.ctx_stop * hop])[None, None]
+            z = net.encoder(seg)[:, :, c.start - c.ctx_start : c.stop - c.ctx_start]
+            codes.append(net.quantizer(z).codes[0])
+        return torch.cat(codes).numpy().astype(np.int64)
+
+    @torch.inference_mode()
+    def decode(self, codes: np.ndarray, level: int) -> np.ndarray:
+        arr = torch.from_numpy(self.check_codes(codes, level))
+        net: VQVAELevel = self.model.levels[level]  # type: ignore[assignment]
+        margin = net.decoder.receptive_field_frames + 1
+        out = []
+        for c in chunk_plan(arr.numel(), self._chunk_frames(level), margin):
+            z = net.quantizer.lookup(arr[None, c.ctx_start : c.ctx_stop])
+            y = net.decoder(z)[0, 0]
+            out.append(y[(c.start - c.ctx_start) * net.hop : (c.stop - c.ctx_start) * net.hop])
+        return torch.cat(out).numpy().astype(np.float32)
