@@ -6,9 +6,10 @@ import torch
 from pydantic import ValidationError
 
 from tokgen.codec.base import LevelSpec
+from tokgen.codec.chunking import chunk_plan
 from tokgen.codec.modules import Decoder, Encoder
 from tokgen.codec.presets import PRESETS
-from tokgen.codec.vqvae import LevelConfig, MultiLevelVQVAE, VQVAECodec, VQVAEConfig, chunk_plan
+from tokgen.codec.vqvae import LevelConfig, MultiLevelVQVAE, VQVAECodec, VQVAEConfig
 
 
 def test_default_preset_hops_and_bitrates():

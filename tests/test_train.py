@@ -23,9 +23,9 @@ def test_resume_continues_where_it_stopped(corpus, tmp_path):
     # Five steps then five more on resume equal ten steps at once (same seed, RNG restored).
     straight = train(PRESETS["tiny"], TrainConfig(steps=10, **SMALL), corpus, tmp_path / "b")
     for lv in (0, 1):
-        assert resumed[lv]["valid_spectral"] == pytest.approx(straight[lv]["valid_spectral"], rel=1e-4)
+        assert resumed[lv]["valid_loss"] == pytest.approx(straight[lv]["valid_loss"], rel=1e-4)
     log = [json.loads(line) for line in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()]
-    assert {r["step"] for r in log} == {5, 10} and all("valid_spectral" in r for r in log)
+    assert {r["step"] for r in log} == {5, 10} and all("valid_loss" in r for r in log)
 
 
 def test_levels_can_train_in_separate_runs_and_export(corpus, tmp_path):

@@ -26,7 +26,7 @@ import torch
 
 from tokgen.audio import check_mono
 from tokgen.codec.base import Codec, LevelSpec
-from tokgen.codec.vqvae import chunk_plan
+from tokgen.codec.chunking import run_in_chunks
 from tokgen.errors import CheckpointError
 
 # Context on each side of a chunk, in frames: covers the convolutions and most of what
@@ -64,30 +64,32 @@ class EncodecCodec(Codec):
     @torch.inference_mode()
     def encode(self, audio: np.ndarray) -> list[np.ndarray]:
         x = check_mono(audio)
-        frames = math.ceil(x.size / self._hop)
-        padded = np.zeros(frames * self._hop, dtype=np.float32)
-        padded[: x.size] = x
-        chunk = max(1, int(self.chunk_seconds * self.sample_rate) // self._hop)
-        margin = math.ceil(_MARGIN_SECONDS * self.sample_rate / self._hop)
-        parts = []
-        for c in chunk_plan(frames, chunk, margin):
-            seg = torch.from_numpy(padded[c.ctx_start * self._hop : c.ctx_stop * self._hop])[None, None]
-            codes = self.model.encode(seg, bandwidth=self._bandwidth).audio_codes  # (1, 1, n_q, F)
-            parts.append(codes[0, 0, :, c.start - c.ctx_start : c.stop - c.ctx_start])
-        full = torch.cat(parts, dim=1).numpy().astype(np.int64)
+        frames = self.levels[0].frames(x.size)
+        padded = torch.zeros(1, 1, frames * self._hop)
+        padded[0, 0, : x.size] = torch.from_numpy(x)
+
+        def encode_window(seg: torch.Tensor) -> torch.Tensor:
+            return self.model.encode(seg, bandwidth=self._bandwidth).audio_codes[0, 0]  # (n_q, F)
+
+        codes = run_in_chunks(encode_window, padded, frames, *self._chunking(), self._hop, 1)
+        full = codes.numpy().astype(np.int64)
         # Interface rule: a level with a single codebook has 1-D codes.
         return [full[:n] if n > 1 else full[0] for n in self._n_codebooks]
 
     @torch.inference_mode()
     def decode(self, codes: np.ndarray, level: int) -> np.ndarray:
         arr = torch.from_numpy(self.check_codes(codes, level)).reshape(self.levels[level].n_codebooks, -1)
+
+        def decode_window(window: torch.Tensor) -> torch.Tensor:
+            return self.model.decode(window[None, None], [None]).audio_values[0, 0]
+
+        audio = run_in_chunks(decode_window, arr, arr.shape[1], *self._chunking(), 1, self._hop)
+        return audio.numpy().astype(np.float32)
+
+    def _chunking(self) -> tuple[int, int]:
+        """(chunk, margin) in frames."""
         chunk = max(1, int(self.chunk_seconds * self.sample_rate) // self._hop)
-        margin = math.ceil(_MARGIN_SECONDS * self.sample_rate / self._hop)
-        out = []
-        for c in chunk_plan(arr.shape[1], chunk, margin):
-            audio = self.model.decode(arr[None, None, :, c.ctx_start : c.ctx_stop], [None]).audio_values
-            out.append(audio[0, 0, (c.start - c.ctx_start) * self._hop : (c.stop - c.ctx_start) * self._hop])
-        return torch.cat(out).numpy().astype(np.float32)
+        return chunk, math.ceil(_MARGIN_SECONDS * self.sample_rate / self._hop)
 
 
 def load_encodec(model_dir: Path) -> EncodecCodec:

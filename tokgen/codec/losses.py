@@ -1,33 +1,38 @@
 """Training losses of the VQ-VAE.
 
-The multi-scale spectral loss (several STFT sizes; spectral convergence + log-magnitude
-L1, as in Parallel WaveGAN) carries most of the signal: it is what Jukebox adds to the
-waveform L2 to make reconstructions sound right, and its spectral-convergence term is the
-metric we report. A small waveform L2 term keeps phase roughly aligned.
+Reconstruction is judged in the frequency domain at several STFT sizes: spectral
+convergence (the metric Jukebox reports), log-magnitude L1, and log-mel L1 (the mel
+distance we report, the main loss of DAC and audiocraft). The log terms matter for quiet
+and high-frequency bins, where a decoder otherwise leaves artefacts that linear
+magnitudes hardly see. A small waveform term keeps phase roughly aligned (Jukebox's L2).
 """
 
 from __future__ import annotations
 
 import torch
 
-from tokgen.codec.spectral import stft_magnitude
+from tokgen.codec.spectral import LOG_FLOOR, MEL_SCALES, mel_l1, stft_magnitude
 
 FFT_SIZES = (2048, 1024, 512, 256, 128)
 
 
-def multiscale_spectral_loss(
-    x: torch.Tensor, y: torch.Tensor, fft_sizes: tuple[int, ...] = FFT_SIZES
-) -> torch.Tensor:
-    """Mean over STFT sizes of SC(x, y) + L1(log|X|, log|Y|); x, y are (B, T)."""
-    total = x.new_zeros(())
-    for n_fft in fft_sizes:
+def spectral_losses(x: torch.Tensor, y: torch.Tensor, sample_rate: int) -> dict[str, torch.Tensor]:
+    """Batch means of SC, log-magnitude L1 (over ``FFT_SIZES``) and log-mel L1 (over
+    ``MEL_SCALES``) between x and y, both (B, T)."""
+    mels = dict(MEL_SCALES)
+    sc, log_mag, mel = [], [], []
+    for n_fft in FFT_SIZES:
         mx, my = stft_magnitude(x, n_fft), stft_magnitude(y, n_fft)
-        sc = torch.linalg.vector_norm(mx - my, dim=(-2, -1)) / (
-            torch.linalg.vector_norm(mx, dim=(-2, -1)) + 1e-7
-        )
-        log_l1 = (torch.log(mx + 1e-5) - torch.log(my + 1e-5)).abs().mean(dim=(-2, -1))
-        total = total + (sc + log_l1).mean()
-    return total / len(fft_sizes)
+        norm = torch.linalg.vector_norm(mx, dim=(-2, -1)) + 1e-7
+        sc.append((torch.linalg.vector_norm(mx - my, dim=(-2, -1)) / norm).mean())
+        log_mag.append((torch.log(mx + LOG_FLOOR) - torch.log(my + LOG_FLOOR)).abs().mean())
+        if n_fft in mels:
+            mel.append(mel_l1(mx, my, sample_rate, mels[n_fft]).mean())
+    return {
+        "sc": torch.stack(sc).mean(),
+        "log_mag": torch.stack(log_mag).mean(),
+        "mel": torch.stack(mel).mean(),
+    }
 
 
 def waveform_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -15,10 +15,9 @@ import math
 import numpy as np
 import torch
 
-from tokgen.codec.spectral import log_mel, stft_magnitude
+from tokgen.codec.spectral import MEL_SCALES, mel_l1, stft_magnitude
 
 SC_FFT = 1024
-MEL_SCALES = ((512, 64), (1024, 80), (2048, 128))  # (n_fft, n_mels)
 
 
 def _pair(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,10 +42,9 @@ def si_sdr_db(ref: np.ndarray, est: np.ndarray) -> float:
 
 def mel_distance(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
     x, y = _pair(ref, est)
-    return float(np.mean([
-        (log_mel(x, sample_rate, n_fft, n_mels) - log_mel(y, sample_rate, n_fft, n_mels)).abs().mean()
-        for n_fft, n_mels in MEL_SCALES
-    ]))  # fmt: skip
+    return float(
+        np.mean([mel_l1(stft_magnitude(x, n), stft_magnitude(y, n), sample_rate, m) for n, m in MEL_SCALES])
+    )  # fmt: skip
 
 
 def codebook_usage(codes: np.ndarray, codebook_size: int) -> tuple[float, float]:

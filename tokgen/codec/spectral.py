@@ -8,6 +8,10 @@ import functools
 
 import torch
 
+# (n_fft, n_mels) of the multi-scale mel distance: used as a training loss and as a metric.
+MEL_SCALES = ((512, 64), (1024, 80), (2048, 128))
+LOG_FLOOR = 1e-5
+
 
 def stft_magnitude(x: torch.Tensor, n_fft: int, hop: int | None = None) -> torch.Tensor:
     """|STFT| of (B, T) or (T,) audio with a Hann window; (..., n_fft // 2 + 1, frames)."""
@@ -40,7 +44,13 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int) -> torch.Tensor:
     return torch.clamp(torch.minimum(up, down), min=0.0).float()
 
 
-def log_mel(x: torch.Tensor, sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
-    mag = stft_magnitude(x, n_fft)
-    fb = mel_filterbank(n_fft, n_mels, sample_rate).to(x.device, x.dtype)
-    return torch.log(torch.clamp(fb @ mag, min=1e-5))
+def log_mel_from_magnitude(mag: torch.Tensor, sample_rate: int, n_mels: int) -> torch.Tensor:
+    n_fft = 2 * (mag.shape[-2] - 1)
+    fb = mel_filterbank(n_fft, n_mels, sample_rate).to(mag.device, mag.dtype)
+    return torch.log(torch.clamp(fb @ mag, min=LOG_FLOOR))
+
+
+def mel_l1(mx: torch.Tensor, my: torch.Tensor, sample_rate: int, n_mels: int) -> torch.Tensor:
+    """Mean |log-mel(x) - log-mel(y)| per example, from STFT magnitudes (..., bins, frames)."""
+    diff = log_mel_from_magnitude(mx, sample_rate, n_mels) - log_mel_from_magnitude(my, sample_rate, n_mels)
+    return diff.abs().mean(dim=(-2, -1))

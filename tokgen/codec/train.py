@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from tqdm import tqdm
 
 from tokgen.codec.checkpoint import load_state_checked, parse_vqvae_config, save_vqvae
-from tokgen.codec.losses import multiscale_spectral_loss, waveform_loss
+from tokgen.codec.losses import spectral_losses, waveform_loss
 from tokgen.codec.vqvae import MultiLevelVQVAE, VQVAEConfig, VQVAELevel
 from tokgen.data.render import load_split
 from tokgen.errors import CheckpointError, TokgenError
@@ -38,6 +38,7 @@ class TrainConfig(BaseModel):
     warmup_steps: int = Field(default=200, ge=0)
     commit_weight: float = 0.02
     waveform_weight: float = 0.1
+    mel_weight: float = 1.0
     grad_clip: float = 1.0
     seed: int = 0
     log_every: int = Field(default=50, ge=1)
@@ -70,13 +71,18 @@ class CropSampler:
         return torch.from_numpy(np.stack([self.crop() for _ in range(n)]))[:, None, :]
 
 
-def level_loss(net: VQVAELevel, x: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def level_loss(
+    net: VQVAELevel, x: torch.Tensor, cfg: TrainConfig, sample_rate: int
+) -> tuple[torch.Tensor, dict[str, float]]:
     out = net(x)
-    spec = multiscale_spectral_loss(x[:, 0], out.audio[:, 0])
+    spec = spectral_losses(x[:, 0], out.audio[:, 0], sample_rate)
     wav = waveform_loss(x[:, 0], out.audio[:, 0])
-    loss = spec + cfg.waveform_weight * wav + cfg.commit_weight * out.vq.commit_loss
+    loss = (
+        spec["sc"] + spec["log_mag"] + cfg.mel_weight * spec["mel"]
+        + cfg.waveform_weight * wav + cfg.commit_weight * out.vq.commit_loss
+    )  # fmt: skip
     stats = {
-        "loss": loss.item(), "spectral": spec.item(), "waveform": wav.item(),
+        "loss": loss.item(), **{k: v.item() for k, v in spec.items()}, "waveform": wav.item(),
         "commit": out.vq.commit_loss.item(), "perplexity": out.vq.perplexity.item(),
         "restarted": float(out.vq.restarted),
     }  # fmt: skip
@@ -123,9 +129,10 @@ def _lr(cfg: TrainConfig, step: int) -> float:
 
 
 @torch.no_grad()
-def validate(net: VQVAELevel, crops: torch.Tensor, cfg: TrainConfig) -> float:
+def validate(net: VQVAELevel, crops: torch.Tensor, cfg: TrainConfig, sample_rate: int) -> float:
+    """Mean training loss on fixed validation crops."""
     net.eval()
-    losses = [level_loss(net, crops[i : i + cfg.batch_size], cfg)[1]["spectral"]
+    losses = [level_loss(net, crops[i : i + cfg.batch_size], cfg, sample_rate)[1]["loss"]
               for i in range(0, len(crops), cfg.batch_size)]  # fmt: skip
     net.train()
     return float(np.mean(losses))
@@ -140,7 +147,7 @@ def train(
     resume: bool = False,
 ) -> dict[int, dict[str, float]]:
     """Train the given levels (default: all) of the run in ``run_dir``; returns the last
-    validation spectral loss and step per level."""
+    validation loss and step per level."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if config_path.exists():
@@ -158,6 +165,7 @@ def train(
         raise TokgenError(f"--levels must be in 0..{len(model_cfg.levels) - 1}, got {levels}")
 
     torch.manual_seed(cfg.seed)
+    sr = model_cfg.sample_rate
     train_audio = load_split(data_dir, "train", model_cfg.sample_rate)
     valid_sampler = CropSampler(load_split(data_dir, "valid", model_cfg.sample_rate), cfg.segment_samples,
                                 np.random.default_rng(cfg.seed + 1000))  # fmt: skip
@@ -188,7 +196,7 @@ def train(
                 t0 = time.monotonic()
                 for group in st.opt.param_groups:
                     group["lr"] = _lr(cfg, st.step)
-                loss, stats = level_loss(st.net, samplers[st.level].batch(cfg.batch_size), cfg)
+                loss, stats = level_loss(st.net, samplers[st.level].batch(cfg.batch_size), cfg, sr)
                 st.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(st.net.parameters(), cfg.grad_clip)
@@ -203,17 +211,17 @@ def train(
                         **stats,
                     }
                     if st.step % cfg.checkpoint_every == 0:
-                        record["valid_spectral"] = validate(st.net, valid_crops, cfg)
+                        record["valid_loss"] = validate(st.net, valid_crops, cfg, sr)
                         st.save(run_dir)
                     log.write(json.dumps(record) + "\n")
                     log.flush()
-                    bar.set_postfix({f"L{st.level}": f"{stats['spectral']:.3f}"})
+                    bar.set_postfix({f"L{st.level}": f"{stats['loss']:.3f}"})
             bar.update(1)
     finally:
         bar.close()
         for st in states:
             st.save(run_dir)
-            results[st.level] = {"step": st.step, "valid_spectral": validate(st.net, valid_crops, cfg)}
+            results[st.level] = {"step": st.step, "valid_loss": validate(st.net, valid_crops, cfg, sr)}
         log.close()
     return results
 

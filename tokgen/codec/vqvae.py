@@ -21,6 +21,7 @@ from torch import nn
 
 from tokgen.audio import check_mono
 from tokgen.codec.base import Codec, LevelSpec
+from tokgen.codec.chunking import run_in_chunks
 from tokgen.codec.modules import Decoder, Encoder
 from tokgen.codec.quantizer import EMAVectorQuantizer, QuantizerOutput
 
@@ -65,29 +66,6 @@ class VQVAEConfig(BaseModel):
 class LevelOutput:
     audio: torch.Tensor  # (B, 1, T)
     vq: QuantizerOutput
-
-
-@dataclass
-class ChunkPlan:
-    """Frames [start, stop) of one chunk, computed from frames [ctx_start, ctx_stop)."""
-
-    start: int
-    stop: int
-    ctx_start: int
-    ctx_stop: int
-
-
-def chunk_plan(total_frames: int, chunk_frames: int, margin_frames: int) -> list[ChunkPlan]:
-    """Split ``total_frames`` into chunks, each computed with ``margin_frames`` of context on
-    both sides, so that chunked processing equals processing everything at once as long as
-    the margin covers the network's receptive field."""
-    plans = []
-    for start in range(0, total_frames, chunk_frames):
-        stop = min(start + chunk_frames, total_frames)
-        plans.append(
-            ChunkPlan(start, stop, max(0, start - margin_frames), min(total_frames, stop + margin_frames))
-        )
-    return plans
 
 
 class VQVAELevel(nn.Module):
@@ -137,26 +115,21 @@ class VQVAECodec(Codec):
 
     def _encode_level(self, x: np.ndarray, level: int) -> np.ndarray:
         net: VQVAELevel = self.model.levels[level]  # type: ignore[assignment]
-        hop = net.hop
         frames = self.levels[level].frames(x.size)
-        padded = np.zeros(frames * hop, dtype=np.float32)
-        padded[: x.size] = x
-        margin = math.ceil(net.encoder.receptive_field / hop) + 1
-        codes = []
-        for c in chunk_plan(frames, self._chunk_frames(level), margin):
-            seg = torch.from_numpy(padded[c.ctx_start * hop : c.ctx_stop * hop])[None, None]
-            z = net.encoder(seg)[:, :, c.start - c.ctx_start : c.stop - c.ctx_start]
-            codes.append(net.quantizer(z).codes[0])
-        return torch.cat(codes).numpy().astype(np.int64)
+        padded = torch.zeros(1, 1, frames * net.hop)
+        padded[0, 0, : x.size] = torch.from_numpy(x)
+        margin = math.ceil(net.encoder.receptive_field / net.hop) + 1
+        z = run_in_chunks(net.encoder, padded, frames, self._chunk_frames(level), margin, net.hop, 1)
+        return net.quantizer(z).codes[0].numpy().astype(np.int64)
 
     @torch.inference_mode()
     def decode(self, codes: np.ndarray, level: int) -> np.ndarray:
         arr = torch.from_numpy(self.check_codes(codes, level))
         net: VQVAELevel = self.model.levels[level]  # type: ignore[assignment]
         margin = net.decoder.receptive_field_frames + 1
-        out = []
-        for c in chunk_plan(arr.numel(), self._chunk_frames(level), margin):
-            z = net.quantizer.lookup(arr[None, c.ctx_start : c.ctx_stop])
-            y = net.decoder(z)[0, 0]
-            out.append(y[(c.start - c.ctx_start) * net.hop : (c.stop - c.ctx_start) * net.hop])
-        return torch.cat(out).numpy().astype(np.float32)
+
+        def decode_window(codes: torch.Tensor) -> torch.Tensor:
+            return net.decoder(net.quantizer.lookup(codes[None]))[0, 0]
+
+        audio = run_in_chunks(decode_window, arr, arr.numel(), self._chunk_frames(level), margin, 1, net.hop)
+        return audio.numpy().astype(np.float32)
