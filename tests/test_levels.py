@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from tokgen.codec.base import LevelSpec
@@ -85,3 +87,18 @@ def test_decode_validates_codes():
         codec.decode(np.zeros(3, dtype=np.int64), 5)
     with pytest.raises(TokgenError, match="integers"):
         codec.decode(np.zeros(3, dtype=np.float32), 0)
+
+
+@given(
+    total=st.integers(min_value=1, max_value=5000),
+    chunk=st.integers(min_value=1, max_value=700),
+    margin=st.integers(min_value=0, max_value=300),
+)
+def test_chunk_plan_properties(total, chunk, margin):
+    plans = chunk_plan(total, chunk, margin)
+    assert [f for p in plans for f in range(p.start, p.stop)] == list(range(total))
+    for p in plans:
+        assert 0 <= p.ctx_start <= p.start < p.stop <= p.ctx_stop <= total
+        assert p.stop - p.start <= chunk
+        assert p.start - p.ctx_start == min(margin, p.start)
+        assert p.ctx_stop - p.stop == min(margin, total - p.stop)

@@ -1,9 +1,14 @@
 """Codec training: resumable, deterministic, exported models load and code audio."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
+import torch
 
 from tokgen.codec import load_codec
 from tokgen.codec.presets import PRESETS
@@ -42,3 +47,20 @@ def test_levels_can_train_in_separate_runs_and_export(corpus, tmp_path):
 def test_bad_levels_are_refused(corpus, tmp_path):
     with pytest.raises(TokgenError, match="--levels"):
         train(PRESETS["tiny"], TrainConfig(steps=1, **SMALL), corpus, tmp_path, levels=[7])
+
+
+def test_sigterm_checkpoints_before_exit(corpus, tmp_path):
+    """A training process stopped with SIGTERM saves its state, and --resume continues it."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "tokgen", "codec", "train", "--data", str(corpus), "--run", str(run)]
+    cmd += ["--preset", "tiny", "--steps", "100000", "--checkpoint-every", "100000", "--batch-size", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = run / "train_log.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (log.exists() and log.read_text().count("\n") >= 2):
+        time.sleep(0.2)  # wait until it has trained (logged at least one step per level)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    steps = [torch.load(run / f"level{lv}.pt", weights_only=False)["step"] for lv in (0, 1)]
+    assert min(steps) >= 50  # state saved at exit, not only at checkpoint_every

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -102,9 +103,20 @@ def _held_out_corpus(sample_rate: int) -> Path:
     return out
 
 
+def _interrupt_on_sigterm() -> None:
+    """Turn SIGTERM into KeyboardInterrupt, so long jobs checkpoint before they exit."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def cmd_codec_train(args: argparse.Namespace) -> None:
     from tokgen.codec.presets import PRESETS
     from tokgen.codec.train import TrainConfig, train
+
+    _interrupt_on_sigterm()
 
     if args.preset not in PRESETS:
         raise TokgenError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
@@ -198,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     except TokgenError as exc:
         print(f"tokgen: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("tokgen: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 
