@@ -1,0 +1,63 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tokgen.errors import TokgenError
+from tokgen.prior.windows import Window, plan_windows, upper_span
+
+
+def test_prime_shorter_than_one_hop_fills_the_first_window():
+    plan = plan_windows(prime_frames=3, total_frames=30, n_ctx=8, hop_fraction=0.5)
+    assert plan.windows[0] == Window(start=0, context=3, new=5)
+    assert all(w.context == 4 and w.new == 4 for w in plan.windows[1:-1])
+    assert plan.prime_frames_dropped == 0
+
+
+def test_prime_longer_than_the_context_keeps_its_end():
+    plan = plan_windows(prime_frames=20, total_frames=24, n_ctx=8, hop_fraction=0.25)
+    assert plan.windows == (Window(start=14, context=6, new=2), Window(start=16, context=6, new=2))
+    assert plan.prime_frames_dropped == 14
+
+
+def test_output_shorter_than_one_window_and_nothing_to_do():
+    assert plan_windows(5, 7, n_ctx=100, hop_fraction=0.5).windows == (Window(0, 5, 2),)
+    assert plan_windows(5, 5, n_ctx=100, hop_fraction=0.5).windows == ()
+
+
+def test_ancestral_sampling_starts_from_nothing():
+    plan = plan_windows(0, 10, n_ctx=4, hop_fraction=0.5)
+    assert plan.windows[0] == Window(0, 0, 4)
+    assert [w.new for w in plan.windows] == [4, 2, 2, 2]
+
+
+def test_bad_arguments():
+    with pytest.raises(TokgenError, match="hop_fraction"):
+        plan_windows(0, 10, 8, 0.0)
+    with pytest.raises(TokgenError, match="at least 2"):
+        plan_windows(0, 10, 1, 0.5)
+    with pytest.raises(TokgenError, match="prime"):
+        plan_windows(11, 10, 8, 0.5)
+
+
+def test_upper_span_covers_the_window():
+    assert upper_span(Window(start=6, context=4, new=4), ratio=4, upper_frames=100) == (1, 4)
+    assert upper_span(Window(start=0, context=0, new=8), ratio=4, upper_frames=1) == (0, 1)
+
+
+@given(
+    prime=st.integers(0, 300),
+    extra=st.integers(0, 300),
+    n_ctx=st.integers(2, 64),
+    hop_fraction=st.floats(0.01, 1.0),
+)
+def test_plan_properties(prime, extra, n_ctx, hop_fraction):
+    plan = plan_windows(prime, prime + extra, n_ctx, hop_fraction)
+    pos = prime
+    for i, w in enumerate(plan.windows):
+        assert w.start + w.context == pos  # new frames tile [prime, total) in order
+        assert w.new >= 1 and w.context + w.new <= n_ctx
+        assert w.context == min(pos, n_ctx - max(1, int(hop_fraction * n_ctx)))  # keep all that fits
+        if i < len(plan.windows) - 1:
+            assert w.context + w.new == n_ctx  # every window but the last is full
+        pos += w.new
+    assert pos == prime + extra

@@ -1,0 +1,76 @@
+"""Window plans for windowed sampling (Jukebox's ``hop_fraction``), as pure functions.
+
+A prior sees at most ``n_ctx`` tokens of its own level. To produce a longer sequence, it is
+sampled window by window: each window's first ``context`` frames are already known (the
+prime's codes, or what earlier windows generated) and the rest are generated. After the
+first window, every window keeps the last ``n_ctx - hop`` known frames as context and
+generates ``hop = hop_fraction * n_ctx`` new ones.
+
+What of the prime is kept: the first window keeps as much of the prime as fits while still
+generating at least ``hop`` frames, i.e. the prime's last ``min(prime, n_ctx - hop)``
+frames. A longer prime's beginning is out of context; ``WindowPlan.prime_frames_dropped``
+says how much, so callers can report it instead of dropping it silently.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from tokgen.errors import TokgenError
+
+
+@dataclass(frozen=True)
+class Window:
+    start: int  # frame index of the window's first token
+    context: int  # known frames at the start of the window
+    new: int  # frames generated in this window
+
+    @property
+    def end(self) -> int:
+        return self.start + self.context + self.new
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    windows: tuple[Window, ...]
+    prime_frames: int
+    total_frames: int
+
+    @property
+    def prime_frames_dropped(self) -> int:
+        """Prime frames before the first window: they cannot influence the continuation."""
+        return self.windows[0].start if self.windows else 0
+
+
+def window_hop(n_ctx: int, hop_fraction: float) -> int:
+    if n_ctx < 2:
+        raise TokgenError(f"a prior's context must hold at least 2 tokens, got {n_ctx}")
+    if not 0.0 < hop_fraction <= 1.0:
+        raise TokgenError(f"hop_fraction must be in (0, 1], got {hop_fraction}")
+    return max(1, min(n_ctx, math.floor(hop_fraction * n_ctx)))
+
+
+def plan_windows(prime_frames: int, total_frames: int, n_ctx: int, hop_fraction: float) -> WindowPlan:
+    """Windows that generate frames ``[prime_frames, total_frames)`` with a context of at
+    most ``n_ctx`` frames each. New frames of consecutive windows tile the range exactly."""
+    hop = window_hop(n_ctx, hop_fraction)
+    if prime_frames < 0 or total_frames < prime_frames:
+        raise TokgenError(f"need 0 <= prime ({prime_frames}) <= total ({total_frames}) frames")
+    keep = n_ctx - hop
+    windows = []
+    pos = prime_frames
+    while pos < total_frames:
+        context = min(pos, keep)
+        new = min(n_ctx - context, total_frames - pos)
+        windows.append(Window(pos - context, context, new))
+        pos += new
+    return WindowPlan(tuple(windows), prime_frames, total_frames)
+
+
+def upper_span(window: Window, ratio: int, upper_frames: int) -> tuple[int, int]:
+    """Frames [start, stop) of the level above that cover ``window`` of a level whose hop is
+    ``ratio`` times smaller: the conditioning prefix of an upsampler window."""
+    if ratio < 1:
+        raise TokgenError(f"hop ratio between levels must be >= 1, got {ratio}")
+    return window.start // ratio, min(upper_frames, math.ceil(window.end / ratio))
