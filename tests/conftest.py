@@ -17,6 +17,46 @@ import torch
 torch.set_num_threads(1)
 
 
+class LoopThread:
+    """One asyncio loop for the whole session, in a thread: engines bind to the loop of
+    their first request (vLLM's output handler, asyncio queues), so every test must use
+    the same loop."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro, timeout: float = 300):
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+
+@pytest.fixture(scope="session")
+def loop_thread() -> LoopThread:
+    return LoopThread()
+
+
+@pytest.fixture(scope="session")
+def tiny_prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised tiny Llama over 64 token ids (head_dim 64: vLLM's CPU
+    attention needs at least 32)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=64, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=None, pad_token_id=0,
+    )  # fmt: skip
+    out = tmp_path_factory.mktemp("prior")
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real 0.05 h render (abc2midi + soundfont): train, valid and test pieces."""

@@ -1,0 +1,132 @@
+"""Both engine backends for real: the in-process transformers engine and vLLM (one engine
+per test session, enforce_eager), on a tiny random Llama."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from tokgen.engine.base import Engine, SamplingParams
+from tokgen.engine.factory import create_engine, resolve_backend
+from tokgen.engine.sampling import filter_logits
+from tokgen.errors import TokgenError
+
+GREEDY = SamplingParams(max_tokens=12, temperature=0.0)
+
+
+@pytest.fixture(scope="session", params=["hf", "vllm"])
+def engine(request, tiny_prior, loop_thread):
+    eng = create_engine(
+        tiny_prior, request.param, **({"kv_cache_bytes": 1 << 27} if request.param == "vllm" else {})
+    )
+    yield eng
+    loop_thread.run(eng.close())
+
+
+async def collect(engine: Engine, rid: str, prompt: list[int], params: SamplingParams) -> list[int]:
+    out: list[int] = []
+    async for chunk in engine.generate(rid, prompt, params):
+        out += chunk
+    return out
+
+
+def reference_greedy(model_dir, prompt: list[int], n: int) -> list[int]:
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    ids = model.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False, pad_token_id=0)
+    return ids[0, len(prompt) :].tolist()
+
+
+def test_greedy_matches_transformers_generate(engine, tiny_prior, loop_thread):
+    prompt = [1, 5, 9, 33, 20]
+    got = loop_thread.run(collect(engine, f"{engine.backend}-greedy", prompt, GREEDY))
+    assert got == reference_greedy(tiny_prior, prompt, 12)
+
+
+def test_concurrent_requests_batch_without_changing_results(engine, loop_thread):
+    prompts = [[1, 7], [1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 40, 41, 42]]
+
+    async def run_all():
+        return await asyncio.gather(
+            *(collect(engine, f"{engine.backend}-batch-{i}", p, GREEDY) for i, p in enumerate(prompts))
+        )
+
+    batched = loop_thread.run(run_all())
+    alone = [
+        loop_thread.run(collect(engine, f"{engine.backend}-alone-{i}", p, GREEDY))
+        for i, p in enumerate(prompts)
+    ]
+    assert batched == alone and all(len(t) == 12 for t in batched)
+
+
+def test_seed_range_and_counts(engine, loop_thread):
+    params = SamplingParams(max_tokens=40, temperature=1.0, seed=123, allowed=(10, 20))
+
+    async def run_all():
+        return await asyncio.gather(
+            collect(engine, f"{engine.backend}-s1", [1, 2], params),
+            collect(engine, f"{engine.backend}-s2", [1, 2], params),
+            collect(
+                engine, f"{engine.backend}-s3", [1, 2], SamplingParams(40, 1.0, seed=7, allowed=(10, 20))
+            ),
+        )
+
+    a, b, c = loop_thread.run(run_all())
+    assert a == b and a != c
+    assert all(10 <= t < 20 for t in a + c) and len(a) == len(c) == 40
+    assert len(set(a)) > 3  # temperature 1 really samples
+
+
+def test_abort_ends_the_stream(engine, loop_thread):
+    async def run():
+        rid = f"{engine.backend}-abort"
+        got = []
+        async for chunk in engine.generate(
+            rid, [1, 2, 3], SamplingParams(max_tokens=200, temperature=1.0, seed=1)
+        ):
+            got += chunk
+            if len(got) >= 3:
+                await engine.abort(rid)
+        return got
+
+    got = loop_thread.run(run())
+    assert 3 <= len(got) < 200
+    # The engine still serves after an abort.
+    assert len(loop_thread.run(collect(engine, f"{engine.backend}-after", [1], GREEDY))) == 12
+
+
+@pytest.mark.parametrize(
+    ("prompt", "params", "message"),
+    [
+        ([], GREEDY, "at least one token"),
+        ([1, 99], GREEDY, "prompt token ids"),
+        ([1] * 250, GREEDY, "exceeds the model's context"),
+        ([1], SamplingParams(max_tokens=5, temperature=-1.0), "temperature"),
+        ([1], SamplingParams(max_tokens=5, top_p=0.0), "top_p"),
+        ([1], SamplingParams(max_tokens=5, allowed=(60, 70)), "allowed token range"),
+        ([1], SamplingParams(max_tokens=0), "max_tokens"),
+    ],
+)
+def test_bad_requests_are_refused(engine, loop_thread, prompt, params, message):
+    with pytest.raises(TokgenError, match=message):
+        loop_thread.run(collect(engine, f"{engine.backend}-bad", prompt, params))
+
+
+def test_filter_logits():
+    logits = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0])
+    assert torch.isinf(filter_logits(logits, SamplingParams(1, allowed=(1, 3)))[[0, 3, 4]]).all()
+    kept = ~torch.isinf(filter_logits(logits, SamplingParams(1, top_k=2)))
+    assert kept.tolist() == [False, False, False, True, True]
+    # top_p 0.6: the largest token alone has ~64% of the mass, so only it survives.
+    kept = ~torch.isinf(filter_logits(logits, SamplingParams(1, top_p=0.6)))
+    assert kept.tolist() == [False, False, False, False, True]
+    assert torch.allclose(filter_logits(logits, SamplingParams(1, temperature=2.0)), logits / 2)
+
+
+def test_backend_resolution():
+    assert resolve_backend("auto") == "vllm"  # installed by scripts/install.sh
+    assert resolve_backend("hf") == "hf"
+    with pytest.raises(TokgenError, match="unknown engine backend"):
+        resolve_backend("tgi")  # type: ignore[arg-type]

