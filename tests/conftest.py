@@ -49,9 +49,17 @@ def tiny_prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     torch.manual_seed(0)
     cfg = LlamaConfig(
-        vocab_size=64, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=None, pad_token_id=0,
-    )  # fmt: skip
+        vocab_size=64,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=None,
+        pad_token_id=0,
+    )
     out = tmp_path_factory.mktemp("prior")
     LlamaForCausalLM(cfg).save_pretrained(out)
     return out
@@ -74,8 +82,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Pa
     from tokgen.codec.train import TrainConfig, export, train
 
     run = tmp_path_factory.mktemp("run")
-    train(PRESETS["tiny"], TrainConfig(steps=20, segment_samples=2048, batch_size=4, log_every=10,
-                                       checkpoint_every=10, valid_crops=4), corpus, run)  # fmt: skip
+    train(
+        PRESETS["tiny"],
+        TrainConfig(
+            steps=20, segment_samples=2048, batch_size=4, log_every=10, checkpoint_every=10, valid_crops=4
+        ),
+        corpus,
+        run,
+    )
     out = tmp_path_factory.mktemp("model")
     export(run, out)
     return out

@@ -11,8 +11,9 @@ from tokgen.audio import save_audio
 
 
 def tokgen(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tokgen", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "tokgen", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 def test_encode_decode_roundtrip(tmp_path, tiny_model_dir, tone):
@@ -22,8 +23,15 @@ def test_encode_decode_roundtrip(tmp_path, tiny_model_dir, tone):
     info = json.loads(enc.stdout)
     assert [lv["frames"] for lv in info["levels"]] == [1251, 2501]
     for level in ("0", "1"):
-        dec = tokgen("decode", str(tmp_path / "c.npz"), str(tmp_path / f"out{level}.wav"), "--level", level,
-                     "--model", str(tiny_model_dir))  # fmt: skip
+        dec = tokgen(
+            "decode",
+            str(tmp_path / "c.npz"),
+            str(tmp_path / f"out{level}.wav"),
+            "--level",
+            level,
+            "--model",
+            str(tiny_model_dir),
+        )
         assert dec.returncode == 0, dec.stderr
         assert sf.info(tmp_path / f"out{level}.wav").frames == 20001  # trimmed to the input length
 
@@ -48,21 +56,38 @@ def test_errors_are_one_line_with_status_2(tmp_path, tiny_model_dir):
 def test_decode_with_wrong_codec_or_level(tmp_path, tiny_model_dir, tone):
     save_audio(tmp_path / "in.wav", tone, 16000)
     tokgen("encode", str(tmp_path / "in.wav"), str(tmp_path / "c.npz"), "--model", str(tiny_model_dir))
-    r = tokgen("decode", str(tmp_path / "c.npz"), str(tmp_path / "o.wav"), "--level", "9",
-               "--model", str(tiny_model_dir))  # fmt: skip
+    r = tokgen(
+        "decode",
+        str(tmp_path / "c.npz"),
+        str(tmp_path / "o.wav"),
+        "--level",
+        "9",
+        "--model",
+        str(tiny_model_dir),
+    )
     assert r.returncode == 2 and "--level must be in 0..1" in r.stderr
     r = tokgen("decode", str(tmp_path / "c.npz"), str(tmp_path / "o.wav"))  # the shipped codec: other hops
     assert r.returncode == 2 and "does not match codec" in r.stderr
 
 
 def test_codec_eval_json_schema(corpus, tiny_model_dir):
-    r = tokgen("codec", "eval", "--json", "--model", str(tiny_model_dir), "--data", str(corpus),
-               "--max-seconds", "5")  # fmt: skip
+    r = tokgen(
+        "codec", "eval", "--json", "--model", str(tiny_model_dir), "--data", str(corpus), "--max-seconds", "5"
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["sample_rate"] == 16000 and [lv["level"] for lv in out["levels"]] == [0, 1]
-    keys = {"level", "hop", "codebook_size", "bitrate_bps", "spectral_convergence_db", "si_sdr_db",
-            "mel_distance", "perplexity", "dead_code_fraction"}  # fmt: skip
+    keys = {
+        "level",
+        "hop",
+        "codebook_size",
+        "bitrate_bps",
+        "spectral_convergence_db",
+        "si_sdr_db",
+        "mel_distance",
+        "perplexity",
+        "dead_code_fraction",
+    }
     for lv in out["levels"]:
         assert keys <= set(lv) and all(np.isfinite(lv[k]) for k in keys)
         assert 0.0 <= lv["dead_code_fraction"] <= 1.0

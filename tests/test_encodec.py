@@ -14,10 +14,17 @@ from tokgen.errors import CheckpointError
 def encodec_dir(tmp_path_factory):
     torch.manual_seed(0)
     cfg = EncodecConfig(
-        sampling_rate=16000, audio_channels=1, normalize=False, num_filters=4, hidden_size=16,
-        codebook_dim=16, codebook_size=64, upsampling_ratios=[8, 4], num_lstm_layers=1,
+        sampling_rate=16000,
+        audio_channels=1,
+        normalize=False,
+        num_filters=4,
+        hidden_size=16,
+        codebook_dim=16,
+        codebook_size=64,
+        upsampling_ratios=[8, 4],
+        num_lstm_layers=1,
         target_bandwidths=[3.0, 6.0, 12.0],
-    )  # fmt: skip
+    )
     out = tmp_path_factory.mktemp("encodec")
     EncodecModel(cfg).save_pretrained(out)
     return out
@@ -27,8 +34,11 @@ def test_levels_are_cumulative_codebook_groups(encodec_dir, tone):
     codec = load_codec(encodec_dir)
     assert isinstance(codec, EncodecCodec)
     # 500 frames/s of 6-bit codes: 3 kbps per codebook -> 1, 2, 4 codebooks.
-    assert [(lv.hop, lv.n_codebooks, lv.codebook_size) for lv in codec.levels] == [(32, 1, 64), (32, 2, 64),
-                                                                                  (32, 4, 64)]  # fmt: skip
+    assert [(lv.hop, lv.n_codebooks, lv.codebook_size) for lv in codec.levels] == [
+        (32, 1, 64),
+        (32, 2, 64),
+        (32, 4, 64),
+    ]
     codes = codec.encode(tone[:16000])
     assert [c.shape for c in codes] == [(500,), (2, 500), (4, 500)]  # one codebook: 1-D, as in the VQ-VAE
     assert np.array_equal(codes[2][:2], codes[1]) and np.array_equal(codes[1][0], codes[0])

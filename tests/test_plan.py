@@ -50,6 +50,7 @@ def test_timbres_are_varied_and_valid():
 
 
 def test_unrenderable_and_short_pieces_are_skipped():
-    jobs = plan_renders(PIECES, lambda p: None if p.endswith("#1") else 2.0 if p.endswith("#2") else 30.0,
-                        hours=0.5, seed=0)  # fmt: skip
+    jobs = plan_renders(
+        PIECES, lambda p: None if p.endswith("#1") else 2.0 if p.endswith("#2") else 30.0, hours=0.5, seed=0
+    )
     assert not any(j.piece_id.endswith(("#1", "#2")) for j in jobs)

@@ -28,10 +28,16 @@ def cmd_data_render(args: argparse.Namespace) -> None:
 
     manifest = render_dataset(
         Path(args.out_dir),
-        RenderOptions(hours=args.hours, seed=args.seed, sample_rate=args.sample_rate,
-                      renders_per_piece=args.renders_per_piece, workers=args.workers,
-                      soundfont=args.soundfont, only_split=args.only_split),
-    )  # fmt: skip
+        RenderOptions(
+            hours=args.hours,
+            seed=args.seed,
+            sample_rate=args.sample_rate,
+            renders_per_piece=args.renders_per_piece,
+            workers=args.workers,
+            soundfont=args.soundfont,
+            only_split=args.only_split,
+        ),
+    )
     summary = {k: manifest[k] for k in ("hours", "splits", "sample_rate", "soundfont", "seed")}
     summary["programs"] = len({i["program"] for i in manifest["items"]})
     summary["families"] = sorted({i["program_family"] for i in manifest["items"]})
@@ -47,12 +53,20 @@ def cmd_encode(args: argparse.Namespace) -> None:
     audio = load_audio(args.input, codec.sample_rate, max_seconds=args.max_seconds)
     codes = codec.encode(audio)
     save_codes(args.output, codes, codec, audio.size)
-    print(json.dumps({
-        "input": str(args.input), "output": str(args.output), "model": codec.name,
-        "seconds": round(audio.size / codec.sample_rate, 3),
-        "levels": [{"level": i, "hop": lv.hop, "frames": int(c.shape[-1])}
-                   for i, (lv, c) in enumerate(zip(codec.levels, codes, strict=True))],
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "input": str(args.input),
+                "output": str(args.output),
+                "model": codec.name,
+                "seconds": round(audio.size / codec.sample_rate, 3),
+                "levels": [
+                    {"level": i, "hop": lv.hop, "frames": int(c.shape[-1])}
+                    for i, (lv, c) in enumerate(zip(codec.levels, codes, strict=True))
+                ],
+            }
+        )
+    )
 
 
 def cmd_decode(args: argparse.Namespace) -> None:
@@ -68,8 +82,16 @@ def cmd_decode(args: argparse.Namespace) -> None:
         raise TokgenError(f"--level must be in 0..{len(codes.codes) - 1} (0 = top), got {level}")
     audio = codec.decode(codes.codes[level], level)[: codes.num_samples]
     save_audio(args.output, audio, codec.sample_rate)
-    print(json.dumps({"input": str(args.input), "output": str(args.output), "level": level,
-                      "seconds": round(audio.size / codec.sample_rate, 3)}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "input": str(args.input),
+                "output": str(args.output),
+                "level": level,
+                "seconds": round(audio.size / codec.sample_rate, 3),
+            }
+        )
+    )
 
 
 def cmd_codec_eval(args: argparse.Namespace) -> None:
@@ -85,9 +107,11 @@ def cmd_codec_eval(args: argparse.Namespace) -> None:
     print(f"{result['model']}: {result['files']} files, {result['seconds']} s of {args.split} audio")
     print(f"{'level':>5} {'hop':>5} {'kbps':>6} {'SC dB':>7} {'SI-SDR':>7} {'mel':>6} {'ppl':>7} {'dead':>6}")
     for lv in result["levels"]:
-        print(f"{lv['level']:>5} {lv['hop']:>5} {lv['bitrate_bps'] / 1000:>6.2f} "
-              f"{lv['spectral_convergence_db']:>7.2f} {lv['si_sdr_db']:>7.2f} {lv['mel_distance']:>6.3f} "
-              f"{lv['perplexity']:>7.1f} {lv['dead_code_fraction']:>6.1%}")  # fmt: skip
+        print(
+            f"{lv['level']:>5} {lv['hop']:>5} {lv['bitrate_bps'] / 1000:>6.2f} "
+            f"{lv['spectral_convergence_db']:>7.2f} {lv['si_sdr_db']:>7.2f} {lv['mel_distance']:>6.3f} "
+            f"{lv['perplexity']:>7.1f} {lv['dead_code_fraction']:>6.1%}"
+        )
 
 
 def _held_out_corpus(sample_rate: int) -> Path:
@@ -112,17 +136,36 @@ def _interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _preset(presets: dict, name: str):
+    if name not in presets:
+        raise TokgenError(f"unknown preset {name!r}; choose one of {', '.join(presets)}")
+    return presets[name]
+
+
+def _loop_options(args: argparse.Namespace) -> dict:
+    """The training-loop settings both `train` commands take (see ``_add_loop_arguments``)."""
+    keys = ("steps", "max_minutes", "batch_size", "seed", "checkpoint_every")
+    return {k: getattr(args, k) for k in keys}
+
+
+def _add_loop_arguments(p: argparse.ArgumentParser, batch_size: int) -> None:
+    p.add_argument("--preset", default="default")
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this long")
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue the run in --run")
+
+
 def cmd_codec_train(args: argparse.Namespace) -> None:
     from tokgen.codec.presets import PRESETS
     from tokgen.codec.train import TrainConfig, train
 
+    preset = _preset(PRESETS, args.preset)
     _interrupt_on_sigterm()
-
-    if args.preset not in PRESETS:
-        raise TokgenError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
-    cfg = TrainConfig(steps=args.steps, max_minutes=args.max_minutes, batch_size=args.batch_size,
-                      seed=args.seed, checkpoint_every=args.checkpoint_every)  # fmt: skip
-    result = train(PRESETS[args.preset], cfg, Path(args.data), Path(args.run), args.levels, args.resume)
+    cfg = TrainConfig(**_loop_options(args))
+    result = train(preset, cfg, Path(args.data), Path(args.run), args.levels, args.resume)
     print(json.dumps({f"level{k}": v for k, v in result.items()}))
 
 
@@ -131,6 +174,43 @@ def cmd_codec_export(args: argparse.Namespace) -> None:
 
     export(Path(args.run), Path(args.out))
     print(json.dumps({"model_dir": str(args.out)}))
+
+
+def cmd_prior_train(args: argparse.Namespace) -> None:
+    from tokgen.codec import load_codec
+    from tokgen.prior.model import PRESETS
+    from tokgen.prior.train import PriorTrainConfig, train_prior
+
+    preset = _preset(PRESETS, args.preset)
+    _interrupt_on_sigterm()
+    cfg = PriorTrainConfig(**_loop_options(args))
+    result = train_prior(
+        load_codec(args.codec),
+        Path(args.data),
+        Path(args.run),
+        args.level,
+        preset,
+        cfg,
+        args.resume,
+    )
+    print(json.dumps(result))
+
+
+def cmd_prior_eval(args: argparse.Namespace) -> None:
+    from tokgen.codec import load_codec
+    from tokgen.prior.evaluate import evaluate_prior
+
+    codec = load_codec(args.codec)
+    levels = [evaluate_prior(codec, Path(args.data), Path(p)) for p in args.prior]
+    result = {"levels": sorted(levels, key=lambda r: r["level"])}
+    if args.json:
+        print(json.dumps(result))
+        return
+    for r in result["levels"]:
+        print(
+            f"level {r['level']}: {r['bits_per_token']:.3f} bits/token "
+            f"(unigram {r['unigram_bits_per_token']:.3f}, uniform {r['uniform_bits_per_token']:.3f})"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,14 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = codec.add_parser("train", help="train the multi-level VQ-VAE (resumable)")
     p.add_argument("--data", required=True, help="directory made by `tokgen data render`")
     p.add_argument("--run", required=True, help="run directory for checkpoints and logs")
-    p.add_argument("--preset", default="default")
     p.add_argument("--levels", type=_levels, default=None, help="e.g. 0,1 (default: all)")
-    p.add_argument("--steps", type=int, default=20000)
-    p.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this long")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue the run in --run")
+    _add_loop_arguments(p, batch_size=8)
     p.set_defaults(func=cmd_codec_train)
 
     p = codec.add_parser("eval", help="per-level reconstruction metrics on held-out renders")
@@ -200,6 +274,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("out")
     p.set_defaults(func=cmd_codec_export)
+
+    prior = sub.add_parser("prior", help="train and evaluate the per-level priors").add_subparsers(
+        dest="prior_cmd", required=True
+    )
+    p = prior.add_parser("train", help="train one level's prior on the corpus codes (resumable)")
+    p.add_argument("--level", type=int, required=True, help="0 = top prior, >= 1 = upsampler")
+    p.add_argument("--data", required=True, help="directory made by `tokgen data render`")
+    p.add_argument("--run", required=True, help="run directory (state, logs, model/)")
+    p.add_argument("--codec", default=None, help="codec model directory (default: shipped codec)")
+    _add_loop_arguments(p, batch_size=16)
+    p.set_defaults(func=cmd_prior_train)
+
+    p = prior.add_parser("eval", help="validation bits/token per level vs the unigram baseline")
+    p.add_argument("--data", required=True)
+    p.add_argument("--prior", action="append", required=True, help="prior directory (repeat per level)")
+    p.add_argument("--codec", default=None, help="codec model directory (default: shipped codec)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_prior_eval)
     return parser
 
 

@@ -53,15 +53,21 @@ def load_state_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], 
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    misshapen = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-                 if k in state and state[k].shape != v.shape]  # fmt: skip
+    misshapen = [
+        f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or unexpected or misshapen:
         details = "; ".join(
             f"{label} {items[:3]}{' ...' if len(items) > 3 else ''}"
-            for label, items in (("missing", missing), ("unexpected", unexpected),
-                                 ("shape mismatch (file vs config)", misshapen))
+            for label, items in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("shape mismatch (file vs config)", misshapen),
+            )
             if items
-        )  # fmt: skip
+        )
         raise CheckpointError(f"checkpoint {source} does not match its config: {details}")
     module.load_state_dict(state)
 

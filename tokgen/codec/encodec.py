@@ -55,8 +55,9 @@ class EncodecCodec(Codec):
         self.model.eval()
         self.sample_rate = int(cfg.sampling_rate)
         self._hop = int(math.prod(cfg.upsampling_ratios))
-        counts = sorted({int(self.model.quantizer.get_num_quantizers_for_bandwidth(bw))
-                         for bw in cfg.target_bandwidths})  # fmt: skip
+        counts = sorted(
+            {int(self.model.quantizer.get_num_quantizers_for_bandwidth(bw)) for bw in cfg.target_bandwidths}
+        )
         self._n_codebooks = tuple(counts)
         self._bandwidth = max(cfg.target_bandwidths)
         self.levels = tuple(LevelSpec(self._hop, int(cfg.codebook_size), n) for n in counts)

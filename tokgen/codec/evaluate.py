@@ -46,18 +46,20 @@ def evaluate_codec(codec: Codec, files: list[Path], max_seconds: float | None = 
         stats = per_level[lv]
         w = np.asarray(stats["weight"], dtype=np.float64)
         perplexity, dead = codebook_usage(np.concatenate(all_codes[lv]), spec.codebook_size)
-        levels.append({
-            "level": lv,
-            "hop": spec.hop,
-            "codebook_size": spec.codebook_size,
-            "n_codebooks": spec.n_codebooks,
-            "bitrate_bps": round(spec.bitrate(codec.sample_rate), 2),
-            "spectral_convergence_db": round(float(np.average(stats["sc"], weights=w)), 3),
-            "si_sdr_db": round(float(np.average(stats["si_sdr"], weights=w)), 3),
-            "mel_distance": round(float(np.average(stats["mel"], weights=w)), 4),
-            "perplexity": round(perplexity, 2),
-            "dead_code_fraction": round(dead, 4),
-        })  # fmt: skip
+        levels.append(
+            {
+                "level": lv,
+                "hop": spec.hop,
+                "codebook_size": spec.codebook_size,
+                "n_codebooks": spec.n_codebooks,
+                "bitrate_bps": round(spec.bitrate(codec.sample_rate), 2),
+                "spectral_convergence_db": round(float(np.average(stats["sc"], weights=w)), 3),
+                "si_sdr_db": round(float(np.average(stats["si_sdr"], weights=w)), 3),
+                "mel_distance": round(float(np.average(stats["mel"], weights=w)), 4),
+                "perplexity": round(perplexity, 2),
+                "dead_code_fraction": round(dead, 4),
+            }
+        )
     return {
         "model": codec.name,
         "sample_rate": codec.sample_rate,
@@ -67,7 +69,12 @@ def evaluate_codec(codec: Codec, files: list[Path], max_seconds: float | None = 
     }
 
 
-def evaluate_on_split(codec: Codec, data_dir: Path, split: str = "test", max_files: int | None = None,
-                      max_seconds: float | None = None) -> dict:  # fmt: skip
+def evaluate_on_split(
+    codec: Codec,
+    data_dir: Path,
+    split: str = "test",
+    max_files: int | None = None,
+    max_seconds: float | None = None,
+) -> dict:
     files = split_files(data_dir, split)
     return evaluate_codec(codec, files[:max_files] if max_files else files, max_seconds)

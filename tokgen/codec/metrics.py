@@ -44,7 +44,7 @@ def mel_distance(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
     x, y = _pair(ref, est)
     return float(
         np.mean([mel_l1(stft_magnitude(x, n), stft_magnitude(y, n), sample_rate, m) for n, m in MEL_SCALES])
-    )  # fmt: skip
+    )
 
 
 def codebook_usage(codes: np.ndarray, codebook_size: int) -> tuple[float, float]:

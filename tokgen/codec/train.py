@@ -26,7 +26,8 @@ from tokgen.codec.checkpoint import load_state_checked, parse_vqvae_config, save
 from tokgen.codec.losses import spectral_losses, waveform_loss
 from tokgen.codec.vqvae import MultiLevelVQVAE, VQVAEConfig, VQVAELevel
 from tokgen.data.render import load_split
-from tokgen.errors import CheckpointError, TokgenError
+from tokgen.errors import TokgenError
+from tokgen.training import load_checkpoint, save_checkpoint, set_lr, warmup_lr
 
 
 class TrainConfig(BaseModel):
@@ -78,14 +79,20 @@ def level_loss(
     spec = spectral_losses(x[:, 0], out.audio[:, 0], sample_rate)
     wav = waveform_loss(x[:, 0], out.audio[:, 0])
     loss = (
-        spec["sc"] + spec["log_mag"] + cfg.mel_weight * spec["mel"]
-        + cfg.waveform_weight * wav + cfg.commit_weight * out.vq.commit_loss
-    )  # fmt: skip
+        spec["sc"]
+        + spec["log_mag"]
+        + cfg.mel_weight * spec["mel"]
+        + cfg.waveform_weight * wav
+        + cfg.commit_weight * out.vq.commit_loss
+    )
     stats = {
-        "loss": loss.item(), **{k: v.item() for k, v in spec.items()}, "waveform": wav.item(),
-        "commit": out.vq.commit_loss.item(), "perplexity": out.vq.perplexity.item(),
+        "loss": loss.item(),
+        **{k: v.item() for k, v in spec.items()},
+        "waveform": wav.item(),
+        "commit": out.vq.commit_loss.item(),
+        "perplexity": out.vq.perplexity.item(),
         "restarted": float(out.vq.restarted),
-    }  # fmt: skip
+    }
     return loss, stats
 
 
@@ -102,38 +109,21 @@ class LevelState:
         return run_dir / f"level{self.level}.pt"
 
     def save(self, run_dir: Path) -> None:
-        tmp = self.path(run_dir).with_suffix(".tmp")
-        torch.save(
-            {"model": self.net.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
-             "elapsed_s": self.elapsed_s, "torch_rng": torch.get_rng_state(),
-             "np_rng": self.rng.bit_generator.state},
-            tmp,
-        )  # fmt: skip
-        tmp.replace(self.path(run_dir))  # atomic: a kill mid-save never corrupts the checkpoint
+        save_checkpoint(self.path(run_dir), self.net, self.opt, self.step, self.rng, elapsed_s=self.elapsed_s)
 
     def load(self, run_dir: Path) -> None:
-        path = self.path(run_dir)
-        try:
-            state = torch.load(path, weights_only=False)
-        except Exception as exc:
-            raise CheckpointError(f"cannot read training checkpoint {path}: {exc}") from exc
-        load_state_checked(self.net, state["model"], path)
-        self.opt.load_state_dict(state["opt"])
+        state = load_checkpoint(self.path(run_dir), self.net, self.opt, self.rng)
         self.step, self.elapsed_s = state["step"], state["elapsed_s"]
-        torch.set_rng_state(state["torch_rng"])
-        self.rng.bit_generator.state = state["np_rng"]
-
-
-def _lr(cfg: TrainConfig, step: int) -> float:
-    return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
 
 
 @torch.no_grad()
 def validate(net: VQVAELevel, crops: torch.Tensor, cfg: TrainConfig, sample_rate: int) -> float:
     """Mean training loss on fixed validation crops."""
     net.eval()
-    losses = [level_loss(net, crops[i : i + cfg.batch_size], cfg, sample_rate)[1]["loss"]
-              for i in range(0, len(crops), cfg.batch_size)]  # fmt: skip
+    losses = [
+        level_loss(net, crops[i : i + cfg.batch_size], cfg, sample_rate)[1]["loss"]
+        for i in range(0, len(crops), cfg.batch_size)
+    ]
     net.train()
     return float(np.mean(losses))
 
@@ -167,8 +157,11 @@ def train(
     torch.manual_seed(cfg.seed)
     sr = model_cfg.sample_rate
     train_audio = load_split(data_dir, "train", model_cfg.sample_rate)
-    valid_sampler = CropSampler(load_split(data_dir, "valid", model_cfg.sample_rate), cfg.segment_samples,
-                                np.random.default_rng(cfg.seed + 1000))  # fmt: skip
+    valid_sampler = CropSampler(
+        load_split(data_dir, "valid", model_cfg.sample_rate),
+        cfg.segment_samples,
+        np.random.default_rng(cfg.seed + 1000),
+    )
     valid_crops = valid_sampler.batch(cfg.valid_crops)
 
     states = []
@@ -185,8 +178,13 @@ def train(
     log = (run_dir / "train_log.jsonl").open("a")
     start_step = min(st.step for st in states)
     deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else math.inf
-    bar = tqdm(total=cfg.steps, initial=start_step, desc=f"codec levels {levels}", file=sys.stderr,
-               dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        total=cfg.steps,
+        initial=start_step,
+        desc=f"codec levels {levels}",
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
     results: dict[int, dict[str, float]] = {}
     try:
         while any(st.step < cfg.steps for st in states) and time.monotonic() < deadline:
@@ -194,8 +192,7 @@ def train(
                 if st.step >= cfg.steps:
                     continue
                 t0 = time.monotonic()
-                for group in st.opt.param_groups:
-                    group["lr"] = _lr(cfg, st.step)
+                set_lr(st.opt, warmup_lr(cfg.lr, cfg.warmup_steps, st.step))
                 loss, stats = level_loss(st.net, samplers[st.level].batch(cfg.batch_size), cfg, sr)
                 st.opt.zero_grad(set_to_none=True)
                 loss.backward()

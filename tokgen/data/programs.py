@@ -26,10 +26,23 @@ LEAD_PROGRAMS: dict[str, tuple[int, ...]] = {
 ACCOMPANIMENT_PROGRAMS: tuple[int, ...] = (0, 4, 24, 25, 32, 33, 48, 19)
 
 GM_FAMILIES = (
-    "piano", "chromatic_percussion", "organ", "guitar", "bass", "strings", "ensemble", "brass",
-    "reed", "pipe", "synth_lead", "synth_pad", "synth_effects", "ethnic", "percussive",
+    "piano",
+    "chromatic_percussion",
+    "organ",
+    "guitar",
+    "bass",
+    "strings",
+    "ensemble",
+    "brass",
+    "reed",
+    "pipe",
+    "synth_lead",
+    "synth_pad",
+    "synth_effects",
+    "ethnic",
+    "percussive",
     "sound_effects",
-)  # fmt: skip
+)
 
 
 def family_of(program: int) -> str:

@@ -109,18 +109,26 @@ def render_dataset(out_dir: Path, opts: RenderOptions) -> dict:
         raise TokgenError("no ABC tunes found in the music21 corpus; is music21 installed?")
     midi = _MidiCache(pieces, out_dir / "midi")
     jobs = plan_renders(
-        [p.id for p in pieces], midi.duration, hours=opts.hours, seed=opts.seed,
-        renders_per_piece=opts.renders_per_piece, max_seconds=opts.max_seconds,
-    )  # fmt: skip
+        [p.id for p in pieces],
+        midi.duration,
+        hours=opts.hours,
+        seed=opts.seed,
+        renders_per_piece=opts.renders_per_piece,
+        max_seconds=opts.max_seconds,
+    )
     if opts.only_split is not None:
         if opts.only_split not in SPLITS:
             raise TokgenError(f"unknown split {opts.only_split!r}; use one of {', '.join(SPLITS)}")
         jobs = [j for j in jobs if j.split == opts.only_split]
     tasks = [
-        (job, str(midi.midi_path(job.piece_id)), str(out_dir / "audio" / job.split / f"{job.name}.flac"),
-         opts.max_seconds)
+        (
+            job,
+            str(midi.midi_path(job.piece_id)),
+            str(out_dir / "audio" / job.split / f"{job.name}.flac"),
+            opts.max_seconds,
+        )
         for job in jobs
-    ]  # fmt: skip
+    ]
     workers = opts.workers or os.cpu_count() or 1
     items = []
     with (
@@ -133,14 +141,16 @@ def render_dataset(out_dir: Path, opts: RenderOptions) -> dict:
             bar.update(1)
             if info is None:
                 continue
-            items.append({
-                "path": Path(path).relative_to(out_dir).as_posix(),
-                **asdict(job),
-                "program_family": family_of(job.program),
-                "source_work": info["title"],
-                "duration_s": info["duration_s"],
-                "sample_rate": opts.sample_rate,
-            })  # fmt: skip
+            items.append(
+                {
+                    "path": Path(path).relative_to(out_dir).as_posix(),
+                    **asdict(job),
+                    "program_family": family_of(job.program),
+                    "source_work": info["title"],
+                    "duration_s": info["duration_s"],
+                    "sample_rate": opts.sample_rate,
+                }
+            )
             bar.set_postfix(hours=f"{sum(i['duration_s'] for i in items) / 3600:.2f}")
     manifest = {
         "version": 1,

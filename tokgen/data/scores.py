@@ -70,8 +70,11 @@ def convert_books(books: list[Path], out_dir: Path) -> dict[tuple[Path, int], Pa
         shutil.copyfile(book, local)
         subprocess.run(
             [exe, local.name, "-silent", "-quiet"],
-            cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
-        )  # fmt: skip
+            cwd=work,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
         stem = local.stem
         for midi in work.glob(f"{stem}*.mid"):
             number = midi.stem[len(stem) :]

@@ -140,7 +140,11 @@ class HFEngine(Engine):
         self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: object
     ) -> torch.Tensor:
         out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-            use_cache=True, logits_to_keep=1,
-        )  # fmt: skip
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         return out.logits[:, -1]

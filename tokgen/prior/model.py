@@ -1,0 +1,76 @@
+"""Prior architectures: a plain ``LlamaForCausalLM`` per codec level.
+
+A prior directory is what ``save_pretrained`` writes (``config.json`` + safetensors), which
+vLLM and transformers both load unchanged, plus ``tokgen_prior.json`` saying which level it
+models, its window length and the codec layout it was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from pydantic import BaseModel, Field, model_validator
+
+from tokgen.errors import CheckpointError
+from tokgen.prior.layout import BOS, PAD, TokenLayout
+
+PRIOR_META = "tokgen_prior.json"
+
+
+class PriorConfig(BaseModel):
+    n_ctx: int = Field(default=512, ge=8, description="own-level tokens per window")
+    hidden_size: int = Field(default=256, ge=32)
+    num_layers: int = Field(default=4, ge=1)
+    num_heads: int = Field(default=4, ge=1)
+
+    @model_validator(mode="after")
+    def _head_dim(self) -> PriorConfig:
+        if self.hidden_size % self.num_heads or self.hidden_size // self.num_heads < 32:
+            raise ValueError("hidden_size / num_heads must be a whole number >= 32 (vLLM's CPU attention)")
+        return self
+
+
+PRESETS = {
+    "default": PriorConfig(),
+    "tiny": PriorConfig(n_ctx=16, hidden_size=64, num_layers=1, num_heads=2),
+}
+
+
+def sequence_length(level: int, n_ctx: int, ratio: int) -> int:
+    """Tokens of a full window: BOS + window for the top prior; BOS + aligned upper codes +
+    SEP + window for an upsampler."""
+    return 1 + n_ctx if level == 0 else 2 + math.ceil(n_ctx / ratio) + n_ctx
+
+
+def build_prior(cfg: PriorConfig, layout: TokenLayout, level: int, ratio: int):  # -> LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    llama = LlamaConfig(
+        vocab_size=layout.vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=4 * cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=sequence_length(level, cfg.n_ctx, ratio),
+        bos_token_id=BOS,
+        pad_token_id=PAD,
+        eos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(llama)
+
+
+def save_prior(model, out_dir: Path, meta: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    (out_dir / PRIOR_META).write_text(json.dumps(meta, indent=2))
+
+
+def read_prior_meta(prior_dir: Path) -> dict:
+    path = Path(prior_dir) / PRIOR_META
+    if not path.is_file():
+        raise CheckpointError(f"{prior_dir} is not a tokgen prior ({PRIOR_META} is missing)")
+    return json.loads(path.read_text())
