@@ -1,0 +1,74 @@
+"""Hierarchical windowed sampling on real engines serving tiny random priors."""
+
+import numpy as np
+import pytest
+
+from tokgen.codec.base import LevelSpec
+from tokgen.engine.hf import HFEngine
+from tokgen.errors import TokgenError
+from tokgen.prior.layout import TokenLayout
+from tokgen.prior.model import PRESETS, build_prior, save_prior
+from tokgen.prior.sampler import LevelPrior, Progress, SamplingSettings, sample_hierarchy, window_seed
+
+HOPS = [16, 8]
+LAYOUT = TokenLayout.for_levels([LevelSpec(16, 32), LevelSpec(8, 32)])
+
+
+@pytest.fixture(scope="module")
+def priors(tmp_path_factory):
+    import torch
+
+    out = []
+    for level, ratio in ((0, 1), (1, 2)):
+        torch.manual_seed(level)
+        d = tmp_path_factory.mktemp(f"prior{level}")
+        save_prior(build_prior(PRESETS["tiny"], LAYOUT, level, ratio), d, {"level": level})
+        # n_ctx 16 tokens per window, half of it new: 80 bottom frames take 9 windows.
+        out.append(LevelPrior(HFEngine(d), n_ctx=PRESETS["tiny"].n_ctx, hop_fraction=0.5))
+    return out
+
+
+def run(loop_thread, priors, known, top_frames, seed=0, progress=None):
+    coro = sample_hierarchy(
+        priors, LAYOUT, HOPS, known, top_frames, SamplingSettings(seed=seed), f"r{seed}", progress
+    )
+    return loop_thread.run(coro)
+
+
+def test_primed_extends_every_level_and_keeps_the_prime(loop_thread, priors):
+    known = [np.array([1, 2, 3, 4, 5]), np.arange(10) % 32]
+    progress = Progress(done=[5, 10], total=[40, 80])
+    codes = run(loop_thread, priors, known, 40, progress=progress)
+    assert [c.size for c in codes] == [40, 80] and progress.done == [40, 80]
+    assert codes[0][:5].tolist() == [1, 2, 3, 4, 5] and codes[1][:10].tolist() == known[1].tolist()
+    assert all(c.min() >= 0 and c.max() < 32 for c in codes)
+
+
+def test_same_seed_same_codes(loop_thread, priors):
+    known = [np.array([7]), np.array([7, 7])]
+    a, b = run(loop_thread, priors, known, 12, seed=3), run(loop_thread, priors, known, 12, seed=3)
+    c = run(loop_thread, priors, known, 12, seed=4)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not np.array_equal(a[1], c[1])
+
+
+def test_ancestral_and_upsample(loop_thread, priors):
+    empty = np.zeros(0, dtype=np.int64)
+    codes = run(loop_thread, priors, [empty, empty], 20)
+    assert [c.size for c in codes] == [20, 40]
+    top = np.arange(20) % 32
+    up = run(loop_thread, priors, [top, empty], 20)
+    assert np.array_equal(up[0], top) and up[1].size == 40  # the top level is only read
+
+
+def test_bad_requests(loop_thread, priors):
+    with pytest.raises(TokgenError, match="more than the 4 asked for"):
+        run(loop_thread, priors, [np.arange(5), np.arange(10)], 4)
+    with pytest.raises(TokgenError, match="one prior"):
+        run(loop_thread, priors[:1], [np.arange(5), np.arange(10)], 8)
+
+
+def test_window_seeds_differ_and_repeat():
+    seeds = {window_seed(1, lv, w) for lv in range(3) for w in range(50)}
+    assert len(seeds) == 150 and window_seed(1, 2, 3) == window_seed(1, 2, 3)
+    assert all(0 <= s < 2**63 for s in seeds)
