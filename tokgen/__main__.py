@@ -2,4 +2,6 @@ import sys
 
 from tokgen.cli import main
 
-sys.exit(main())
+# Guarded: vLLM's engine spawns worker processes that re-import the main module.
+if __name__ == "__main__":
+    sys.exit(main())

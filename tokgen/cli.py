@@ -15,6 +15,9 @@ from pathlib import Path
 
 from tokgen.errors import TokgenError
 
+# Where the shipped default priors live (level0/, level1/, ...), next to the default codec.
+DEFAULT_PRIORS_DIR = Path(__file__).parent / "assets" / "models" / "priors"
+
 
 def _levels(value: str) -> list[int]:
     try:
@@ -213,6 +216,63 @@ def cmd_prior_eval(args: argparse.Namespace) -> None:
         )
 
 
+def cmd_generate(args: argparse.Namespace) -> None:
+    import asyncio
+    import time
+
+    from tokgen.audio import load_audio, save_audio
+    from tokgen.codec import load_codec
+    from tokgen.codec.codes import load_codes, save_codes
+    from tokgen.prior.generate import continue_audio, load_priors
+    from tokgen.prior.layout import TokenLayout
+    from tokgen.prior.sampler import SamplingSettings
+
+    codec = load_codec(args.codec)
+    settings = SamplingSettings(args.temperature, args.top_k, args.top_p, args.seed)
+    settings.check(TokenLayout.for_levels(codec.levels).vocab_size)
+    prime = codes = None
+    if args.mode == "primed":
+        if not args.prime:
+            raise TokgenError("--prime is required in mode primed (or choose --mode ancestral)")
+        prime = load_audio(args.prime, codec.sample_rate, max_seconds=args.max_prime_seconds)
+    elif args.mode in ("continue", "upsample"):
+        if not args.codes:
+            raise TokgenError(f"--codes is required in mode {args.mode}")
+        saved = load_codes(args.codes)
+        saved.check_matches(codec)
+        codes = saved.codes
+    priors = load_priors(
+        Path(args.priors) if args.priors else DEFAULT_PRIORS_DIR, codec, args.backend, args.hop_fraction
+    )
+    started = time.monotonic()
+
+    async def run():
+        try:
+            return await continue_audio(codec, priors, args.seconds, settings, args.mode, prime, codes)
+        finally:
+            for p in priors:
+                await p.engine.close()
+
+    result = asyncio.run(run())
+    audio = result.audio if args.include_prime else result.audio[result.prime_samples :]
+    save_audio(args.out, audio, codec.sample_rate)
+    if args.save_codes:
+        save_codes(args.save_codes, result.codes, codec, result.audio.size)
+    print(
+        json.dumps(
+            {
+                "output": str(args.out),
+                "mode": args.mode,
+                "backend": priors[0].engine.backend,
+                "seconds": round(audio.size / codec.sample_rate, 3),
+                "prime_seconds": round(result.prime_samples / codec.sample_rate, 3),
+                "levels": [{"level": i, "frames": int(c.size)} for i, c in enumerate(result.codes)],
+                "elapsed_s": round(time.monotonic() - started, 2),
+            }
+        )
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokgen", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -274,6 +334,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("out")
     p.set_defaults(func=cmd_codec_export)
+
+    p = sub.add_parser("generate", help="continue a prime (or saved codes) with the priors")
+    p.add_argument("--prime", help="prime audio (WAV, FLAC or OGG)")
+    p.add_argument("--codes", help="saved codes (.npz) for modes continue and upsample")
+    p.add_argument("--seconds", type=float, required=True, help="seconds of continuation to generate")
+    p.add_argument("--out", required=True, help="audio file to write")
+    p.add_argument("--save-codes", help="also save every level's codes (.npz), prime included")
+    p.add_argument("--mode", default="primed", choices=["primed", "ancestral", "continue", "upsample"])
+    p.add_argument("--include-prime", action="store_true", help="write the prime before the continuation")
+    p.add_argument("--priors", default=None, help="prior set directory: level0/, level1/, ...")
+    p.add_argument("--codec", default=None, help="codec model directory (default: shipped codec)")
+    p.add_argument("--backend", default="auto", choices=["auto", "vllm", "hf"])
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hop-fraction", type=float, default=0.5, help="share of each window that is new")
+    p.add_argument("--max-prime-seconds", type=float, default=60.0)
+    p.set_defaults(func=cmd_generate)
 
     prior = sub.add_parser("prior", help="train and evaluate the per-level priors").add_subparsers(
         dest="prior_cmd", required=True

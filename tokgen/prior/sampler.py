@@ -38,6 +38,10 @@ class SamplingSettings:
     top_p: float = 1.0
     seed: int = 0
 
+    def check(self, vocab_size: int) -> None:
+        """Validate before any work starts (the engine checks every window again)."""
+        SamplingParams(1, self.temperature, self.top_k, self.top_p, self.seed).check(vocab_size)
+
 
 @dataclass
 class Progress:

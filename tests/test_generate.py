@@ -1,0 +1,110 @@
+"""`tokgen generate` end to end: tiny codec, tiny random priors, the in-process engine."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import soundfile as sf
+import torch
+
+from tokgen.audio import save_audio
+from tokgen.cli import main
+from tokgen.codec import load_codec
+from tokgen.prior.layout import TokenLayout
+from tokgen.prior.model import PRESETS, build_prior, save_prior
+
+
+@pytest.fixture(scope="module")
+def prior_set(tmp_path_factory, tiny_model_dir):
+    codec = load_codec(tiny_model_dir)
+    layout = TokenLayout.for_levels(codec.levels)
+    root = tmp_path_factory.mktemp("priors")
+    for level in range(len(codec.levels)):
+        ratio = codec.levels[level - 1].hop // codec.levels[level].hop if level else 1
+        torch.manual_seed(level)
+        meta = {
+            "level": level,
+            "n_ctx": PRESETS["tiny"].n_ctx,
+            "ratio": ratio,
+            "codec": codec.name,
+            "codebook_sizes": list(layout.codebook_sizes),
+        }
+        save_prior(build_prior(PRESETS["tiny"], layout, level, ratio), root / f"level{level}", meta)
+    return root
+
+
+def generate(tmp_path, tiny_model_dir, prior_set, *args):
+    cmd = [
+        sys.executable,
+        "-m",
+        "tokgen",
+        "generate",
+        "--codec",
+        str(tiny_model_dir),
+        "--priors",
+        str(prior_set),
+        "--backend",
+        "hf",
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+
+def test_primed_generation_is_reproducible_and_resumable(tmp_path, tiny_model_dir, prior_set, tone):
+    save_audio(tmp_path / "prime.wav", tone[:1600], 16000)  # 0.1 s = 100 top frames of 16 samples
+    args = ["--prime", "prime.wav", "--seconds", "0.1", "--seed", "5"]
+    r1 = generate(tmp_path, tiny_model_dir, prior_set, *args, "--out", "a.wav", "--save-codes", "a.npz")
+    assert r1.returncode == 0, r1.stderr
+    info = json.loads(r1.stdout)
+    assert info["prime_seconds"] == 0.1 and [lv["frames"] for lv in info["levels"]] == [200, 400]
+    assert sf.info(tmp_path / "a.wav").frames == 1600  # 100 new top frames x 16 samples
+    r2 = generate(tmp_path, tiny_model_dir, prior_set, *args, "--out", "b.wav")
+    assert r2.returncode == 0, r2.stderr
+    assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
+
+    r3 = generate(
+        tmp_path,
+        tiny_model_dir,
+        prior_set,
+        "--mode",
+        "continue",
+        "--codes",
+        "a.npz",
+        "--seconds",
+        "0.05",
+        "--out",
+        "c.wav",
+        "--include-prime",
+    )
+    assert r3.returncode == 0, r3.stderr
+    assert [lv["frames"] for lv in json.loads(r3.stdout)["levels"]] == [250, 500]
+    assert sf.info(tmp_path / "c.wav").frames == 250 * 16
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seconds", "0.1"], "--prime is required"),
+        (["--prime", "nope.wav", "--seconds", "0.1"], "not found"),
+        (["--mode", "continue", "--seconds", "0.1"], "--codes is required"),
+        (["--mode", "ancestral", "--seconds", "0"], "seconds must be in"),
+        (["--mode", "ancestral", "--seconds", "1e9"], "seconds must be in"),
+        (["--mode", "ancestral", "--seconds", "1", "--temperature", "-1"], "temperature"),
+        (["--mode", "ancestral", "--seconds", "1", "--top-p", "2"], "top_p"),
+        (["--mode", "ancestral", "--seconds", "1", "--hop-fraction", "0"], "hop_fraction"),
+    ],
+)
+def test_bad_generate_requests(tmp_path, tiny_model_dir, prior_set, args, message, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["generate", "--codec", str(tiny_model_dir), "--priors", str(prior_set), "--backend", "hf", *args]
+    assert main([*argv, "--out", "x.wav"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_missing_prior_set(tmp_path, tiny_model_dir):
+    r = generate(
+        tmp_path, tiny_model_dir, tmp_path / "none", "--mode", "ancestral", "--seconds", "1", "--out", "x.wav"
+    )
+    assert r.returncode == 2 and "no prior set" in r.stderr
