@@ -130,3 +130,34 @@ def test_backend_resolution():
     assert resolve_backend("hf") == "hf"
     with pytest.raises(TokgenError, match="unknown engine backend"):
         resolve_backend("tgi")  # type: ignore[arg-type]
+
+
+def test_bench_engine_cli(tiny_prior):
+    """`tokgen bench engine --json` runs both backends and prints the documented figures."""
+    import json
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "tokgen",
+        "bench",
+        "engine",
+        "--json",
+        "--prior",
+        str(tiny_prior),
+        "--prompt-tokens",
+        "8",
+        "--new-tokens",
+        "8",
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    for batch in ("batch16", "batch1"):
+        figures = out[batch]
+        assert figures["vllm_tokens_per_s"] > 0 and figures["hf_tokens_per_s"] > 0
+        assert figures["ratio"] == pytest.approx(
+            figures["vllm_tokens_per_s"] / figures["hf_tokens_per_s"], rel=0.02
+        )

@@ -273,6 +273,15 @@ def cmd_generate(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_bench_engine(args: argparse.Namespace) -> None:
+    from tokgen.engine.bench import bench_engines
+
+    result = bench_engines(
+        Path(args.prior) if args.prior else None, args.prompt_tokens, args.new_tokens, (16, 1)
+    )
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokgen", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -353,6 +362,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hop-fraction", type=float, default=0.5, help="share of each window that is new")
     p.add_argument("--max-prime-seconds", type=float, default=60.0)
     p.set_defaults(func=cmd_generate)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_cmd", required=True)
+    p = bench.add_parser("engine", help="vLLM vs in-process engine tokens/s at batch 16 and 1")
+    p.add_argument("--prior", default=None, help="prior directory (default: a random default-size prior)")
+    p.add_argument("--prompt-tokens", type=int, default=128)
+    p.add_argument("--new-tokens", type=int, default=256)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_engine)
 
     prior = sub.add_parser("prior", help="train and evaluate the per-level priors").add_subparsers(
         dest="prior_cmd", required=True

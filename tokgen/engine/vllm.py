@@ -32,6 +32,10 @@ class VLLMEngine(Engine):
         enforce_eager: bool = True,
         dtype: str = "float32",
     ):
+        # Before vLLM is first imported (it configures logging at import time): its logs go
+        # to stderr like ours, stdout stays for results; no hub access; caches in ours.
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("VLLM_CACHE_ROOT", str(get_settings().cache_dir / "vllm"))
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from vllm.engine.arg_utils import AsyncEngineArgs
