@@ -64,3 +64,14 @@ def test_sigterm_checkpoints_before_exit(corpus, tmp_path):
     assert proc.returncode == 130, err
     steps = [torch.load(run / f"level{lv}.pt", weights_only=False)["step"] for lv in (0, 1)]
     assert min(steps) >= 50  # state saved at exit, not only at checkpoint_every
+
+
+def test_lr_schedule_warmup_constant_decay():
+    from tokgen.training import scheduled_lr
+
+    assert scheduled_lr(1.0, 0, warmup_steps=10) == pytest.approx(0.1)
+    assert scheduled_lr(1.0, 50, warmup_steps=10) == 1.0
+    # Before the decay starts the schedule is the constant one: a run can be resumed into a decay.
+    assert scheduled_lr(1.0, 59, 10, decay_from=60, total_steps=160) == scheduled_lr(1.0, 59, 10)
+    assert scheduled_lr(1.0, 110, 10, decay_from=60, total_steps=160) == pytest.approx(0.55)
+    assert scheduled_lr(1.0, 160, 10, decay_from=60, total_steps=160) == pytest.approx(0.1)

@@ -147,7 +147,7 @@ def _preset(presets: dict, name: str):
 
 def _loop_options(args: argparse.Namespace) -> dict:
     """The training-loop settings both `train` commands take (see ``_add_loop_arguments``)."""
-    keys = ("steps", "max_minutes", "batch_size", "seed", "checkpoint_every")
+    keys = ("steps", "max_minutes", "batch_size", "seed", "checkpoint_every", "lr_decay_from")
     return {k: getattr(args, k) for k in keys}
 
 
@@ -157,6 +157,9 @@ def _add_loop_arguments(p: argparse.ArgumentParser, batch_size: int) -> None:
     p.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this long")
     p.add_argument("--batch-size", type=int, default=batch_size)
     p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument(
+        "--lr-decay-from", type=int, default=None, help="decay the LR linearly from this step to --steps"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue the run in --run")
 

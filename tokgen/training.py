@@ -1,4 +1,4 @@
-"""What every tokgen training loop shares: atomic, resumable checkpoints and the LR warmup.
+"""What every tokgen training loop shares: atomic, resumable checkpoints and the LR schedule.
 
 A checkpoint holds everything needed to continue bit for bit: weights, optimiser, step,
 and the RNG states (torch's global one and the loop's numpy generator).
@@ -53,9 +53,22 @@ def load_checkpoint(
     return state
 
 
-def warmup_lr(base_lr: float, warmup_steps: int, step: int) -> float:
-    """Linear warmup to ``base_lr`` over ``warmup_steps``, then constant."""
-    return base_lr * min(1.0, (step + 1) / max(1, warmup_steps))
+def scheduled_lr(
+    base_lr: float,
+    step: int,
+    warmup_steps: int,
+    decay_from: int | None = None,
+    total_steps: int | None = None,
+    final_fraction: float = 0.1,
+) -> float:
+    """Linear warmup over ``warmup_steps``, constant, then (if ``decay_from`` is set) linear
+    decay to ``final_fraction * base_lr`` at ``total_steps``. The schedule before
+    ``decay_from`` does not depend on it, so a constant-LR run can be resumed into a decay."""
+    lr = base_lr * min(1.0, (step + 1) / max(1, warmup_steps))
+    if decay_from is not None and total_steps is not None and step >= decay_from:
+        progress = min(1.0, (step - decay_from) / max(1, total_steps - decay_from))
+        lr *= 1.0 - (1.0 - final_fraction) * progress
+    return lr
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:

@@ -27,7 +27,7 @@ from tokgen.codec.losses import spectral_losses, waveform_loss
 from tokgen.codec.vqvae import MultiLevelVQVAE, VQVAEConfig, VQVAELevel
 from tokgen.data.render import load_split
 from tokgen.errors import TokgenError
-from tokgen.training import load_checkpoint, save_checkpoint, set_lr, warmup_lr
+from tokgen.training import load_checkpoint, save_checkpoint, scheduled_lr, set_lr
 
 
 class TrainConfig(BaseModel):
@@ -37,6 +37,7 @@ class TrainConfig(BaseModel):
     segment_samples: int = Field(default=8192, ge=512)
     lr: float = Field(default=5e-4, gt=0)
     warmup_steps: int = Field(default=200, ge=0)
+    lr_decay_from: int | None = Field(default=None, ge=0, description="step where linear LR decay starts")
     commit_weight: float = 0.02
     waveform_weight: float = 0.1
     mel_weight: float = 1.0
@@ -192,7 +193,7 @@ def train(
                 if st.step >= cfg.steps:
                     continue
                 t0 = time.monotonic()
-                set_lr(st.opt, warmup_lr(cfg.lr, cfg.warmup_steps, st.step))
+                set_lr(st.opt, scheduled_lr(cfg.lr, st.step, cfg.warmup_steps, cfg.lr_decay_from, cfg.steps))
                 loss, stats = level_loss(st.net, samplers[st.level].batch(cfg.batch_size), cfg, sr)
                 st.opt.zero_grad(set_to_none=True)
                 loss.backward()

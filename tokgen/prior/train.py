@@ -25,7 +25,7 @@ from tokgen.prior.corpus import CodeCorpus, cached_split
 from tokgen.prior.examples import IGNORE, Example, level_example, random_start, window_starts
 from tokgen.prior.layout import PAD, TokenLayout
 from tokgen.prior.model import PriorConfig, build_prior, save_prior
-from tokgen.training import load_checkpoint, save_checkpoint, set_lr, warmup_lr
+from tokgen.training import load_checkpoint, save_checkpoint, scheduled_lr, set_lr
 
 
 class PriorTrainConfig(BaseModel):
@@ -34,6 +34,7 @@ class PriorTrainConfig(BaseModel):
     batch_size: int = Field(default=16, ge=1)
     lr: float = Field(default=3e-4, gt=0)
     warmup_steps: int = Field(default=200, ge=0)
+    lr_decay_from: int | None = Field(default=None, ge=0, description="step where linear LR decay starts")
     grad_clip: float = 1.0
     seed: int = 0
     log_every: int = Field(default=50, ge=1)
@@ -152,7 +153,7 @@ def train_prior(
                     for i in files
                 ]
             )
-            set_lr(opt, warmup_lr(cfg.lr, cfg.warmup_steps, step))
+            set_lr(opt, scheduled_lr(cfg.lr, step, cfg.warmup_steps, cfg.lr_decay_from, cfg.steps))
             loss = model(**batch).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
