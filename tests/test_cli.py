@@ -98,5 +98,10 @@ def test_data_render_cli(tmp_path):
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert set(summary["splits"]) == {"train", "valid", "test"} and summary["hours"] > 0.01
-    r = tokgen("data", "render", str(tmp_path / "e"), "--hours", "-1")
-    assert r.returncode == 2 and "--hours" in r.stderr
+    for bad, message in (
+        (["--hours", "-1"], "--hours"),
+        (["--renders-per-piece", "0"], "--renders-per-piece"),
+        (["--sample-rate", "100"], "--sample-rate"),
+    ):
+        r = tokgen("data", "render", str(tmp_path / "e"), *bad)
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr

@@ -15,9 +15,6 @@ from pathlib import Path
 
 from tokgen.errors import TokgenError
 
-# Where the shipped default priors live (level0/, level1/, ...), next to the default codec.
-DEFAULT_PRIORS_DIR = Path(__file__).parent / "assets" / "models" / "priors"
-
 
 def _levels(value: str) -> list[int]:
     try:
@@ -244,9 +241,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         saved = load_codes(args.codes)
         saved.check_matches(codec)
         codes = saved.codes
-    priors = load_priors(
-        Path(args.priors) if args.priors else DEFAULT_PRIORS_DIR, codec, args.backend, args.hop_fraction
-    )
+    priors = load_priors(args.priors, codec, args.backend, args.hop_fraction)
     started = time.monotonic()
 
     async def run():

@@ -103,6 +103,12 @@ def render_dataset(out_dir: Path, opts: RenderOptions) -> dict:
     soundfont = find_soundfont(opts.soundfont)
     if not 0 < opts.hours <= 500:
         raise TokgenError(f"--hours must be in (0, 500], got {opts.hours}")
+    if not 8000 <= opts.sample_rate <= 96000:
+        raise TokgenError(f"--sample-rate must be in [8000, 96000] Hz, got {opts.sample_rate}")
+    if not 1 <= opts.renders_per_piece <= 16:
+        raise TokgenError(f"--renders-per-piece must be in [1, 16], got {opts.renders_per_piece}")
+    if opts.workers < 0:
+        raise TokgenError(f"--workers must be >= 0 (0: one per core), got {opts.workers}")
     out_dir.mkdir(parents=True, exist_ok=True)
     pieces = list_pieces()
     if not pieces:

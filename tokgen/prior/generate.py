@@ -25,6 +25,8 @@ from tokgen.prior.sampler import LevelPrior, Progress, SamplingSettings, sample_
 
 Mode = Literal["primed", "ancestral", "continue", "upsample"]
 MAX_SECONDS = 600.0
+# Where the shipped default priors live (level0/, level1/, ...), beside the default codec.
+DEFAULT_PRIORS_DIR = Path(__file__).parent.parent / "assets" / "models" / "priors"
 
 
 @dataclass
@@ -35,13 +37,14 @@ class Continuation:
 
 
 def load_priors(
-    prior_dir: Path,
+    prior_dir: str | Path | None,
     codec: Codec,
     backend: Backend = "auto",
     hop_fraction: float = 0.5,
     **engine_options: object,
 ) -> list[LevelPrior]:
-    if not Path(prior_dir).is_dir():
+    prior_dir = Path(prior_dir) if prior_dir is not None else DEFAULT_PRIORS_DIR
+    if not prior_dir.is_dir():
         raise TokgenError(
             f"no prior set at {prior_dir}: train one with `tokgen prior train` or pass --priors"
         )
