@@ -91,6 +91,11 @@ def test_codec_eval_json_schema(corpus, tiny_model_dir):
     for lv in out["levels"]:
         assert keys <= set(lv) and all(np.isfinite(lv[k]) for k in keys)
         assert 0.0 <= lv["dead_code_fraction"] <= 1.0
+        low, high = lv["mel_distance_p10_p90"]
+        assert (
+            low <= high
+            and lv["spectral_convergence_db_p10_p90"][0] <= lv["spectral_convergence_db_p10_p90"][1]
+        )
 
 
 def test_data_render_cli(tmp_path):

@@ -36,7 +36,10 @@ def test_cli_roundtrip_from_another_directory(tmp_path):
     assert sf.info(tmp_path / "p.wav").frames == sf.info(PRIME).frames
 
 
-def test_finer_levels_reconstruct_better():
+def test_levels_ordered_on_the_example_prime():
+    """SC improves level by level and the bottom level is clearly best. (On mel distance the
+    top and middle levels are close and the middle is not better on every file, the example
+    included; docs/MODELS.md gives the per-file counts.)"""
     codec = load_codec()
     audio = load_audio(PRIME, codec.sample_rate)
     codes = codec.encode(audio)
@@ -46,6 +49,6 @@ def test_finer_levels_reconstruct_better():
         sc.append(spectral_convergence_db(audio, recon))
         mel.append(mel_distance(audio, recon, codec.sample_rate))
     assert sc[0] > sc[1] > sc[2], sc
-    assert mel[0] > mel[1] > mel[2], mel
+    assert mel[2] < min(mel[0], mel[1]), mel
     assert sc[2] < -6.0, sc
     assert np.all([np.unique(c).size > 50 for c in codes])  # no collapsed codebook

@@ -56,6 +56,10 @@ def evaluate_codec(codec: Codec, files: list[Path], max_seconds: float | None = 
                 "spectral_convergence_db": round(float(np.average(stats["sc"], weights=w)), 3),
                 "si_sdr_db": round(float(np.average(stats["si_sdr"], weights=w)), 3),
                 "mel_distance": round(float(np.average(stats["mel"], weights=w)), 4),
+                # Files differ (a sustained string pad vs a plucked guitar): the 10th-90th
+                # percentile range tells whether one file's round trip is typical.
+                "spectral_convergence_db_p10_p90": _spread(stats["sc"], 3),
+                "mel_distance_p10_p90": _spread(stats["mel"], 4),
                 "perplexity": round(perplexity, 2),
                 "dead_code_fraction": round(dead, 4),
             }
@@ -67,6 +71,10 @@ def evaluate_codec(codec: Codec, files: list[Path], max_seconds: float | None = 
         "seconds": round(sum(per_level[0]["weight"]) / codec.sample_rate, 1),
         "levels": levels,
     }
+
+
+def _spread(values: list[float], digits: int) -> list[float]:
+    return [round(float(v), digits) for v in np.percentile(values, [10, 90])]
 
 
 def evaluate_on_split(
