@@ -15,7 +15,7 @@ LAYOUT = TokenLayout.for_levels([LevelSpec(16, 32), LevelSpec(8, 32)])
 
 
 @pytest.fixture(scope="module")
-def priors(tmp_path_factory):
+def priors(tmp_path_factory, loop_thread):
     import torch
 
     out = []
@@ -25,7 +25,9 @@ def priors(tmp_path_factory):
         save_prior(build_prior(PRESETS["tiny"], LAYOUT, level, ratio), d, {"level": level})
         # n_ctx 16 tokens per window, half of it new: 80 bottom frames take 9 windows.
         out.append(LevelPrior(HFEngine(d), n_ctx=PRESETS["tiny"].n_ctx, hop_fraction=0.5))
-    return out
+    yield out
+    for prior in out:
+        loop_thread.run(prior.engine.close())
 
 
 def run(loop_thread, priors, known, top_frames, seed=0, progress=None):

@@ -73,6 +73,7 @@ def test_resume_and_engine_loadable_output(synthetic_data, tmp_path, loop_thread
         return out
 
     tokens = loop_thread.run(sample())
+    loop_thread.run(engine.close())
     assert len(tokens) == 3 and all(layout.level_range(1)[0] <= t < layout.level_range(1)[1] for t in tokens)
 
 
