@@ -120,7 +120,7 @@ class VQVAECodec(Codec):
         padded[0, 0, : x.size] = torch.from_numpy(x)
         margin = math.ceil(net.encoder.receptive_field / net.hop) + 1
         z = run_in_chunks(net.encoder, padded, frames, self._chunk_frames(level), margin, net.hop, 1)
-        return net.quantizer(z).codes[0].numpy().astype(np.int64)
+        return net.quantizer.nearest(z[0].T).numpy().astype(np.int64)  # z: (1, D, T) -> T codes
 
     @torch.inference_mode()
     def decode(self, codes: np.ndarray, level: int) -> np.ndarray:
