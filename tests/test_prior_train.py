@@ -11,7 +11,7 @@ import pytest
 from tokgen.codec import load_codec
 from tokgen.engine.base import SamplingParams
 from tokgen.engine.hf import HFEngine
-from tokgen.prior.corpus import CodeCorpus
+from tokgen.prior.corpus import CodeCorpus, codes_cache_dir
 from tokgen.prior.evaluate import evaluate_prior
 from tokgen.prior.layout import TokenLayout
 from tokgen.prior.model import PRESETS, read_prior_meta
@@ -31,7 +31,7 @@ def synthetic_corpus(rng: np.random.Generator, n_files: int) -> CodeCorpus:
 @pytest.fixture
 def synthetic_data(tmp_path, tiny_model_dir):
     codec = load_codec(tiny_model_dir)
-    cache = tmp_path / "codes" / codec.name.replace(":", "_")
+    cache = codes_cache_dir(codec, tmp_path)
     rng = np.random.default_rng(0)
     synthetic_corpus(rng, 20).save(cache / "codes-train.npz")
     synthetic_corpus(rng, 4).save(cache / "codes-valid.npz")

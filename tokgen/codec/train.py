@@ -157,9 +157,9 @@ def train(
 
     torch.manual_seed(cfg.seed)
     sr = model_cfg.sample_rate
-    train_audio = load_split(data_dir, "train", model_cfg.sample_rate)
+    train_audio = load_split(data_dir, "train", sr)
     valid_sampler = CropSampler(
-        load_split(data_dir, "valid", model_cfg.sample_rate),
+        load_split(data_dir, "valid", sr),
         cfg.segment_samples,
         np.random.default_rng(cfg.seed + 1000),
     )

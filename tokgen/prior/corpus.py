@@ -69,9 +69,14 @@ def encode_split(codec: Codec, data_dir: Path, split: str) -> CodeCorpus:
     return CodeCorpus(files)
 
 
-def cached_split(codec: Codec, data_dir: Path, split: str, cache_dir: Path) -> CodeCorpus:
-    """The split's codes, encoded on first use and cached under ``cache_dir``."""
-    path = cache_dir / f"codes-{split}.npz"
+def codes_cache_dir(codec: Codec, data_dir: Path) -> Path:
+    """Where a corpus's codes under ``codec`` are cached: ``DATA_DIR/codes/<codec name>/``."""
+    return Path(data_dir) / "codes" / codec.name.replace(":", "_")
+
+
+def cached_split(codec: Codec, data_dir: Path, split: str) -> CodeCorpus:
+    """The split's codes, encoded on first use and cached under ``codes_cache_dir``."""
+    path = codes_cache_dir(codec, data_dir) / f"codes-{split}.npz"
     if path.is_file():
         return CodeCorpus.load(path)
     corpus = encode_split(codec, data_dir, split)

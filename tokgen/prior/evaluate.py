@@ -34,9 +34,8 @@ def evaluate_prior(codec: Codec, data_dir: Path, prior_dir: Path, max_windows: i
     meta = read_prior_meta(prior_dir)
     level, n_ctx = int(meta["level"]), int(meta["n_ctx"])
     layout = TokenLayout.for_levels(codec.levels)
-    cache = Path(data_dir) / "codes" / codec.name.replace(":", "_")
     examples = validation_examples(
-        cached_split(codec, data_dir, "valid", cache),
+        cached_split(codec, data_dir, "valid"),
         layout,
         level,
         n_ctx,
@@ -48,7 +47,7 @@ def evaluate_prior(codec: Codec, data_dir: Path, prior_dir: Path, max_windows: i
         "level": level,
         "bits_per_token": round(bits_per_token(model, examples, 8), 4),
         "unigram_bits_per_token": round(
-            unigram_bits(cached_split(codec, data_dir, "train", cache), examples, layout, level), 4
+            unigram_bits(cached_split(codec, data_dir, "train"), examples, layout, level), 4
         ),
         "uniform_bits_per_token": round(math.log2(layout.codebook_sizes[level]), 4),
         "context_tokens": n_ctx,

@@ -71,6 +71,7 @@ def validation_examples(
 
 @torch.no_grad()
 def bits_per_token(model: torch.nn.Module, examples: list[Example], batch_size: int) -> float:
+    was_training = model.training
     model.eval()
     nats, count = 0.0, 0
     for i in range(0, len(examples), batch_size):
@@ -82,7 +83,7 @@ def bits_per_token(model: torch.nn.Module, examples: list[Example], batch_size: 
         )
         nats += float(loss)
         count += int((targets != IGNORE).sum())
-    model.train()
+    model.train(was_training)
     return nats / max(count, 1) / math.log(2)
 
 
@@ -104,10 +105,9 @@ def train_prior(
     run_dir.mkdir(parents=True, exist_ok=True)
     layout = TokenLayout.for_levels(codec.levels)
     ratio = level_ratio(codec, level)
-    cache = Path(data_dir) / "codes" / codec.name.replace(":", "_")
-    train_codes = cached_split(codec, data_dir, "train", cache)
+    train_codes = cached_split(codec, data_dir, "train")
     valid = validation_examples(
-        cached_split(codec, data_dir, "valid", cache),
+        cached_split(codec, data_dir, "valid"),
         layout,
         level,
         prior_cfg.n_ctx,
