@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -11,8 +12,9 @@ import torch
 from tokgen.audio import save_audio
 from tokgen.cli import main
 from tokgen.codec import load_codec
+from tokgen.codec.codes import save_codes
 from tokgen.prior.layout import TokenLayout
-from tokgen.prior.model import PRESETS, build_prior, save_prior
+from tokgen.prior.model import build_prior, preset_config, save_prior
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +27,14 @@ def prior_set(tmp_path_factory, tiny_model_dir):
         torch.manual_seed(level)
         meta = {
             "level": level,
-            "n_ctx": PRESETS["tiny"].n_ctx,
+            "n_ctx": preset_config("tiny", level).n_ctx,
             "ratio": ratio,
             "codec": codec.name,
             "codebook_sizes": list(layout.codebook_sizes),
         }
-        save_prior(build_prior(PRESETS["tiny"], layout, level, ratio), root / f"level{level}", meta)
+        save_prior(
+            build_prior(preset_config("tiny", level), layout, level, ratio), root / f"level{level}", meta
+        )
     return root
 
 
@@ -91,6 +95,10 @@ def test_primed_generation_is_reproducible_and_resumable(tmp_path, tiny_model_di
         (["--mode", "ancestral", "--seconds", "0"], "seconds must be in"),
         (["--mode", "ancestral", "--seconds", "1e9"], "seconds must be in"),
         (["--mode", "ancestral", "--seconds", "1", "--temperature", "-1"], "temperature"),
+        (["--mode", "ancestral", "--seconds", "1", "--temperature", "0"], "temperature must be > 0"),
+        (["--mode", "ancestral", "--seconds", "1", "--top-k", "-1"], "top_k"),
+        (["--mode", "ancestral", "--seconds", "-2"], "seconds must be in"),
+        (["--mode", "ancestral", "--seconds", "1", "--segment-seconds", "-1"], "segment"),
         (["--mode", "ancestral", "--seconds", "1", "--top-p", "2"], "top_p"),
         (["--mode", "ancestral", "--seconds", "1", "--hop-fraction", "0"], "hop_fraction"),
     ],
@@ -108,3 +116,33 @@ def test_missing_prior_set(tmp_path, tiny_model_dir):
         tmp_path, tiny_model_dir, tmp_path / "none", "--mode", "ancestral", "--seconds", "1", "--out", "x.wav"
     )
     assert r.returncode == 2 and "no prior set" in r.stderr
+
+
+def test_bad_primes_and_codes(tmp_path, tiny_model_dir, prior_set, tone, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    save_audio("silent.wav", np.zeros(16000, dtype=np.float32), 16000)
+    save_audio("short.wav", tone[:10], 16000)  # under one top-level hop (16 samples)
+    sf.write("long.wav", np.tile(tone, 61)[: 61 * 16000], 16000)
+    save_codes("other.npz", [np.zeros(4, dtype=np.int64)] * 3, load_codec(), 4 * 512)
+    cases = [
+        (["--prime", "silent.wav"], "silent"),
+        (["--prime", "short.wav"], "shorter than one top-level frame"),
+        (["--prime", "long.wav"], "the limit is 60 s"),
+        (["--mode", "continue", "--codes", "other.npz"], "not by codec"),
+    ]
+    base = ["generate", "--codec", str(tiny_model_dir), "--priors", str(prior_set), "--backend", "hf"]
+    for args, message in cases:
+        assert main([*base, *args, "--seconds", "1", "--out", "x.wav"]) == 2, args
+        assert message in capsys.readouterr().err, args
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_other_sample_rates_are_resampled(tmp_path, tiny_model_dir, prior_set, tone):
+    import soxr
+
+    save_audio(tmp_path / "prime8k.wav", soxr.resample(tone[:1600], 16000, 8000), 8000)
+    r = generate(
+        tmp_path, tiny_model_dir, prior_set, "--prime", "prime8k.wav", "--seconds", "0.05", "--out", "o.wav"
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["prime_seconds"] == 0.1

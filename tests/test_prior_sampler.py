@@ -7,8 +7,8 @@ from tokgen.codec.base import LevelSpec
 from tokgen.engine.hf import HFEngine
 from tokgen.errors import TokgenError
 from tokgen.prior.layout import TokenLayout
-from tokgen.prior.model import PRESETS, build_prior, save_prior
-from tokgen.prior.sampler import LevelPrior, Progress, SamplingSettings, sample_hierarchy, window_seed
+from tokgen.prior.model import build_prior, preset_config, save_prior
+from tokgen.prior.sampler import LevelPrior, SamplingSettings, sample_hierarchy, window_seed
 
 HOPS = [16, 8]
 LAYOUT = TokenLayout.for_levels([LevelSpec(16, 32), LevelSpec(8, 32)])
@@ -22,28 +22,43 @@ def priors(tmp_path_factory, loop_thread):
     for level, ratio in ((0, 1), (1, 2)):
         torch.manual_seed(level)
         d = tmp_path_factory.mktemp(f"prior{level}")
-        save_prior(build_prior(PRESETS["tiny"], LAYOUT, level, ratio), d, {"level": level})
+        save_prior(build_prior(preset_config("tiny", level), LAYOUT, level, ratio), d, {"level": level})
         # n_ctx 16 tokens per window, half of it new: 80 bottom frames take 9 windows.
-        out.append(LevelPrior(HFEngine(d), n_ctx=PRESETS["tiny"].n_ctx, hop_fraction=0.5))
+        out.append(LevelPrior(HFEngine(d), n_ctx=16, hop_fraction=0.5))
     yield out
     for prior in out:
         loop_thread.run(prior.engine.close())
 
 
-def run(loop_thread, priors, known, top_frames, seed=0, progress=None):
+def run(loop_thread, priors, known, top_frames, seed=0, on_change=None):
     coro = sample_hierarchy(
-        priors, LAYOUT, HOPS, known, top_frames, SamplingSettings(seed=seed), f"r{seed}", progress
+        priors, LAYOUT, HOPS, known, top_frames, SamplingSettings(seed=seed), f"r{seed}", on_change
     )
     return loop_thread.run(coro)
 
 
 def test_primed_extends_every_level_and_keeps_the_prime(loop_thread, priors):
     known = [np.array([1, 2, 3, 4, 5]), np.arange(10) % 32]
-    progress = Progress(done=[5, 10], total=[40, 80])
-    codes = run(loop_thread, priors, known, 40, progress=progress)
-    assert [c.size for c in codes] == [40, 80] and progress.done == [40, 80]
+    seen = []  # (level, frames known at the top, frames known at the bottom) per write
+    codes = run(loop_thread, priors, known, 40, on_change=lambda b, lv: seen.append((lv, *b.known_frames)))
+    assert [c.size for c in codes] == [40, 80] and seen[-1][1:] == (40, 80)
     assert codes[0][:5].tolist() == [1, 2, 3, 4, 5] and codes[1][:10].tolist() == known[1].tolist()
     assert all(c.min() >= 0 and c.max() < 32 for c in codes)
+    # Pipelined: the upsampler wrote codes while the top level was still being sampled.
+    assert any(lv == 1 and top < 40 for lv, top, _ in seen)
+
+
+def test_segments_sample_side_by_side_and_reproducibly(loop_thread, priors):
+    segmented = [priors[0], LevelPrior(priors[1].engine, n_ctx=16, segment_frames=20)]
+    known = [np.arange(40) % 32, np.array([3, 3])]  # the top is known: upsample
+    seen = []
+    a = run(loop_thread, segmented, known, 40, seed=1, on_change=lambda b, lv: seen.append(b.codes[1].copy()))
+    b = run(loop_thread, segmented, known, 40, seed=1)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    # The four segments ([2, 22), [22, 42), ...) grew side by side.
+    assert any((c[2:22] < 0).any() and (c[22:42] >= 0).any() and (c[62:] >= 0).any() for c in seen)
+    plain = run(loop_thread, priors, known, 40, seed=1)
+    assert np.array_equal(plain[1][:16], a[1][:16]) and not np.array_equal(plain[1], a[1])
 
 
 def test_same_seed_same_codes(loop_thread, priors):
@@ -68,9 +83,13 @@ def test_bad_requests(loop_thread, priors):
         run(loop_thread, priors, [np.arange(5), np.arange(10)], 4)
     with pytest.raises(TokgenError, match="one prior"):
         run(loop_thread, priors[:1], [np.arange(5), np.arange(10)], 8)
+    # A window the engine refuses fails the whole request with that error (no task group).
+    too_wide = [priors[0], LevelPrior(priors[1].engine, n_ctx=64)]
+    with pytest.raises(TokgenError, match="exceeds the model's context"):
+        run(loop_thread, too_wide, [np.arange(5), np.arange(10)], 40)
 
 
 def test_window_seeds_differ_and_repeat():
-    seeds = {window_seed(1, lv, w) for lv in range(3) for w in range(50)}
-    assert len(seeds) == 150 and window_seed(1, 2, 3) == window_seed(1, 2, 3)
+    seeds = {window_seed(1, lv, s, w) for lv in range(3) for s in range(4) for w in range(50)}
+    assert len(seeds) == 600 and window_seed(1, 2, 0, 3) == window_seed(1, 2, 0, 3)
     assert all(0 <= s < 2**63 for s in seeds)

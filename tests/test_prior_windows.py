@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tokgen.errors import TokgenError
-from tokgen.prior.windows import Window, plan_windows, upper_span
+from tokgen.prior.windows import Window, plan_segments, plan_windows, upper_span
 
 
 def test_prime_shorter_than_one_hop_fills_the_first_window():
@@ -37,6 +37,20 @@ def test_bad_arguments():
         plan_windows(0, 10, 1, 0.5)
     with pytest.raises(TokgenError, match="prime"):
         plan_windows(11, 10, 8, 0.5)
+    with pytest.raises(TokgenError, match="start"):
+        plan_windows(3, 10, 8, 0.5, start=4)
+    with pytest.raises(TokgenError, match="segment_frames"):
+        plan_segments(0, 10, 8, 0.5, 0)
+
+
+def test_segments_continue_the_prime_then_start_fresh():
+    first, second, third = plan_segments(5, 25, n_ctx=8, hop_fraction=0.5, segment_frames=8)
+    assert first.windows == (Window(1, 4, 4), Window(5, 4, 4))  # reads the prime
+    assert second.start == 13 and second.windows == (Window(13, 0, 8),)  # nothing before 13
+    assert third.windows == (Window(21, 0, 4),)
+    assert plan_segments(5, 25, 8, 0.5, None) == (plan_windows(5, 25, 8, 0.5),)
+    assert plan_segments(5, 25, 8, 0.5, 100) == (plan_windows(5, 25, 8, 0.5),)
+    assert plan_segments(5, 5, 8, 0.5, 4) == (plan_windows(5, 5, 8, 0.5),)  # nothing to do
 
 
 def test_upper_span_covers_the_window():
@@ -61,3 +75,24 @@ def test_plan_properties(prime, extra, n_ctx, hop_fraction):
             assert w.context + w.new == n_ctx  # every window but the last is full
         pos += w.new
     assert pos == prime + extra
+
+
+@given(
+    prime=st.integers(0, 200),
+    extra=st.integers(0, 400),
+    n_ctx=st.integers(2, 64),
+    hop_fraction=st.floats(0.01, 1.0),
+    segment=st.one_of(st.none(), st.integers(1, 100)),
+)
+def test_segment_properties(prime, extra, n_ctx, hop_fraction, segment):
+    plans = plan_segments(prime, prime + extra, n_ctx, hop_fraction, segment)
+    pos = prime
+    for plan in plans:
+        assert plan.prime_frames == pos  # segments tile [prime, total) in order
+        for w in plan.windows:
+            assert w.start >= plan.start and w.start + w.context == pos  # never reads before its start
+            assert w.new >= 1 and w.context + w.new <= n_ctx
+            pos += w.new
+        assert pos == plan.total_frames
+    assert pos == prime + extra
+    assert all(p.start == p.prime_frames for p in plans[1:])  # later segments know nothing

@@ -181,12 +181,12 @@ def cmd_codec_export(args: argparse.Namespace) -> None:
 
 def cmd_prior_train(args: argparse.Namespace) -> None:
     from tokgen.codec import load_codec
-    from tokgen.prior.model import PRESETS
+    from tokgen.prior.model import preset_config
     from tokgen.prior.train import PriorTrainConfig, train_prior
 
-    preset = _preset(PRESETS, args.preset)
+    preset = preset_config(args.preset, args.level)
     _interrupt_on_sigterm()
-    cfg = PriorTrainConfig(**_loop_options(args))
+    cfg = PriorTrainConfig(**_loop_options(args), lr=args.lr)
     result = train_prior(
         load_codec(args.codec),
         Path(args.data),
@@ -220,13 +220,16 @@ def cmd_generate(args: argparse.Namespace) -> None:
     import asyncio
     import time
 
+    from tqdm import tqdm
+
     from tokgen.audio import load_audio, save_audio
     from tokgen.codec import load_codec
     from tokgen.codec.codes import load_codes, save_codes
-    from tokgen.prior.generate import continue_audio, load_priors
+    from tokgen.prior.generate import MAX_PRIME_SECONDS, load_priors, prepare, render
     from tokgen.prior.layout import TokenLayout
-    from tokgen.prior.sampler import SamplingSettings
+    from tokgen.prior.sampler import CodeBoard, SamplingSettings, level_frames
 
+    # Everything is checked before the engines start (they take a while).
     codec = load_codec(args.codec)
     settings = SamplingSettings(args.temperature, args.top_k, args.top_p, args.seed)
     settings.check(TokenLayout.for_levels(codec.levels).vocab_size)
@@ -234,24 +237,38 @@ def cmd_generate(args: argparse.Namespace) -> None:
     if args.mode == "primed":
         if not args.prime:
             raise TokgenError("--prime is required in mode primed (or choose --mode ancestral)")
-        prime = load_audio(args.prime, codec.sample_rate, max_seconds=args.max_prime_seconds)
+        prime = load_audio(args.prime, codec.sample_rate, max_seconds=MAX_PRIME_SECONDS)
     elif args.mode in ("continue", "upsample"):
         if not args.codes:
             raise TokgenError(f"--codes is required in mode {args.mode}")
         saved = load_codes(args.codes)
         saved.check_matches(codec)
         codes = saved.codes
-    priors = load_priors(args.priors, codec, args.backend, args.hop_fraction)
+    job = prepare(codec, args.mode, args.seconds, prime, codes)
+    segment = None if args.segment_seconds == 0 else args.segment_seconds
+    priors = load_priors(args.priors, codec, args.backend, args.hop_fraction, segment)
     started = time.monotonic()
+    totals = level_frames(job.top_frames, [lv.hop for lv in codec.levels])
+    bars = [
+        tqdm(total=t, initial=k.size, desc=f"level {lv}", unit="tok", file=sys.stderr, position=lv)
+        for lv, (t, k) in enumerate(zip(totals, job.known, strict=True))
+    ]
+
+    def show(board: CodeBoard, level: int) -> None:
+        bars[level].update(board.known_frames[level] - bars[level].n)
 
     async def run():
         try:
-            return await continue_audio(codec, priors, args.seconds, settings, args.mode, prime, codes)
+            return await render(codec, priors, job, settings, on_change=show)
         finally:
             for p in priors:
                 await p.engine.close()
 
-    result = asyncio.run(run())
+    try:
+        result = asyncio.run(run())
+    finally:
+        for bar in bars:
+            bar.close()
     audio = result.audio if args.include_prime else result.audio[result.prime_samples :]
     save_audio(args.out, audio, codec.sample_rate)
     if args.save_codes:
@@ -281,6 +298,8 @@ def cmd_bench_engine(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tokgen.prior.generate import DEFAULT_SEGMENT_SECONDS
+
     parser = argparse.ArgumentParser(prog="tokgen", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -358,7 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hop-fraction", type=float, default=0.5, help="share of each window that is new")
-    p.add_argument("--max-prime-seconds", type=float, default=60.0)
+    p.add_argument(
+        "--segment-seconds",
+        type=float,
+        default=DEFAULT_SEGMENT_SECONDS,
+        help="upsampler segments sampled in parallel, in seconds (0: one segment, slower, no seams)",
+    )
     p.set_defaults(func=cmd_generate)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_cmd", required=True)
@@ -377,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="directory made by `tokgen data render`")
     p.add_argument("--run", required=True, help="run directory (state, logs, model/)")
     p.add_argument("--codec", default=None, help="codec model directory (default: shipped codec)")
+    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default 3e-4)")
     _add_loop_arguments(p, batch_size=16)
     p.set_defaults(func=cmd_prior_train)
 

@@ -27,12 +27,15 @@ class CodesFile:
     def check_matches(self, codec: Codec) -> None:
         """Codes only make sense to the codec that made them: fail clearly otherwise."""
         hops = [lv.hop for lv in codec.levels]
-        if self.sample_rate != codec.sample_rate or self.hops != hops:
+        if self.model != codec.name or self.sample_rate != codec.sample_rate or self.hops != hops:
             raise TokgenError(
                 f"these codes were made by {self.model!r} ({self.sample_rate} Hz, hops {self.hops}), "
-                f"which does not match codec {codec.name!r} ({codec.sample_rate} Hz, hops {hops}); "
-                "decode with --model pointing at the codec that encoded them"
+                f"not by codec {codec.name!r} ({codec.sample_rate} Hz, hops {hops}); "
+                "pass --model (or --codec) pointing at the codec that encoded them"
             )
+        for level, (c, spec) in enumerate(zip(self.codes, codec.levels, strict=False)):
+            if c.size and (c.min() < 0 or c.max() >= spec.codebook_size):
+                raise TokgenError(f"level {level} holds codes outside [0, {spec.codebook_size})")
 
 
 def save_codes(path: str | Path, codes: list[np.ndarray], codec: Codec, num_samples: int) -> None:
@@ -46,7 +49,9 @@ def save_codes(path: str | Path, codes: list[np.ndarray], codec: Codec, num_samp
     arrays["hops"] = np.asarray([lv.hop for lv in codec.levels], dtype=np.int64)
     arrays["num_samples"] = np.asarray(num_samples, dtype=np.int64)
     arrays["model"] = np.asarray(codec.name)
-    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
+    tmp = path.with_name(path.name + ".partial.npz")
+    np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
+    tmp.replace(path)  # a reader never sees half a file, even if we are killed while writing
 
 
 def load_codes(path: str | Path) -> CodesFile:

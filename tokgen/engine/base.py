@@ -47,6 +47,10 @@ class Engine(ABC):
     backend: str
     vocab_size: int
     max_model_len: int
+    # Whether several engines may be built at once from threads. vLLM loads models in its
+    # own processes; transformers' from_pretrained is not thread-safe (two concurrent loads
+    # here left one model with NaN outputs now and then).
+    thread_safe_start: bool = False
 
     @abstractmethod
     def generate(

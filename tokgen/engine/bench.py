@@ -41,12 +41,11 @@ def default_size_prior(out: Path) -> Path:
     from tokgen.codec.base import LevelSpec
     from tokgen.codec.presets import PRESETS as CODECS
     from tokgen.prior.layout import TokenLayout
-    from tokgen.prior.model import PRESETS, build_prior, save_prior
+    from tokgen.prior.model import build_prior, preset_config, save_prior
 
     layout = TokenLayout.for_levels([LevelSpec(lv.hop, lv.codebook_size) for lv in CODECS["default"].levels])
-    save_prior(
-        build_prior(PRESETS["default"], layout, 0, 1), out, {"level": 0, "n_ctx": PRESETS["default"].n_ctx}
-    )
+    cfg = preset_config("default", 0)
+    save_prior(build_prior(cfg, layout, 0, 1), out, {"level": 0, "n_ctx": cfg.n_ctx})
     return out
 
 

@@ -23,11 +23,17 @@ def resolve_backend(backend: Backend) -> Literal["vllm", "hf"]:
     return backend
 
 
-def create_engine(model_dir: str | Path, backend: Backend = "auto", **options: object) -> Engine:
+def engine_class(backend: Backend = "auto") -> type[Engine]:
+    """The backend's engine class, its libraries imported (do this on the main thread:
+    transformers' lazy imports are not thread-safe, and engines may be built in threads)."""
     if resolve_backend(backend) == "vllm":
         from tokgen.engine.vllm import VLLMEngine
 
-        return VLLMEngine(model_dir, **options)  # type: ignore[arg-type]
+        return VLLMEngine
     from tokgen.engine.hf import HFEngine
 
-    return HFEngine(model_dir, **options)  # type: ignore[arg-type]
+    return HFEngine
+
+
+def create_engine(model_dir: str | Path, backend: Backend = "auto", **options: object) -> Engine:
+    return engine_class(backend)(model_dir, **options)  # type: ignore[call-arg]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM, DynamicCache
 
 from tokgen.engine.base import Engine, SamplingParams
 from tokgen.engine.sampling import sample_next
@@ -40,8 +41,6 @@ class HFEngine(Engine):
     backend = "hf"
 
     def __init__(self, model_dir: str | Path, *, max_batch: int = 16, dtype: str = "float32"):
-        from transformers import AutoModelForCausalLM
-
         try:
             self.model = AutoModelForCausalLM.from_pretrained(
                 str(model_dir), local_files_only=True, dtype=getattr(torch, dtype)
@@ -107,8 +106,6 @@ class HFEngine(Engine):
                                 r.out.put_nowait(TokgenError(f"generation failed: {exc}"))
 
     async def _run_wave(self, wave: list[_Request]) -> None:
-        from transformers import DynamicCache
-
         width = max(len(r.prompt) for r in wave)
         ids = torch.tensor([[PAD_ID] * (width - len(r.prompt)) + r.prompt for r in wave])
         mask = torch.tensor([[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in wave])

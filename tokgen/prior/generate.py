@@ -9,6 +9,7 @@ every level's codes line up; the continuation starts right after the trimmed pri
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -16,15 +17,18 @@ from typing import Literal
 import numpy as np
 
 from tokgen.codec.base import Codec
-from tokgen.engine.factory import Backend, create_engine
+from tokgen.engine.factory import Backend, engine_class
 from tokgen.errors import TokgenError
 from tokgen.prior.corpus import encode_file
 from tokgen.prior.layout import TokenLayout
 from tokgen.prior.model import read_prior_meta
-from tokgen.prior.sampler import LevelPrior, Progress, SamplingSettings, sample_hierarchy
+from tokgen.prior.sampler import LevelPrior, OnChange, SamplingSettings, sample_hierarchy
 
 Mode = Literal["primed", "ancestral", "continue", "upsample"]
-MAX_SECONDS = 600.0
+MAX_SECONDS = 600.0  # longest continuation one request may ask for
+MAX_PRIME_SECONDS = 60.0  # longest prime; the top prior keeps at most its window's context of it
+# Upsampler segment length: set from `tokgen bench generate` (docs/PERFORMANCE.md).
+DEFAULT_SEGMENT_SECONDS = 2.0
 # Where the shipped default priors live (level0/, level1/, ...), beside the default codec.
 DEFAULT_PRIORS_DIR = Path(__file__).parent.parent / "assets" / "models" / "priors"
 
@@ -41,24 +45,39 @@ def load_priors(
     codec: Codec,
     backend: Backend = "auto",
     hop_fraction: float = 0.5,
+    segment_seconds: float | None = DEFAULT_SEGMENT_SECONDS,
     **engine_options: object,
 ) -> list[LevelPrior]:
+    """One engine per level's prior, started side by side (a vLLM engine takes ~20 s).
+
+    ``segment_seconds`` splits what each upsampler generates into segments sampled in
+    parallel (see ``prior.windows``); None keeps one segment per level (Jukebox's order,
+    no seams, but one window at a time per level). The top level is never split."""
     prior_dir = Path(prior_dir) if prior_dir is not None else DEFAULT_PRIORS_DIR
     if not prior_dir.is_dir():
         raise TokgenError(
             f"no prior set at {prior_dir}: train one with `tokgen prior train` or pass --priors"
         )
-    priors = []
+    if segment_seconds is not None and segment_seconds <= 0:
+        raise TokgenError(f"segment seconds must be > 0 (or none), got {segment_seconds}")
+    dirs = []
     for level in range(len(codec.levels)):
-        d = Path(prior_dir) / f"level{level}"
+        d = prior_dir / f"level{level}"
         meta = read_prior_meta(d)
         if meta.get("level") != level or meta.get("codebook_sizes") != [
             lv.codebook_size for lv in codec.levels
         ]:
             raise TokgenError(f"prior {d} was not trained for level {level} of codec {codec.name!r}")
-        priors.append(
-            LevelPrior(create_engine(d, backend, **engine_options), int(meta["n_ctx"]), hop_fraction)
-        )
+        dirs.append((d, int(meta["n_ctx"])))
+    cls = engine_class(backend)
+    with ThreadPoolExecutor(len(dirs) if cls.thread_safe_start else 1) as pool:
+        engines = list(pool.map(lambda d: cls(d[0], **engine_options), dirs))  # type: ignore[call-arg]
+    priors = []
+    for level, (engine, (_, n_ctx)) in enumerate(zip(engines, dirs, strict=True)):
+        segment = None
+        if level and segment_seconds is not None:
+            segment = max(1, round(segment_seconds * codec.sample_rate / codec.levels[level].hop))
+        priors.append(LevelPrior(engine, n_ctx, hop_fraction, segment))
     return priors
 
 
@@ -72,19 +91,78 @@ def known_codes(
     if mode == "primed":
         if prime is None:
             raise TokgenError("mode 'primed' needs prime audio")
+        if prime.size > MAX_PRIME_SECONDS * codec.sample_rate:
+            raise TokgenError(f"the prime is longer than the {MAX_PRIME_SECONDS:g} s limit")
         known = encode_file(codec, prime)
         if known is None:
             raise TokgenError(
-                f"the prime is shorter than one top-level frame ({codec.levels[0].hop} samples)"
+                f"the prime is shorter than one top-level frame ({codec.levels[0].hop} samples, "
+                f"{codec.levels[0].hop / codec.sample_rate * 1000:.0f} ms)"
             )
         return known
+    if mode not in ("continue", "upsample"):
+        raise TokgenError(f"unknown mode {mode!r}; use primed, ancestral, continue or upsample")
     if codes is None:
         raise TokgenError(f"mode {mode!r} needs saved codes")
+    if len(codes) != len(codec.levels) or codes[0].size == 0:
+        raise TokgenError(f"mode {mode!r} needs saved codes of all {len(codec.levels)} levels, top not empty")
     if mode == "upsample":
         return [codes[0], *empty[1:]]
-    if mode == "continue":
-        return codes
-    raise TokgenError(f"unknown mode {mode!r}; use primed, ancestral, continue or upsample")
+    return codes
+
+
+@dataclass(frozen=True)
+class Job:
+    """A checked request: what is known per level and how long the result will be."""
+
+    known: list[np.ndarray]
+    top_frames: int  # length of the result, in top-level frames
+    start_top: int  # top frame where the new audio starts
+
+
+def prepare(
+    codec: Codec,
+    mode: Mode,
+    seconds: float,
+    prime: np.ndarray | None = None,
+    codes: list[np.ndarray] | None = None,
+) -> Job:
+    """Check a request and encode its prime; cheap, so call it before starting engines.
+
+    ``seconds`` is new audio after the prime (primed), after the saved top level
+    (continue; saved lower levels that stop short are completed first, which is how a cut
+    render is resumed), or from nothing (ancestral). In upsample mode the saved top level's
+    length decides the output's and ``seconds`` is not used."""
+    if not 0 < seconds <= MAX_SECONDS:
+        raise TokgenError(f"seconds must be in (0, {MAX_SECONDS:g}], got {seconds}")
+    known = known_codes(codec, mode, prime, codes)
+    hops = [lv.hop for lv in codec.levels]
+    if mode == "upsample":
+        return Job(known, known[0].size, 0)
+    top_frames = known[0].size + math.ceil(seconds * codec.sample_rate / hops[0])
+    for level, (k, hop) in enumerate(zip(known, hops, strict=True)):
+        if k.size * hop > known[0].size * hops[0]:
+            raise TokgenError(f"saved level {level} is longer than the top level; the codes are inconsistent")
+    return Job(known, top_frames, known[0].size)
+
+
+async def render(
+    codec: Codec,
+    priors: list[LevelPrior],
+    job: Job,
+    settings: SamplingSettings,
+    request_id: str = "gen",
+    on_change: OnChange | None = None,
+) -> Continuation:
+    """Sample every level of ``job`` and decode the bottom level to audio."""
+    layout = TokenLayout.for_levels(codec.levels)
+    settings.check(layout.vocab_size)
+    hops = [lv.hop for lv in codec.levels]
+    out = await sample_hierarchy(
+        priors, layout, hops, job.known, job.top_frames, settings, request_id, on_change
+    )
+    audio = codec.decode(out[-1], len(out) - 1)
+    return Continuation(out, audio, job.start_top * hops[0])
 
 
 async def continue_audio(
@@ -96,20 +174,8 @@ async def continue_audio(
     prime: np.ndarray | None = None,
     codes: list[np.ndarray] | None = None,
     request_id: str = "gen",
-    progress: Progress | None = None,
+    on_change: OnChange | None = None,
 ) -> Continuation:
-    """Generate ``seconds`` of continuation (``upsample``: the lower levels of the given top
-    codes, whose length decides the output's)."""
-    if not 0 < seconds <= MAX_SECONDS:
-        raise TokgenError(f"seconds must be in (0, {MAX_SECONDS:g}], got {seconds}")
-    known = known_codes(codec, mode, prime, codes)
-    hops = [lv.hop for lv in codec.levels]
-    if mode == "upsample":
-        start_top, top_frames = 0, known[0].size
-    else:
-        start_top = known[0].size
-        top_frames = start_top + math.ceil(seconds * codec.sample_rate / hops[0])
-    layout = TokenLayout.for_levels(codec.levels)
-    out = await sample_hierarchy(priors, layout, hops, known, top_frames, settings, request_id, progress)
-    audio = codec.decode(out[-1], len(out) - 1)
-    return Continuation(out, audio, start_top * hops[0])
+    """``prepare`` and ``render`` in one call."""
+    job = prepare(codec, mode, seconds, prime, codes)
+    return await render(codec, priors, job, settings, request_id, on_change)

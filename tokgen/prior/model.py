@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, model_validator
 
-from tokgen.errors import CheckpointError
+from tokgen.errors import CheckpointError, TokgenError
 from tokgen.prior.layout import BOS, PAD, TokenLayout
 
 PRIOR_META = "tokgen_prior.json"
@@ -32,10 +32,25 @@ class PriorConfig(BaseModel):
         return self
 
 
-PRESETS = {
-    "default": PriorConfig(),
-    "tiny": PriorConfig(n_ctx=16, hidden_size=64, num_layers=1, num_heads=2),
+# Per preset: (top prior, upsamplers). The top prior sees few tokens per second (31 with
+# the default codec) and carries the long-range structure, so it gets the wider model and
+# 8 s of context; the upsamplers see 4x and 16x more tokens, so they are narrower (trained
+# for as long on 2 CPU cores they see more data) with 512 tokens of their own level.
+PRESETS: dict[str, tuple[PriorConfig, PriorConfig]] = {
+    "default": (
+        PriorConfig(n_ctx=256, hidden_size=256, num_layers=4, num_heads=4),
+        PriorConfig(n_ctx=512, hidden_size=128, num_layers=4, num_heads=2),
+    ),
+    "tiny": (PriorConfig(n_ctx=16, hidden_size=64, num_layers=1, num_heads=2),) * 2,
 }
+
+
+def preset_config(name: str, level: int) -> PriorConfig:
+    """The architecture preset ``name`` gives the prior of ``level``."""
+    if name not in PRESETS:
+        raise TokgenError(f"unknown prior preset {name!r}; choose one of {', '.join(PRESETS)}")
+    top, upsampler = PRESETS[name]
+    return top if level == 0 else upsampler
 
 
 def sequence_length(level: int, n_ctx: int, ratio: int) -> int:

@@ -1,15 +1,22 @@
-"""Hierarchical, windowed sampling through an engine (Jukebox's sampling, one engine per
-level's prior).
+"""Hierarchical, windowed sampling through the engines (Jukebox's sampling, pipelined).
 
 Every mode is "extend the known codes of each level to a target length": *primed* knows
 the prime's codes at every level, *ancestral* knows nothing, *continue* knows the codes of
-a saved ``.npz``, *upsample* knows the whole top level. Levels are sampled top first; an
-upsampler's windows are conditioned on the codes of the level above, which are complete
-by then (issue "gRPC service" pipelines the levels for streaming).
+a saved ``.npz``, *upsample* knows the whole top level.
+
+Jukebox samples the whole top level, then each upsampler in turn. Here every window of
+every level is a task that starts as soon as what it reads is known: its own level's
+context (the previous window of its segment) and, for an upsampler, the codes of the level
+above under its time span. So the levels run as a pipeline (the first bottom window starts
+after one top and one middle window), and the segments of a level (``plan_segments``) run
+side by side. All those windows are in flight in the engines at once, which is what lets
+the engines batch them. The codes do not depend on the order windows finish in: every
+window reads only frames that are final and has its own seed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,16 +26,17 @@ import numpy as np
 from tokgen.engine.base import Engine, SamplingParams
 from tokgen.errors import TokgenError
 from tokgen.prior.layout import TokenLayout
-from tokgen.prior.windows import plan_windows, upper_span
+from tokgen.prior.windows import WindowPlan, plan_segments, upper_span
 
 
 @dataclass(frozen=True)
 class LevelPrior:
-    """One level's prior as served by an engine."""
+    """One level's prior as served by an engine, and how it is windowed."""
 
     engine: Engine
     n_ctx: int  # own-level tokens per window
     hop_fraction: float = 0.5  # share of a window that is new tokens (the rest is context)
+    segment_frames: int | None = None  # new frames per parallel segment (None: one segment)
 
 
 @dataclass(frozen=True)
@@ -39,67 +47,91 @@ class SamplingSettings:
     seed: int = 0
 
     def check(self, vocab_size: int) -> None:
-        """Validate before any work starts (the engine checks every window again)."""
+        """Validate before any work starts (the engine checks every window again). Unlike
+        the engine, music sampling takes no greedy decoding: it loops on one code."""
+        if not self.temperature > 0:
+            raise TokgenError(f"temperature must be > 0, got {self.temperature}")
         SamplingParams(1, self.temperature, self.top_k, self.top_p, self.seed).check(vocab_size)
 
 
-@dataclass
-class Progress:
-    """Frames known per level; updated after every window."""
-
-    done: list[int]
-    total: list[int]
-
-
-def window_seed(seed: int, level: int, window: int) -> int:
-    """A distinct, reproducible seed per (request seed, level, window)."""
-    digest = hashlib.sha256(f"{seed}/{level}/{window}".encode()).digest()
+def window_seed(seed: int, level: int, segment: int, window: int) -> int:
+    """A distinct, reproducible seed per (request seed, level, segment, window)."""
+    digest = hashlib.sha256(f"{seed}/{level}/{segment}/{window}".encode()).digest()
     return int.from_bytes(digest[:8], "big") >> 1
-
-
-async def sample_level(
-    prior: LevelPrior,
-    layout: TokenLayout,
-    level: int,
-    known: np.ndarray,
-    total_frames: int,
-    upper: np.ndarray | None,
-    ratio: int,
-    settings: SamplingSettings,
-    request_id: str,
-    on_window: Callable[[np.ndarray], None] | None = None,
-) -> np.ndarray:
-    """Extend ``known`` codes of ``level`` to ``total_frames`` window by window."""
-    codes = [int(c) for c in known]
-    plan = plan_windows(len(codes), total_frames, prior.n_ctx, prior.hop_fraction)
-    for i, w in enumerate(plan.windows):
-        context = np.asarray(codes[w.start : w.start + w.context], dtype=np.int64)
-        if level == 0:
-            prompt = layout.top_prompt(context)
-        else:
-            assert upper is not None
-            lo, hi = upper_span(w, ratio, upper.size)
-            prompt = layout.upsampler_prompt(level, upper[lo:hi], context)
-        params = SamplingParams(
-            max_tokens=w.new,
-            temperature=settings.temperature,
-            top_k=settings.top_k,
-            top_p=settings.top_p,
-            seed=window_seed(settings.seed, level, i),
-            allowed=layout.level_range(level),
-        )
-        new: list[int] = []
-        async for chunk in prior.engine.generate(f"{request_id}/L{level}/w{i}", prompt, params):
-            new += chunk
-        codes += layout.to_codes(new, level).tolist()
-        if on_window is not None:
-            on_window(np.asarray(codes, dtype=np.int64))
-    return np.asarray(codes, dtype=np.int64)
 
 
 def level_frames(top_frames: int, hops: list[int]) -> list[int]:
     """Frames of every level for ``top_frames`` top frames (hops divide each other)."""
     return [top_frames * hops[0] // h for h in hops]
+
+
+OnChange = Callable[["CodeBoard", int], None]
+
+
+class CodeBoard:
+    """The codes of every level as they become known (-1: not yet). Windows wait here for
+    the frames they read; ``on_change(board, level)`` runs after every write (progress
+    bars, streaming)."""
+
+    def __init__(self, known: list[np.ndarray], totals: list[int], on_change: OnChange | None = None):
+        self.codes = [np.full(t, -1, dtype=np.int64) for t in totals]
+        for level, k in enumerate(known):
+            self.codes[level][: k.size] = k
+        self.known_frames = [k.size for k in known]  # frames known per level
+        self._changed = asyncio.Condition()
+        self._on_change = on_change
+
+    def prefix_frames(self, level: int) -> int:
+        """Frames known without a gap from the start (what can be decoded and streamed)."""
+        missing = np.flatnonzero(self.codes[level] < 0)
+        return int(missing[0]) if missing.size else self.codes[level].size
+
+    async def wait_known(self, level: int, start: int, stop: int) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: bool((self.codes[level][start:stop] >= 0).all()))
+
+    async def write(self, level: int, start: int, codes: np.ndarray) -> None:
+        self.codes[level][start : start + codes.size] = codes
+        self.known_frames[level] += codes.size  # windows never rewrite known frames
+        if self._on_change is not None:
+            self._on_change(self, level)
+        async with self._changed:
+            self._changed.notify_all()
+
+
+async def sample_segment(
+    prior: LevelPrior,
+    layout: TokenLayout,
+    level: int,
+    segment: int,
+    plan: WindowPlan,
+    board: CodeBoard,
+    ratio: int,
+    settings: SamplingSettings,
+    request_id: str,
+) -> None:
+    """Sample one segment of ``level`` window by window, writing codes to ``board``."""
+    for i, w in enumerate(plan.windows):
+        context = board.codes[level][w.start : w.start + w.context]
+        if level == 0:
+            prompt = layout.top_prompt(context)
+        else:
+            lo, hi = upper_span(w, ratio, board.codes[level - 1].size)
+            await board.wait_known(level - 1, lo, hi)
+            prompt = layout.upsampler_prompt(level, board.codes[level - 1][lo:hi], context)
+        params = SamplingParams(
+            max_tokens=w.new,
+            temperature=settings.temperature,
+            top_k=settings.top_k,
+            top_p=settings.top_p,
+            seed=window_seed(settings.seed, level, segment, i),
+            allowed=layout.level_range(level),
+        )
+        pos = w.start + w.context
+        rid = f"{request_id}/L{level}/s{segment}/w{i}"
+        async for chunk in prior.engine.generate(rid, prompt, params):
+            await board.write(level, pos, layout.to_codes(chunk, level))
+            pos += len(chunk)
 
 
 async def sample_hierarchy(
@@ -110,27 +142,34 @@ async def sample_hierarchy(
     top_frames: int,
     settings: SamplingSettings,
     request_id: str,
-    progress: Progress | None = None,
+    on_change: OnChange | None = None,
 ) -> list[np.ndarray]:
-    """Codes of every level, ``top_frames`` top frames long, extending ``known``."""
+    """Codes of every level, ``top_frames`` top frames long, extending ``known``;
+    ``on_change`` watches them while they are sampled (see ``CodeBoard``)."""
+    totals = level_frames(top_frames, hops)
     if len(priors) != len(hops) or len(known) != len(hops):
         raise TokgenError(f"need one prior and one known-codes array per level ({len(hops)})")
-    totals = level_frames(top_frames, hops)
-    for lv, (k, t) in enumerate(zip(known, totals, strict=True)):
+    for level, (k, t) in enumerate(zip(known, totals, strict=True)):
         if k.size > t:
-            raise TokgenError(f"level {lv} already has {k.size} frames, more than the {t} asked for")
-    out: list[np.ndarray] = []
-    for lv, prior in enumerate(priors):
-        upper = out[lv - 1] if lv else None
-        ratio = hops[lv - 1] // hops[lv] if lv else 1
+            raise TokgenError(f"level {level} already has {k.size} frames, more than the {t} asked for")
+    board = CodeBoard(known, totals, on_change)
+    try:
+        async with asyncio.TaskGroup() as tasks:  # one failure cancels (and aborts) the rest
+            for level, prior in enumerate(priors):
+                ratio = hops[level - 1] // hops[level] if level else 1
+                plans = plan_segments(
+                    known[level].size, totals[level], prior.n_ctx, prior.hop_fraction, prior.segment_frames
+                )
+                for s, plan in enumerate(plans):
+                    tasks.create_task(
+                        sample_segment(prior, layout, level, s, plan, board, ratio, settings, request_id)
+                    )
+    except ExceptionGroup as group:
+        raise first_error(group) from None
+    return board.codes
 
-        def report(codes: np.ndarray, lv: int = lv) -> None:
-            if progress is not None:
-                progress.done[lv] = codes.size
 
-        out.append(
-            await sample_level(
-                prior, layout, lv, known[lv], totals[lv], upper, ratio, settings, request_id, report
-            )
-        )
-    return out
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The failure that made a task group cancel its other tasks."""
+    first = group.exceptions[0]
+    return first_error(first) if isinstance(first, BaseExceptionGroup) else first

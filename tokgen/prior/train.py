@@ -40,6 +40,7 @@ class PriorTrainConfig(BaseModel):
     log_every: int = Field(default=50, ge=1)
     checkpoint_every: int = Field(default=500, ge=1)
     valid_windows: int = Field(default=64, ge=1)
+    bf16: bool = Field(default=True, description="bf16 autocast for the training forward (1.7x on AMX CPUs)")
 
 
 def level_ratio(codec: Codec, level: int) -> int:
@@ -154,7 +155,8 @@ def train_prior(
                 ]
             )
             set_lr(opt, scheduled_lr(cfg.lr, step, cfg.warmup_steps, cfg.lr_decay_from, cfg.steps))
-            loss = model(**batch).loss
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss = model(**batch).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

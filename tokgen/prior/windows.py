@@ -10,6 +10,11 @@ What of the prime is kept: the first window keeps as much of the prime as fits w
 generating at least ``hop`` frames, i.e. the prime's last ``min(prime, n_ctx - hop)``
 frames. A longer prime's beginning is out of context; ``WindowPlan.prime_frames_dropped``
 says how much, so callers can report it instead of dropping it silently.
+
+Segments (``plan_segments``): the frames to generate may be split into segments that are
+sampled at the same time. The first segment continues the prime as above; every later one
+starts without context of its own level (an upsampler still sees the level above, which
+is what keeps it in time and in tune) and is windowed the same way inside itself.
 """
 
 from __future__ import annotations
@@ -34,13 +39,14 @@ class Window:
 @dataclass(frozen=True)
 class WindowPlan:
     windows: tuple[Window, ...]
-    prime_frames: int
-    total_frames: int
+    prime_frames: int  # frames known before the plan starts generating
+    total_frames: int  # the plan generates frames [prime_frames, total_frames)
+    start: int = 0  # the plan never reads a frame before this one (its segment's start)
 
     @property
     def prime_frames_dropped(self) -> int:
-        """Prime frames before the first window: they cannot influence the continuation."""
-        return self.windows[0].start if self.windows else 0
+        """Known frames before the first window: they cannot influence the continuation."""
+        return self.windows[0].start - self.start if self.windows else 0
 
 
 def window_hop(n_ctx: int, hop_fraction: float) -> int:
@@ -51,21 +57,42 @@ def window_hop(n_ctx: int, hop_fraction: float) -> int:
     return max(1, min(n_ctx, math.floor(hop_fraction * n_ctx)))
 
 
-def plan_windows(prime_frames: int, total_frames: int, n_ctx: int, hop_fraction: float) -> WindowPlan:
+def plan_windows(
+    prime_frames: int, total_frames: int, n_ctx: int, hop_fraction: float, start: int = 0
+) -> WindowPlan:
     """Windows that generate frames ``[prime_frames, total_frames)`` with a context of at
-    most ``n_ctx`` frames each. New frames of consecutive windows tile the range exactly."""
+    most ``n_ctx`` frames each, none of it before frame ``start``. New frames of
+    consecutive windows tile the range exactly."""
     hop = window_hop(n_ctx, hop_fraction)
-    if prime_frames < 0 or total_frames < prime_frames:
-        raise TokgenError(f"need 0 <= prime ({prime_frames}) <= total ({total_frames}) frames")
+    if not 0 <= start <= prime_frames <= total_frames:
+        raise TokgenError(
+            f"need 0 <= start ({start}) <= prime ({prime_frames}) <= total ({total_frames}) frames"
+        )
     keep = n_ctx - hop
     windows = []
     pos = prime_frames
     while pos < total_frames:
-        context = min(pos, keep)
+        context = min(pos - start, keep)
         new = min(n_ctx - context, total_frames - pos)
         windows.append(Window(pos - context, context, new))
         pos += new
-    return WindowPlan(tuple(windows), prime_frames, total_frames)
+    return WindowPlan(tuple(windows), prime_frames, total_frames, start)
+
+
+def plan_segments(
+    prime_frames: int, total_frames: int, n_ctx: int, hop_fraction: float, segment_frames: int | None
+) -> tuple[WindowPlan, ...]:
+    """Split the frames to generate into segments of at most ``segment_frames`` new frames
+    (None: a single segment), each with its own window plan; see the module docstring."""
+    if segment_frames is not None and segment_frames < 1:
+        raise TokgenError(f"segment_frames must be >= 1 or None, got {segment_frames}")
+    step = segment_frames or max(total_frames - prime_frames, 1)
+    first = plan_windows(prime_frames, min(prime_frames + step, total_frames), n_ctx, hop_fraction)
+    rest = (
+        plan_windows(b, min(b + step, total_frames), n_ctx, hop_fraction, start=b)
+        for b in range(prime_frames + step, total_frames, step)
+    )
+    return (first, *rest)
 
 
 def upper_span(window: Window, ratio: int, upper_frames: int) -> tuple[int, int]:
