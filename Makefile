@@ -9,14 +9,12 @@ export HF_HUB_OFFLINE := 1
 install:
 	./scripts/install.sh
 
-# The main job on embedded defaults: encode the shipped example prime with the shipped
-# codec and decode every level (top = coarse ... bottom = fine) to out/.
+# The main job on embedded defaults: continue the shipped example prime by 10 s with the
+# shipped codec and priors (all levels, through the default engine), no network.
 demo: install
-	$(BIN)/tokgen encode tokgen/assets/examples/prime.flac out/prime.npz
-	$(BIN)/tokgen decode out/prime.npz out/prime_level0_top.wav --level 0
-	$(BIN)/tokgen decode out/prime.npz out/prime_level1_middle.wav --level 1
-	$(BIN)/tokgen decode out/prime.npz out/prime_level2_bottom.wav --level 2
-	@echo "demo: wrote out/prime.npz and out/prime_level*.wav"
+	$(BIN)/tokgen generate --prime tokgen/assets/examples/prime.flac --seconds 10 \
+		--out out/continuation.wav --save-codes out/continuation.npz
+	@echo "demo: wrote out/continuation.wav (10 s after the prime) and out/continuation.npz (codes)"
 
 test: install
 	$(BIN)/python -m pytest

@@ -43,13 +43,14 @@ def loop_thread() -> LoopThread:
 
 @pytest.fixture(scope="session")
 def tiny_prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialised tiny Llama over 64 token ids (head_dim 64: vLLM's CPU
-    attention needs at least 32)."""
+    """A randomly initialised tiny Llama over 67 token ids, the token layout of the tiny
+    codec (3 special ids + 2 levels x 32 codes), so it can stand in for a prior of either
+    level (head_dim 64: vLLM's CPU attention needs at least 32)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     cfg = LlamaConfig(
-        vocab_size=64,
+        vocab_size=67,
         hidden_size=128,
         intermediate_size=256,
         num_hidden_layers=2,
@@ -63,6 +64,17 @@ def tiny_prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("prior")
     LlamaForCausalLM(cfg).save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session", params=["hf", "vllm"])
+def engine(request, tiny_prior, loop_thread):
+    """Each backend serving ``tiny_prior``: one engine per backend for the whole session."""
+    from tokgen.engine.factory import create_engine
+
+    options = {"kv_cache_bytes": 1 << 27} if request.param == "vllm" else {}
+    eng = create_engine(tiny_prior, request.param, **options)
+    yield eng
+    loop_thread.run(eng.close())
 
 
 @pytest.fixture(scope="session")

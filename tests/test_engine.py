@@ -10,20 +10,11 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tokgen.engine.base import Engine, SamplingParams
-from tokgen.engine.factory import create_engine, resolve_backend
+from tokgen.engine.factory import resolve_backend
 from tokgen.engine.sampling import filter_logits
 from tokgen.errors import TokgenError
 
 GREEDY = SamplingParams(max_tokens=12, temperature=0.0)
-
-
-@pytest.fixture(scope="session", params=["hf", "vllm"])
-def engine(request, tiny_prior, loop_thread):
-    eng = create_engine(
-        tiny_prior, request.param, **({"kv_cache_bytes": 1 << 27} if request.param == "vllm" else {})
-    )
-    yield eng
-    loop_thread.run(eng.close())
 
 
 async def collect(engine: Engine, rid: str, prompt: list[int], params: SamplingParams) -> list[int]:

@@ -128,7 +128,7 @@ def test_bad_primes_and_codes(tmp_path, tiny_model_dir, prior_set, tone, capsys,
         (["--prime", "silent.wav"], "silent"),
         (["--prime", "short.wav"], "shorter than one top-level frame"),
         (["--prime", "long.wav"], "the limit is 60 s"),
-        (["--mode", "continue", "--codes", "other.npz"], "not by codec"),
+        (["--mode", "continue", "--codes", "other.npz"], "does not match codec"),
     ]
     base = ["generate", "--codec", str(tiny_model_dir), "--priors", str(prior_set), "--backend", "hf"]
     for args, message in cases:
@@ -146,3 +146,14 @@ def test_other_sample_rates_are_resampled(tmp_path, tiny_model_dir, prior_set, t
     )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["prime_seconds"] == 0.1
+
+
+def test_bench_generate_prints_the_documented_figures(tmp_path, tiny_model_dir, prior_set):
+    cmd = [sys.executable, "-m", "tokgen", "bench", "generate", "--json", "--codec", str(tiny_model_dir)]
+    args = ["--priors", str(prior_set), "--backend", "hf", "--seconds", "0.05", "--concurrency", "3"]
+    r = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["backend"] == "hf" and out["rtf_1"] > 0 and out["rtf_3"] > 0
+    assert [lv["level"] for lv in out["levels"]] == [0, 1]
+    assert all(lv["seconds"] > 0 and lv["tokens"] > 0 for lv in out["levels"])

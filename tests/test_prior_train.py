@@ -14,7 +14,7 @@ from tokgen.engine.hf import HFEngine
 from tokgen.prior.corpus import CodeCorpus, codes_cache_dir
 from tokgen.prior.evaluate import evaluate_prior
 from tokgen.prior.layout import TokenLayout
-from tokgen.prior.model import PRESETS, read_prior_meta
+from tokgen.prior.model import preset_config, read_prior_meta
 from tokgen.prior.train import PriorTrainConfig, train_prior
 
 
@@ -44,7 +44,9 @@ FAST = {"batch_size": 16, "log_every": 10, "checkpoint_every": 50, "lr": 3e-3, "
 @pytest.mark.parametrize("level", [0, 1])
 def test_prior_learns_structure_beyond_unigram(synthetic_data, tmp_path, level):
     codec, data = synthetic_data
-    train_prior(codec, data, tmp_path / "run", level, PRESETS["tiny"], PriorTrainConfig(steps=150, **FAST))
+    train_prior(
+        codec, data, tmp_path / "run", level, preset_config("tiny", 0), PriorTrainConfig(steps=150, **FAST)
+    )
     result = evaluate_prior(codec, data, tmp_path / "run" / "model")
     assert result["unigram_bits_per_token"] > 2.0
     assert result["bits_per_token"] < 0.5 * result["unigram_bits_per_token"], result
@@ -53,9 +55,11 @@ def test_prior_learns_structure_beyond_unigram(synthetic_data, tmp_path, level):
 def test_resume_and_engine_loadable_output(synthetic_data, tmp_path, loop_thread):
     codec, data = synthetic_data
     run = tmp_path / "run"
-    first = train_prior(codec, data, run, 1, PRESETS["tiny"], PriorTrainConfig(steps=20, **FAST))
+    first = train_prior(codec, data, run, 1, preset_config("tiny", 0), PriorTrainConfig(steps=20, **FAST))
     assert first["step"] == 20
-    again = train_prior(codec, data, run, 1, PRESETS["tiny"], PriorTrainConfig(steps=30, **FAST), resume=True)
+    again = train_prior(
+        codec, data, run, 1, preset_config("tiny", 0), PriorTrainConfig(steps=30, **FAST), resume=True
+    )
     assert again["step"] == 30
     meta = read_prior_meta(run / "model")
     assert meta["level"] == 1 and meta["ratio"] == 2 and meta["steps"] == 30
@@ -117,3 +121,26 @@ def test_prior_cli_train_and_eval_json(synthetic_data, tmp_path, tiny_model_dir)
         timeout=300,
     )
     assert r.returncode == 2 and "--level must be in 0..1" in r.stderr
+
+
+def test_export_a_prior_set(synthetic_data, tmp_path):
+    import torch
+    from safetensors import safe_open
+
+    from tokgen.errors import TokgenError
+    from tokgen.prior.model import export_prior_set
+
+    codec, data = synthetic_data
+    for level in (0, 1):
+        cfg = PriorTrainConfig(steps=2, **FAST)
+        train_prior(codec, data, tmp_path / f"run{level}", level, preset_config("tiny", level), cfg)
+    metas = export_prior_set([tmp_path / "run1", tmp_path / "run0"], tmp_path / "set")
+    assert [m["level"] for m in metas] == [0, 1]
+    for level in (0, 1):
+        with safe_open(tmp_path / "set" / f"level{level}" / "model.safetensors", "pt") as f:
+            assert all(f.get_tensor(k).dtype == torch.bfloat16 for k in f.keys())  # noqa: SIM118
+        assert read_prior_meta(tmp_path / "set" / f"level{level}")["level"] == level
+    with pytest.raises(TokgenError, match="needs levels"):
+        export_prior_set([tmp_path / "run1"], tmp_path / "bad")
+    with pytest.raises(TokgenError, match="two runs"):
+        export_prior_set([tmp_path / "run0", tmp_path / "run0"], tmp_path / "bad")

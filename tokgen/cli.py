@@ -199,6 +199,20 @@ def cmd_prior_train(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
+def cmd_prior_export(args: argparse.Namespace) -> None:
+    from tokgen.prior.model import export_prior_set
+
+    metas = export_prior_set([Path(r) for r in args.run], Path(args.out), args.dtype)
+    print(
+        json.dumps(
+            {
+                "prior_set": str(args.out),
+                "levels": [{"level": m["level"], "steps": m.get("steps")} for m in metas],
+            }
+        )
+    )
+
+
 def cmd_prior_eval(args: argparse.Namespace) -> None:
     from tokgen.codec import load_codec
     from tokgen.prior.evaluate import evaluate_prior
@@ -225,7 +239,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from tokgen.audio import load_audio, save_audio
     from tokgen.codec import load_codec
     from tokgen.codec.codes import load_codes, save_codes
-    from tokgen.prior.generate import MAX_PRIME_SECONDS, load_priors, prepare, render
+    from tokgen.prior.generate import MAX_PRIME_SECONDS, context_kept, load_priors, prepare, render
     from tokgen.prior.layout import TokenLayout
     from tokgen.prior.sampler import CodeBoard, SamplingSettings, level_frames
 
@@ -247,6 +261,14 @@ def cmd_generate(args: argparse.Namespace) -> None:
     job = prepare(codec, args.mode, args.seconds, prime, codes)
     segment = None if args.segment_seconds == 0 else args.segment_seconds
     priors = load_priors(args.priors, codec, args.backend, args.hop_fraction, segment)
+    kept = context_kept(codec, priors, job)
+    known_seconds = job.known[0].size * codec.levels[0].hop / codec.sample_rate
+    if known_seconds > kept[0] > 0:
+        print(
+            f"tokgen: note: the top prior's context holds the last {kept[0]:g} s of the "
+            f"{known_seconds:g} s prime; earlier audio does not shape the continuation",
+            file=sys.stderr,
+        )
     started = time.monotonic()
     totals = level_frames(job.top_frames, [lv.hop for lv in codec.levels])
     bars = [
@@ -281,6 +303,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
                 "backend": priors[0].engine.backend,
                 "seconds": round(audio.size / codec.sample_rate, 3),
                 "prime_seconds": round(result.prime_samples / codec.sample_rate, 3),
+                "prime_seconds_in_context": kept,
                 "levels": [{"level": i, "frames": int(c.size)} for i, c in enumerate(result.codes)],
                 "elapsed_s": round(time.monotonic() - started, 2),
             }
@@ -293,6 +316,22 @@ def cmd_bench_engine(args: argparse.Namespace) -> None:
 
     result = bench_engines(
         Path(args.prior) if args.prior else None, args.prompt_tokens, args.new_tokens, (16, 1)
+    )
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+
+
+def cmd_bench_generate(args: argparse.Namespace) -> None:
+    from tokgen.prior.bench import bench_generate
+
+    segment = None if args.segment_seconds == 0 else args.segment_seconds
+    concurrency = (1, args.concurrency)
+    result = bench_generate(
+        Path(args.codec) if args.codec else None,
+        Path(args.priors) if args.priors else None,
+        args.backend,
+        args.seconds,
+        concurrency,
+        segment,
     )
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
 
@@ -388,10 +427,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_cmd", required=True)
     p = bench.add_parser("engine", help="vLLM vs in-process engine tokens/s at batch 16 and 1")
     p.add_argument("--prior", default=None, help="prior directory (default: a random default-size prior)")
-    p.add_argument("--prompt-tokens", type=int, default=128)
-    p.add_argument("--new-tokens", type=int, default=256)
+    p.add_argument("--prompt-tokens", type=int, default=256)
+    p.add_argument("--new-tokens", type=int, default=512)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_engine)
+    p = bench.add_parser("generate", help="real-time factor of whole continuations, 1 and N at once")
+    p.add_argument("--priors", default=None, help="prior set directory (default: the shipped priors)")
+    p.add_argument("--codec", default=None, help="codec model directory (default: shipped codec)")
+    p.add_argument("--backend", default="auto", choices=["auto", "vllm", "hf"])
+    p.add_argument("--seconds", type=float, default=10.0, help="audio per request (default 10)")
+    p.add_argument("--concurrency", type=int, default=8, help="concurrent requests of the second run")
+    p.add_argument("--segment-seconds", type=float, default=DEFAULT_SEGMENT_SECONDS)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_generate)
 
     prior = sub.add_parser("prior", help="train and evaluate the per-level priors").add_subparsers(
         dest="prior_cmd", required=True
@@ -404,6 +452,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default 3e-4)")
     _add_loop_arguments(p, batch_size=16)
     p.set_defaults(func=cmd_prior_train)
+
+    p = prior.add_parser("export", help="assemble trained runs (one per level) into a prior set")
+    p.add_argument("--run", action="append", required=True, help="run directory (repeat per level)")
+    p.add_argument("out", help="prior set directory to write (level0/, level1/, ...)")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    p.set_defaults(func=cmd_prior_export)
 
     p = prior.add_parser("eval", help="validation bits/token per level vs the unigram baseline")
     p.add_argument("--data", required=True)

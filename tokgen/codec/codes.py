@@ -30,7 +30,7 @@ class CodesFile:
         if self.model != codec.name or self.sample_rate != codec.sample_rate or self.hops != hops:
             raise TokgenError(
                 f"these codes were made by {self.model!r} ({self.sample_rate} Hz, hops {self.hops}), "
-                f"not by codec {codec.name!r} ({codec.sample_rate} Hz, hops {hops}); "
+                f"which does not match codec {codec.name!r} ({codec.sample_rate} Hz, hops {hops}); "
                 "pass --model (or --codec) pointing at the codec that encoded them"
             )
         for level, (c, spec) in enumerate(zip(self.codes, codec.levels, strict=False)):

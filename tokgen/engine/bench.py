@@ -36,16 +36,17 @@ async def throughput(engine: Engine, batch: int, prompt_tokens: int, new_tokens:
     return total / (time.perf_counter() - start)
 
 
-def default_size_prior(out: Path) -> Path:
-    """A randomly initialised prior of the default size (speed does not depend on weights)."""
+def default_size_prior(out: Path, positions: int) -> Path:
+    """A randomly initialised prior of the default upsampler's size, with room for
+    ``positions`` tokens (speed does not depend on the weights)."""
     from tokgen.codec.base import LevelSpec
     from tokgen.codec.presets import PRESETS as CODECS
     from tokgen.prior.layout import TokenLayout
     from tokgen.prior.model import build_prior, preset_config, save_prior
 
     layout = TokenLayout.for_levels([LevelSpec(lv.hop, lv.codebook_size) for lv in CODECS["default"].levels])
-    cfg = preset_config("default", 0)
-    save_prior(build_prior(cfg, layout, 0, 1), out, {"level": 0, "n_ctx": cfg.n_ctx})
+    cfg = preset_config("default", 1).model_copy(update={"n_ctx": positions})
+    save_prior(build_prior(cfg, layout, 0, 1), out, {"level": 0, "n_ctx": positions})
     return out
 
 
@@ -53,9 +54,9 @@ def bench_engines(
     prior_dir: Path | None, prompt_tokens: int, new_tokens: int, batches: tuple[int, ...]
 ) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = prior_dir or default_size_prior(Path(tmp) / "prior")
+        model_dir = prior_dir or default_size_prior(Path(tmp) / "prior", prompt_tokens + new_tokens)
         result: dict = {
-            "model": "random default-size prior" if prior_dir is None else str(prior_dir),
+            "model": "random prior, default upsampler size" if prior_dir is None else str(prior_dir),
             "prompt_tokens": prompt_tokens,
             "new_tokens": new_tokens,
         }

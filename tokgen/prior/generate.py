@@ -8,6 +8,7 @@ every level's codes line up; the continuation starts right after the trimmed pri
 
 from __future__ import annotations
 
+import asyncio
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from tokgen.prior.corpus import encode_file
 from tokgen.prior.layout import TokenLayout
 from tokgen.prior.model import read_prior_meta
 from tokgen.prior.sampler import LevelPrior, OnChange, SamplingSettings, sample_hierarchy
+from tokgen.prior.windows import plan_windows
 
 Mode = Literal["primed", "ancestral", "continue", "upsample"]
 MAX_SECONDS = 600.0  # longest continuation one request may ask for
@@ -146,6 +148,19 @@ def prepare(
     return Job(known, top_frames, known[0].size)
 
 
+def context_kept(codec: Codec, priors: list[LevelPrior], job: Job) -> list[float]:
+    """Seconds of the known audio that the first window of each level sees as context.
+    A prime longer than a prior's context only contributes its end (see
+    ``prior.windows``); callers report this rather than let the start drop silently."""
+    kept = []
+    for prior, spec, k in zip(priors, codec.levels, job.known, strict=True):
+        total = job.top_frames * codec.levels[0].hop // spec.hop
+        plan = plan_windows(k.size, total, prior.n_ctx, prior.hop_fraction)
+        frames = plan.windows[0].context if plan.windows else min(k.size, prior.n_ctx)
+        kept.append(round(frames * spec.hop / codec.sample_rate, 3))
+    return kept
+
+
 async def render(
     codec: Codec,
     priors: list[LevelPrior],
@@ -161,7 +176,7 @@ async def render(
     out = await sample_hierarchy(
         priors, layout, hops, job.known, job.top_frames, settings, request_id, on_change
     )
-    audio = codec.decode(out[-1], len(out) - 1)
+    audio = await asyncio.to_thread(codec.decode, out[-1], len(out) - 1)  # keep the loop serving
     return Continuation(out, audio, job.start_top * hops[0])
 
 

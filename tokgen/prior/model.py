@@ -89,3 +89,27 @@ def read_prior_meta(prior_dir: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{prior_dir} is not a tokgen prior ({PRIOR_META} is missing)")
     return json.loads(path.read_text())
+
+
+def export_prior_set(run_dirs: list[Path], out_dir: Path, dtype: str = "bfloat16") -> list[dict]:
+    """Assemble trained priors (``RUN/model``, one per level, any order) into a prior set
+    ``out_dir/level{N}/``; weights are stored as ``dtype`` (bf16 halves the size; both
+    engines compute in float32 unless told otherwise)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    metas = {}
+    for run in run_dirs:
+        model_dir = Path(run) / "model"
+        meta = read_prior_meta(model_dir)
+        if meta["level"] in metas:
+            raise TokgenError(f"two runs hold level {meta['level']} priors")
+        metas[meta["level"]] = (model_dir, meta)
+    if sorted(metas) != list(range(len(metas))):
+        raise TokgenError(f"a prior set needs levels 0..N-1; got levels {sorted(metas)}")
+    if len({(m["codec"], tuple(m["codebook_sizes"])) for _, m in metas.values()}) != 1:
+        raise TokgenError("the runs were trained on different codecs")
+    for level, (model_dir, meta) in sorted(metas.items()):
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True)
+        save_prior(model.to(getattr(torch, dtype)), Path(out_dir) / f"level{level}", meta)
+    return [meta for _, (_, meta) in sorted(metas.items())]

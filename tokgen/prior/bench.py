@@ -1,0 +1,89 @@
+"""``tokgen bench generate``: real-time factor of whole continuations (every level).
+
+A request continues the shipped example prime by ``seconds`` of audio: all levels are
+sampled (pipelined, see ``sampler``) and the bottom level is decoded to audio. The real-time
+factor is seconds of audio produced per wall-clock second, for 1 request alone and for N
+concurrent ones (aggregate), measured one after the other in one process after a warm-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from tokgen.audio import load_audio
+from tokgen.codec import load_codec
+from tokgen.codec.base import Codec
+from tokgen.engine.factory import Backend
+from tokgen.prior.generate import DEFAULT_PRIORS_DIR, Job, load_priors, prepare, render
+from tokgen.prior.sampler import CodeBoard, LevelPrior, SamplingSettings
+
+EXAMPLE_PRIME = Path(__file__).parent.parent / "assets" / "examples" / "prime.flac"
+
+
+async def timed_render(
+    codec: Codec, priors: list[LevelPrior], job: Job, seed: int, request_id: str
+) -> tuple[float, list[float]]:
+    """Wall-clock seconds of one render, and when (since its start) each level was complete."""
+    start = time.perf_counter()
+    done_at = [0.0] * len(priors)
+
+    def watch(board: CodeBoard, level: int) -> None:
+        if board.known_frames[level] == board.codes[level].size:
+            done_at[level] = time.perf_counter() - start
+
+    await render(codec, priors, job, SamplingSettings(seed=seed), request_id, watch)
+    return time.perf_counter() - start, done_at
+
+
+def bench_generate(
+    codec_dir: Path | None,
+    prior_dir: Path | None,
+    backend: Backend,
+    seconds: float,
+    concurrency: tuple[int, ...],
+    segment_seconds: float | None,
+) -> dict:
+    codec = load_codec(codec_dir)
+    prime = load_audio(EXAMPLE_PRIME, codec.sample_rate)
+    job = prepare(codec, "primed", seconds, prime)
+    audio_seconds = (job.top_frames - job.start_top) * codec.levels[0].hop / codec.sample_rate
+    priors = load_priors(prior_dir, codec, backend, segment_seconds=segment_seconds)
+
+    async def run() -> dict:
+        try:
+            await render(codec, priors, prepare(codec, "primed", 1.0, prime), SamplingSettings(), "warmup")
+            result: dict = {}
+            for n in concurrency:
+                start = time.perf_counter()
+                runs = await asyncio.gather(
+                    *(timed_render(codec, priors, job, i, f"b{n}-{i}") for i in range(n))
+                )
+                result[f"rtf_{n}"] = round(n * audio_seconds / (time.perf_counter() - start), 3)
+                if n == concurrency[0]:
+                    result["levels"] = [
+                        {"level": lv, "seconds": round(t, 2), "tokens": int(job_frames)}
+                        for lv, (t, job_frames) in enumerate(
+                            zip(runs[0][1], level_tokens(job, codec), strict=True)
+                        )
+                    ]
+            return result
+        finally:
+            for p in priors:
+                await p.engine.close()
+
+    timings = asyncio.run(run())
+    return {
+        "model": str(prior_dir) if prior_dir else f"default priors ({DEFAULT_PRIORS_DIR.name})",
+        "backend": priors[0].engine.backend,
+        "seconds_per_request": round(audio_seconds, 3),
+        "segment_seconds": segment_seconds,
+        **timings,
+    }
+
+
+def level_tokens(job: Job, codec: Codec) -> list[int]:
+    """Tokens each level generates for ``job``."""
+    hop0 = codec.levels[0].hop
+    return [job.top_frames * hop0 // lv.hop - k.size for lv, k in zip(codec.levels, job.known, strict=True)]
