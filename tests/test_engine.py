@@ -116,9 +116,15 @@ def test_filter_logits():
     assert torch.allclose(filter_logits(logits, SamplingParams(1, temperature=2.0)), logits / 2)
 
 
-def test_backend_resolution():
+def test_backend_resolution(monkeypatch):
     assert resolve_backend("auto") == "vllm"  # installed by scripts/install.sh
     assert resolve_backend("hf") == "hf"
+    monkeypatch.setenv("TOKGEN_ENGINE_BACKEND", "hf")
+    assert resolve_backend("auto") == "hf" and resolve_backend("vllm") == "vllm"
+    monkeypatch.setenv("TOKGEN_ENGINE_BACKEND", "tgi")
+    with pytest.raises(TokgenError, match="TOKGEN_ENGINE_BACKEND"):
+        resolve_backend("auto")
+    monkeypatch.delenv("TOKGEN_ENGINE_BACKEND")
     with pytest.raises(TokgenError, match="unknown engine backend"):
         resolve_backend("tgi")  # type: ignore[arg-type]
 

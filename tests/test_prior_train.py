@@ -144,3 +144,16 @@ def test_export_a_prior_set(synthetic_data, tmp_path):
         export_prior_set([tmp_path / "run1"], tmp_path / "bad")
     with pytest.raises(TokgenError, match="two runs"):
         export_prior_set([tmp_path / "run0", tmp_path / "run0"], tmp_path / "bad")
+
+
+def test_unigram_entropy_of_the_scored_tokens():
+    from tokgen.codec.base import LevelSpec
+    from tokgen.prior.evaluate import unigram_bits
+    from tokgen.prior.examples import IGNORE, Example
+
+    layout = TokenLayout.for_levels([LevelSpec(4, 8), LevelSpec(2, 8)])
+    tokens = layout.to_tokens(np.array([0, 0, 1, 1, 2, 2, 3, 3]), 1)
+    labels = tokens.copy()
+    labels[:4] = IGNORE  # only the scored half counts: codes 2, 2, 3, 3 -> 1 bit
+    assert unigram_bits([Example(tokens, labels)], layout, 1) == pytest.approx(1.0)
+    assert unigram_bits([Example(tokens, tokens)], layout, 1) == pytest.approx(2.0)

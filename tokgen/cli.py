@@ -216,9 +216,11 @@ def cmd_prior_export(args: argparse.Namespace) -> None:
 def cmd_prior_eval(args: argparse.Namespace) -> None:
     from tokgen.codec import load_codec
     from tokgen.prior.evaluate import evaluate_prior
+    from tokgen.prior.generate import DEFAULT_PRIORS_DIR
 
     codec = load_codec(args.codec)
-    levels = [evaluate_prior(codec, Path(args.data), Path(p)) for p in args.prior]
+    prior_dirs = args.prior or [DEFAULT_PRIORS_DIR / f"level{lv}" for lv in range(len(codec.levels))]
+    levels = [evaluate_prior(codec, Path(args.data), Path(p)) for p in prior_dirs]
     result = {"levels": sorted(levels, key=lambda r: r["level"])}
     if args.json:
         print(json.dumps(result))
@@ -226,7 +228,7 @@ def cmd_prior_eval(args: argparse.Namespace) -> None:
     for r in result["levels"]:
         print(
             f"level {r['level']}: {r['bits_per_token']:.3f} bits/token "
-            f"(unigram {r['unigram_bits_per_token']:.3f}, uniform {r['uniform_bits_per_token']:.3f})"
+            f"(unigram entropy {r['unigram_bits_per_token']:.3f}, uniform {r['uniform_bits_per_token']:.3f})"
         )
 
 
@@ -315,7 +317,7 @@ def cmd_bench_engine(args: argparse.Namespace) -> None:
     from tokgen.engine.bench import bench_engines
 
     result = bench_engines(
-        Path(args.prior) if args.prior else None, args.prompt_tokens, args.new_tokens, (16, 1)
+        Path(args.prior) if args.prior else None, args.prompt_tokens, args.new_tokens, (16, 1), args.dtype
     )
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
 
@@ -429,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", default=None, help="prior directory (default: a random default-size prior)")
     p.add_argument("--prompt-tokens", type=int, default=256)
     p.add_argument("--new-tokens", type=int, default=512)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="both engines")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_engine)
     p = bench.add_parser("generate", help="real-time factor of whole continuations, 1 and N at once")
@@ -461,7 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = prior.add_parser("eval", help="validation bits/token per level vs the unigram baseline")
     p.add_argument("--data", required=True)
-    p.add_argument("--prior", action="append", required=True, help="prior directory (repeat per level)")
+    p.add_argument(
+        "--prior", action="append", help="prior directory (repeat per level; default: the shipped priors)"
+    )
     p.add_argument("--codec", default=None, help="codec model directory (default: shipped codec)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_prior_eval)

@@ -51,7 +51,11 @@ def default_size_prior(out: Path, positions: int) -> Path:
 
 
 def bench_engines(
-    prior_dir: Path | None, prompt_tokens: int, new_tokens: int, batches: tuple[int, ...]
+    prior_dir: Path | None,
+    prompt_tokens: int,
+    new_tokens: int,
+    batches: tuple[int, ...],
+    dtype: str = "float32",
 ) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = prior_dir or default_size_prior(Path(tmp) / "prior", prompt_tokens + new_tokens)
@@ -59,10 +63,11 @@ def bench_engines(
             "model": "random prior, default upsampler size" if prior_dir is None else str(prior_dir),
             "prompt_tokens": prompt_tokens,
             "new_tokens": new_tokens,
+            "dtype": dtype,
         }
         rates: dict[str, dict[int, float]] = {}
         for backend in ("hf", "vllm"):
-            engine = create_engine(model_dir, backend)
+            engine = create_engine(model_dir, backend, dtype=dtype)
 
             async def run(engine: Engine = engine) -> dict[int, float]:
                 try:

@@ -8,12 +8,17 @@ from typing import Literal
 
 from tokgen.engine.base import Engine
 from tokgen.errors import TokgenError
+from tokgen.settings import get_settings
 
 Backend = Literal["auto", "vllm", "hf"]
 
 
 def resolve_backend(backend: Backend) -> Literal["vllm", "hf"]:
+    """``auto`` defers to the ``TOKGEN_ENGINE_BACKEND`` setting, whose default ``auto``
+    means vLLM where it is importable, else the in-process engine."""
     vllm_installed = importlib.util.find_spec("vllm") is not None
+    if backend == "auto":
+        backend = get_settings().engine_backend
     if backend == "auto":
         return "vllm" if vllm_installed else "hf"
     if backend == "vllm" and not vllm_installed:

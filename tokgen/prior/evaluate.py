@@ -1,6 +1,6 @@
 """``tokgen prior eval``: validation bits per token of each level's prior, next to the
-unigram baseline (code frequencies of the train split, scored on the same valid tokens):
-a prior below its baseline has learned more than which codes are common."""
+unigram entropy of the same validation tokens (the best any model that ignores context can
+do on them): a prior below it has learned more than which codes are common."""
 
 from __future__ import annotations
 
@@ -11,21 +11,19 @@ import numpy as np
 import torch
 
 from tokgen.codec.base import Codec
-from tokgen.prior.corpus import CodeCorpus, cached_split
+from tokgen.prior.corpus import cached_split
 from tokgen.prior.examples import IGNORE, Example
 from tokgen.prior.layout import TokenLayout
 from tokgen.prior.model import read_prior_meta
 from tokgen.prior.train import bits_per_token, level_ratio, validation_examples
 
 
-def unigram_bits(train: CodeCorpus, examples: list[Example], layout: TokenLayout, level: int) -> float:
-    """Cross-entropy in bits of add-one-smoothed train code frequencies on the examples'
-    predicted tokens."""
-    size = layout.codebook_sizes[level]
-    counts = np.bincount(np.concatenate([f[level] for f in train.files]), minlength=size) + 1.0
-    log_probs = np.log2(counts / counts.sum())
+def unigram_bits(examples: list[Example], layout: TokenLayout, level: int) -> float:
+    """Entropy in bits of the code frequencies of the examples' predicted tokens."""
     targets = np.concatenate([layout.to_codes(e.labels[e.labels != IGNORE], level) for e in examples])
-    return float(-log_probs[targets].mean())
+    freqs = np.bincount(targets, minlength=layout.codebook_sizes[level]) / targets.size
+    freqs = freqs[freqs > 0]
+    return float(-(freqs * np.log2(freqs)).sum())
 
 
 def evaluate_prior(codec: Codec, data_dir: Path, prior_dir: Path, max_windows: int = 256) -> dict:
@@ -46,9 +44,7 @@ def evaluate_prior(codec: Codec, data_dir: Path, prior_dir: Path, max_windows: i
     return {
         "level": level,
         "bits_per_token": round(bits_per_token(model, examples, 8), 4),
-        "unigram_bits_per_token": round(
-            unigram_bits(cached_split(codec, data_dir, "train"), examples, layout, level), 4
-        ),
+        "unigram_bits_per_token": round(unigram_bits(examples, layout, level), 4),
         "uniform_bits_per_token": round(math.log2(layout.codebook_sizes[level]), 4),
         "context_tokens": n_ctx,
         "windows": len(examples),
