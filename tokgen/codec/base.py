@@ -47,6 +47,11 @@ class Codec(ABC):
     def decode(self, codes: np.ndarray, level: int) -> np.ndarray:
         """Audio (float32, ``frames * hop`` samples) from the codes of one level."""
 
+    @abstractmethod
+    def decode_margin(self, level: int) -> int:
+        """Frames of codes on each side of a crop that make decoding the crop give what a
+        whole decode gives there (the decoder's receptive field); streaming relies on it."""
+
     def check_codes(self, codes: np.ndarray, level: int) -> np.ndarray:
         """Validate codes for ``level`` so that bad input fails with a clear message."""
         from tokgen.errors import TokgenError

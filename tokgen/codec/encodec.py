@@ -87,10 +87,14 @@ class EncodecCodec(Codec):
         audio = run_in_chunks(decode_window, arr, arr.shape[1], *self._chunking(), 1, self._hop)
         return audio.numpy().astype(np.float32)
 
+    def decode_margin(self, level: int) -> int:
+        """EnCodec's LSTM sees the whole signal, so a margin only makes crops agree with a
+        whole decode approximately (closely enough that chunk joins are inaudible)."""
+        return math.ceil(_MARGIN_SECONDS * self.sample_rate / self._hop)
+
     def _chunking(self) -> tuple[int, int]:
         """(chunk, margin) in frames."""
-        chunk = max(1, int(self.chunk_seconds * self.sample_rate) // self._hop)
-        return chunk, math.ceil(_MARGIN_SECONDS * self.sample_rate / self._hop)
+        return max(1, int(self.chunk_seconds * self.sample_rate) // self._hop), self.decode_margin(0)
 
 
 def load_encodec(model_dir: Path) -> EncodecCodec:

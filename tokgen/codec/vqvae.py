@@ -122,11 +122,15 @@ class VQVAECodec(Codec):
         z = run_in_chunks(net.encoder, padded, frames, self._chunk_frames(level), margin, net.hop, 1)
         return net.quantizer.nearest(z[0].T).numpy().astype(np.int64)  # z: (1, D, T) -> T codes
 
+    def decode_margin(self, level: int) -> int:
+        net: VQVAELevel = self.model.levels[level]  # type: ignore[assignment]
+        return net.decoder.receptive_field_frames + 1
+
     @torch.inference_mode()
     def decode(self, codes: np.ndarray, level: int) -> np.ndarray:
         arr = torch.from_numpy(self.check_codes(codes, level))
         net: VQVAELevel = self.model.levels[level]  # type: ignore[assignment]
-        margin = net.decoder.receptive_field_frames + 1
+        margin = self.decode_margin(level)
 
         def decode_window(codes: torch.Tensor) -> torch.Tensor:
             return net.decoder(net.quantizer.lookup(codes[None]))[0, 0]
