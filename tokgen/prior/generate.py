@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,10 +167,13 @@ async def render(
     priors: list[LevelPrior],
     job: Job,
     settings: SamplingSettings,
-    request_id: str = "gen",
+    request_id: str | None = None,
     on_change: OnChange | None = None,
 ) -> Continuation:
-    """Sample every level of ``job`` and decode the bottom level to audio."""
+    """Sample every level of ``job`` and decode the bottom level to audio. Engine request
+    ids start with ``request_id`` (default: a fresh unique one), so they must not be
+    shared by concurrent renders."""
+    request_id = request_id or uuid.uuid4().hex
     layout = TokenLayout.for_levels(codec.levels)
     settings.check(layout.vocab_size)
     hops = [lv.hop for lv in codec.levels]
@@ -188,7 +192,7 @@ async def continue_audio(
     mode: Mode = "primed",
     prime: np.ndarray | None = None,
     codes: list[np.ndarray] | None = None,
-    request_id: str = "gen",
+    request_id: str | None = None,
     on_change: OnChange | None = None,
 ) -> Continuation:
     """``prepare`` and ``render`` in one call."""
