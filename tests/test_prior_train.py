@@ -50,6 +50,12 @@ def test_prior_learns_structure_beyond_unigram(synthetic_data, tmp_path, level):
     result = evaluate_prior(codec, data, tmp_path / "run" / "model")
     assert result["unigram_bits_per_token"] > 2.0
     assert result["bits_per_token"] < 0.5 * result["unigram_bits_per_token"], result
+    # best/ holds the checkpoint with the lowest validation loss seen.
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    valid = {r["step"]: r["valid_bits_per_token"] for r in log if "valid_bits_per_token" in r}
+    best = read_prior_meta(tmp_path / "run" / "best")
+    assert len(valid) == 3 and best["valid_bits_per_token"] == min(valid.values())
+    assert valid[best["steps"]] == best["valid_bits_per_token"]
 
 
 def test_resume_and_engine_loadable_output(synthetic_data, tmp_path, loop_thread):

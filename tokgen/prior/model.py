@@ -92,15 +92,16 @@ def read_prior_meta(prior_dir: Path) -> dict:
 
 
 def export_prior_set(run_dirs: list[Path], out_dir: Path, dtype: str = "bfloat16") -> list[dict]:
-    """Assemble trained priors (``RUN/model``, one per level, any order) into a prior set
-    ``out_dir/level{N}/``; weights are stored as ``dtype`` (bf16 halves the size; both
+    """Assemble trained priors (one run per level, any order) into a prior set
+    ``out_dir/level{N}/``: each run's ``best/`` checkpoint (lowest validation loss), else
+    its latest ``model/``. Weights are stored as ``dtype`` (bf16 halves the size; both
     engines compute in float32 unless told otherwise)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     metas = {}
     for run in run_dirs:
-        model_dir = Path(run) / "model"
+        model_dir = Path(run) / "best" if (Path(run) / "best").is_dir() else Path(run) / "model"
         meta = read_prior_meta(model_dir)
         if meta["level"] in metas:
             raise TokgenError(f"two runs hold level {meta['level']} priors")

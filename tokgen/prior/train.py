@@ -3,7 +3,8 @@
 Examples are random windows (see ``examples.py``) drawn with probability proportional to
 file length; validation is the mean bits per predicted token over a fixed tiling of the
 valid split. A run directory holds ``state.pt`` (resumable training state), ``model/``
-(the latest weights as a prior directory) and ``train_log.jsonl``.
+(the latest weights as a prior directory), ``best/`` (the weights with the lowest
+validation bits/token so far) and ``train_log.jsonl``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tokgen.errors import TokgenError
 from tokgen.prior.corpus import CodeCorpus, cached_split
 from tokgen.prior.examples import IGNORE, Example, level_example, random_start, window_starts
 from tokgen.prior.layout import PAD, TokenLayout
-from tokgen.prior.model import PriorConfig, build_prior, save_prior
+from tokgen.prior.model import PRIOR_META, PriorConfig, build_prior, save_prior
 from tokgen.training import load_checkpoint, save_checkpoint, scheduled_lr, set_lr
 
 
@@ -86,6 +87,12 @@ def bits_per_token(model: torch.nn.Module, examples: list[Example], batch_size: 
         count += int((targets != IGNORE).sum())
     model.train(was_training)
     return nats / max(count, 1) / math.log(2)
+
+
+def best_bits(run_dir: Path) -> float:
+    """Validation bits/token of the run's best checkpoint so far (``best/``), inf if none."""
+    path = run_dir / "best" / PRIOR_META
+    return float(json.loads(path.read_text())["valid_bits_per_token"]) if path.is_file() else math.inf
 
 
 def train_prior(
@@ -166,9 +173,14 @@ def train_prior(
             if step % cfg.log_every == 0:
                 record = {"step": step, "train_bits_per_token": loss.item() / math.log(2)}
                 if step % cfg.checkpoint_every == 0:
-                    record["valid_bits_per_token"] = bits_per_token(model, valid, cfg.batch_size)
+                    bits = bits_per_token(model, valid, cfg.batch_size)
+                    record["valid_bits_per_token"] = bits
                     save_checkpoint(state_path, model, opt, step, rng)
                     save_prior(model, run_dir / "model", meta | {"steps": step})
+                    if bits < best_bits(run_dir):  # small corpora overfit: keep the best too
+                        save_prior(
+                            model, run_dir / "best", meta | {"steps": step, "valid_bits_per_token": bits}
+                        )
                 log.write(json.dumps(record) + "\n")
                 log.flush()
     finally:
