@@ -157,3 +157,18 @@ def test_bench_generate_prints_the_documented_figures(tmp_path, tiny_model_dir, 
     assert out["backend"] == "hf" and out["rtf_1"] > 0 and out["rtf_3"] > 0
     assert [lv["level"] for lv in out["levels"]] == [0, 1]
     assert all(lv["seconds"] > 0 and lv["tokens"] > 0 for lv in out["levels"])
+
+
+def test_segment_lengths_per_level():
+    from tokgen.errors import TokgenError
+    from tokgen.prior.generate import segment_frames
+
+    codec = load_codec()  # hops 512 / 128 / 32 at 16 kHz: 125 middle and 500 bottom frames/s
+    assert segment_frames(codec, None) == [None, 250, 250]  # defaults: 2 s middle, 0.5 s bottom
+    assert segment_frames(codec, 1.0) == [None, 125, 500]
+    assert segment_frames(codec, [0, 0.25]) == [None, None, 125]
+    assert segment_frames(codec, 0) == [None, None, None]
+    with pytest.raises(TokgenError, match="one per upsampler"):
+        segment_frames(codec, [1.0, 1.0, 1.0])
+    with pytest.raises(TokgenError, match="segment seconds"):
+        segment_frames(codec, [1.0, -1.0])

@@ -261,8 +261,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         saved.check_matches(codec)
         codes = saved.codes
     job = prepare(codec, args.mode, args.seconds, prime, codes)
-    segment = None if args.segment_seconds == 0 else args.segment_seconds
-    priors = load_priors(args.priors, codec, args.backend, args.hop_fraction, segment)
+    priors = load_priors(args.priors, codec, args.backend, args.hop_fraction, args.segment_seconds)
     kept = context_kept(codec, priors, job)
     known_seconds = job.known[0].size * codec.levels[0].hop / codec.sample_rate
     if known_seconds > kept[0] > 0:
@@ -325,7 +324,6 @@ def cmd_bench_engine(args: argparse.Namespace) -> None:
 def cmd_bench_generate(args: argparse.Namespace) -> None:
     from tokgen.prior.bench import bench_generate
 
-    segment = None if args.segment_seconds == 0 else args.segment_seconds
     concurrency = (1, args.concurrency)
     result = bench_generate(
         Path(args.codec) if args.codec else None,
@@ -333,14 +331,32 @@ def cmd_bench_generate(args: argparse.Namespace) -> None:
         args.backend,
         args.seconds,
         concurrency,
-        segment,
+        args.segment_seconds,
     )
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from tokgen.prior.generate import DEFAULT_SEGMENT_SECONDS
+def _seconds_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds like 2 or 2,0.5, got {text!r}") from None
 
+
+def _add_segment_argument(p: argparse.ArgumentParser) -> None:
+    from tokgen.prior.generate import DEFAULT_BOTTOM_SEGMENT_SECONDS, DEFAULT_SEGMENT_SECONDS
+
+    p.add_argument(
+        "--segment-seconds",
+        type=_seconds_list,
+        default=None,
+        help="length of the upsampler segments sampled in parallel: one value, or one per upsampler "
+        f"(default {DEFAULT_BOTTOM_SEGMENT_SECONDS:g} s for the bottom level, {DEFAULT_SEGMENT_SECONDS:g} s "
+        "for the others; 0: one segment, no seams, slower)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokgen", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -418,12 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hop-fraction", type=float, default=0.5, help="share of each window that is new")
-    p.add_argument(
-        "--segment-seconds",
-        type=float,
-        default=DEFAULT_SEGMENT_SECONDS,
-        help="upsampler segments sampled in parallel, in seconds (0: one segment, slower, no seams)",
-    )
+    _add_segment_argument(p)
     p.set_defaults(func=cmd_generate)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_cmd", required=True)
@@ -440,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=["auto", "vllm", "hf"])
     p.add_argument("--seconds", type=float, default=10.0, help="audio per request (default 10)")
     p.add_argument("--concurrency", type=int, default=8, help="concurrent requests of the second run")
-    p.add_argument("--segment-seconds", type=float, default=DEFAULT_SEGMENT_SECONDS)
+    _add_segment_argument(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_generate)
 

@@ -16,7 +16,7 @@ from tokgen.audio import load_audio
 from tokgen.codec import load_codec
 from tokgen.codec.base import Codec
 from tokgen.engine.factory import Backend
-from tokgen.prior.generate import DEFAULT_PRIORS_DIR, Job, load_priors, prepare, render
+from tokgen.prior.generate import DEFAULT_PRIORS_DIR, Job, load_priors, prepare, render, segment_frames
 from tokgen.prior.sampler import CodeBoard, LevelPrior, SamplingSettings
 
 EXAMPLE_PRIME = Path(__file__).parent.parent / "assets" / "examples" / "prime.flac"
@@ -43,7 +43,7 @@ def bench_generate(
     backend: Backend,
     seconds: float,
     concurrency: tuple[int, ...],
-    segment_seconds: float | None,
+    segment_seconds: list[float] | float | None,
 ) -> dict:
     codec = load_codec(codec_dir)
     prime = load_audio(EXAMPLE_PRIME, codec.sample_rate)
@@ -78,7 +78,10 @@ def bench_generate(
         "model": str(prior_dir) if prior_dir else f"default priors ({DEFAULT_PRIORS_DIR.name})",
         "backend": priors[0].engine.backend,
         "seconds_per_request": round(audio_seconds, 3),
-        "segment_seconds": segment_seconds,
+        "segment_seconds": [  # per upsampler, as used (null: one segment)
+            f * lv.hop / codec.sample_rate if f else None
+            for f, lv in zip(segment_frames(codec, segment_seconds)[1:], codec.levels[1:], strict=True)
+        ],
         **timings,
     }
 

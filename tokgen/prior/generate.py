@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +31,11 @@ from tokgen.prior.windows import plan_windows
 Mode = Literal["primed", "ancestral", "continue", "upsample"]
 MAX_SECONDS = 600.0  # longest continuation one request may ask for
 MAX_PRIME_SECONDS = 60.0  # longest prime; the top prior keeps at most its window's context of it
-# Upsampler segment length: set from `tokgen bench generate` (docs/PERFORMANCE.md).
+# Default segment seconds of the upsamplers, from `tokgen bench generate` and the seam
+# measurement in docs/PERFORMANCE.md: the bottom level takes 76% of the tokens and its
+# seams matter least (the level above carries the notes), so it gets the short segments.
 DEFAULT_SEGMENT_SECONDS = 2.0
+DEFAULT_BOTTOM_SEGMENT_SECONDS = 0.5
 # Where the shipped default priors live (level0/, level1/, ...), beside the default codec.
 DEFAULT_PRIORS_DIR = Path(__file__).parent.parent / "assets" / "models" / "priors"
 
@@ -48,21 +52,20 @@ def load_priors(
     codec: Codec,
     backend: Backend = "auto",
     hop_fraction: float = 0.5,
-    segment_seconds: float | None = DEFAULT_SEGMENT_SECONDS,
+    segment_seconds: Sequence[float] | float | None = None,
     **engine_options: object,
 ) -> list[LevelPrior]:
     """One engine per level's prior, started side by side (a vLLM engine takes ~20 s).
 
     ``segment_seconds`` splits what each upsampler generates into segments sampled in
-    parallel (see ``prior.windows``); None keeps one segment per level (Jukebox's order,
-    no seams, but one window at a time per level). The top level is never split."""
+    parallel (see ``prior.windows`` and ``segment_frames``); 0 or None keeps one segment
+    per level (Jukebox's order, no seams, but one window at a time per level)."""
     prior_dir = Path(prior_dir) if prior_dir is not None else DEFAULT_PRIORS_DIR
     if not prior_dir.is_dir():
         raise TokgenError(
             f"no prior set at {prior_dir}: train one with `tokgen prior train` or pass --priors"
         )
-    if segment_seconds is not None and segment_seconds <= 0:
-        raise TokgenError(f"segment seconds must be > 0 (or none), got {segment_seconds}")
+    segments = segment_frames(codec, segment_seconds)
     dirs = []
     for level in range(len(codec.levels)):
         d = prior_dir / f"level{level}"
@@ -76,12 +79,33 @@ def load_priors(
     with ThreadPoolExecutor(len(dirs) if cls.thread_safe_start else 1) as pool:
         engines = list(pool.map(lambda d: cls(d[0], **engine_options), dirs))  # type: ignore[call-arg]
     priors = []
-    for level, (engine, (_, n_ctx)) in enumerate(zip(engines, dirs, strict=True)):
-        segment = None
-        if level and segment_seconds is not None:
-            segment = max(1, round(segment_seconds * codec.sample_rate / codec.levels[level].hop))
+    for engine, (_, n_ctx), segment in zip(engines, dirs, segments, strict=True):
         priors.append(LevelPrior(engine, n_ctx, hop_fraction, segment))
     return priors
+
+
+def segment_frames(codec: Codec, seconds: Sequence[float] | float | None) -> list[int | None]:
+    """Segment length in frames per level from seconds: one value for every upsampler, or
+    one per upsampler (levels 1, 2, ...), 0 meaning one segment; None: the defaults above.
+    The top level is never split: it carries the long-range structure and is cheap."""
+    n_up = len(codec.levels) - 1
+    if seconds is None:
+        values = [DEFAULT_SEGMENT_SECONDS] * (n_up - 1) + [DEFAULT_BOTTOM_SEGMENT_SECONDS]
+    elif isinstance(seconds, int | float):
+        values = [seconds] * n_up
+    else:
+        values = list(seconds)
+    if len(values) != n_up:
+        raise TokgenError(f"give one segment length, or one per upsampler ({n_up}); got {len(values)}")
+    frames: list[int | None] = [None]
+    for level, value in enumerate(values, start=1):
+        if value is not None and not 0 <= value <= MAX_SECONDS:
+            raise TokgenError(
+                f"segment seconds must be in [0, {MAX_SECONDS:g}] (0: no segments), got {value}"
+            )
+        hop = codec.levels[level].hop
+        frames.append(max(1, round(value * codec.sample_rate / hop)) if value else None)
+    return frames
 
 
 def known_codes(
