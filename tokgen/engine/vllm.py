@@ -12,6 +12,7 @@ offset") when a seeded request's prefill is split across steps, and our prompts 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -107,5 +108,5 @@ class VLLMEngine(Engine):
         # fails with noise if it only runs at interpreter exit.
         llm, self._llm = self._llm, None
         if llm is not None:
-            llm.shutdown()
+            await asyncio.to_thread(llm.shutdown)  # seconds: let other engines close meanwhile
         del llm

@@ -70,8 +70,7 @@ def bench_generate(
                     ]
             return result
         finally:
-            for p in priors:
-                await p.engine.close()
+            await asyncio.gather(*(p.engine.close() for p in priors))
 
     timings = asyncio.run(run())
     return {
