@@ -23,6 +23,7 @@ test-all: install
 	$(BIN)/python -m pytest -m ''
 
 lint: install
+	./scripts/proto.sh check
 	$(BIN)/ruff check tokgen tests
 	$(BIN)/ruff format --check tokgen tests
 	$(BIN)/mypy tokgen
