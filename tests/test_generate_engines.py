@@ -68,3 +68,42 @@ def test_inconsistent_codes_are_refused(codec):
         prepare(codec, "continue", 1.0, codes=[np.arange(4), np.arange(20)])
     with pytest.raises(TokgenError, match="all 2 levels"):
         prepare(codec, "continue", 1.0, codes=[np.arange(4)])
+
+
+def test_streamed_pieces_join_into_the_rendered_audio(loop_thread, engine, codec, tone):
+    from tokgen.prior.stream import stream_continuation
+
+    priors = priors_on(engine, segment_frames=40)
+    job = prepare(codec, "primed", 0.1, tone[:800])
+    settings = SamplingSettings(seed=5)
+
+    async def collect():
+        return [piece async for piece in stream_continuation(codec, priors, job, settings, min_seconds=0.01)]
+
+    pieces = loop_thread.run(collect())
+    whole = loop_thread.run(render(codec, priors, job, settings))
+    assert len(pieces) > 1  # audio came out while the rest was still being sampled
+    joined = np.concatenate(pieces)
+    assert joined.size == whole.audio.size - whole.prime_samples == 1600
+    assert np.abs(joined - whole.audio[whole.prime_samples :]).max() < 1e-5
+
+
+def test_closing_a_stream_early_leaves_the_engine_serving(loop_thread, engine, codec, tone):
+    from tokgen.prior.stream import stream_continuation
+
+    job = prepare(codec, "primed", 0.5, tone[:800])
+
+    async def first_piece():
+        stream = stream_continuation(
+            codec, priors_on(engine), job, SamplingSettings(seed=6), min_seconds=0.01
+        )
+        piece = await anext(stream)
+        await stream.aclose()
+        return piece
+
+    assert loop_thread.run(first_piece()).size > 0
+    # The engine is free again: a new request completes normally.
+    out = loop_thread.run(
+        render(codec, priors_on(engine), prepare(codec, "primed", 0.02, tone[:800]), SamplingSettings())
+    )
+    assert out.audio.size > 0

@@ -1,0 +1,79 @@
+"""Stream a continuation as audio while it is generated.
+
+The sampler runs levels as a pipeline (``sampler``); this watches the bottom level's codes
+and decodes every newly final stretch of them (``codec.streaming.StreamDecoder``), so the
+first audio is out after one window per level and the pieces join into exactly what one
+decode of the finished codes gives: no clicks at piece boundaries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+import numpy as np
+
+from tokgen.codec.base import Codec
+from tokgen.codec.streaming import StreamDecoder
+from tokgen.prior.generate import Job
+from tokgen.prior.layout import TokenLayout
+from tokgen.prior.sampler import CodeBoard, LevelPrior, SamplingSettings, sample_hierarchy
+
+
+async def stream_continuation(
+    codec: Codec,
+    priors: list[LevelPrior],
+    job: Job,
+    settings: SamplingSettings,
+    request_id: str | None = None,
+    min_seconds: float = 0.25,
+) -> AsyncIterator[np.ndarray]:
+    """Yield the new audio of ``job`` (after the prime) in pieces of at least
+    ``min_seconds`` (but the last). Closing the iterator early aborts the generation."""
+    bottom = len(codec.levels) - 1
+    hops = [lv.hop for lv in codec.levels]
+    decoder = StreamDecoder(
+        codec, bottom, min_frames=max(1, round(min_seconds * codec.sample_rate / hops[-1]))
+    )
+    decoder.emitted = job.start_top * hops[0] // hops[-1]  # the prime is not streamed
+    layout = TokenLayout.for_levels(codec.levels)
+    settings.check(layout.vocab_size)
+    boards: list[CodeBoard] = []
+    changed = asyncio.Event()
+
+    def watch(board: CodeBoard, level: int) -> None:
+        if not boards:
+            boards.append(board)
+        if level == bottom:
+            changed.set()
+
+    sampling = asyncio.create_task(
+        sample_hierarchy(
+            priors, layout, hops, job.known, job.top_frames, settings, request_id or uuid.uuid4().hex, watch
+        )
+    )
+    try:
+        while True:
+            finished = sampling.done()
+            codes: np.ndarray | None = None
+            if finished:
+                codes = sampling.result()[bottom]  # raises the sampler's error, if any
+            elif boards:
+                codes = boards[0].codes[bottom][: boards[0].prefix_frames(bottom)].copy()
+            if codes is not None and codes.size:
+                piece = await asyncio.to_thread(decoder.push, codes, finished)
+                if piece.size:
+                    yield piece
+            if finished:
+                return
+            changed.clear()
+            waiter = asyncio.ensure_future(changed.wait())
+            await asyncio.wait({sampling, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+    finally:
+        if not sampling.done():
+            sampling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampling
