@@ -6,6 +6,7 @@ Keys: ``codes_<level>`` (int arrays, level 0 = top), ``sample_rate``, ``hops``,
 
 from __future__ import annotations
 
+import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,12 +55,17 @@ def save_codes(path: str | Path, codes: list[np.ndarray], codec: Codec, num_samp
     tmp.replace(path)  # a reader never sees half a file, even if we are killed while writing
 
 
-def load_codes(path: str | Path) -> CodesFile:
-    path = Path(path)
-    if not path.is_file():
-        raise TokgenError(f"codes file not found: {path}")
+def load_codes(source: str | Path | bytes) -> CodesFile:
+    """Read a codes file from a path or from its bytes (e.g. sent over the network)."""
+    if isinstance(source, bytes):
+        path: Path | str = "the codes"
+        file: Path | io.BytesIO = io.BytesIO(source)
+    else:
+        path = file = Path(source)
+        if not path.is_file():
+            raise TokgenError(f"codes file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with np.load(file, allow_pickle=False) as data:
             n = len([k for k in data.files if k.startswith("codes_")])
             if n == 0:
                 raise TokgenError(f"{path} holds no codes_<level> arrays; was it written by `tokgen encode`?")

@@ -1,0 +1,125 @@
+"""The gRPC service over a real socket, on both engines (tiny codec; the session's tiny
+Llama stands in for both levels' priors)."""
+
+from __future__ import annotations
+
+import io
+
+import grpc
+import numpy as np
+import pytest
+import soundfile as sf
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from tokgen.codec import load_codec
+from tokgen.prior.generate import prepare, render
+from tokgen.prior.sampler import LevelPrior, SamplingSettings
+from tokgen.serve.server import LIVE, SERVICE_NAME, build_server, mark_live, mark_ready
+from tokgen.serve.service import pcm16
+from tokgen.v1 import tokgen_pb2 as pb
+from tokgen.v1 import tokgen_pb2_grpc as pb_grpc
+
+
+def wav(audio: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, audio, 16000, format="WAV")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def served(loop_thread, engine, tiny_model_dir):
+    codec = load_codec(tiny_model_dir)
+    priors = [LevelPrior(engine, n_ctx=32), LevelPrior(engine, n_ctx=32, segment_frames=40)]
+
+    async def start():
+        server, servicer, health, port = build_server("127.0.0.1:0")
+        await server.start()
+        await mark_live(health)
+        return server, servicer, health, port
+
+    server, servicer, health, port = loop_thread.run(start())
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    yield codec, priors, servicer, health, channel, loop_thread
+    channel.close()
+    loop_thread.run(server.stop(None))
+
+
+def test_ready_only_once_models_are_loaded(served):
+    codec, priors, servicer, health, channel, loop_thread = served
+    check = health_pb2_grpc.HealthStub(channel).Check
+    status = lambda name: check(health_pb2.HealthCheckRequest(service=name)).status  # noqa: E731
+    assert status(LIVE) == health_pb2.HealthCheckResponse.SERVING
+    assert status("") == status(SERVICE_NAME) == health_pb2.HealthCheckResponse.NOT_SERVING
+    stub = pb_grpc.TokgenServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetModelInfo(pb.GetModelInfoRequest())
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    loop_thread.run(mark_ready(servicer, health, codec, priors))
+    assert status("") == status(SERVICE_NAME) == health_pb2.HealthCheckResponse.SERVING
+    info = stub.GetModelInfo(pb.GetModelInfoRequest())
+    assert info.sample_rate == 16000 and [lv.hop for lv in info.levels] == [16, 8]
+    assert info.max_seconds == 600 and info.engine_backend in ("hf", "vllm")
+
+
+def test_continue_streams_the_rendered_audio(served, tone):
+    codec, priors, servicer, health, channel, loop_thread = served
+    loop_thread.run(mark_ready(servicer, health, codec, priors))
+    request = pb.ContinueRequest(prime_audio=wav(tone[:800]), seconds=0.1, sampling=pb.SamplingParams(seed=3))
+    replies = list(pb_grpc.TokgenServiceStub(channel).Continue(request, timeout=120))
+    chunks, summary = [r.chunk for r in replies[:-1]], replies[-1].summary
+    assert chunks and all(r.WhichOneof("event") == "chunk" for r in replies[:-1])
+    assert chunks[0].format.encoding == "s16le" and chunks[0].format.sample_rate == 16000
+    assert [c.offset_seconds for c in chunks] == sorted(c.offset_seconds for c in chunks)
+    pcm = b"".join(c.pcm for c in chunks)
+    expected = loop_thread.run(
+        render(codec, priors, prepare(codec, "primed", 0.1, tone[:800]), SamplingSettings(seed=3))
+    )
+    assert (
+        np.abs(
+            np.frombuffer(pcm, "<i2").astype(int)
+            - np.frombuffer(pcm16(expected.audio[expected.prime_samples :]), "<i2").astype(int)
+        ).max()
+        <= 1
+    )
+    assert summary.audio_seconds == pytest.approx(0.1) and [lv.tokens for lv in summary.levels] == [100, 200]
+
+
+ANCESTRAL = {"mode": pb.MODE_ANCESTRAL, "seconds": 1}
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"prime_audio": b"not audio", "seconds": 1}, "prime_audio"),
+        ({"prime_audio": b"", "seconds": 0}, "seconds"),
+        ({"mode": pb.MODE_ANCESTRAL, "seconds": 1, "prime_audio": b"x"}, "prime_audio"),
+        ({"mode": pb.MODE_CONTINUE, "seconds": 1}, "codes"),
+        (
+            {"mode": pb.MODE_ANCESTRAL, "seconds": 1, "sampling": pb.SamplingParams(temperature=0)},
+            "sampling.temperature",
+        ),
+        (
+            {"mode": pb.MODE_ANCESTRAL, "seconds": 1, "sampling": pb.SamplingParams(top_p=1.5)},
+            "sampling.top_p",
+        ),
+        (
+            {"mode": pb.MODE_ANCESTRAL, "seconds": 1, "sampling": pb.SamplingParams(top_k=5000)},
+            "sampling.top_k",
+        ),
+        ({"mode": pb.MODE_ANCESTRAL, "seconds": float("nan")}, "seconds"),
+    ],
+)
+def test_bad_requests_name_the_field(served, request_fields, field):
+    codec, priors, servicer, health, channel, loop_thread = served
+    loop_thread.run(mark_ready(servicer, health, codec, priors))
+    stub = pb_grpc.TokgenServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub.Continue(pb.ContinueRequest(**request_fields), timeout=60))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(err.value)
+    detail = error_details_pb2.BadRequest()
+    assert status is not None and status.details[0].Unpack(detail)
+    assert detail.field_violations[0].field == field
+    assert stub.GetModelInfo(pb.GetModelInfoRequest()).sample_rate == 16000  # still serving

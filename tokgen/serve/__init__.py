@@ -1,0 +1,1 @@
+"""The network edge: the gRPC servicer (thin, over ``tokgen.prior``) and its server."""
