@@ -112,3 +112,29 @@ def tone() -> np.ndarray:
     """2 s of a 440 Hz tone with a few harmonics at 16 kHz."""
     t = np.arange(32000) / 16000
     return (0.3 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.sin(2 * np.pi * 880 * t)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def prior_set(tmp_path_factory, tiny_model_dir):
+    """A prior set (level0/, level1/) of tiny random priors for the tiny codec."""
+    from tokgen.codec import load_codec
+    from tokgen.prior.layout import TokenLayout
+    from tokgen.prior.model import build_prior, preset_config, save_prior
+
+    codec = load_codec(tiny_model_dir)
+    layout = TokenLayout.for_levels(codec.levels)
+    root = tmp_path_factory.mktemp("priors")
+    for level in range(len(codec.levels)):
+        ratio = codec.levels[level - 1].hop // codec.levels[level].hop if level else 1
+        torch.manual_seed(level)
+        meta = {
+            "level": level,
+            "n_ctx": preset_config("tiny", level).n_ctx,
+            "ratio": ratio,
+            "codec": codec.name,
+            "codebook_sizes": list(layout.codebook_sizes),
+        }
+        save_prior(
+            build_prior(preset_config("tiny", level), layout, level, ratio), root / f"level{level}", meta
+        )
+    return root

@@ -7,35 +7,11 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from tokgen.audio import save_audio
 from tokgen.cli import main
 from tokgen.codec import load_codec
 from tokgen.codec.codes import save_codes
-from tokgen.prior.layout import TokenLayout
-from tokgen.prior.model import build_prior, preset_config, save_prior
-
-
-@pytest.fixture(scope="module")
-def prior_set(tmp_path_factory, tiny_model_dir):
-    codec = load_codec(tiny_model_dir)
-    layout = TokenLayout.for_levels(codec.levels)
-    root = tmp_path_factory.mktemp("priors")
-    for level in range(len(codec.levels)):
-        ratio = codec.levels[level - 1].hop // codec.levels[level].hop if level else 1
-        torch.manual_seed(level)
-        meta = {
-            "level": level,
-            "n_ctx": preset_config("tiny", level).n_ctx,
-            "ratio": ratio,
-            "codec": codec.name,
-            "codebook_sizes": list(layout.codebook_sizes),
-        }
-        save_prior(
-            build_prior(preset_config("tiny", level), layout, level, ratio), root / f"level{level}", meta
-        )
-    return root
 
 
 def generate(tmp_path, tiny_model_dir, prior_set, *args):

@@ -123,3 +123,39 @@ def test_bad_requests_name_the_field(served, request_fields, field):
     assert status is not None and status.details[0].Unpack(detail)
     assert detail.field_violations[0].field == field
     assert stub.GetModelInfo(pb.GetModelInfoRequest()).sample_rate == 16000  # still serving
+
+
+def test_tokgen_serve_loads_serves_and_stops_on_sigterm(tmp_path, tiny_model_dir, prior_set):
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "tokgen", "serve", "--port", "0", "--backend", "hf", "--grace-seconds", "5"]
+    cmd += ["--codec", str(tiny_model_dir), "--priors", str(prior_set)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        address = json.loads(proc.stdout.readline())["listening"]
+        with grpc.insecure_channel(address) as channel:
+            check = health_pb2_grpc.HealthStub(channel).Check
+            deadline = time.monotonic() + 120
+            while (
+                check(health_pb2.HealthCheckRequest(service="")).status
+                != health_pb2.HealthCheckResponse.SERVING
+            ):
+                assert time.monotonic() < deadline, "never became ready"
+                time.sleep(0.2)
+            info = pb_grpc.TokgenServiceStub(channel).GetModelInfo(pb.GetModelInfoRequest())
+            assert info.engine_backend == "hf" and len(info.levels) == 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    finally:
+        proc.kill()
+
+
+def test_serve_refuses_an_open_address_without_auth(capsys):
+    from tokgen.cli import main
+
+    assert main(["serve", "--host", "0.0.0.0", "--port", "0"]) == 2
+    assert "--insecure" in capsys.readouterr().err

@@ -311,6 +311,25 @@ def cmd_generate(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from tokgen.serve.server import LOOPBACK, serve
+
+    if args.host not in LOOPBACK and not args.insecure:
+        raise TokgenError(
+            f"refusing to serve on {args.host} without authentication or TLS (not built yet); "
+            "bind to 127.0.0.1, or pass --insecure to accept that risk"
+        )
+
+    def listening(port: int) -> None:
+        print(json.dumps({"listening": f"{args.host}:{port}"}), flush=True)
+
+    asyncio.run(
+        serve(args.host, args.port, args.codec, args.priors, args.backend, args.grace_seconds, listening)
+    )
+
+
 def cmd_bench_engine(args: argparse.Namespace) -> None:
     from tokgen.engine.bench import bench_engines
 
@@ -435,6 +454,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hop-fraction", type=float, default=0.5, help="share of each window that is new")
     _add_segment_argument(p)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("serve", help="serve streamed continuations over gRPC (tokgen.v1.TokgenService)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=50051, help="0: any free port (printed on stdout)")
+    p.add_argument("--priors", default=None, help="prior set directory (default: the shipped priors)")
+    p.add_argument("--codec", default=None, help="codec model directory (default: shipped codec)")
+    p.add_argument("--backend", default="auto", choices=["auto", "vllm", "hf"])
+    p.add_argument("--grace-seconds", type=float, default=10.0, help="for in-flight streams on SIGTERM")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback address without auth/TLS")
+    p.set_defaults(func=cmd_serve)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_cmd", required=True)
     p = bench.add_parser("engine", help="vLLM vs in-process engine tokens/s at batch 16 and 1")

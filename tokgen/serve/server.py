@@ -7,11 +7,18 @@ models are loaded (``mark_ready``), so a load balancer sends no traffic before t
 
 from __future__ import annotations
 
+import asyncio
+import signal
+from collections.abc import Callable
+
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tokgen.codec import load_codec
 from tokgen.codec.base import Codec
+from tokgen.engine.factory import Backend
+from tokgen.prior.generate import load_priors
 from tokgen.prior.sampler import LevelPrior
 from tokgen.serve.service import TokgenServicer
 from tokgen.v1 import tokgen_pb2, tokgen_pb2_grpc
@@ -58,3 +65,42 @@ async def mark_ready(
     servicer.attach(codec, priors)
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+async def serve(
+    host: str,
+    port: int,
+    codec_dir: str | None,
+    priors_dir: str | None,
+    backend: Backend,
+    grace_seconds: float,
+    on_listening: Callable[[int], None],
+) -> None:
+    """Listen at once (health: live), load the models (ready), serve until SIGTERM or
+    SIGINT, then stop accepting calls and give in-flight streams ``grace_seconds``."""
+    server, servicer, health_servicer, bound = build_server(f"{host}:{port}")
+    await server.start()
+    await mark_live(health_servicer)
+    on_listening(bound)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    priors: list[LevelPrior] = []
+    try:
+        codec = await asyncio.to_thread(load_codec, codec_dir)
+        loading = asyncio.ensure_future(asyncio.to_thread(load_priors, priors_dir, codec, backend))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if loading.done():
+            priors = loading.result()
+            await mark_ready(servicer, health_servicer, codec, priors)
+            await stop.wait()
+    finally:
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await server.stop(grace_seconds)
+        await asyncio.gather(*(p.engine.close() for p in priors))
