@@ -4,6 +4,7 @@ Llama stands in for both levels' priors)."""
 from __future__ import annotations
 
 import io
+import time
 
 import grpc
 import numpy as np
@@ -130,7 +131,6 @@ def test_tokgen_serve_loads_serves_and_stops_on_sigterm(tmp_path, tiny_model_dir
     import signal
     import subprocess
     import sys
-    import time
 
     cmd = [sys.executable, "-m", "tokgen", "serve", "--port", "0", "--backend", "hf", "--grace-seconds", "5"]
     cmd += ["--codec", str(tiny_model_dir), "--priors", str(prior_set)]
@@ -159,3 +159,24 @@ def test_serve_refuses_an_open_address_without_auth(capsys):
 
     assert main(["serve", "--host", "0.0.0.0", "--port", "0"]) == 2
     assert "--insecure" in capsys.readouterr().err
+
+
+def test_beyond_the_admission_limit_calls_are_refused_with_a_retry_hint(served, tone):
+    codec, priors, servicer, health, channel, loop_thread = served
+    loop_thread.run(mark_ready(servicer, health, codec, priors))
+    servicer.max_active = 1
+    stub = pb_grpc.TokgenServiceStub(channel)
+    long_call = stub.Continue(pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=5.0), timeout=120)
+    assert next(long_call).WhichOneof("event") == "chunk"  # running
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub.Continue(pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=0.05), timeout=60))
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    retry = error_details_pb2.RetryInfo()
+    assert rpc_status.from_call(err.value).details[0].Unpack(retry) and retry.retry_delay.seconds == 2
+    long_call.cancel()  # the client goes away: its slot (and engine requests) are freed
+    deadline = time.monotonic() + 30
+    while servicer.active:
+        assert time.monotonic() < deadline, "the cancelled call kept its slot"
+        time.sleep(0.05)
+    replies = list(stub.Continue(pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=0.05), timeout=60))
+    assert replies[-1].WhichOneof("event") == "summary"

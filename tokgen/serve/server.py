@@ -29,7 +29,7 @@ MAX_REQUEST_BYTES = 64 << 20  # a 60 s WAV prime at 48 kHz stereo 16-bit is ~11 
 
 
 def build_server(
-    address: str, max_request_bytes: int = MAX_REQUEST_BYTES
+    address: str, max_request_bytes: int = MAX_REQUEST_BYTES, max_active: int = 32
 ) -> tuple[grpc.aio.Server, TokgenServicer, health.aio.HealthServicer, int]:
     """A server bound to ``address`` (not started), its servicers and the bound port."""
     server = grpc.aio.server(
@@ -38,7 +38,7 @@ def build_server(
             ("grpc.max_send_message_length", 16 << 20),
         ]
     )
-    servicer = TokgenServicer(max_request_bytes)
+    servicer = TokgenServicer(max_request_bytes, max_active)
     tokgen_pb2_grpc.add_TokgenServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -42,12 +42,26 @@ async def abort_invalid(context: grpc.aio.ServicerContext, field: str, message: 
     await context.abort_with_status(rpc_status.to_status(status))
 
 
+async def abort_busy(context: grpc.aio.ServicerContext, active: int) -> None:
+    """RESOURCE_EXHAUSTED with a RetryInfo hint: the server never queues without bound."""
+    retry = error_details_pb2.RetryInfo()
+    retry.retry_delay.FromSeconds(2)
+    status = status_pb2.Status(
+        code=code_pb2.RESOURCE_EXHAUSTED,
+        message=f"server busy ({active} continuations running); retry in 2 s",
+    )
+    status.details.add().Pack(retry)
+    await context.abort_with_status(rpc_status.to_status(status))
+
+
 class TokgenServicer(pb_grpc.TokgenServiceServicer):
     """Registered when the server starts; serves once ``attach`` gives it loaded models
     (until then calls get UNAVAILABLE, and health says NOT_SERVING)."""
 
-    def __init__(self, max_request_bytes: int):
+    def __init__(self, max_request_bytes: int, max_active: int = 32):
         self.max_request_bytes = max_request_bytes
+        self.max_active = max_active  # continuations in flight; more get RESOURCE_EXHAUSTED
+        self.active = 0
         self.codec: Codec | None = None
         self.priors: list[LevelPrior] = []
 
@@ -78,8 +92,18 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
         )
 
     async def Continue(self, request, context):
-        started = time.perf_counter()
         await self._check_ready(context)
+        if self.active >= self.max_active:
+            await abort_busy(context, self.active)
+        self.active += 1
+        try:
+            async for reply in self._continue(request, context):
+                yield reply
+        finally:
+            self.active -= 1
+
+    async def _continue(self, request, context):
+        started = time.perf_counter()
         assert self.codec is not None
         try:
             spec = check_continue(request, self.layout.vocab_size, max(self.layout.codebook_sizes))
