@@ -180,3 +180,48 @@ def test_beyond_the_admission_limit_calls_are_refused_with_a_retry_hint(served, 
         time.sleep(0.05)
     replies = list(stub.Continue(pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=0.05), timeout=60))
     assert replies[-1].WhichOneof("event") == "summary"
+
+
+def test_api_keys_guard_every_call_but_health(loop_thread, engine, tiny_model_dir, monkeypatch, tmp_path):
+    from tokgen.errors import TokgenError
+    from tokgen.serve.auth import key_is_valid, load_api_keys
+
+    (tmp_path / "keys").write_text("# ops\nkey-one-0123456789abcdef\n")
+    monkeypatch.setenv("TOKGEN_API_KEYS", "key-two-0123456789abcdef")
+    keys = load_api_keys(tmp_path / "keys")
+    assert sorted(keys) == [b"key-one-0123456789abcdef", b"key-two-0123456789abcdef"]
+    assert key_is_valid(b"key-two-0123456789abcdef", keys) and not key_is_valid(b"key-two", keys)
+    assert not key_is_valid(None, keys)
+    monkeypatch.setenv("TOKGEN_API_KEYS", "short")
+    with pytest.raises(TokgenError, match="16 characters"):
+        load_api_keys()
+
+    codec = load_codec(tiny_model_dir)
+    priors = [LevelPrior(engine, n_ctx=32), LevelPrior(engine, n_ctx=32)]
+
+    async def start():
+        server, servicer, health, port = build_server("127.0.0.1:0", api_keys=keys)
+        await server.start()
+        await mark_ready(servicer, health, codec, priors)
+        return server, port
+
+    server, port = loop_thread.run(start())
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.TokgenServiceStub(channel)
+            check = health_pb2_grpc.HealthStub(channel).Check
+            assert check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
+            tiny = pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=0.05)
+            for metadata in ((), (("x-api-key", "wrong-key-0123456789abcdef"),)):
+                with pytest.raises(grpc.RpcError) as err:
+                    stub.GetModelInfo(pb.GetModelInfoRequest(), metadata=metadata)
+                assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                with pytest.raises(grpc.RpcError) as err:
+                    list(stub.Continue(tiny, metadata=metadata))
+                assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            good = (("authorization", "Bearer key-one-0123456789abcdef"),)
+            assert stub.GetModelInfo(pb.GetModelInfoRequest(), metadata=good).sample_rate == 16000
+            replies = list(stub.Continue(tiny, metadata=good))
+            assert replies[-1].WhichOneof("event") == "summary"
+    finally:
+        loop_thread.run(server.stop(None))

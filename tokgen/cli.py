@@ -314,20 +314,21 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     import asyncio
 
+    from tokgen.serve.auth import load_api_keys
     from tokgen.serve.server import LOOPBACK, serve
 
+    api_keys = load_api_keys(args.api_keys_file)
     if args.host not in LOOPBACK and not args.insecure:
         raise TokgenError(
-            f"refusing to serve on {args.host} without authentication or TLS (not built yet); "
+            f"refusing to serve on {args.host} without TLS (not built yet); "
             "bind to 127.0.0.1, or pass --insecure to accept that risk"
         )
 
     def listening(port: int) -> None:
         print(json.dumps({"listening": f"{args.host}:{port}"}), flush=True)
 
-    asyncio.run(
-        serve(args.host, args.port, args.codec, args.priors, args.backend, args.grace_seconds, listening)
-    )
+    options = (args.codec, args.priors, args.backend, args.grace_seconds)
+    asyncio.run(serve(args.host, args.port, *options, listening, api_keys or None))
 
 
 def cmd_bench_engine(args: argparse.Namespace) -> None:
@@ -462,7 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", default=None, help="codec model directory (default: shipped codec)")
     p.add_argument("--backend", default="auto", choices=["auto", "vllm", "hf"])
     p.add_argument("--grace-seconds", type=float, default=10.0, help="for in-flight streams on SIGTERM")
-    p.add_argument("--insecure", action="store_true", help="allow a non-loopback address without auth/TLS")
+    p.add_argument(
+        "--api-keys-file", default=None, help="one key per line; also TOKGEN_API_KEYS (comma-separated)"
+    )
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback address without TLS")
     p.set_defaults(func=cmd_serve)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_cmd", required=True)

@@ -20,6 +20,7 @@ from tokgen.codec.base import Codec
 from tokgen.engine.factory import Backend
 from tokgen.prior.generate import load_priors
 from tokgen.prior.sampler import LevelPrior
+from tokgen.serve.auth import ApiKeyInterceptor
 from tokgen.serve.service import TokgenServicer
 from tokgen.v1 import tokgen_pb2, tokgen_pb2_grpc
 
@@ -29,14 +30,19 @@ MAX_REQUEST_BYTES = 64 << 20  # a 60 s WAV prime at 48 kHz stereo 16-bit is ~11 
 
 
 def build_server(
-    address: str, max_request_bytes: int = MAX_REQUEST_BYTES, max_active: int = 32
+    address: str,
+    max_request_bytes: int = MAX_REQUEST_BYTES,
+    max_active: int = 32,
+    api_keys: list[bytes] | None = None,
 ) -> tuple[grpc.aio.Server, TokgenServicer, health.aio.HealthServicer, int]:
-    """A server bound to ``address`` (not started), its servicers and the bound port."""
+    """A server bound to ``address`` (not started), its servicers and the bound port.
+    With ``api_keys``, every call but health checks must present one."""
     server = grpc.aio.server(
+        interceptors=[ApiKeyInterceptor(api_keys)] if api_keys else None,
         options=[
             ("grpc.max_receive_message_length", max_request_bytes),
             ("grpc.max_send_message_length", 16 << 20),
-        ]
+        ],
     )
     servicer = TokgenServicer(max_request_bytes, max_active)
     tokgen_pb2_grpc.add_TokgenServiceServicer_to_server(servicer, server)
@@ -78,10 +84,11 @@ async def serve(
     backend: Backend,
     grace_seconds: float,
     on_listening: Callable[[int], None],
+    api_keys: list[bytes] | None = None,
 ) -> None:
     """Listen at once (health: live), load the models (ready), serve until SIGTERM or
     SIGINT, then stop accepting calls and give in-flight streams ``grace_seconds``."""
-    server, servicer, health_servicer, bound = build_server(f"{host}:{port}")
+    server, servicer, health_servicer, bound = build_server(f"{host}:{port}", api_keys=api_keys)
     await server.start()
     await mark_live(health_servicer)
     on_listening(bound)

@@ -1,0 +1,74 @@
+"""API keys in call metadata (``x-api-key: KEY`` or ``authorization: Bearer KEY``).
+
+Keys are compared in constant time (``hmac.compare_digest``) against every configured key,
+and never logged. Health checks stay open: orchestrators probe them without credentials.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from pathlib import Path
+
+import grpc
+
+from tokgen.errors import TokgenError
+
+OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
+
+
+def load_api_keys(path: str | Path | None = None, env: str = "TOKGEN_API_KEYS") -> list[bytes]:
+    """Keys from a file (one per line, # comments) and/or the env var (comma-separated)."""
+    keys = [k.strip() for k in os.environ.get(env, "").split(",")]
+    if path is not None:
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError as exc:
+            raise TokgenError(f"cannot read API keys file {path}: {exc.strerror}") from None
+        keys += [line.strip() for line in lines if not line.lstrip().startswith("#")]
+    keys = [k for k in keys if k]
+    if any(len(k) < 16 for k in keys):
+        raise TokgenError("API keys must be at least 16 characters long")
+    return [k.encode() for k in keys]
+
+
+def presented_key(metadata: tuple | None) -> bytes | None:
+    for name, value in metadata or ():
+        if name == "x-api-key":
+            return value.encode() if isinstance(value, str) else value
+        if name == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            return value[len("Bearer ") :].encode()
+    return None
+
+
+def key_is_valid(presented: bytes | None, keys: list[bytes]) -> bool:
+    # Compare against every key (no early exit), so timing says nothing about which matched.
+    results = [hmac.compare_digest(presented or b"", k) for k in keys]
+    return presented is not None and any(results)
+
+
+class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, keys: list[bytes]):
+        self.keys = keys
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(OPEN_PREFIXES):
+            return handler
+        if key_is_valid(presented_key(details.invocation_metadata), self.keys):
+            return handler
+
+        async def deny(request, context):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid API key (x-api-key)")
+
+        async def deny_stream(request, context):
+            await deny(request, context)
+            yield  # pragma: no cover (unreachable: abort raises)
+
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                deny_stream, handler.request_deserializer, handler.response_serializer
+            )
+        return grpc.unary_unary_rpc_method_handler(
+            deny, handler.request_deserializer, handler.response_serializer
+        )
