@@ -16,7 +16,15 @@ from tokgen.audio import load_audio
 from tokgen.codec import load_codec
 from tokgen.codec.base import Codec
 from tokgen.engine.factory import Backend
-from tokgen.prior.generate import DEFAULT_PRIORS_DIR, Job, load_priors, prepare, render, segment_frames
+from tokgen.prior.generate import (
+    DEFAULT_PRIORS_DIR,
+    Job,
+    level_tokens,
+    load_priors,
+    prepare,
+    render,
+    segment_frames,
+)
 from tokgen.prior.sampler import CodeBoard, LevelPrior, SamplingSettings
 
 EXAMPLE_PRIME = Path(__file__).parent.parent / "assets" / "examples" / "prime.flac"
@@ -61,12 +69,11 @@ def bench_generate(
                     *(timed_render(codec, priors, job, i, f"b{n}-{i}") for i in range(n))
                 )
                 result[f"rtf_{n}"] = round(n * audio_seconds / (time.perf_counter() - start), 3)
-                if n == concurrency[0]:
+                if n == concurrency[0]:  # the lone request: when each level was complete
+                    tokens = level_tokens(codec, job)
                     result["levels"] = [
-                        {"level": lv, "seconds": round(t, 2), "tokens": int(job_frames)}
-                        for lv, (t, job_frames) in enumerate(
-                            zip(runs[0][1], level_tokens(job, codec), strict=True)
-                        )
+                        {"level": lv, "seconds": round(t, 2), "tokens": tokens[lv]}
+                        for lv, t in enumerate(runs[0][1])
                     ]
             return result
         finally:
@@ -83,9 +90,3 @@ def bench_generate(
         ],
         **timings,
     }
-
-
-def level_tokens(job: Job, codec: Codec) -> list[int]:
-    """Tokens each level generates for ``job``."""
-    hop0 = codec.levels[0].hop
-    return [job.top_frames * hop0 // lv.hop - k.size for lv, k in zip(codec.levels, job.known, strict=True)]

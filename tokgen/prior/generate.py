@@ -25,7 +25,7 @@ from tokgen.errors import TokgenError
 from tokgen.prior.corpus import encode_file
 from tokgen.prior.layout import TokenLayout
 from tokgen.prior.model import read_prior_meta
-from tokgen.prior.sampler import LevelPrior, OnChange, SamplingSettings, sample_hierarchy
+from tokgen.prior.sampler import LevelPrior, OnChange, SamplingSettings, level_frames, sample_hierarchy
 from tokgen.prior.windows import plan_windows
 
 Mode = Literal["primed", "ancestral", "continue", "upsample"]
@@ -173,17 +173,41 @@ def prepare(
     return Job(known, top_frames, known[0].size)
 
 
+def level_tokens(codec: Codec, job: Job) -> list[int]:
+    """Codes each level samples for ``job`` (its total frames minus what is known)."""
+    totals = level_frames(job.top_frames, [lv.hop for lv in codec.levels])
+    return [t - k.size for t, k in zip(totals, job.known, strict=True)]
+
+
 def context_kept(codec: Codec, priors: list[LevelPrior], job: Job) -> list[float]:
     """Seconds of the known audio that the first window of each level sees as context.
     A prime longer than a prior's context only contributes its end (see
     ``prior.windows``); callers report this rather than let the start drop silently."""
     kept = []
-    for prior, spec, k in zip(priors, codec.levels, job.known, strict=True):
-        total = job.top_frames * codec.levels[0].hop // spec.hop
+    totals = level_frames(job.top_frames, [lv.hop for lv in codec.levels])
+    for prior, spec, k, total in zip(priors, codec.levels, job.known, totals, strict=True):
         plan = plan_windows(k.size, total, prior.n_ctx, prior.hop_fraction)
         frames = plan.windows[0].context if plan.windows else min(k.size, prior.n_ctx)
         kept.append(round(frames * spec.hop / codec.sample_rate, 3))
     return kept
+
+
+async def sample_job(
+    codec: Codec,
+    priors: list[LevelPrior],
+    job: Job,
+    settings: SamplingSettings,
+    request_id: str | None = None,
+    on_change: OnChange | None = None,
+) -> list[np.ndarray]:
+    """The codes of every level of ``job``. Engine request ids start with ``request_id``
+    (default: a fresh unique one), so they must not be shared by concurrent requests."""
+    layout = TokenLayout.for_levels(codec.levels)
+    settings.check(layout.vocab_size)
+    hops = [lv.hop for lv in codec.levels]
+    return await sample_hierarchy(
+        priors, layout, hops, job.known, job.top_frames, settings, request_id or uuid.uuid4().hex, on_change
+    )
 
 
 async def render(
@@ -194,18 +218,10 @@ async def render(
     request_id: str | None = None,
     on_change: OnChange | None = None,
 ) -> Continuation:
-    """Sample every level of ``job`` and decode the bottom level to audio. Engine request
-    ids start with ``request_id`` (default: a fresh unique one), so they must not be
-    shared by concurrent renders."""
-    request_id = request_id or uuid.uuid4().hex
-    layout = TokenLayout.for_levels(codec.levels)
-    settings.check(layout.vocab_size)
-    hops = [lv.hop for lv in codec.levels]
-    out = await sample_hierarchy(
-        priors, layout, hops, job.known, job.top_frames, settings, request_id, on_change
-    )
+    """Sample every level of ``job`` (``sample_job``) and decode the bottom level."""
+    out = await sample_job(codec, priors, job, settings, request_id, on_change)
     audio = await asyncio.to_thread(codec.decode, out[-1], len(out) - 1)  # keep the loop serving
-    return Continuation(out, audio, job.start_top * hops[0])
+    return Continuation(out, audio, job.start_top * codec.levels[0].hop)
 
 
 async def continue_audio(

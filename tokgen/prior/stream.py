@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 
 import numpy as np
 
 from tokgen.codec.base import Codec
 from tokgen.codec.streaming import StreamDecoder
-from tokgen.prior.generate import Job
-from tokgen.prior.layout import TokenLayout
-from tokgen.prior.sampler import CodeBoard, LevelPrior, SamplingSettings, sample_hierarchy
+from tokgen.prior.generate import Job, sample_job
+from tokgen.prior.sampler import CodeBoard, LevelPrior, SamplingSettings
 
 
 async def stream_continuation(
@@ -38,8 +36,6 @@ async def stream_continuation(
         codec, bottom, min_frames=max(1, round(min_seconds * codec.sample_rate / hops[-1]))
     )
     decoder.emitted = job.start_top * hops[0] // hops[-1]  # the prime is not streamed
-    layout = TokenLayout.for_levels(codec.levels)
-    settings.check(layout.vocab_size)
     boards: list[CodeBoard] = []
     changed = asyncio.Event()
 
@@ -49,11 +45,7 @@ async def stream_continuation(
         if level == bottom:
             changed.set()
 
-    sampling = asyncio.create_task(
-        sample_hierarchy(
-            priors, layout, hops, job.known, job.top_frames, settings, request_id or uuid.uuid4().hex, watch
-        )
-    )
+    sampling = asyncio.create_task(sample_job(codec, priors, job, settings, request_id, watch))
     try:
         while True:
             finished = sampling.done()

@@ -20,7 +20,7 @@ from tokgen.audio import load_audio
 from tokgen.codec.base import Codec
 from tokgen.codec.codes import load_codes
 from tokgen.errors import TokgenError
-from tokgen.prior.generate import MAX_PRIME_SECONDS, MAX_SECONDS, context_kept, prepare
+from tokgen.prior.generate import MAX_PRIME_SECONDS, MAX_SECONDS, context_kept, level_tokens, prepare
 from tokgen.prior.layout import TokenLayout
 from tokgen.prior.sampler import LevelPrior
 from tokgen.prior.stream import stream_continuation
@@ -120,12 +120,10 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
                 chunk=pb.AudioChunk(format=fmt, pcm=pcm16(piece), offset_seconds=sent / sr)
             )
             sent += piece.size
-        hops = [lv.hop for lv in self.codec.levels]
         yield pb.ContinueResponse(
             summary=pb.Summary(
                 levels=[
-                    pb.LevelStats(level=i, tokens=job.top_frames * hops[0] // h - k.size)
-                    for i, (h, k) in enumerate(zip(hops, job.known, strict=True))
+                    pb.LevelStats(level=i, tokens=n) for i, n in enumerate(level_tokens(self.codec, job))
                 ],
                 audio_seconds=sent / sr,
                 time_to_first_audio_seconds=first or 0.0,
