@@ -95,6 +95,7 @@ ANCESTRAL = {"mode": pb.MODE_ANCESTRAL, "seconds": 1}
     [
         ({"prime_audio": b"not audio", "seconds": 1}, "prime_audio"),
         ({"prime_audio": b"", "seconds": 0}, "seconds"),
+        ({"prime_audio": b"", "seconds": 1}, "prime_audio"),
         ({"mode": pb.MODE_ANCESTRAL, "seconds": 1, "prime_audio": b"x"}, "prime_audio"),
         ({"mode": pb.MODE_CONTINUE, "seconds": 1}, "codes"),
         (

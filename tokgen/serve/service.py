@@ -143,9 +143,7 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
                 saved.check_matches(self.codec)
                 codes = saved.codes
         except TokgenError as exc:
-            raise FieldError(
-                "prime_audio" if prime is None and spec.prime_audio else "codes", str(exc)
-            ) from exc
+            raise FieldError("prime_audio" if spec.prime_audio is not None else "codes", str(exc)) from exc
         try:
             return prepare(self.codec, spec.mode, spec.seconds, prime, codes)
         except TokgenError as exc:
