@@ -78,7 +78,12 @@ def test_streamed_pieces_join_into_the_rendered_audio(loop_thread, engine, codec
     settings = SamplingSettings(seed=5)
 
     async def collect():
-        return [piece async for piece in stream_continuation(codec, priors, job, settings, min_seconds=0.01)]
+        return [
+            piece
+            async for piece in stream_continuation(
+                codec, priors, job, settings, min_seconds=0.01, first_seconds=0.01
+            )
+        ]
 
     pieces = loop_thread.run(collect())
     whole = loop_thread.run(render(codec, priors, job, settings))

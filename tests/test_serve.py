@@ -17,6 +17,7 @@ from grpc_status import rpc_status
 from tokgen.codec import load_codec
 from tokgen.prior.generate import prepare, render
 from tokgen.prior.sampler import LevelPrior, SamplingSettings
+from tokgen.serve.admission import Admission
 from tokgen.serve.server import LIVE, SERVICE_NAME, build_server, mark_live, mark_ready
 from tokgen.serve.service import pcm16
 from tokgen.v1 import tokgen_pb2 as pb
@@ -35,7 +36,7 @@ def served(loop_thread, engine, tiny_model_dir):
     priors = [LevelPrior(engine, n_ctx=32), LevelPrior(engine, n_ctx=32, segment_frames=40)]
 
     async def start():
-        server, servicer, health, port = build_server("127.0.0.1:0")
+        server, servicer, health, port = build_server("127.0.0.1:0", Admission(max_active=2, max_queued=0))
         await server.start()
         await mark_live(health)
         return server, servicer, health, port
@@ -165,7 +166,7 @@ def test_serve_refuses_an_open_address_without_auth(capsys):
 def test_beyond_the_admission_limit_calls_are_refused_with_a_retry_hint(served, tone):
     codec, priors, servicer, health, channel, loop_thread = served
     loop_thread.run(mark_ready(servicer, health, codec, priors))
-    servicer.max_active = 1
+    servicer.admission = Admission(max_active=1, max_queued=0)
     stub = pb_grpc.TokgenServiceStub(channel)
     long_call = stub.Continue(pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=5.0), timeout=120)
     assert next(long_call).WhichOneof("event") == "chunk"  # running
@@ -176,7 +177,7 @@ def test_beyond_the_admission_limit_calls_are_refused_with_a_retry_hint(served, 
     assert rpc_status.from_call(err.value).details[0].Unpack(retry) and retry.retry_delay.seconds == 2
     long_call.cancel()  # the client goes away: its slot (and engine requests) are freed
     deadline = time.monotonic() + 30
-    while servicer.active:
+    while servicer.admission.active:
         assert time.monotonic() < deadline, "the cancelled call kept its slot"
         time.sleep(0.05)
     replies = list(stub.Continue(pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=0.05), timeout=60))
@@ -201,7 +202,7 @@ def test_api_keys_guard_every_call_but_health(loop_thread, engine, tiny_model_di
     priors = [LevelPrior(engine, n_ctx=32), LevelPrior(engine, n_ctx=32)]
 
     async def start():
-        server, servicer, health, port = build_server("127.0.0.1:0", api_keys=keys)
+        server, servicer, health, port = build_server("127.0.0.1:0", Admission(2, 0), api_keys=keys)
         await server.start()
         await mark_ready(servicer, health, codec, priors)
         return server, port

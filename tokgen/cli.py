@@ -314,21 +314,111 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     import asyncio
 
-    from tokgen.serve.auth import load_api_keys
-    from tokgen.serve.server import LOOPBACK, serve
+    from tokgen.serve.server import serve
 
-    api_keys = load_api_keys(args.api_keys_file)
-    if args.host not in LOOPBACK and not args.insecure:
-        raise TokgenError(
-            f"refusing to serve on {args.host} without TLS (not built yet); "
-            "bind to 127.0.0.1, or pass --insecure to accept that risk"
+    config = _settings_with_flags(args)
+    asyncio.run(serve(config, lambda where: print(json.dumps(where), flush=True)))
+
+
+def _settings_with_flags(args: argparse.Namespace):
+    """Settings (env ``TOKGEN_*``), overridden by the flags given on the command line."""
+    from pydantic import ValidationError
+
+    from tokgen.settings import Settings, get_settings
+
+    flags = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    if args.backend is not None:
+        flags["engine_backend"] = args.backend
+    try:
+        return Settings.model_validate(get_settings().model_dump() | flags)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise TokgenError(f"bad option --{str(error['loc'][0]).replace('_', '-')}: {error['msg']}") from None
+
+
+def _client(args: argparse.Namespace):
+    import os
+
+    from tokgen.client import TlsOptions, TokgenClient
+
+    key = os.environ.get("TOKGEN_API_KEY")
+    if args.api_key_file:
+        try:
+            key = Path(args.api_key_file).read_text().strip()
+        except OSError as exc:
+            raise TokgenError(f"cannot read {args.api_key_file}: {exc.strerror}") from None
+    paths = [Path(p) if p else None for p in (args.tls_ca, args.tls_cert, args.tls_key)]
+    tls = TlsOptions(*paths) if args.tls or any(paths) else None
+    return TokgenClient(args.server, key, tls)
+
+
+def cmd_client_continue(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from tokgen.client import continue_request
+
+    request = continue_request(
+        seconds=args.seconds,
+        prime=Path(args.prime) if args.prime else None,
+        codes=Path(args.codes) if args.codes else None,
+        mode=args.mode,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        priority=args.priority,
+    )
+
+    async def run():
+        async with _client(args) as client:
+            return await client.continue_to_file(request, Path(args.out), args.timeout)
+
+    result = asyncio.run(run())
+    report = {
+        "out": str(result.out),
+        "seconds": round(result.audio_seconds, 3),
+        "time_to_first_audio_s": round(result.time_to_first_audio_s, 3),
+        "total_s": round(result.total_s, 3),
+        "tokens": [lv.tokens for lv in result.summary.levels],
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(
+            f"time to first audio: {report['time_to_first_audio_s']} s; wrote {report['seconds']} s "
+            f"to {result.out} in {report['total_s']} s"
         )
 
-    def listening(port: int) -> None:
-        print(json.dumps({"listening": f"{args.host}:{port}"}), flush=True)
 
-    options = (args.codec, args.priors, args.backend, args.grace_seconds)
-    asyncio.run(serve(args.host, args.port, *options, listening, api_keys or None))
+def cmd_client_info(args: argparse.Namespace) -> None:
+    import asyncio
+
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+
+    from tokgen.client import describe_error
+
+    async def run():
+        async with _client(args) as client:
+            return await client.model_info()
+
+    try:
+        info = asyncio.run(run())
+    except grpc.RpcError as err:
+        raise TokgenError(describe_error(err)) from None
+    print(
+        json.dumps(
+            MessageToDict(info, preserving_proto_field_name=True, always_print_fields_with_no_presence=True),
+            indent=None if args.json else 2,
+        )
+    )
+
+
+def cmd_bench_serve(args: argparse.Namespace) -> None:
+    from tokgen.serve.bench import bench_serve
+
+    result = bench_serve(args.backend, args.seconds, (1, args.concurrency), args.requests, args.server_arg)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
 
 
 def cmd_bench_engine(args: argparse.Namespace) -> None:
@@ -373,6 +463,15 @@ def _add_segment_argument(p: argparse.ArgumentParser) -> None:
         f"(default {DEFAULT_BOTTOM_SEGMENT_SECONDS:g} s for the bottom level, {DEFAULT_SEGMENT_SECONDS:g} s "
         "for the others; 0: one segment, no seams, slower)",
     )
+
+
+def _add_connection_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of `tokgen serve`")
+    p.add_argument("--api-key-file", help="file holding the API key (or set TOKGEN_API_KEY)")
+    p.add_argument("--tls", action="store_true", help="connect with TLS, trusting the system's CAs")
+    p.add_argument("--tls-ca", help="PEM CA to trust for the server (implies --tls)")
+    p.add_argument("--tls-cert", help="PEM client certificate, for servers that require mTLS")
+    p.add_argument("--tls-key", help="PEM key of --tls-cert")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -456,18 +555,55 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment_argument(p)
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("serve", help="serve streamed continuations over gRPC (tokgen.v1.TokgenService)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=50051, help="0: any free port (printed on stdout)")
-    p.add_argument("--priors", default=None, help="prior set directory (default: the shipped priors)")
-    p.add_argument("--codec", default=None, help="codec model directory (default: shipped codec)")
-    p.add_argument("--backend", default="auto", choices=["auto", "vllm", "hf"])
-    p.add_argument("--grace-seconds", type=float, default=10.0, help="for in-flight streams on SIGTERM")
-    p.add_argument(
-        "--api-keys-file", default=None, help="one key per line; also TOKGEN_API_KEYS (comma-separated)"
+    p = sub.add_parser(
+        "serve",
+        help="serve streamed continuations over gRPC (tokgen.v1.TokgenService)",
+        description="Every option also reads TOKGEN_<NAME> (e.g. TOKGEN_MAX_ACTIVE); a flag wins.",
     )
-    p.add_argument("--insecure", action="store_true", help="allow a non-loopback address without TLS")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="gRPC port (default 50051; 0: any free port, printed)")
+    p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (default 9464; 0: any)")
+    p.add_argument("--priors", help="prior set directory (default: the shipped priors)")
+    p.add_argument("--codec", help="codec model directory (default: shipped codec)")
+    p.add_argument("--backend", choices=["auto", "vllm", "hf"])
+    p.add_argument("--max-active", type=int, help="continuations generating at once (default 8)")
+    p.add_argument("--max-queued", type=int, help="continuations waiting for a slot (default 16)")
+    p.add_argument("--max-request-bytes", type=int, help="largest request accepted (default 64 MiB)")
+    p.add_argument("--grace-seconds", type=float, help="for in-flight streams on SIGTERM (default 10)")
+    p.add_argument("--api-keys-file", help="one key per line; TOKGEN_API_KEYS adds comma-separated keys")
+    p.add_argument("--tls-cert", help="PEM certificate chain: serve TLS only")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", help="PEM CA: require client certificates it signed (mTLS)")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="allow a non-loopback address without TLS or API keys",
+    )
     p.set_defaults(func=cmd_serve)
+
+    client = sub.add_parser("client", help="call a running `tokgen serve`").add_subparsers(
+        dest="client_cmd", required=True
+    )
+    p = client.add_parser("continue", help="stream a continuation into an audio file")
+    p.add_argument("--prime", help="prime audio (WAV, FLAC or OGG); modes primed")
+    p.add_argument("--codes", help="saved codes (.npz); modes continue and upsample")
+    p.add_argument("--seconds", type=float, required=True, help="seconds of continuation to generate")
+    p.add_argument("--out", required=True, help="audio file to write (.wav, .flac or .ogg)")
+    p.add_argument("--mode", default="primed", choices=["primed", "ancestral", "continue", "upsample"])
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--priority", default="normal", choices=["high", "normal", "low"])
+    p.add_argument("--timeout", type=float, default=None, help="gRPC deadline in seconds (default none)")
+    p.add_argument("--json", action="store_true")
+    _add_connection_arguments(p)
+    p.set_defaults(func=cmd_client_continue)
+    p = client.add_parser("info", help="the served models and the server's limits")
+    p.add_argument("--json", action="store_true")
+    _add_connection_arguments(p)
+    p.set_defaults(func=cmd_client_info)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_cmd", required=True)
     p = bench.add_parser("engine", help="vLLM vs in-process engine tokens/s at batch 16 and 1")
@@ -486,6 +622,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment_argument(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_generate)
+
+    p = bench.add_parser("serve", help="time to first audio and real-time factor through a real server")
+    p.add_argument("--backend", default="auto", choices=["auto", "vllm", "hf"])
+    p.add_argument("--seconds", type=float, default=10.0, help="audio per request (default 10)")
+    p.add_argument("--concurrency", type=int, default=8, help="concurrent clients of the second run")
+    p.add_argument("--requests", type=int, default=3, help="requests per client, back to back")
+    p.add_argument(
+        "--server-arg", action="append", default=[], help="extra `tokgen serve` argument (repeatable)"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_serve)
 
     prior = sub.add_parser("prior", help="train and evaluate the per-level priors").add_subparsers(
         dest="prior_cmd", required=True

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tokgen.errors import TokgenError
@@ -18,6 +18,24 @@ class Settings(BaseSettings):
     cache_dir: Path = Path.home() / ".cache" / "tokgen"
     # Token generation engine when none is named: auto = vllm where importable, else hf.
     engine_backend: Literal["auto", "vllm", "hf"] = "auto"
+
+    # Models (flags --codec and --priors); unset: the shipped codec and priors.
+    codec: Path | None = None
+    priors: Path | None = None
+
+    # `tokgen serve` (each also a flag: --host, --port, ...; the flag wins).
+    host: str = "127.0.0.1"  # beyond loopback, TLS and API keys are required (see --insecure)
+    port: int = Field(default=50051, ge=0, le=65535)  # 0: any free port
+    metrics_port: int = Field(default=9464, ge=0, le=65535)  # Prometheus /metrics; 0: any free port
+    max_active: int = Field(default=8, ge=1)  # continuations generating at once (they share the engine)
+    max_queued: int = Field(default=16, ge=0)  # more wait for a slot; beyond: RESOURCE_EXHAUSTED
+    max_request_bytes: int = Field(default=64 << 20, ge=1 << 16)  # a 60 s 48 kHz stereo WAV is ~11 MB
+    grace_seconds: float = Field(default=10.0, ge=0)  # for in-flight streams on SIGTERM
+    api_keys_file: Path | None = None  # one key per line; TOKGEN_API_KEYS adds comma-separated keys
+    tls_cert: Path | None = None  # PEM certificate chain
+    tls_key: Path | None = None  # PEM private key
+    tls_client_ca: Path | None = None  # PEM CA for client certificates: mutual TLS
+    insecure: bool = False  # allow a non-loopback address without TLS or API keys
 
 
 def get_settings() -> Settings:

@@ -64,6 +64,10 @@ class Engine(ABC):
         """Stop a request now and free what it holds; unknown or finished ids are ignored."""
 
     @abstractmethod
+    def unfinished_requests(self) -> int:
+        """Requests in flight (running or waiting): what a cancelled caller must not leave."""
+
+    @abstractmethod
     async def close(self) -> None:
         """Release the model and any worker processes."""
 

@@ -83,6 +83,9 @@ class HFEngine(Engine):
             req.done = True
             req.out.put_nowait(None)
 
+    def unfinished_requests(self) -> int:
+        return sum(not r.done and not r.aborted for r in self._requests.values())
+
     async def close(self) -> None:
         if self._worker is not None:
             self._worker.cancel()

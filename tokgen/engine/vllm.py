@@ -103,6 +103,9 @@ class VLLMEngine(Engine):
         if self._llm is not None:
             await self._llm.abort(request_id)
 
+    def unfinished_requests(self) -> int:
+        return self._llm.get_num_unfinished_requests() if self._llm is not None else 0
+
     async def close(self) -> None:
         # Drop our reference right after shutdown: AsyncLLM.__del__ shuts down again, which
         # fails with noise if it only runs at interpreter exit.

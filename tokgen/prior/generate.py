@@ -36,6 +36,10 @@ MAX_PRIME_SECONDS = 60.0  # longest prime; the top prior keeps at most its windo
 # seams matter least (the level above carries the notes), so it gets the short segments.
 DEFAULT_SEGMENT_SECONDS = 2.0
 DEFAULT_BOTTOM_SEGMENT_SECONDS = 0.5
+# The first window of every level generates only this much (then windows are full): the
+# level below can start after it, so the first audio is out after ~3 short windows instead
+# of 3 full ones (docs/PERFORMANCE.md, time to first audio).
+DEFAULT_LEAD_SECONDS = 0.25
 # Where the shipped default priors live (level0/, level1/, ...), beside the default codec.
 DEFAULT_PRIORS_DIR = Path(__file__).parent.parent / "assets" / "models" / "priors"
 
@@ -53,13 +57,15 @@ def load_priors(
     backend: Backend = "auto",
     hop_fraction: float = 0.5,
     segment_seconds: Sequence[float] | float | None = None,
+    lead_seconds: float | None = DEFAULT_LEAD_SECONDS,
     **engine_options: object,
 ) -> list[LevelPrior]:
     """One engine per level's prior, started side by side (a vLLM engine takes ~20 s).
 
     ``segment_seconds`` splits what each upsampler generates into segments sampled in
     parallel (see ``prior.windows`` and ``segment_frames``); 0 or None keeps one segment
-    per level (Jukebox's order, no seams, but one window at a time per level)."""
+    per level (Jukebox's order, no seams, but one window at a time per level).
+    ``lead_seconds`` shortens the first window of each level (None: full windows)."""
     prior_dir = Path(prior_dir) if prior_dir is not None else DEFAULT_PRIORS_DIR
     if not prior_dir.is_dir():
         raise TokgenError(
@@ -79,8 +85,10 @@ def load_priors(
     with ThreadPoolExecutor(len(dirs) if cls.thread_safe_start else 1) as pool:
         engines = list(pool.map(lambda d: cls(d[0], **engine_options), dirs))  # type: ignore[call-arg]
     priors = []
-    for engine, (_, n_ctx), segment in zip(engines, dirs, segments, strict=True):
-        priors.append(LevelPrior(engine, n_ctx, hop_fraction, segment))
+    for level, (engine, (_, n_ctx), segment) in enumerate(zip(engines, dirs, segments, strict=True)):
+        hop = codec.levels[level].hop
+        lead = max(1, round(lead_seconds * codec.sample_rate / hop)) if lead_seconds else None
+        priors.append(LevelPrior(engine, n_ctx, hop_fraction, segment, lead))
     return priors
 
 

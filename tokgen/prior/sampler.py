@@ -37,6 +37,7 @@ class LevelPrior:
     n_ctx: int  # own-level tokens per window
     hop_fraction: float = 0.5  # share of a window that is new tokens (the rest is context)
     segment_frames: int | None = None  # new frames per parallel segment (None: one segment)
+    lead_frames: int | None = None  # new frames of the very first window (None: a full one)
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,12 @@ async def sample_hierarchy(
             for level, prior in enumerate(priors):
                 ratio = hops[level - 1] // hops[level] if level else 1
                 plans = plan_segments(
-                    known[level].size, totals[level], prior.n_ctx, prior.hop_fraction, prior.segment_frames
+                    known[level].size,
+                    totals[level],
+                    prior.n_ctx,
+                    prior.hop_fraction,
+                    prior.segment_frames,
+                    prior.lead_frames,
                 )
                 for s, plan in enumerate(plans):
                     tasks.create_task(

@@ -27,14 +27,18 @@ async def stream_continuation(
     settings: SamplingSettings,
     request_id: str | None = None,
     min_seconds: float = 0.25,
+    first_seconds: float = 0.1,
 ) -> AsyncIterator[np.ndarray]:
     """Yield the new audio of ``job`` (after the prime) in pieces of at least
-    ``min_seconds`` (but the last). Closing the iterator early aborts the generation."""
+    ``min_seconds`` (but the first, ``first_seconds``, which is short so the listener hears
+    something soon, and the last). Closing the iterator early aborts the generation."""
     bottom = len(codec.levels) - 1
     hops = [lv.hop for lv in codec.levels]
-    decoder = StreamDecoder(
-        codec, bottom, min_frames=max(1, round(min_seconds * codec.sample_rate / hops[-1]))
-    )
+
+    def frames(seconds: float) -> int:
+        return max(1, round(seconds * codec.sample_rate / hops[-1]))
+
+    decoder = StreamDecoder(codec, bottom, min_frames=frames(first_seconds))
     decoder.emitted = job.start_top * hops[0] // hops[-1]  # the prime is not streamed
     boards: list[CodeBoard] = []
     changed = asyncio.Event()
@@ -57,13 +61,16 @@ async def stream_continuation(
             if codes is not None and codes.size:
                 piece = await asyncio.to_thread(decoder.push, codes, finished)
                 if piece.size:
+                    decoder.min_frames = frames(min_seconds)
                     yield piece
             if finished:
                 return
             changed.clear()
             waiter = asyncio.ensure_future(changed.wait())
-            await asyncio.wait({sampling, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
+            try:
+                await asyncio.wait({sampling, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
     finally:
         if not sampling.done():
             sampling.cancel()

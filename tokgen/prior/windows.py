@@ -58,36 +58,55 @@ def window_hop(n_ctx: int, hop_fraction: float) -> int:
 
 
 def plan_windows(
-    prime_frames: int, total_frames: int, n_ctx: int, hop_fraction: float, start: int = 0
+    prime_frames: int,
+    total_frames: int,
+    n_ctx: int,
+    hop_fraction: float,
+    start: int = 0,
+    lead: int | None = None,
 ) -> WindowPlan:
     """Windows that generate frames ``[prime_frames, total_frames)`` with a context of at
     most ``n_ctx`` frames each, none of it before frame ``start``. New frames of
-    consecutive windows tile the range exactly."""
+    consecutive windows tile the range exactly.
+
+    ``lead`` caps the first window's new frames: a short first window finishes (and lets
+    the level below start) sooner, which is what bounds the time to first audio when the
+    levels run as a pipeline. The next window carries on with full context: no seam."""
     hop = window_hop(n_ctx, hop_fraction)
+    if lead is not None and lead < 1:
+        raise TokgenError(f"lead must be >= 1 frame or None, got {lead}")
     if not 0 <= start <= prime_frames <= total_frames:
         raise TokgenError(
             f"need 0 <= start ({start}) <= prime ({prime_frames}) <= total ({total_frames}) frames"
         )
     keep = n_ctx - hop
-    windows = []
+    windows: list[Window] = []
     pos = prime_frames
     while pos < total_frames:
         context = min(pos - start, keep)
         new = min(n_ctx - context, total_frames - pos)
+        if lead is not None and not windows:
+            new = min(new, lead)
         windows.append(Window(pos - context, context, new))
         pos += new
     return WindowPlan(tuple(windows), prime_frames, total_frames, start)
 
 
 def plan_segments(
-    prime_frames: int, total_frames: int, n_ctx: int, hop_fraction: float, segment_frames: int | None
+    prime_frames: int,
+    total_frames: int,
+    n_ctx: int,
+    hop_fraction: float,
+    segment_frames: int | None,
+    lead: int | None = None,
 ) -> tuple[WindowPlan, ...]:
     """Split the frames to generate into segments of at most ``segment_frames`` new frames
-    (None: a single segment), each with its own window plan; see the module docstring."""
+    (None: a single segment), each with its own window plan; see the module docstring.
+    ``lead`` shortens the first window of the first segment (what is heard first)."""
     if segment_frames is not None and segment_frames < 1:
         raise TokgenError(f"segment_frames must be >= 1 or None, got {segment_frames}")
     step = segment_frames or max(total_frames - prime_frames, 1)
-    first = plan_windows(prime_frames, min(prime_frames + step, total_frames), n_ctx, hop_fraction)
+    first = plan_windows(prime_frames, min(prime_frames + step, total_frames), n_ctx, hop_fraction, lead=lead)
     rest = (
         plan_windows(b, min(b + step, total_frames), n_ctx, hop_fraction, start=b)
         for b in range(prime_frames + step, total_frames, step)

@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 
 from tokgen.errors import TokgenError
+from tokgen.serve import metrics
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 
@@ -57,6 +58,8 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
             return handler
         if key_is_valid(presented_key(details.invocation_metadata), self.keys):
             return handler
+
+        metrics.count_call(details.method.rsplit("/", 1)[-1], grpc.StatusCode.UNAUTHENTICATED)
 
         async def deny(request, context):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid API key (x-api-key)")

@@ -17,26 +17,31 @@ from grpc_reflection.v1alpha import reflection
 
 from tokgen.codec import load_codec
 from tokgen.codec.base import Codec
-from tokgen.engine.factory import Backend
+from tokgen.errors import TokgenError
 from tokgen.prior.generate import load_priors
 from tokgen.prior.sampler import LevelPrior
-from tokgen.serve.auth import ApiKeyInterceptor
+from tokgen.serve.admission import Admission
+from tokgen.serve.auth import ApiKeyInterceptor, load_api_keys
+from tokgen.serve.metrics import start_metrics_server
+from tokgen.serve.security import TlsFiles, check_exposure, tls_files
 from tokgen.serve.service import TokgenServicer
+from tokgen.settings import Settings
 from tokgen.v1 import tokgen_pb2, tokgen_pb2_grpc
 
 SERVICE_NAME = tokgen_pb2.DESCRIPTOR.services_by_name["TokgenService"].full_name
 LIVE = "live"
-MAX_REQUEST_BYTES = 64 << 20  # a 60 s WAV prime at 48 kHz stereo 16-bit is ~11 MB
 
 
 def build_server(
     address: str,
-    max_request_bytes: int = MAX_REQUEST_BYTES,
-    max_active: int = 32,
+    admission: Admission,
+    max_request_bytes: int = 64 << 20,
     api_keys: list[bytes] | None = None,
+    tls: TlsFiles | None = None,
 ) -> tuple[grpc.aio.Server, TokgenServicer, health.aio.HealthServicer, int]:
     """A server bound to ``address`` (not started), its servicers and the bound port.
-    With ``api_keys``, every call but health checks must present one."""
+    With ``api_keys``, every call but health checks must present one; with ``tls``, the
+    port speaks only TLS (mutual TLS if it names a client CA)."""
     server = grpc.aio.server(
         interceptors=[ApiKeyInterceptor(api_keys)] if api_keys else None,
         options=[
@@ -44,13 +49,18 @@ def build_server(
             ("grpc.max_send_message_length", 16 << 20),
         ],
     )
-    servicer = TokgenServicer(max_request_bytes, max_active)
+    servicer = TokgenServicer(max_request_bytes, admission)
     tokgen_pb2_grpc.add_TokgenServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
     reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(address)
+    if tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, tls.server_credentials())
+    if port == 0:
+        raise TokgenError(f"cannot listen on {address} (address in use or not local)")
     return server, servicer, health_servicer, port
 
 
@@ -73,33 +83,34 @@ async def mark_ready(
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-async def serve(
-    host: str,
-    port: int,
-    codec_dir: str | None,
-    priors_dir: str | None,
-    backend: Backend,
-    grace_seconds: float,
-    on_listening: Callable[[int], None],
-    api_keys: list[bytes] | None = None,
-) -> None:
+async def serve(config: Settings, on_listening: Callable[[dict], None]) -> None:
     """Listen at once (health: live), load the models (ready), serve until SIGTERM or
     SIGINT, then stop accepting calls and give in-flight streams ``grace_seconds``."""
-    server, servicer, health_servicer, bound = build_server(f"{host}:{port}", api_keys=api_keys)
+    tls = tls_files(config.tls_cert, config.tls_key, config.tls_client_ca)
+    api_keys = load_api_keys(config.api_keys_file)
+    check_exposure(config.host, tls, bool(api_keys), config.insecure)
+    host = f"[{config.host}]" if ":" in config.host and not config.host.startswith("[") else config.host
+    server, servicer, health_servicer, bound = build_server(
+        f"{host}:{config.port}",
+        Admission(config.max_active, config.max_queued),
+        config.max_request_bytes,
+        api_keys or None,
+        tls,
+    )
+    metrics_port = start_metrics_server(config.host, config.metrics_port)
     await server.start()
     await mark_live(health_servicer)
-    on_listening(bound)
+    on_listening({"listening": f"{host}:{bound}", "metrics": f"{host}:{metrics_port}"})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     priors: list[LevelPrior] = []
     try:
-        codec = await asyncio.to_thread(load_codec, codec_dir)
-        loading = asyncio.ensure_future(asyncio.to_thread(load_priors, priors_dir, codec, backend))
+        codec = await asyncio.to_thread(load_codec, config.codec)
+        loading = asyncio.ensure_future(
+            asyncio.to_thread(load_priors, config.priors, codec, config.engine_backend)
+        )
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if loading.done():
@@ -109,5 +120,5 @@ async def serve(
     finally:
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await server.stop(grace_seconds)
+        await server.stop(config.grace_seconds)
         await asyncio.gather(*(p.engine.close() for p in priors))

@@ -20,13 +20,24 @@ from tokgen.audio import load_audio
 from tokgen.codec.base import Codec
 from tokgen.codec.codes import load_codes
 from tokgen.errors import TokgenError
-from tokgen.prior.generate import MAX_PRIME_SECONDS, MAX_SECONDS, context_kept, level_tokens, prepare
+from tokgen.prior.generate import MAX_PRIME_SECONDS, MAX_SECONDS, Job, context_kept, level_tokens, prepare
 from tokgen.prior.layout import TokenLayout
 from tokgen.prior.sampler import LevelPrior
 from tokgen.prior.stream import stream_continuation
-from tokgen.serve.validation import FieldError, check_continue
+from tokgen.serve import metrics
+from tokgen.serve.admission import Admission, Busy
+from tokgen.serve.validation import ContinueSpec, FieldError, check_continue
 from tokgen.v1 import tokgen_pb2 as pb
 from tokgen.v1 import tokgen_pb2_grpc as pb_grpc
+
+RETRY_AFTER_S = 2
+
+
+def status_code(code: object) -> grpc.StatusCode | None:
+    """``context.code()`` after an abort: a ``StatusCode``, or its integer value."""
+    if isinstance(code, grpc.StatusCode) or code is None:
+        return code
+    return next((c for c in grpc.StatusCode if c.value[0] == code), None)
 
 
 def pcm16(audio: np.ndarray) -> bytes:
@@ -42,13 +53,12 @@ async def abort_invalid(context: grpc.aio.ServicerContext, field: str, message: 
     await context.abort_with_status(rpc_status.to_status(status))
 
 
-async def abort_busy(context: grpc.aio.ServicerContext, active: int) -> None:
+async def abort_busy(context: grpc.aio.ServicerContext, busy: Busy) -> None:
     """RESOURCE_EXHAUSTED with a RetryInfo hint: the server never queues without bound."""
     retry = error_details_pb2.RetryInfo()
-    retry.retry_delay.FromSeconds(2)
+    retry.retry_delay.FromSeconds(RETRY_AFTER_S)
     status = status_pb2.Status(
-        code=code_pb2.RESOURCE_EXHAUSTED,
-        message=f"server busy ({active} continuations running); retry in 2 s",
+        code=code_pb2.RESOURCE_EXHAUSTED, message=f"{busy}; retry in {RETRY_AFTER_S} s"
     )
     status.details.add().Pack(retry)
     await context.abort_with_status(rpc_status.to_status(status))
@@ -58,12 +68,14 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
     """Registered when the server starts; serves once ``attach`` gives it loaded models
     (until then calls get UNAVAILABLE, and health says NOT_SERVING)."""
 
-    def __init__(self, max_request_bytes: int, max_active: int = 32):
+    def __init__(self, max_request_bytes: int, admission: Admission):
         self.max_request_bytes = max_request_bytes
-        self.max_active = max_active  # continuations in flight; more get RESOURCE_EXHAUSTED
-        self.active = 0
+        self.admission = admission
         self.codec: Codec | None = None
         self.priors: list[LevelPrior] = []
+
+        metrics.ACTIVE.set_function(lambda: admission.active)
+        metrics.WAITING.set_function(lambda: admission.waiting)
 
     def attach(self, codec: Codec, priors: list[LevelPrior]) -> None:
         self.codec, self.priors = codec, priors
@@ -92,43 +104,67 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
         )
 
     async def Continue(self, request, context):
-        await self._check_ready(context)
-        if self.active >= self.max_active:
-            await abort_busy(context, self.active)
-        self.active += 1
-        try:
-            async for reply in self._continue(request, context):
-                yield reply
-        finally:
-            self.active -= 1
-
-    async def _continue(self, request, context):
         started = time.perf_counter()
-        assert self.codec is not None
+        code = grpc.StatusCode.UNKNOWN
+        try:
+            async for reply in self._continue(request, context, started):
+                yield reply
+            code = grpc.StatusCode.OK
+            metrics.REQUEST_DURATION.observe(time.perf_counter() - started)
+        except asyncio.CancelledError:  # the client cancelled, went away or ran out of time
+            remaining = context.time_remaining()
+            expired = remaining is not None and remaining <= 0
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+            raise
+        except Exception:
+            code = status_code(context.code()) or grpc.StatusCode.INTERNAL
+            raise
+        finally:
+            metrics.count_call("Continue", code)
+
+    async def _continue(self, request, context, started: float):
+        codec = await self._check_ready(context)
         try:
             spec = check_continue(request, self.layout.vocab_size, max(self.layout.codebook_sizes))
-            job = await asyncio.to_thread(self._prepare, spec)
         except FieldError as exc:
             await abort_invalid(context, exc.field, exc.message)
-            return
-        sr = self.codec.sample_rate
+        try:
+            async with self.admission.slot(spec.priority):
+                try:
+                    job = await asyncio.to_thread(self._prepare, spec)
+                except FieldError as exc:
+                    await abort_invalid(context, exc.field, exc.message)
+                async for reply in self._stream(codec, job, spec, started):
+                    yield reply
+        except Busy as busy:
+            await abort_busy(context, busy)
+
+    async def _stream(self, codec: Codec, job: Job, spec: ContinueSpec, started: float):
+        """The continuation's audio as PCM chunks, then the summary. Closing this (the call
+        ended early) closes ``stream_continuation``, which aborts the engine requests."""
+        sr = codec.sample_rate
         fmt = pb.AudioFormat(sample_rate=sr, channels=1, encoding="s16le")
-        sent, first = 0, None
-        async for piece in stream_continuation(self.codec, self.priors, job, spec.settings):
-            first = first if first is not None else time.perf_counter() - started
+        sent, first, last = 0, None, 0.0
+        async for piece in stream_continuation(codec, self.priors, job, spec.settings):
+            now = time.perf_counter()
+            if first is None:
+                first = now - started
+                metrics.TIME_TO_FIRST_AUDIO.observe(first)
+            else:
+                metrics.CHUNK_GAP.observe(now - last)
+            last = now
             yield pb.ContinueResponse(
                 chunk=pb.AudioChunk(format=fmt, pcm=pcm16(piece), offset_seconds=sent / sr)
             )
             sent += piece.size
+            metrics.AUDIO_SECONDS.inc(piece.size / sr)
         yield pb.ContinueResponse(
             summary=pb.Summary(
-                levels=[
-                    pb.LevelStats(level=i, tokens=n) for i, n in enumerate(level_tokens(self.codec, job))
-                ],
+                levels=[pb.LevelStats(level=i, tokens=n) for i, n in enumerate(level_tokens(codec, job))],
                 audio_seconds=sent / sr,
                 time_to_first_audio_seconds=first or 0.0,
                 total_seconds=time.perf_counter() - started,
-                prime_seconds_in_context=context_kept(self.codec, self.priors, job),
+                prime_seconds_in_context=context_kept(codec, self.priors, job),
             )
         )
 

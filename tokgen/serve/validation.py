@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from tokgen.prior.generate import MAX_SECONDS, Mode
 from tokgen.prior.sampler import SamplingSettings
+from tokgen.serve.admission import Priority
 from tokgen.v1 import tokgen_pb2 as pb
 
 MODES: dict[int, Mode] = {
@@ -19,6 +20,14 @@ MODES: dict[int, Mode] = {
     pb.MODE_ANCESTRAL: "ancestral",
     pb.MODE_CONTINUE: "continue",
     pb.MODE_UPSAMPLE: "upsample",
+}
+
+
+PRIORITIES: dict[int, Priority] = {
+    pb.PRIORITY_UNSPECIFIED: "normal",
+    pb.PRIORITY_HIGH: "high",
+    pb.PRIORITY_NORMAL: "normal",
+    pb.PRIORITY_LOW: "low",
 }
 
 
@@ -36,12 +45,16 @@ class ContinueSpec:
     settings: SamplingSettings
     prime_audio: bytes | None
     codes: bytes | None
+    priority: Priority = "normal"
 
 
 def check_continue(req: pb.ContinueRequest, vocab_size: int, codebook_size: int) -> ContinueSpec:
     mode = MODES.get(req.mode)
     if mode is None:
         raise FieldError("mode", f"unknown mode {req.mode}; use MODE_PRIMED, MODE_ANCESTRAL, ...")
+    priority = PRIORITIES.get(req.priority)
+    if priority is None:
+        raise FieldError("priority", f"unknown priority {req.priority}; use PRIORITY_HIGH, _NORMAL or _LOW")
     source = req.WhichOneof("source")
     needs = {"primed": "prime_audio", "continue": "codes", "upsample": "codes", "ancestral": None}[mode]
     if source != needs:
@@ -72,4 +85,5 @@ def check_continue(req: pb.ContinueRequest, vocab_size: int, codebook_size: int)
         settings,
         req.prime_audio if source == "prime_audio" else None,
         req.codes if source == "codes" else None,
+        priority,
     )
