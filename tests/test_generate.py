@@ -148,3 +148,23 @@ def test_segment_lengths_per_level():
         segment_frames(codec, [1.0, 1.0, 1.0])
     with pytest.raises(TokgenError, match="segment seconds"):
         segment_frames(codec, [1.0, -1.0])
+
+
+def test_a_prime_is_encoded_as_far_as_the_priors_see_it(tiny_model_dir, tone):
+    from tokgen.prior.generate import context_kept, encode_prime_context, prepare
+    from tokgen.prior.sampler import LevelPrior
+
+    codec = load_codec(tiny_model_dir)  # hops 16 and 8 at 16 kHz
+    priors = [LevelPrior(None, n_ctx=64), LevelPrior(None, n_ctx=128)]  # type: ignore[arg-type]
+    prime = tone[:16000] * np.linspace(0.2, 1.0, 16000, dtype=np.float32)  # no two frames alike
+    full = prepare(codec, "primed", 1.0, prime)
+    cut = prepare(
+        codec, "continue", 1.0, codes=encode_prime_context(codec, priors, prime, margin_seconds=0.05)
+    )
+    assert [k.size for k in full.known] == [k.size for k in cut.known] and full.top_frames == cut.top_frames
+    assert context_kept(codec, priors, full) == context_kept(codec, priors, cut)
+    seen = [32, 64]  # the first window's context (n_ctx - hop) ...
+    seen[0] = max(seen[0], 64 * 8 // 16)  # ... and the top under the bottom's context
+    for level, (whole, part) in enumerate(zip(full.known, cut.known, strict=True)):
+        assert np.array_equal(whole[-seen[level] :], part[-seen[level] :])
+        assert not np.array_equal(whole, part)  # the start was not encoded (filler)

@@ -32,7 +32,7 @@ def priors(tmp_path_factory, loop_thread):
 
 def run(loop_thread, priors, known, top_frames, seed=0, on_change=None):
     coro = sample_hierarchy(
-        priors, LAYOUT, HOPS, known, top_frames, SamplingSettings(seed=seed), f"r{seed}", on_change
+        priors, LAYOUT, HOPS, known, top_frames, SamplingSettings(seed=seed), f"r{seed}", 16000, on_change
     )
     return loop_thread.run(coro)
 

@@ -43,6 +43,11 @@ class Codec(ABC):
         """Codes of every level, top first. Level ``l`` has shape ``(frames_l,)``, or
         ``(n_codebooks, frames_l)`` when the level has several codebooks."""
 
+    def encode_level(self, audio: np.ndarray, level: int) -> np.ndarray:
+        """Codes of one level, as ``encode(audio)[level]``. Codecs whose levels have their
+        own encoders override this to run only that one."""
+        return self.encode(audio)[level]
+
     @abstractmethod
     def decode(self, codes: np.ndarray, level: int) -> np.ndarray:
         """Audio (float32, ``frames * hop`` samples) from the codes of one level."""

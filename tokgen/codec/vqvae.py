@@ -108,12 +108,12 @@ class VQVAECodec(Codec):
     def _chunk_frames(self, level: int) -> int:
         return max(1, int(self.chunk_seconds * self.sample_rate) // self.levels[level].hop)
 
-    @torch.inference_mode()
     def encode(self, audio: np.ndarray) -> list[np.ndarray]:
-        x = check_mono(audio)
-        return [self._encode_level(x, lv) for lv in range(len(self.levels))]
+        return [self.encode_level(audio, lv) for lv in range(len(self.levels))]
 
-    def _encode_level(self, x: np.ndarray, level: int) -> np.ndarray:
+    @torch.inference_mode()
+    def encode_level(self, audio: np.ndarray, level: int) -> np.ndarray:
+        x = check_mono(audio)
         net: VQVAELevel = self.model.levels[level]  # type: ignore[assignment]
         frames = self.levels[level].frames(x.size)
         padded = torch.zeros(1, 1, frames * net.hop)

@@ -22,6 +22,7 @@ class SamplingParams:
     top_p: float = 1.0  # 1: off
     seed: int | None = None  # same seed, same prompt, same engine -> same tokens
     allowed: tuple[int, int] | None = None  # [start, stop): the only token ids that may be sampled
+    priority: int = 0  # when the engine is full, lower values are started first
 
     def check(self, vocab_size: int) -> None:
         """Reject absurd parameters with a message that names the field."""

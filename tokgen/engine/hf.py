@@ -97,6 +97,7 @@ class HFEngine(Engine):
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
+                self._pending.sort(key=lambda r: r.params.priority)  # stable: first come first
                 wave = [r for r in self._pending[: self.max_batch] if not r.aborted]
                 del self._pending[: self.max_batch]
                 if wave:

@@ -26,7 +26,7 @@ from tokgen.prior.corpus import encode_file
 from tokgen.prior.layout import TokenLayout
 from tokgen.prior.model import read_prior_meta
 from tokgen.prior.sampler import LevelPrior, OnChange, SamplingSettings, level_frames, sample_hierarchy
-from tokgen.prior.windows import plan_windows
+from tokgen.prior.windows import plan_windows, window_hop
 
 Mode = Literal["primed", "ancestral", "continue", "upsample"]
 MAX_SECONDS = 600.0  # longest continuation one request may ask for
@@ -85,9 +85,12 @@ def load_priors(
     with ThreadPoolExecutor(len(dirs) if cls.thread_safe_start else 1) as pool:
         engines = list(pool.map(lambda d: cls(d[0], **engine_options), dirs))  # type: ignore[call-arg]
     priors = []
+    # Leads span the same whole top frames at every level: a level's lead window then reads
+    # only codes from the lead window above it (one frame more would wait for a full window).
+    top_hop = codec.levels[0].hop
+    lead_top = math.ceil(lead_seconds * codec.sample_rate / top_hop) if lead_seconds else None
     for level, (engine, (_, n_ctx), segment) in enumerate(zip(engines, dirs, segments, strict=True)):
-        hop = codec.levels[level].hop
-        lead = max(1, round(lead_seconds * codec.sample_rate / hop)) if lead_seconds else None
+        lead = lead_top * top_hop // codec.levels[level].hop if lead_top else None
         priors.append(LevelPrior(engine, n_ctx, hop_fraction, segment, lead))
     return priors
 
@@ -130,10 +133,7 @@ def known_codes(
             raise TokgenError(f"the prime is longer than the {MAX_PRIME_SECONDS:g} s limit")
         known = encode_file(codec, prime)
         if known is None:
-            raise TokgenError(
-                f"the prime is shorter than one top-level frame ({codec.levels[0].hop} samples, "
-                f"{codec.levels[0].hop / codec.sample_rate * 1000:.0f} ms)"
-            )
+            raise TokgenError(short_prime_message(codec))
         return known
     if mode not in ("continue", "upsample"):
         raise TokgenError(f"unknown mode {mode!r}; use primed, ancestral, continue or upsample")
@@ -200,6 +200,41 @@ def context_kept(codec: Codec, priors: list[LevelPrior], job: Job) -> list[float
     return kept
 
 
+def encode_prime_context(
+    codec: Codec, priors: list[LevelPrior], prime: np.ndarray, margin_seconds: float = 1.0
+) -> list[np.ndarray]:
+    """Codes of ``prime`` as far as the priors can see them, for a service: each level
+    encodes only the end of the prime that its windows (or the windows of the levels
+    below, which read it as conditioning) see, plus ``margin_seconds``, more than the
+    encoder's receptive field (0.18 s for the shipped codec), so those codes are exactly
+    the whole prime's. Earlier frames are filler (code 0) that no window reads. So a 60 s
+    prime costs what a 5 s one does. Continue them in mode "continue"."""
+    top_hop = codec.levels[0].hop
+    whole = prime[: prime.size - prime.size % top_hop]
+    if whole.size == 0:
+        raise TokgenError(short_prime_message(codec))
+    seen = [
+        (p.n_ctx - window_hop(p.n_ctx, p.hop_fraction)) * lv.hop
+        for p, lv in zip(priors, codec.levels, strict=True)
+    ]
+    codes = []
+    for level, spec in enumerate(codec.levels):
+        samples = max(seen[level:]) + margin_seconds * codec.sample_rate
+        keep = min(whole.size, math.ceil(samples / top_hop) * top_hop)
+        tail = codec.encode_level(whole[-keep:], level)
+        filler = np.zeros((*tail.shape[:-1], whole.size // spec.hop - tail.shape[-1]), dtype=np.int64)
+        codes.append(np.concatenate([filler, tail.astype(np.int64)], axis=-1))
+    return codes
+
+
+def short_prime_message(codec: Codec) -> str:
+    top_hop = codec.levels[0].hop
+    return (
+        f"the prime is shorter than one top-level frame ({top_hop} samples, "
+        f"{top_hop / codec.sample_rate * 1000:.0f} ms)"
+    )
+
+
 async def sample_job(
     codec: Codec,
     priors: list[LevelPrior],
@@ -214,7 +249,15 @@ async def sample_job(
     settings.check(layout.vocab_size)
     hops = [lv.hop for lv in codec.levels]
     return await sample_hierarchy(
-        priors, layout, hops, job.known, job.top_frames, settings, request_id or uuid.uuid4().hex, on_change
+        priors,
+        layout,
+        hops,
+        job.known,
+        job.top_frames,
+        settings,
+        request_id or uuid.uuid4().hex,
+        codec.sample_rate,
+        on_change,
     )
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -100,6 +101,25 @@ class CodeBoard:
             self._changed.notify_all()
 
 
+@dataclass(frozen=True)
+class Clock:
+    """Engine priorities: earliest deadline first over all requests. A window's deadline
+    is when a listener who started at the request's start needs its first new frame; the
+    first window of a request (short, see ``lead_frames``) leads to its first audio and
+    goes before everything else."""
+
+    started: float  # the request's start, monotonic seconds
+    start_sample: int  # where the continuation starts
+    sample_rate: int
+
+    def priority(self, frame: int, hop: int, lead: bool) -> int:
+        due = self.started + (frame * hop - self.start_sample) / self.sample_rate
+        return int((due - (LEAD_ADVANCE_S if lead else 0.0)) * 1000)  # ms; lower runs first
+
+
+LEAD_ADVANCE_S = 3600.0
+
+
 async def sample_segment(
     prior: LevelPrior,
     layout: TokenLayout,
@@ -107,11 +127,14 @@ async def sample_segment(
     segment: int,
     plan: WindowPlan,
     board: CodeBoard,
-    ratio: int,
+    hops: list[int],
     settings: SamplingSettings,
     request_id: str,
+    clock: Clock,
 ) -> None:
-    """Sample one segment of ``level`` window by window, writing codes to ``board``."""
+    """Sample one segment of ``level`` window by window, writing codes to ``board``.
+    When the engine is full, its windows start in the order ``clock`` gives them."""
+    ratio = hops[level - 1] // hops[level] if level else 1
     for i, w in enumerate(plan.windows):
         context = board.codes[level][w.start : w.start + w.context]
         if level == 0:
@@ -120,6 +143,8 @@ async def sample_segment(
             lo, hi = upper_span(w, ratio, board.codes[level - 1].size)
             await board.wait_known(level - 1, lo, hi)
             prompt = layout.upsampler_prompt(level, board.codes[level - 1][lo:hi], context)
+        pos = w.start + w.context
+        lead = (segment, i) == (0, 0)
         params = SamplingParams(
             max_tokens=w.new,
             temperature=settings.temperature,
@@ -127,8 +152,8 @@ async def sample_segment(
             top_p=settings.top_p,
             seed=window_seed(settings.seed, level, segment, i),
             allowed=layout.level_range(level),
+            priority=clock.priority(pos, hops[level], lead),
         )
-        pos = w.start + w.context
         rid = f"{request_id}/L{level}/s{segment}/w{i}"
         async for chunk in prior.engine.generate(rid, prompt, params):
             await board.write(level, pos, layout.to_codes(chunk, level))
@@ -143,10 +168,12 @@ async def sample_hierarchy(
     top_frames: int,
     settings: SamplingSettings,
     request_id: str,
+    sample_rate: int,
     on_change: OnChange | None = None,
 ) -> list[np.ndarray]:
     """Codes of every level, ``top_frames`` top frames long, extending ``known``;
-    ``on_change`` watches them while they are sampled (see ``CodeBoard``)."""
+    ``on_change`` watches them while they are sampled (see ``CodeBoard``). ``sample_rate``
+    (of the codec) only orders windows across requests (see ``sample_segment``)."""
     totals = level_frames(top_frames, hops)
     if len(priors) != len(hops) or len(known) != len(hops):
         raise TokgenError(f"need one prior and one known-codes array per level ({len(hops)})")
@@ -154,10 +181,10 @@ async def sample_hierarchy(
         if k.size > t:
             raise TokgenError(f"level {level} already has {k.size} frames, more than the {t} asked for")
     board = CodeBoard(known, totals, on_change)
+    clock = Clock(time.monotonic(), known[0].size * hops[0], sample_rate)
     try:
         async with asyncio.TaskGroup() as tasks:  # one failure cancels (and aborts) the rest
             for level, prior in enumerate(priors):
-                ratio = hops[level - 1] // hops[level] if level else 1
                 plans = plan_segments(
                     known[level].size,
                     totals[level],
@@ -168,7 +195,9 @@ async def sample_hierarchy(
                 )
                 for s, plan in enumerate(plans):
                     tasks.create_task(
-                        sample_segment(prior, layout, level, s, plan, board, ratio, settings, request_id)
+                        sample_segment(
+                            prior, layout, level, s, plan, board, hops, settings, request_id, clock
+                        )
                     )
     except ExceptionGroup as group:
         raise first_error(group) from None

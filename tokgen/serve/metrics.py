@@ -19,6 +19,11 @@ TIME_TO_FIRST_AUDIO = Histogram(
     "From a Continue call's arrival to its first audio chunk",
     buckets=(0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0),
 )
+PREPARE = Histogram(
+    "tokgen_prepare_seconds",
+    "Decoding and encoding a request's prime or codes, before sampling starts",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
 CHUNK_GAP = Histogram(
     "tokgen_inter_chunk_seconds",
     "Between consecutive audio chunks of one stream",

@@ -20,7 +20,15 @@ from tokgen.audio import load_audio
 from tokgen.codec.base import Codec
 from tokgen.codec.codes import load_codes
 from tokgen.errors import TokgenError
-from tokgen.prior.generate import MAX_PRIME_SECONDS, MAX_SECONDS, Job, context_kept, level_tokens, prepare
+from tokgen.prior.generate import (
+    MAX_PRIME_SECONDS,
+    MAX_SECONDS,
+    Job,
+    context_kept,
+    encode_prime_context,
+    level_tokens,
+    prepare,
+)
 from tokgen.prior.layout import TokenLayout
 from tokgen.prior.sampler import LevelPrior
 from tokgen.prior.stream import stream_continuation
@@ -131,7 +139,8 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
         try:
             async with self.admission.slot(spec.priority):
                 try:
-                    job = await asyncio.to_thread(self._prepare, spec)
+                    with metrics.PREPARE.time():
+                        job = await asyncio.to_thread(self._prepare, spec)
                 except FieldError as exc:
                     await abort_invalid(context, exc.field, exc.message)
                 async for reply in self._stream(codec, job, spec, started):
@@ -168,20 +177,22 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
             )
         )
 
-    def _prepare(self, spec):
-        """Decode and encode the input (CPU work, in a thread); errors name the field."""
-        prime = codes = None
+    def _prepare(self, spec: ContinueSpec) -> Job:
+        """Decode and encode the input (CPU work, in a thread); errors name the field.
+        A prime is encoded only as far as the priors see it, then continued as codes."""
+        assert self.codec is not None
+        field = "prime_audio" if spec.prime_audio is not None else "codes" if spec.codes else "seconds"
+        mode, codes = spec.mode, None
         try:
             if spec.prime_audio is not None:
                 prime = load_audio(spec.prime_audio, self.codec.sample_rate, max_seconds=MAX_PRIME_SECONDS)
+                mode, codes = "continue", encode_prime_context(self.codec, self.priors, prime)
             if spec.codes is not None:
                 saved = load_codes(spec.codes)
                 saved.check_matches(self.codec)
                 codes = saved.codes
+            return prepare(self.codec, mode, spec.seconds, None, codes)
         except TokgenError as exc:
-            raise FieldError("prime_audio" if spec.prime_audio is not None else "codes", str(exc)) from exc
-        try:
-            return prepare(self.codec, spec.mode, spec.seconds, prime, codes)
-        except TokgenError as exc:
-            field = "prime_audio" if spec.mode == "primed" else "codes" if codes is not None else "seconds"
-            raise FieldError(field, str(exc)) from exc
+            raise FieldError(
+                field if codes is not None or spec.mode != "ancestral" else "seconds", str(exc)
+            ) from exc
