@@ -112,6 +112,13 @@ ANCESTRAL = {"mode": pb.MODE_ANCESTRAL, "seconds": 1}
             "sampling.top_k",
         ),
         ({"mode": pb.MODE_ANCESTRAL, "seconds": float("nan")}, "seconds"),
+        ({"mode": pb.MODE_ANCESTRAL, "seconds": 601}, "seconds"),
+        ({"mode": 42, "seconds": 1}, "mode"),
+        ({"mode": pb.MODE_ANCESTRAL, "seconds": 1, "priority": 9}, "priority"),
+        ({"mode": pb.MODE_UPSAMPLE, "codes": b"PK\x03\x04 not a codes file"}, "codes"),
+        ({"prime_audio": wav(np.zeros(1600, dtype=np.float32)), "seconds": 1}, "prime_audio"),  # silent
+        ({"prime_audio": wav(np.full(4, 0.5, dtype=np.float32)), "seconds": 1}, "prime_audio"),  # < 1 frame
+        ({}, "prime_audio"),  # nothing set: a primed request without its prime
     ],
 )
 def test_bad_requests_name_the_field(served, request_fields, field):
@@ -126,6 +133,47 @@ def test_bad_requests_name_the_field(served, request_fields, field):
     assert status is not None and status.details[0].Unpack(detail)
     assert detail.field_violations[0].field == field
     assert stub.GetModelInfo(pb.GetModelInfoRequest()).sample_rate == 16000  # still serving
+
+
+def test_malformed_and_oversize_requests_are_refused_and_the_server_keeps_serving(served, tone):
+    codec, priors, servicer, health, channel, loop_thread = served
+    loop_thread.run(mark_ready(servicer, health, codec, priors))
+    raw = channel.unary_stream("/tokgen.v1.TokgenService/Continue")  # bytes in, bytes out
+    with pytest.raises(grpc.RpcError) as err:
+        list(raw(b"\xff\xff\xff\xff not a protobuf", timeout=30))
+    assert (
+        err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not a valid message" in err.value.details()
+    )
+    huge = pb.ContinueRequest(prime_audio=b"\0" * (65 << 20), seconds=1)  # over the 64 MiB limit
+    with pytest.raises(grpc.RpcError) as err:
+        list(pb_grpc.TokgenServiceStub(channel).Continue(huge, timeout=60))
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    replies = list(
+        pb_grpc.TokgenServiceStub(channel).Continue(
+            pb.ContinueRequest(prime_audio=wav(tone[:800]), seconds=0.05), timeout=60
+        )
+    )
+    assert replies[-1].WhichOneof("event") == "summary"
+
+
+def wait_until(condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_a_deadline_ends_the_call_and_its_engine_requests(served):
+    codec, priors, servicer, health, channel, loop_thread = served
+    loop_thread.run(mark_ready(servicer, health, codec, priors))
+    stub = pb_grpc.TokgenServiceStub(channel)
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub.Continue(pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=30.0), timeout=1.0))
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and time.monotonic() - started < 10
+    engine = priors[0].engine
+    wait_until(lambda: servicer.admission.active == 0, "the expired call kept its slot")
+    wait_until(lambda: engine.unfinished_requests() == 0, "the expired call left engine requests running")
 
 
 def test_tokgen_serve_loads_serves_and_stops_on_sigterm(tmp_path, tiny_model_dir, prior_set):
@@ -175,11 +223,10 @@ def test_beyond_the_admission_limit_calls_are_refused_with_a_retry_hint(served, 
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     retry = error_details_pb2.RetryInfo()
     assert rpc_status.from_call(err.value).details[0].Unpack(retry) and retry.retry_delay.seconds == 2
-    long_call.cancel()  # the client goes away: its slot (and engine requests) are freed
-    deadline = time.monotonic() + 30
-    while servicer.admission.active:
-        assert time.monotonic() < deadline, "the cancelled call kept its slot"
-        time.sleep(0.05)
+    assert priors[0].engine.unfinished_requests() > 0
+    long_call.cancel()  # the client goes away: its slot and engine requests are freed at once
+    wait_until(lambda: servicer.admission.active == 0, "the cancelled call kept its slot")
+    wait_until(lambda: priors[0].engine.unfinished_requests() == 0, "the cancelled call left engine requests")
     replies = list(stub.Continue(pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=0.05), timeout=60))
     assert replies[-1].WhichOneof("event") == "summary"
 

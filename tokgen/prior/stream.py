@@ -17,7 +17,7 @@ import numpy as np
 from tokgen.codec.base import Codec
 from tokgen.codec.streaming import StreamDecoder
 from tokgen.prior.generate import Job, sample_job
-from tokgen.prior.sampler import CodeBoard, LevelPrior, SamplingSettings
+from tokgen.prior.sampler import CodeBoard, LevelPrior, OnChange, SamplingSettings
 
 
 async def stream_continuation(
@@ -28,10 +28,12 @@ async def stream_continuation(
     request_id: str | None = None,
     min_seconds: float = 0.25,
     first_seconds: float = 0.1,
+    on_change: OnChange | None = None,
 ) -> AsyncIterator[np.ndarray]:
     """Yield the new audio of ``job`` (after the prime) in pieces of at least
     ``min_seconds`` (but the first, ``first_seconds``, which is short so the listener hears
-    something soon, and the last). Closing the iterator early aborts the generation."""
+    something soon, and the last). Closing the iterator early aborts the generation.
+    ``on_change`` also watches the codes (see ``CodeBoard``)."""
     bottom = len(codec.levels) - 1
     hops = [lv.hop for lv in codec.levels]
 
@@ -48,6 +50,8 @@ async def stream_continuation(
             boards.append(board)
         if level == bottom:
             changed.set()
+        if on_change is not None:
+            on_change(board, level)
 
     sampling = asyncio.create_task(sample_job(codec, priors, job, settings, request_id, watch))
     try:

@@ -12,6 +12,7 @@ import signal
 from collections.abc import Callable
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -32,6 +33,48 @@ SERVICE_NAME = tokgen_pb2.DESCRIPTOR.services_by_name["TokgenService"].full_name
 LIVE = "live"
 
 
+class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
+    """Bytes that do not parse as the method's request message get INVALID_ARGUMENT (grpc
+    itself would answer UNKNOWN and log a traceback for every one)."""
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        parse = handler.request_deserializer
+        malformed = object()
+
+        def deserialize(data: bytes):
+            try:
+                return parse(data)
+            except DecodeError:
+                return malformed
+
+        message = f"the request is not a valid message for {details.method}"
+        if handler.unary_stream:
+            behavior = handler.unary_stream
+
+            async def unary_stream(request, context):
+                if request is malformed:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+                async for reply in behavior(request, context):
+                    yield reply
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, deserialize, handler.response_serializer
+            )
+        if handler.unary_unary:
+            unary = handler.unary_unary
+
+            async def unary_unary(request, context):
+                if request is malformed:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+                return await unary(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(unary_unary, deserialize, handler.response_serializer)
+        return handler
+
+
 def build_server(
     address: str,
     admission: Admission,
@@ -43,7 +86,8 @@ def build_server(
     With ``api_keys``, every call but health checks must present one; with ``tls``, the
     port speaks only TLS (mutual TLS if it names a client CA)."""
     server = grpc.aio.server(
-        interceptors=[ApiKeyInterceptor(api_keys)] if api_keys else None,
+        # The first interceptor wraps what the others return: it also guards auth's denials.
+        interceptors=[MalformedRequestInterceptor(), *([ApiKeyInterceptor(api_keys)] if api_keys else [])],
         options=[
             ("grpc.max_receive_message_length", max_request_bytes),
             ("grpc.max_send_message_length", 16 << 20),

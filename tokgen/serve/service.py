@@ -30,7 +30,7 @@ from tokgen.prior.generate import (
     prepare,
 )
 from tokgen.prior.layout import TokenLayout
-from tokgen.prior.sampler import LevelPrior
+from tokgen.prior.sampler import CodeBoard, LevelPrior
 from tokgen.prior.stream import stream_continuation
 from tokgen.serve import metrics
 from tokgen.serve.admission import Admission, Busy
@@ -154,7 +154,18 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
         sr = codec.sample_rate
         fmt = pb.AudioFormat(sample_rate=sr, channels=1, encoding="s16le")
         sent, first, last = 0, None, 0.0
-        async for piece in stream_continuation(codec, self.priors, job, spec.settings):
+        # Whole top frames are generated; the client gets exactly the seconds it asked for.
+        wanted = round(spec.seconds * sr) if spec.mode != "upsample" else None
+        done_at = [0.0] * len(codec.levels)  # when each level's codes were complete
+
+        def watch(board: CodeBoard, level: int) -> None:
+            if board.known_frames[level] == board.codes[level].size:
+                done_at[level] = time.perf_counter() - started
+
+        async for whole in stream_continuation(codec, self.priors, job, spec.settings, on_change=watch):
+            piece = whole if wanted is None else whole[: wanted - sent]
+            if not piece.size:
+                break
             now = time.perf_counter()
             if first is None:
                 first = now - started
@@ -169,7 +180,10 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
             metrics.AUDIO_SECONDS.inc(piece.size / sr)
         yield pb.ContinueResponse(
             summary=pb.Summary(
-                levels=[pb.LevelStats(level=i, tokens=n) for i, n in enumerate(level_tokens(codec, job))],
+                levels=[
+                    pb.LevelStats(level=i, tokens=n, seconds=done_at[i])
+                    for i, n in enumerate(level_tokens(codec, job))
+                ],
                 audio_seconds=sent / sr,
                 time_to_first_audio_seconds=first or 0.0,
                 total_seconds=time.perf_counter() - started,
