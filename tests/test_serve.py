@@ -176,41 +176,6 @@ def test_a_deadline_ends_the_call_and_its_engine_requests(served):
     wait_until(lambda: engine.unfinished_requests() == 0, "the expired call left engine requests running")
 
 
-def test_tokgen_serve_loads_serves_and_stops_on_sigterm(tmp_path, tiny_model_dir, prior_set):
-    import json
-    import signal
-    import subprocess
-    import sys
-
-    cmd = [sys.executable, "-m", "tokgen", "serve", "--port", "0", "--backend", "hf", "--grace-seconds", "5"]
-    cmd += ["--codec", str(tiny_model_dir), "--priors", str(prior_set)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    try:
-        address = json.loads(proc.stdout.readline())["listening"]
-        with grpc.insecure_channel(address) as channel:
-            check = health_pb2_grpc.HealthStub(channel).Check
-            deadline = time.monotonic() + 120
-            while (
-                check(health_pb2.HealthCheckRequest(service="")).status
-                != health_pb2.HealthCheckResponse.SERVING
-            ):
-                assert time.monotonic() < deadline, "never became ready"
-                time.sleep(0.2)
-            info = pb_grpc.TokgenServiceStub(channel).GetModelInfo(pb.GetModelInfoRequest())
-            assert info.engine_backend == "hf" and len(info.levels) == 2
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0, proc.stderr.read()
-    finally:
-        proc.kill()
-
-
-def test_serve_refuses_an_open_address_without_auth(capsys):
-    from tokgen.cli import main
-
-    assert main(["serve", "--host", "0.0.0.0", "--port", "0"]) == 2
-    assert "--insecure" in capsys.readouterr().err
-
-
 def test_beyond_the_admission_limit_calls_are_refused_with_a_retry_hint(served, tone):
     codec, priors, servicer, health, channel, loop_thread = served
     loop_thread.run(mark_ready(servicer, health, codec, priors))

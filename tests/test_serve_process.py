@@ -1,0 +1,170 @@
+"""``tokgen serve`` as a process, and real clients: ``tokgen client``, Prometheus' text
+format on the metrics port, ``buf curl`` (a generic reflection client), SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+import soundfile as sf
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tokgen.cli import main
+from tokgen.v1 import tokgen_pb2 as pb
+from tokgen.v1 import tokgen_pb2_grpc as pb_grpc
+
+BUF = Path(__file__).parent.parent / ".tools" / "node_modules" / ".bin" / "buf"
+
+
+class Served:
+    def __init__(self, proc: subprocess.Popen, where: dict):
+        self.proc = proc
+        self.address = where["listening"]
+        self.metrics = where["metrics"]
+
+
+def start_serve(cwd: Path, tiny_model_dir: Path, prior_set: Path, *extra: str) -> Served:
+    cmd = [sys.executable, "-m", "tokgen", "serve", "--port", "0", "--metrics-port", "0", "--backend", "hf"]
+    cmd += ["--codec", str(tiny_model_dir), "--priors", str(prior_set), *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
+    served = Served(proc, json.loads(proc.stdout.readline()))
+    with grpc.insecure_channel(served.address) as channel:
+        check = health_pb2_grpc.HealthStub(channel).Check
+        deadline = time.monotonic() + 120
+        while check(health_pb2.HealthCheckRequest()).status != health_pb2.HealthCheckResponse.SERVING:
+            assert time.monotonic() < deadline and proc.poll() is None, "never became ready"
+            time.sleep(0.2)
+    return served
+
+
+def stop(served: Served) -> int:
+    served.proc.send_signal(signal.SIGTERM)
+    try:
+        return served.proc.wait(timeout=60)
+    finally:
+        served.proc.kill()
+        served.proc.stdout.close()
+        served.proc.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_model_dir, prior_set):
+    served = start_serve(tmp_path_factory.mktemp("serve"), tiny_model_dir, prior_set)
+    yield served
+    assert stop(served) == 0
+
+
+def test_client_continue_writes_the_requested_length(server, tmp_path, tone, capsys):
+    sf.write(tmp_path / "prime.wav", tone[:3200], 16000)
+    out = tmp_path / "out" / "continuation.wav"
+    args = ["client", "continue", "--server", server.address, "--prime", str(tmp_path / "prime.wav")]
+    assert main([*args, "--seconds", "0.3", "--out", str(out), "--seed", "4", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert sf.info(str(out)).frames == 4800 and sf.info(str(out)).samplerate == 16000
+    assert report["seconds"] == 0.3 and 0 < report["time_to_first_audio_s"] <= report["total_s"]
+    assert not list(out.parent.glob("*.part"))
+    # A bad request: the server's message names the field; nothing is written.
+    bad = tmp_path / "bad.wav"
+    assert main([*args, "--seconds", "0.1", "--out", str(bad), "--temperature", "0"]) == 2
+    assert "INVALID_ARGUMENT: sampling.temperature" in capsys.readouterr().err
+    assert not bad.exists() and not list(tmp_path.glob("bad.wav*"))
+    assert main(["client", "info", "--server", server.address, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert [lv["level"] for lv in info["levels"]] == [0, 1] and info["engine_backend"] == "hf"
+
+
+def test_client_reports_an_unreachable_server(tmp_path, capsys):
+    args = ["client", "continue", "--server", "127.0.0.1:9", "--mode", "ancestral", "--seconds", "1"]
+    assert main([*args, "--out", str(tmp_path / "x.wav"), "--timeout", "5"]) == 2
+    assert "UNAVAILABLE" in capsys.readouterr().err
+
+
+def test_the_metrics_port_serves_prometheus_text(server):
+    with grpc.insecure_channel(server.address) as channel:
+        request = pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=0.05)
+        replies = list(pb_grpc.TokgenServiceStub(channel).Continue(request, timeout=60))
+    assert replies[-1].WhichOneof("event") == "summary"
+    text = urllib.request.urlopen(f"http://{server.metrics}/metrics", timeout=10).read().decode()
+    assert 'tokgen_requests_total{code="OK",method="Continue"}' in text
+    count = next(
+        line for line in text.splitlines() if line.startswith("tokgen_time_to_first_audio_seconds_count")
+    )
+    assert float(count.split()[-1]) >= 1
+    assert "tokgen_requests_active 0.0" in text
+
+
+@pytest.mark.skipif(not BUF.exists(), reason="buf not installed: run scripts/proto.sh check (CI does)")
+def test_buf_curl_lists_and_calls_the_service_by_reflection(server):
+    base = ["--protocol", "grpc", "--http2-prior-knowledge"]
+    url = f"http://{server.address}"
+    listed = subprocess.run([BUF, "curl", *base, "--list-services", url], capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    assert "tokgen.v1.TokgenService" in listed.stdout.split()
+    info = subprocess.run(
+        [BUF, "curl", *base, "-d", "{}", f"{url}/tokgen.v1.TokgenService/GetModelInfo"],
+        capture_output=True,
+        text=True,
+    )
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["sampleRate"] == 16000
+    body = json.dumps({"mode": "MODE_ANCESTRAL", "seconds": 0.05})
+    stream = subprocess.run(
+        [BUF, "curl", *base, "-d", body, f"{url}/tokgen.v1.TokgenService/Continue"],
+        capture_output=True,
+        text=True,
+    )
+    assert stream.returncode == 0, stream.stderr
+    assert '"chunk"' in stream.stdout and '"summary"' in stream.stdout
+
+
+def test_sigterm_lets_in_flight_streams_finish_and_refuses_new_ones(tmp_path, tiny_model_dir, prior_set):
+    served = start_serve(tmp_path, tiny_model_dir, prior_set, "--grace-seconds", "60")
+    try:
+        with grpc.insecure_channel(served.address) as channel:
+            stub = pb_grpc.TokgenServiceStub(channel)
+            call = stub.Continue(pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=1.0), timeout=120)
+            assert next(call).WhichOneof("event") == "chunk"  # in flight
+            served.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            with pytest.raises(grpc.RpcError) as err:
+                stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            replies = list(call)
+            assert replies[-1].WhichOneof("event") == "summary"
+            assert replies[-1].summary.audio_seconds == pytest.approx(1.0)
+        assert served.proc.wait(timeout=60) == 0
+    finally:
+        stop(served)
+
+
+def test_streams_beyond_the_grace_period_are_cancelled(tmp_path, tiny_model_dir, prior_set):
+    served = start_serve(tmp_path, tiny_model_dir, prior_set, "--grace-seconds", "1")
+    try:
+        with grpc.insecure_channel(served.address) as channel:
+            stub = pb_grpc.TokgenServiceStub(channel)
+            call = stub.Continue(pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=60.0), timeout=120)
+            assert next(call).WhichOneof("event") == "chunk"
+            started = time.monotonic()
+            served.proc.send_signal(signal.SIGTERM)
+            with pytest.raises(grpc.RpcError):
+                list(call)
+            assert served.proc.wait(timeout=60) == 0
+            assert time.monotonic() - started < 30
+    finally:
+        stop(served)
+
+
+def test_serve_refuses_bad_options_before_listening(capsys):
+    assert main(["serve", "--host", "0.0.0.0", "--port", "0"]) == 2
+    assert "--insecure" in capsys.readouterr().err
+    assert main(["serve", "--max-active", "0", "--port", "0"]) == 2
+    assert "--max-active" in capsys.readouterr().err
+    assert main(["serve", "--tls-cert", "/nonexistent.pem", "--port", "0"]) == 2
+    assert "certificate and a key" in capsys.readouterr().err
