@@ -39,7 +39,7 @@ DEFAULT_BOTTOM_SEGMENT_SECONDS = 0.5
 # The first window of every level generates only this much (then windows are full): the
 # level below can start after it, so the first audio is out after ~3 short windows instead
 # of 3 full ones (docs/PERFORMANCE.md, time to first audio).
-DEFAULT_LEAD_SECONDS = 0.25
+DEFAULT_LEAD_SECONDS = 0.128  # 4 top frames; the first chunk is 94 ms (lead - decoder margin)
 # Where the shipped default priors live (level0/, level1/, ...), beside the default codec.
 DEFAULT_PRIORS_DIR = Path(__file__).parent.parent / "assets" / "models" / "priors"
 
@@ -201,7 +201,7 @@ def context_kept(codec: Codec, priors: list[LevelPrior], job: Job) -> list[float
 
 
 def encode_prime_context(
-    codec: Codec, priors: list[LevelPrior], prime: np.ndarray, margin_seconds: float = 1.0
+    codec: Codec, priors: list[LevelPrior], prime: np.ndarray, margin_seconds: float = 0.25
 ) -> list[np.ndarray]:
     """Codes of ``prime`` as far as the priors can see them, for a service: each level
     encodes only the end of the prime that its windows (or the windows of the levels

@@ -27,12 +27,14 @@ async def stream_continuation(
     settings: SamplingSettings,
     request_id: str | None = None,
     min_seconds: float = 0.25,
-    first_seconds: float = 0.1,
+    first_seconds: float | None = None,
     on_change: OnChange | None = None,
 ) -> AsyncIterator[np.ndarray]:
     """Yield the new audio of ``job`` (after the prime) in pieces of at least
-    ``min_seconds`` (but the first, ``first_seconds``, which is short so the listener hears
-    something soon, and the last). Closing the iterator early aborts the generation.
+    ``min_seconds`` (but the last, and the first: by default as much as the bottom level's
+    lead window makes final, so the first audio needs nothing beyond the levels' lead
+    windows; one frame more would wait for a full window of every level). Closing the
+    iterator early aborts the generation.
     ``on_change`` also watches the codes (see ``CodeBoard``)."""
     bottom = len(codec.levels) - 1
     hops = [lv.hop for lv in codec.levels]
@@ -40,7 +42,14 @@ async def stream_continuation(
     def frames(seconds: float) -> int:
         return max(1, round(seconds * codec.sample_rate / hops[-1]))
 
-    decoder = StreamDecoder(codec, bottom, min_frames=frames(first_seconds))
+    decoder = StreamDecoder(codec, bottom)
+    lead = priors[bottom].lead_frames
+    if first_seconds is not None:
+        decoder.min_frames = frames(first_seconds)
+    elif lead is not None:
+        decoder.min_frames = max(1, lead - decoder.margin)
+    else:
+        decoder.min_frames = frames(min_seconds)
     decoder.emitted = job.start_top * hops[0] // hops[-1]  # the prime is not streamed
     boards: list[CodeBoard] = []
     changed = asyncio.Event()

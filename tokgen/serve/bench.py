@@ -60,6 +60,11 @@ async def load(address: str, clients: int, requests: int, seconds: float) -> dic
     }
 
 
+async def served_backend(address: str) -> str:
+    async with TokgenClient(address) as client:
+        return (await client.model_info()).engine_backend
+
+
 def wait_ready(address: str, proc: subprocess.Popen, timeout: float = 300.0) -> None:
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(address) as channel:
@@ -92,7 +97,7 @@ def bench_serve(
         address = json.loads(line)["listening"]
         wait_ready(address, proc)
         asyncio.run(load(address, 1, 1, 2.0))  # warm-up: first calls into each engine
-        result: dict = {"backend": backend, "seconds_per_request": seconds}
+        result: dict = {"backend": asyncio.run(served_backend(address)), "seconds_per_request": seconds}
         for n in concurrency:
             result[f"n{n}"] = asyncio.run(load(address, n, requests, seconds))
         return result
