@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 Priority = Literal["high", "normal", "low"]
 PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
@@ -68,7 +68,7 @@ class Job:
     history: tuple[str, ...] = field(default=())  # "state@time" per transition, for debugging
 
 
-def _to(job: Job, state: JobState, now: float, **changes: object) -> Job:
+def _to(job: Job, state: JobState, now: float, **changes: Any) -> Job:
     return dataclasses.replace(
         job, state=state, updated_at=now, history=(*job.history, f"{state}@{now:.3f}"), **changes
     )

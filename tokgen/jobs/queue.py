@@ -1,0 +1,327 @@
+"""The batch job queue on Redis Streams consumer groups.
+
+Keys (``P`` is the prefix, default ``tokgen``):
+
+- ``P:job:ID``       hash: ``record`` (the ``states.Job``, JSON), ``request`` (the
+                     ``ContinueRequest`` bytes, already validated)
+- ``P:jobs``         sorted set of job ids by submission time (listing)
+- ``P:stream:PRIO``  one stream per priority; an entry ``{job: ID}`` per attempt to run
+- ``P:delayed``      sorted set of job ids by retry time (backoff); due ones are re-added
+- ``P:dead``         the dead-letter stream: ``{job, error}`` per job out of attempts
+- ``P:idem:KEY``     the job id an idempotency key created
+- ``P:result:ID``    hash ``audio`` (WAV) and ``codes`` (.npz), expiring after the TTL
+- ``P:partial:ID``   the codes a running attempt has made so far (.npz): a re-run resumes
+
+Delivery is at least once: a worker reads an entry (XREADGROUP), holds it while it runs
+and renews its lease by resetting the entry's idle time (XCLAIM JUSTID) every few
+seconds. An entry idle for longer than the lease belongs to a lost worker and is taken
+over (XAUTOCLAIM) by another. Results are visible exactly once: every state change is a
+WATCH/MULTI transaction on the job's record that applies a ``states`` rule, and a worker
+may only store a result while the record still names it as the attempt's worker.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis.asyncio as redis
+from redis.exceptions import ResponseError, WatchError
+
+from tokgen.errors import TokgenError
+from tokgen.jobs import states
+from tokgen.jobs.states import PRIORITIES, InvalidTransition, Job, JobState, Priority, RetryPolicy
+
+GROUP = "workers"
+
+
+def encode_job(job: Job) -> str:
+    return json.dumps(asdict(job))
+
+
+def decode_job(raw: bytes | str) -> Job:
+    data = json.loads(raw)
+    data["state"] = JobState(data["state"])
+    data["level_progress"] = tuple(data["level_progress"])
+    data["history"] = tuple(data["history"])
+    return Job(**data)
+
+
+def claimed_entries(reply: list) -> tuple[bytes, list[tuple[bytes, dict]]]:
+    """XAUTOCLAIM's reply: Redis 6.2 gives ``[next, entries]``, 7.x adds the ids of
+    entries deleted meanwhile: ``[next, entries, deleted]``. Entries of deleted messages
+    come back as ``(id, None)`` on 6.2; they are dropped here."""
+    if len(reply) not in (2, 3):
+        raise TokgenError(f"unexpected XAUTOCLAIM reply of {len(reply)} elements")
+    next_id, entries = reply[0], reply[1]
+    return next_id, [(eid, fields) for eid, fields in entries if fields]
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    prefix: str = "tokgen"
+    lease_s: float = 15.0  # an entry idle this long belongs to a lost worker
+    result_ttl_s: float = 24 * 3600.0
+    max_queued: int = 10_000  # submissions beyond this many unfinished jobs are refused
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job a worker holds: the stream entry it came from and the attempt's record."""
+
+    job: Job
+    stream: str
+    entry_id: bytes
+    request: bytes
+
+
+class JobQueue:
+    def __init__(self, client: redis.Redis, config: QueueConfig | None = None):
+        # redis-py types every reply as a union of everything a server could send; this
+        # module knows what each command returns (bytes: decode_responses is off).
+        self.r: Any = client
+        self.config = config or QueueConfig()
+        self.turn = 0  # read_order's turn
+
+    # ---- keys -------------------------------------------------------------------------
+    def _key(self, *parts: str) -> str:
+        return ":".join((self.config.prefix, *parts))
+
+    def stream(self, priority: Priority) -> str:
+        return self._key("stream", priority)
+
+    async def ensure_groups(self) -> None:
+        for priority in PRIORITIES:
+            try:
+                await self.r.xgroup_create(self.stream(priority), GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    # ---- records ----------------------------------------------------------------------
+    async def get(self, job_id: str) -> Job | None:
+        raw = await self.r.hget(self._key("job", job_id), "record")
+        return decode_job(raw) if raw is not None else None
+
+    async def _transition(
+        self,
+        job_id: str,
+        rule: Callable[[Job], Job],
+        effects: Callable[[Any, Job, Job], None] | None = None,
+    ) -> tuple[Job, Job]:
+        """Apply ``rule`` to the job's record atomically (optimistic: retried if the record
+        changed meanwhile) together with ``effects`` queued on the same transaction."""
+        key = self._key("job", job_id)
+        async with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.hget(key, "record")
+                    if raw is None:
+                        raise TokgenError(f"no job {job_id}")
+                    before = decode_job(raw)
+                    after = rule(before)
+                    pipe.multi()
+                    pipe.hset(key, "record", encode_job(after))
+                    if effects is not None:
+                        effects(pipe, before, after)
+                    await pipe.execute()
+                    return before, after
+                except WatchError:
+                    continue
+
+    # ---- submitting -------------------------------------------------------------------
+    async def submit(
+        self, request: bytes, priority: Priority, idempotency_key: str | None = None
+    ) -> tuple[str, bool]:
+        """Queue a validated request; returns (job id, created). With an idempotency key
+        that was used before, the existing job's id (created False)."""
+        await self.ensure_groups()
+        if await self.unfinished() >= self.config.max_queued:
+            raise TokgenError(f"the queue holds {self.config.max_queued} unfinished jobs; retry later")
+        job_id = uuid.uuid4().hex
+        if idempotency_key is not None:
+            idem = self._key("idem", idempotency_key)
+            ttl = int(self.config.result_ttl_s * 2)
+            if not await self.r.set(idem, job_id, nx=True, ex=ttl):
+                existing = await self.r.get(idem)
+                if existing is not None:
+                    return existing.decode(), False
+        now = time.time()
+        job = states.submitted(job_id, priority, now)
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(self._key("job", job_id), mapping={"record": encode_job(job), "request": request})
+            pipe.zadd(self._key("jobs"), {job_id: now})
+            pipe.xadd(self.stream(priority), {"job": job_id})
+            await pipe.execute()
+        return job_id, True
+
+    async def unfinished(self) -> int:
+        """Jobs queued, running or waiting to retry (finished entries leave the streams)."""
+        counts = [await self.r.xlen(self.stream(p)) for p in PRIORITIES]
+        return sum(counts) + await self.r.zcard(self._key("delayed"))
+
+    # ---- cancelling -------------------------------------------------------------------
+    async def cancel(self, job_id: str) -> Job:
+        """Queued: cancelled now (its stream entry is skipped when read). Running: marked;
+        the worker sees it on its next heartbeat and aborts the render."""
+        return (await self._transition(job_id, lambda job: states.cancel(job, time.time())))[1]
+
+    # ---- claiming ---------------------------------------------------------------------
+    async def release_due_retries(self) -> int:
+        """Re-queue jobs whose backoff is over. Each job moves once: the ZREM decides."""
+        moved = 0
+        for raw in await self.r.zrangebyscore(self._key("delayed"), 0, time.time()):
+            job_id = raw.decode()
+            if await self.r.zrem(self._key("delayed"), job_id):
+                job = await self.get(job_id)
+                if job is not None and job.state == JobState.QUEUED:
+                    await self.r.xadd(self.stream(job.priority), {"job": job_id})
+                    moved += 1
+        return moved
+
+    async def claim(self, worker: str, count: int) -> list[Claim]:
+        """Up to ``count`` jobs for ``worker``: first those of lost workers (lease
+        expired), then new entries, priorities in ``read_order``."""
+        await self.release_due_retries()
+        claims: list[Claim] = []
+        order = states.read_order(self.turn)
+        self.turn += 1
+        for priority in order:
+            if len(claims) >= count:
+                break
+            stream = self.stream(priority)
+            reply = await self.r.xautoclaim(
+                stream, GROUP, worker, int(self.config.lease_s * 1000), "0-0", count=count - len(claims)
+            )
+            for entry_id, fields in claimed_entries(reply)[1]:
+                claim = await self._take(worker, stream, entry_id, fields, lost=True)
+                if claim is not None:
+                    claims.append(claim)
+        for priority in order:
+            if len(claims) >= count:
+                break
+            stream = self.stream(priority)
+            reply = await self.r.xreadgroup(GROUP, worker, {stream: ">"}, count=count - len(claims))
+            for _, entries in reply or []:
+                for entry_id, fields in entries:
+                    claim = await self._take(worker, stream, entry_id, fields, lost=False)
+                    if claim is not None:
+                        claims.append(claim)
+        return claims
+
+    async def _take(
+        self, worker: str, stream: str, entry_id: bytes, fields: dict, lost: bool
+    ) -> Claim | None:
+        job_id = fields[b"job"].decode()
+        now = time.time()
+
+        def rule(job: Job) -> Job:
+            if lost and job.state == JobState.RUNNING:  # its worker died: that attempt failed
+                job = states.fail(
+                    job, None, f"worker {job.worker} lost its lease", True, self.config.policy, now
+                )
+                if job.state == JobState.QUEUED:
+                    job = states.start(job, worker, now)  # retried at once: a crash is not a bad input
+                return job
+            return states.start(job, worker, now)
+
+        def effects(pipe, before: Job, after: Job) -> None:
+            if after.state != JobState.RUNNING:  # dead after its last lost attempt
+                pipe.xack(stream, GROUP, entry_id)
+                pipe.xdel(stream, entry_id)
+                if after.state == JobState.DEAD:
+                    pipe.xadd(self._key("dead"), {"job": job_id, "error": after.error or ""})
+
+        try:
+            _, job = await self._transition(job_id, rule, effects)
+        except (InvalidTransition, TokgenError):  # cancelled, finished or deleted meanwhile
+            await self.r.xack(stream, GROUP, entry_id)
+            await self.r.xdel(stream, entry_id)
+            return None
+        if job.state != JobState.RUNNING:
+            return None
+        request = await self.r.hget(self._key("job", job_id), "request")
+        return Claim(job, stream, entry_id, request or b"")
+
+    # ---- while running ----------------------------------------------------------------
+    async def heartbeat(self, claim: Claim, worker: str) -> Job | None:
+        """Renew the lease. Returns the current record, or None when the attempt is no
+        longer this worker's (taken over after a stall): the caller must stop it."""
+        job = await self.get(claim.job.id)
+        if job is None or job.state != JobState.RUNNING or job.worker != worker:
+            return None
+        await self.r.xclaim(claim.stream, GROUP, worker, 0, [claim.entry_id], justid=True)
+        return job
+
+    async def report_progress(
+        self, claim: Claim, worker: str, fraction: float, levels: tuple[float, ...]
+    ) -> None:
+        await self._transition(
+            claim.job.id, lambda j: states.progressed(j, worker, fraction, levels, time.time())
+        )
+
+    async def save_partial(self, claim: Claim, codes_npz: bytes) -> None:
+        await self.r.set(self._key("partial", claim.job.id), codes_npz, ex=int(self.config.result_ttl_s))
+
+    async def load_partial(self, job_id: str) -> bytes | None:
+        return await self.r.get(self._key("partial", job_id))
+
+    # ---- finishing --------------------------------------------------------------------
+    def _finish(self, pipe, claim: Claim) -> None:
+        pipe.xack(claim.stream, GROUP, claim.entry_id)
+        pipe.xdel(claim.stream, claim.entry_id)
+        pipe.delete(self._key("partial", claim.job.id))
+
+    async def succeed(self, claim: Claim, worker: str, audio: bytes, codes_npz: bytes) -> Job:
+        """Store the result and mark the job succeeded, in one transaction, only if this
+        worker still runs the attempt (else ``InvalidTransition``: nothing is written)."""
+        result = self._key("result", claim.job.id)
+
+        def effects(pipe, before: Job, after: Job) -> None:
+            pipe.delete(result)
+            pipe.hset(result, mapping={"audio": audio, "codes": codes_npz})
+            pipe.expire(result, int(self.config.result_ttl_s))
+            self._finish(pipe, claim)
+
+        return (
+            await self._transition(claim.job.id, lambda j: states.succeed(j, worker, time.time()), effects)
+        )[1]
+
+    async def fail(self, claim: Claim, worker: str, error: str, retryable: bool) -> Job:
+        """An attempt failed: retried after a backoff, failed, dead-lettered or (if a
+        cancel was requested) cancelled, per ``states.fail``."""
+        now = time.time()
+
+        def effects(pipe, before: Job, after: Job) -> None:
+            self._finish(pipe, claim)
+            if after.state == JobState.QUEUED:
+                pipe.zadd(self._key("delayed"), {claim.job.id: after.not_before})
+            if after.state == JobState.DEAD:
+                pipe.xadd(self._key("dead"), {"job": claim.job.id, "error": error})
+
+        rule = lambda j: states.fail(j, worker, error, retryable, self.config.policy, now)  # noqa: E731
+        return (await self._transition(claim.job.id, rule, effects))[1]
+
+    async def cancelled(self, claim: Claim, worker: str) -> Job:
+        def effects(pipe, before: Job, after: Job) -> None:
+            self._finish(pipe, claim)
+
+        return (
+            await self._transition(claim.job.id, lambda j: states.cancelled(j, worker, time.time()), effects)
+        )[1]
+
+    # ---- reading results --------------------------------------------------------------
+    async def result(self, job_id: str) -> tuple[bytes, bytes] | None:
+        """(audio, codes) of a succeeded job, None once the TTL has expired."""
+        stored = await self.r.hmget(self._key("result", job_id), ["audio", "codes"])
+        return (stored[0], stored[1]) if stored[0] is not None else None
+
+    async def dead_letters(self) -> list[tuple[str, str]]:
+        entries = await self.r.xrange(self._key("dead"))
+        return [(f[b"job"].decode(), f[b"error"].decode()) for _, f in entries]
