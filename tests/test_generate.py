@@ -140,9 +140,10 @@ def test_segment_lengths_per_level():
     from tokgen.prior.generate import segment_frames
 
     codec = load_codec()  # hops 512 / 128 / 32 at 16 kHz: 125 middle and 500 bottom frames/s
-    assert segment_frames(codec, None) == [None, 250, 250]  # defaults: 2 s middle, 0.5 s bottom
-    assert segment_frames(codec, 1.0) == [None, 125, 500]
-    assert segment_frames(codec, [0, 0.25]) == [None, None, 125]
+    # whole top frames (32 ms): 2 s middle and 0.5 s bottom by default
+    assert segment_frames(codec, None) == [None, 62 * 4, 16 * 16]
+    assert segment_frames(codec, 1.0) == [None, 31 * 4, 31 * 16]
+    assert segment_frames(codec, [0, 0.25]) == [None, None, 8 * 16]
     assert segment_frames(codec, 0) == [None, None, None]
     with pytest.raises(TokgenError, match="one per upsampler"):
         segment_frames(codec, [1.0, 1.0, 1.0])

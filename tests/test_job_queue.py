@@ -8,15 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tokgen.jobs.queue import JobQueue, QueueConfig, claimed_entries
-from tokgen.jobs.redis_server import EmbeddedRedis
 from tokgen.jobs.states import InvalidTransition, JobState, RetryPolicy
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    server = EmbeddedRedis.start(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture

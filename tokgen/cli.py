@@ -336,6 +336,15 @@ def _settings_with_flags(args: argparse.Namespace):
         raise TokgenError(f"bad option --{str(error['loc'][0]).replace('_', '-')}: {error['msg']}") from None
 
 
+def cmd_worker(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from tokgen.jobs.run import run_worker
+
+    config = _settings_with_flags(args)
+    asyncio.run(run_worker(config, lambda where: print(json.dumps(where), flush=True), args.grace_seconds))
+
+
 def _client(args: argparse.Namespace):
     import os
 
@@ -581,6 +590,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow a non-loopback address without TLS or API keys",
     )
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "worker",
+        help="render batch jobs from the Redis queue",
+        description="Every option also reads TOKGEN_<NAME> (e.g. TOKGEN_REDIS_URL); a flag wins.",
+    )
+    p.add_argument("--redis-url", help="redis://, rediss:// or unix:// URL (default: an embedded server)")
+    p.add_argument("--priors", help="prior set directory (default: the shipped priors)")
+    p.add_argument("--codec", help="codec model directory (default: shipped codec)")
+    p.add_argument("--backend", choices=["auto", "vllm", "hf"])
+    p.add_argument("--worker-concurrency", type=int, help="jobs rendered at once (default 4)")
+    p.add_argument("--lease-seconds", type=float, help="lease renewed while a job runs (default 15)")
+    p.add_argument("--grace-seconds", type=float, default=10.0, help="for running jobs on SIGTERM")
+    p.set_defaults(func=cmd_worker)
 
     client = sub.add_parser("client", help="call a running `tokgen serve`").add_subparsers(
         dest="client_cmd", required=True

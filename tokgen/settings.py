@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     tls_client_ca: Path | None = None  # PEM CA for client certificates: mutual TLS
     insecure: bool = False  # allow a non-loopback address without TLS or API keys
 
+    # Batch jobs (`tokgen worker`).
+    redis_url: str | None = None  # unset: an embedded redis-server under cache_dir/redis
+    worker_concurrency: int = Field(default=4, ge=1)  # jobs one worker renders at once
+    lease_seconds: float = Field(default=15.0, gt=0)  # a worker silent this long has lost its jobs
+
 
 def get_settings() -> Settings:
     try:

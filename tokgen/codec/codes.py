@@ -39,19 +39,26 @@ class CodesFile:
                 raise TokgenError(f"level {level} holds codes outside [0, {spec.codebook_size})")
 
 
-def save_codes(path: str | Path, codes: list[np.ndarray], codec: Codec, num_samples: int) -> None:
-    path = Path(path)
-    if path.suffix != ".npz":
-        raise TokgenError(f"codes are saved as .npz; got {path.name}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+def dump_codes(codes: list[np.ndarray], codec: Codec, num_samples: int) -> bytes:
+    """A codes file's bytes (.npz): every level, the codec's name, rate and hops."""
     dtype = np.int16 if max(lv.codebook_size for lv in codec.levels) <= 32767 else np.int32
     arrays: dict[str, np.ndarray] = {f"codes_{i}": c.astype(dtype) for i, c in enumerate(codes)}
     arrays["sample_rate"] = np.asarray(codec.sample_rate, dtype=np.int64)
     arrays["hops"] = np.asarray([lv.hop for lv in codec.levels], dtype=np.int64)
     arrays["num_samples"] = np.asarray(num_samples, dtype=np.int64)
     arrays["model"] = np.asarray(codec.name)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def save_codes(path: str | Path, codes: list[np.ndarray], codec: Codec, num_samples: int) -> None:
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise TokgenError(f"codes are saved as .npz; got {path.name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial.npz")
-    np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
+    tmp.write_bytes(dump_codes(codes, codec, num_samples))
     tmp.replace(path)  # a reader never sees half a file, even if we are killed while writing
 
 

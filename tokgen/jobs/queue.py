@@ -278,14 +278,16 @@ class JobQueue:
         pipe.xdel(claim.stream, claim.entry_id)
         pipe.delete(self._key("partial", claim.job.id))
 
-    async def succeed(self, claim: Claim, worker: str, audio: bytes, codes_npz: bytes) -> Job:
+    async def succeed(
+        self, claim: Claim, worker: str, audio: bytes, codes_npz: bytes, summary: str = "{}"
+    ) -> Job:
         """Store the result and mark the job succeeded, in one transaction, only if this
         worker still runs the attempt (else ``InvalidTransition``: nothing is written)."""
         result = self._key("result", claim.job.id)
 
         def effects(pipe, before: Job, after: Job) -> None:
             pipe.delete(result)
-            pipe.hset(result, mapping={"audio": audio, "codes": codes_npz})
+            pipe.hset(result, mapping={"audio": audio, "codes": codes_npz, "summary": summary})
             pipe.expire(result, int(self.config.result_ttl_s))
             self._finish(pipe, claim)
 
@@ -308,6 +310,19 @@ class JobQueue:
         rule = lambda j: states.fail(j, worker, error, retryable, self.config.policy, now)  # noqa: E731
         return (await self._transition(claim.job.id, rule, effects))[1]
 
+    async def release(self, claim: Claim, worker: str) -> Job:
+        """Give a running job back (worker shutdown): queued again at once."""
+
+        def effects(pipe, before: Job, after: Job) -> None:
+            pipe.xack(claim.stream, GROUP, claim.entry_id)
+            pipe.xdel(claim.stream, claim.entry_id)
+            if after.state == JobState.QUEUED:
+                pipe.xadd(self.stream(after.priority), {"job": claim.job.id})
+
+        return (
+            await self._transition(claim.job.id, lambda j: states.released(j, worker, time.time()), effects)
+        )[1]
+
     async def cancelled(self, claim: Claim, worker: str) -> Job:
         def effects(pipe, before: Job, after: Job) -> None:
             self._finish(pipe, claim)
@@ -321,6 +336,10 @@ class JobQueue:
         """(audio, codes) of a succeeded job, None once the TTL has expired."""
         stored = await self.r.hmget(self._key("result", job_id), ["audio", "codes"])
         return (stored[0], stored[1]) if stored[0] is not None else None
+
+    async def result_summary(self, job_id: str) -> dict | None:
+        raw = await self.r.hget(self._key("result", job_id), "summary")
+        return json.loads(raw) if raw is not None else None
 
     async def dead_letters(self) -> list[tuple[str, str]]:
         entries = await self.r.xrange(self._key("dead"))

@@ -121,6 +121,16 @@ def fail(job: Job, worker: str | None, error: str, retryable: bool, policy: Retr
     )
 
 
+def released(job: Job, worker: str, now: float) -> Job:
+    """The worker shuts down before the job is done: queued again for another worker, at
+    once (the attempt still counts; its saved codes let the next one resume)."""
+    _require(job, JobState.RUNNING)
+    _require_owner(job, worker)
+    if job.cancel_requested:
+        return _to(job, JobState.CANCELLED, now, worker=None)
+    return _to(job, JobState.QUEUED, now, worker=None, not_before=now, error=f"released by {worker}")
+
+
 def cancel(job: Job, now: float) -> Job:
     """Queued: cancelled at once. Running: marked; its worker aborts it and calls
     ``cancelled``. Final: unchanged (cancelling twice is harmless)."""

@@ -114,8 +114,11 @@ def segment_frames(codec: Codec, seconds: Sequence[float] | float | None) -> lis
             raise TokgenError(
                 f"segment seconds must be in [0, {MAX_SECONDS:g}] (0: no segments), got {value}"
             )
-        hop = codec.levels[level].hop
-        frames.append(max(1, round(value * codec.sample_rate / hop)) if value else None)
+        # Whole top frames: every window then starts on the grid of every level above it,
+        # as in training (an upsampler's prompt is the upper codes under its window).
+        per_top = codec.levels[0].hop // codec.levels[level].hop
+        top_frames = max(1, round(value * codec.sample_rate / codec.levels[0].hop))
+        frames.append(top_frames * per_top if value else None)
     return frames
 
 
@@ -174,6 +177,9 @@ def prepare(
     hops = [lv.hop for lv in codec.levels]
     if mode == "upsample":
         return Job(known, known[0].size, 0)
+    # Saved lower levels that stop short are resumed from their last whole top frame, so
+    # that every window starts on the grid of the levels above it (see segment_frames).
+    known = [k[: k.size // (hops[0] // hop) * (hops[0] // hop)] for k, hop in zip(known, hops, strict=True)]
     top_frames = known[0].size + math.ceil(seconds * codec.sample_rate / hops[0])
     for level, (k, hop) in enumerate(zip(known, hops, strict=True)):
         if k.size * hop > known[0].size * hops[0]:

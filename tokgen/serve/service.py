@@ -16,24 +16,20 @@ import numpy as np
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from tokgen.audio import load_audio
 from tokgen.codec.base import Codec
-from tokgen.codec.codes import load_codes
-from tokgen.errors import TokgenError
 from tokgen.prior.generate import (
     MAX_PRIME_SECONDS,
     MAX_SECONDS,
     Job,
     context_kept,
-    encode_prime_context,
     level_tokens,
-    prepare,
 )
 from tokgen.prior.layout import TokenLayout
 from tokgen.prior.sampler import CodeBoard, LevelPrior
 from tokgen.prior.stream import stream_continuation
 from tokgen.serve import metrics
 from tokgen.serve.admission import Admission, Busy
+from tokgen.serve.requests import prepare_spec
 from tokgen.serve.validation import ContinueSpec, FieldError, check_continue
 from tokgen.v1 import tokgen_pb2 as pb
 from tokgen.v1 import tokgen_pb2_grpc as pb_grpc
@@ -140,7 +136,7 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
             async with self.admission.slot(spec.priority):
                 try:
                     with metrics.PREPARE.time():
-                        job = await asyncio.to_thread(self._prepare, spec)
+                        job = await asyncio.to_thread(prepare_spec, codec, spec, self.priors)
                 except FieldError as exc:
                     await abort_invalid(context, exc.field, exc.message)
                 async for reply in self._stream(codec, job, spec, started):
@@ -190,23 +186,3 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
                 prime_seconds_in_context=context_kept(codec, self.priors, job),
             )
         )
-
-    def _prepare(self, spec: ContinueSpec) -> Job:
-        """Decode and encode the input (CPU work, in a thread); errors name the field.
-        A prime is encoded only as far as the priors see it, then continued as codes."""
-        assert self.codec is not None
-        field = "prime_audio" if spec.prime_audio is not None else "codes" if spec.codes else "seconds"
-        mode, codes = spec.mode, None
-        try:
-            if spec.prime_audio is not None:
-                prime = load_audio(spec.prime_audio, self.codec.sample_rate, max_seconds=MAX_PRIME_SECONDS)
-                mode, codes = "continue", encode_prime_context(self.codec, self.priors, prime)
-            if spec.codes is not None:
-                saved = load_codes(spec.codes)
-                saved.check_matches(self.codec)
-                codes = saved.codes
-            return prepare(self.codec, mode, spec.seconds, None, codes)
-        except TokgenError as exc:
-            raise FieldError(
-                field if codes is not None or spec.mode != "ancestral" else "seconds", str(exc)
-            ) from exc

@@ -1,0 +1,43 @@
+"""``tokgen worker``: connect to Redis (or start the embedded one), load the models and
+run a ``Worker`` until SIGTERM or SIGINT, then hand unfinished jobs back."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+
+from tokgen.codec import load_codec
+from tokgen.jobs.queue import JobQueue, QueueConfig
+from tokgen.jobs.redis_server import EmbeddedRedis
+from tokgen.jobs.worker import Worker
+from tokgen.prior.generate import load_priors
+from tokgen.settings import Settings
+
+
+async def run_worker(config: Settings, on_ready: Callable[[dict], None], grace_seconds: float = 10.0) -> None:
+    embedded = None
+    url = config.redis_url
+    if url is None:
+        embedded = EmbeddedRedis.start(config.cache_dir / "redis")
+        url = embedded.url
+    client = aioredis.Redis.from_url(url)
+    priors = []
+    try:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        codec = await asyncio.to_thread(load_codec, config.codec)
+        priors = await asyncio.to_thread(load_priors, config.priors, codec, config.engine_backend)
+        queue = JobQueue(client, QueueConfig(lease_s=config.lease_seconds))
+        worker = Worker(queue, codec, priors, concurrency=config.worker_concurrency)
+        on_ready({"worker": worker.name, "redis": url})
+        await worker.run(stop, grace_s=grace_seconds)
+    finally:
+        await asyncio.gather(*(p.engine.close() for p in priors))
+        await client.aclose()
+        if embedded is not None:
+            embedded.stop()

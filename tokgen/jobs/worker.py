@@ -1,0 +1,193 @@
+"""A worker: claims jobs from the queue and renders up to N of them at once through one set
+of engines (so they batch), renewing their leases, reporting progress and saving codes as
+it goes so that a re-run after a crash resumes instead of starting over.
+
+A render is ``prior.generate``'s: the request (a validated ``ContinueRequest``) becomes a
+``Job``; if an earlier attempt saved codes, every level starts from what it saved (the
+longest gap-free prefix of each level; the sampler completes and extends them); the
+result is the new audio (WAV, exactly the seconds asked for) and every level's codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import time
+import uuid
+
+import numpy as np
+import soundfile as sf
+
+from tokgen.codec.base import Codec
+from tokgen.codec.codes import dump_codes, load_codes
+from tokgen.jobs.queue import Claim, JobQueue
+from tokgen.jobs.states import InvalidTransition
+from tokgen.prior.generate import Job, level_tokens, sample_job
+from tokgen.prior.layout import TokenLayout
+from tokgen.prior.sampler import CodeBoard, LevelPrior
+from tokgen.serve.requests import prepare_spec
+from tokgen.serve.validation import FieldError, check_continue
+from tokgen.v1 import tokgen_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+
+def resume_from(job: Job, saved: list[np.ndarray]) -> Job:
+    """``job`` with each level's known codes replaced by what an earlier attempt saved,
+    where that is longer (saved codes start with the job's own known codes)."""
+    known = [s if s.size > k.size else k for k, s in zip(job.known, saved, strict=True)]
+    return dataclasses.replace(job, known=known)
+
+
+def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(audio, -1.0, 1.0), sample_rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+class Worker:
+    def __init__(
+        self,
+        queue: JobQueue,
+        codec: Codec,
+        priors: list[LevelPrior],
+        name: str | None = None,
+        concurrency: int = 4,
+        save_every_s: float = 1.0,
+    ):
+        self.queue, self.codec, self.priors = queue, codec, priors
+        self.name = name or f"worker-{uuid.uuid4().hex[:8]}"
+        self.concurrency = concurrency
+        self.save_every_s = save_every_s
+        self.layout = TokenLayout.for_levels(codec.levels)
+        self.running: set[asyncio.Task] = set()
+
+    async def run(self, stop: asyncio.Event, poll_s: float = 0.2, grace_s: float = 10.0) -> None:
+        """Claim and render until ``stop``; then claim nothing more, give running jobs
+        ``grace_s`` to finish and release the others to the queue."""
+        await self.queue.ensure_groups()
+        while not stop.is_set():
+            free = self.concurrency - len(self.running)
+            if free > 0:
+                for claim in await self.queue.claim(self.name, free):
+                    task = asyncio.create_task(self._run_claim(claim))
+                    self.running.add(task)
+                    task.add_done_callback(self.running.discard)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), poll_s)
+        if self.running:
+            await asyncio.wait(set(self.running), timeout=grace_s)
+        tasks = list(self.running)
+        for task in tasks:
+            task.cancel()  # _run_claim releases its job
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run_claim(self, claim: Claim) -> None:
+        render = asyncio.create_task(self.render(claim))
+        beat = asyncio.create_task(self._heartbeat(claim))
+        try:
+            await asyncio.wait({render, beat}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # shutdown, past the grace period: hand the job back
+            render.cancel()
+            beat.cancel()
+            await asyncio.gather(render, beat, return_exceptions=True)
+            await self._settle(self.queue.release(claim, self.name))
+            raise
+        if beat.done():  # the user cancelled it, or the attempt is no longer ours
+            render.cancel()
+            await asyncio.gather(render, return_exceptions=True)
+            if beat.result() == "cancelled":
+                await self._settle(self.queue.cancelled(claim, self.name))
+            return
+        beat.cancel()
+        try:
+            audio, codes, summary = render.result()
+        except FieldError as exc:  # the request itself is bad: retrying cannot help
+            await self._settle(self.queue.fail(claim, self.name, str(exc), retryable=False))
+        except Exception as exc:
+            log.exception("job %s failed", claim.job.id)
+            await self._settle(self.queue.fail(claim, self.name, f"{type(exc).__name__}: {exc}", True))
+        else:
+            await self._settle(self.queue.succeed(claim, self.name, audio, codes, json.dumps(summary)))
+
+    @staticmethod
+    async def _settle(change) -> None:
+        """Apply a final state change; if the attempt stopped being ours meanwhile (lease
+        taken over), the other worker's attempt decides: drop ours."""
+        try:
+            await change
+        except InvalidTransition as exc:
+            log.warning("dropped a stale attempt: %s", exc)
+
+    async def _heartbeat(self, claim: Claim) -> str:
+        """Renew the lease every third of it; return (so the render stops) once the job was
+        cancelled or the attempt is no longer ours."""
+        period = self.queue.config.lease_s / 3
+        while True:
+            await asyncio.sleep(period)
+            job = await self.queue.heartbeat(claim, self.name)
+            if job is None or job.cancel_requested:
+                return "lost" if job is None else "cancelled"
+
+    async def render(self, claim: Claim) -> tuple[bytes, bytes, dict]:
+        request = pb.ContinueRequest.FromString(claim.request)
+        spec = check_continue(request, self.layout.vocab_size, max(self.layout.codebook_sizes))
+        job = await asyncio.to_thread(prepare_spec, self.codec, spec)
+        saved = await self.queue.load_partial(claim.job.id)
+        resumed = [0] * len(job.known)
+        if saved is not None:
+            before = [k.size for k in job.known]
+            job = resume_from(job, load_codes(saved).codes)
+            resumed = [k.size - b for k, b in zip(job.known, before, strict=True)]
+        sr, hops = self.codec.sample_rate, [lv.hop for lv in self.codec.levels]
+        num_samples = job.top_frames * hops[0]
+        totals = level_tokens(self.codec, job)
+        last = {"saved": time.monotonic(), "progress": 0.0}
+        pending: set[asyncio.Task] = set()
+
+        def watch(board: CodeBoard, level: int) -> None:
+            now = time.monotonic()
+            if now - last["saved"] >= self.save_every_s:
+                last["saved"] = now
+                prefixes = [board.codes[lv][: board.prefix_frames(lv)] for lv in range(len(hops))]
+                done = [
+                    (board.known_frames[lv] - job.known[lv].size) / t if t else 1.0
+                    for lv, t in enumerate(totals)
+                ]
+                fraction = sum(d * t for d, t in zip(done, totals, strict=True)) / max(1, sum(totals))
+                task = asyncio.create_task(self._save(claim, prefixes, num_samples, fraction, tuple(done)))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+
+        codes = await sample_job(self.codec, self.priors, job, spec.settings, claim.job.id, watch)
+        for task in list(pending):
+            task.cancel()
+        audio = await asyncio.to_thread(self.codec.decode, codes[-1], len(codes) - 1)
+        start = job.start_top * hops[0]
+        wanted = round(spec.seconds * sr) if spec.mode != "upsample" else audio.size - start
+        summary = {
+            "tokens": level_tokens(self.codec, job),
+            "resumed_frames": resumed,
+            "attempt": claim.job.attempts,
+        }
+        return (
+            wav_bytes(audio[start : start + wanted], sr),
+            dump_codes(codes, self.codec, num_samples),
+            summary,
+        )
+
+    async def _save(
+        self,
+        claim: Claim,
+        prefixes: list[np.ndarray],
+        num_samples: int,
+        fraction: float,
+        levels: tuple[float, ...],
+    ) -> None:
+        data = await asyncio.to_thread(dump_codes, prefixes, self.codec, num_samples)
+        await self.queue.save_partial(claim, data)
+        await self.queue.report_progress(claim, self.name, fraction, levels)

@@ -1,0 +1,33 @@
+"""A validated ``ContinueSpec`` (``validation``) to a ``prior.generate.Job``: decode the
+prime or codes and encode. Shared by the streaming service and the batch workers."""
+
+from __future__ import annotations
+
+from tokgen.audio import load_audio
+from tokgen.codec.base import Codec
+from tokgen.codec.codes import load_codes
+from tokgen.errors import TokgenError
+from tokgen.prior.generate import MAX_PRIME_SECONDS, Job, encode_prime_context, prepare
+from tokgen.prior.sampler import LevelPrior
+from tokgen.serve.validation import ContinueSpec, FieldError
+
+
+def prepare_spec(codec: Codec, spec: ContinueSpec, context_of: list[LevelPrior] | None = None) -> Job:
+    """The job of ``spec`` (CPU work: call it in a thread); errors are ``FieldError``s
+    naming the field. With ``context_of``, a prime is encoded only as far as those priors
+    see it (``encode_prime_context``: fast, for streaming); else all of it (batch jobs
+    return every level's codes, prime included)."""
+    field = "prime_audio" if spec.prime_audio is not None else "codes" if spec.codes else "seconds"
+    mode, prime, codes = spec.mode, None, None
+    try:
+        if spec.prime_audio is not None:
+            prime = load_audio(spec.prime_audio, codec.sample_rate, max_seconds=MAX_PRIME_SECONDS)
+            if context_of is not None:
+                mode, codes, prime = "continue", encode_prime_context(codec, context_of, prime), None
+        if spec.codes is not None:
+            saved = load_codes(spec.codes)
+            saved.check_matches(codec)
+            codes = saved.codes
+        return prepare(codec, mode, spec.seconds, prime, codes)
+    except TokgenError as exc:
+        raise FieldError(field, str(exc)) from exc
