@@ -8,14 +8,18 @@ import subprocess
 import sys
 import time
 
+import pytest
 import redis
 
+from tokgen.errors import TokgenError
 from tokgen.jobs.redis_server import EmbeddedRedis
 
 
 def test_embedded_redis_serves_on_a_socket_and_keeps_data_across_restarts(tmp_path):
     server = EmbeddedRedis.start(tmp_path / "redis")
     try:
+        with pytest.raises(TokgenError, match="owns the embedded Redis"):
+            EmbeddedRedis.start(tmp_path / "redis")  # one owner per data directory
         client = redis.Redis.from_url(server.url)
         client.xadd("s", {"k": "v"})
         assert client.config_get("appendonly") == {"appendonly": "yes"}

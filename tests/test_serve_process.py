@@ -4,6 +4,7 @@ format on the metrics port, ``buf curl`` (a generic reflection client), SIGTERM.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -33,7 +34,8 @@ class Served:
 def start_serve(cwd: Path, tiny_model_dir: Path, prior_set: Path, *extra: str) -> Served:
     cmd = [sys.executable, "-m", "tokgen", "serve", "--port", "0", "--metrics-port", "0", "--backend", "hf"]
     cmd += ["--codec", str(tiny_model_dir), "--priors", str(prior_set), *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
+    env = {**os.environ, "TOKGEN_CACHE_DIR": str(cwd / "cache")}  # its own embedded Redis
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
     served = Served(proc, json.loads(proc.stdout.readline()))
     with grpc.insecure_channel(served.address) as channel:
         check = health_pb2_grpc.HealthStub(channel).Check
@@ -168,3 +170,36 @@ def test_serve_refuses_bad_options_before_listening(capsys):
     assert "--max-active" in capsys.readouterr().err
     assert main(["serve", "--tls-cert", "/nonexistent.pem", "--port", "0"]) == 2
     assert "certificate and a key" in capsys.readouterr().err
+
+
+def test_jobs_through_the_embedded_queue_and_worker(server, tmp_path, tone, capsys):
+    """`tokgen serve` on embedded defaults owns a Redis and renders jobs in-process."""
+    sf.write(tmp_path / "prime.wav", tone[:3200], 16000)
+    conn = ["--server", server.address]
+    submit = ["jobs", "submit", *conn, "--prime", str(tmp_path / "prime.wav"), "--seconds", "0.2", "--json"]
+
+    def run(*args: str) -> dict:
+        assert main(list(args)) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    first = run(*submit, "--idempotency-key", "batch-1/a", "--priority", "high")
+    again = run(*submit, "--idempotency-key", "batch-1/a")
+    assert first["created"] and not again["created"] and again["job_id"] == first["job_id"]
+    other = run(*submit[:-1], "--json", "--mode", "primed", "--seed", "2")
+    final = run("jobs", "watch", first["job_id"], *conn)
+    assert final["state"] == "succeeded" and final["progress"] == 1.0 and final["attempts"] == 1
+    out = tmp_path / "job.wav"
+    run("jobs", "fetch", first["job_id"], *conn, "--out", str(out), "--codes-out", str(tmp_path / "job.npz"))
+    assert sf.info(str(out)).frames == 3200 and (tmp_path / "job.npz").stat().st_size > 0
+    assert run("jobs", "watch", other["job_id"], *conn)["state"] == "succeeded"
+    listed = run("jobs", "list", *conn, "--state", "succeeded", "--page-size", "1")
+    assert len(listed["jobs"]) == 1 and listed["next_page_token"]
+    status = run("jobs", "status", first["job_id"], *conn)
+    assert status["state"] == "succeeded" and status["priority"] == "high"
+    # bad specs are refused before queueing, naming the field; unknown jobs are NOT_FOUND
+    assert main(["jobs", "submit", *conn, "--mode", "ancestral", "--seconds", "700"]) == 2
+    assert "INVALID_ARGUMENT: request.seconds" in capsys.readouterr().err
+    assert main(["jobs", "status", "nope", *conn]) == 2
+    assert "NOT_FOUND" in capsys.readouterr().err
+    assert main(["jobs", "fetch", "nope", *conn, "--out", str(tmp_path / "x.wav")]) == 2
+    capsys.readouterr()

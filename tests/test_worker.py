@@ -71,7 +71,8 @@ def test_a_worker_renders_every_job_once(loop_thread, engine, tiny_model_dir, re
     for job, result, seconds in zip(jobs[:4], results, [0.1, 0.1, 0.1, 0.05], strict=False):
         audio, codes = result
         assert sf.info(io.BytesIO(audio)).frames == round(seconds * 16000)
-        assert [c.size for c in load_codes(codes).codes][0] > 0 and job.attempts == 1 and job.progress == 1.0
+        top = load_codes(codes).codes[0]
+        assert top.size > 0 and job.attempts == 1 and job.progress == 1.0
 
 
 @pytest.fixture
@@ -98,7 +99,10 @@ def test_a_killed_workers_job_is_resumed_by_another(worker_cmd, redis_server, tm
     async def main():
         client, queue, job_id = await submit_and_watch()
         first = subprocess.Popen(
-            worker_cmd("--lease-seconds", str(lease)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path
+            worker_cmd("--lease-seconds", str(lease)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=tmp_path,
         )
         try:
             deadline = time.monotonic() + 120
@@ -111,8 +115,8 @@ def test_a_killed_workers_job_is_resumed_by_another(worker_cmd, redis_server, tm
             killed_at = time.monotonic()
             second = subprocess.Popen(
                 worker_cmd("--lease-seconds", str(lease)),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
                 cwd=tmp_path,
             )
             try:
@@ -121,7 +125,7 @@ def test_a_killed_workers_job_is_resumed_by_another(worker_cmd, redis_server, tm
                 summary = await queue.result_summary(job_id)
             finally:
                 second.send_signal(signal.SIGTERM)
-                second.communicate(timeout=60)
+                assert second.wait(timeout=60) == 0
         finally:
             first.kill()
             await client.aclose()

@@ -361,12 +361,10 @@ def _client(args: argparse.Namespace):
     return TokgenClient(args.server, key, tls)
 
 
-def cmd_client_continue(args: argparse.Namespace) -> None:
-    import asyncio
-
+def _request(args: argparse.Namespace):
     from tokgen.client import continue_request
 
-    request = continue_request(
+    return continue_request(
         seconds=args.seconds,
         prime=Path(args.prime) if args.prime else None,
         codes=Path(args.codes) if args.codes else None,
@@ -377,6 +375,12 @@ def cmd_client_continue(args: argparse.Namespace) -> None:
         seed=args.seed,
         priority=args.priority,
     )
+
+
+def cmd_client_continue(args: argparse.Namespace) -> None:
+    import asyncio
+
+    request = _request(args)
 
     async def run():
         async with _client(args) as client:
@@ -472,6 +476,32 @@ def _add_segment_argument(p: argparse.ArgumentParser) -> None:
         f"(default {DEFAULT_BOTTOM_SEGMENT_SECONDS:g} s for the bottom level, {DEFAULT_SEGMENT_SECONDS:g} s "
         "for the others; 0: one segment, no seams, slower)",
     )
+
+
+def cmd_jobs(args: argparse.Namespace) -> None:
+    from tokgen.jobs.client import run_jobs_command
+
+    run_jobs_command(args, lambda: _client(args), _request)
+
+
+def _add_job_arguments(p: argparse.ArgumentParser, job_id: bool) -> None:
+    if job_id:
+        p.add_argument("job_id")
+    p.add_argument("--json", action="store_true", help="(output is always JSON)")
+    _add_connection_arguments(p)
+    p.set_defaults(func=cmd_jobs)
+
+
+def _add_request_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prime", help="prime audio (WAV, FLAC or OGG); modes primed")
+    p.add_argument("--codes", help="saved codes (.npz); modes continue and upsample")
+    p.add_argument("--seconds", type=float, required=True, help="seconds of continuation to generate")
+    p.add_argument("--mode", default="primed", choices=["primed", "ancestral", "continue", "upsample"])
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--priority", default="normal", choices=["high", "normal", "low"])
 
 
 def _add_connection_arguments(p: argparse.ArgumentParser) -> None:
@@ -589,6 +619,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="allow a non-loopback address without TLS or API keys",
     )
+    p.add_argument("--redis-url", help="job queue: redis://, rediss:// or unix:// (default: embedded)")
+    p.add_argument(
+        "--no-worker",
+        dest="worker",
+        action="store_false",
+        default=None,
+        help="serve the API only: no jobs rendered here",
+    )
+    p.add_argument("--worker-concurrency", type=int, help="jobs the in-process worker renders at once")
+    p.add_argument("--lease-seconds", type=float, help="job lease renewed while it runs (default 15)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
@@ -609,16 +649,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="client_cmd", required=True
     )
     p = client.add_parser("continue", help="stream a continuation into an audio file")
-    p.add_argument("--prime", help="prime audio (WAV, FLAC or OGG); modes primed")
-    p.add_argument("--codes", help="saved codes (.npz); modes continue and upsample")
-    p.add_argument("--seconds", type=float, required=True, help="seconds of continuation to generate")
+    _add_request_arguments(p)
     p.add_argument("--out", required=True, help="audio file to write (.wav, .flac or .ogg)")
-    p.add_argument("--mode", default="primed", choices=["primed", "ancestral", "continue", "upsample"])
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--priority", default="normal", choices=["high", "normal", "low"])
     p.add_argument("--timeout", type=float, default=None, help="gRPC deadline in seconds (default none)")
     p.add_argument("--json", action="store_true")
     _add_connection_arguments(p)
@@ -627,6 +659,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _add_connection_arguments(p)
     p.set_defaults(func=cmd_client_info)
+
+    jobs = sub.add_parser("jobs", help="batch render jobs on a running `tokgen serve`").add_subparsers(
+        dest="jobs_cmd", required=True
+    )
+    p = jobs.add_parser("submit", help="queue a render; prints {job_id, created}")
+    _add_request_arguments(p)
+    p.add_argument("--idempotency-key", help="submitting again with this key returns the same job")
+    _add_job_arguments(p, job_id=False)
+    for name, text in (("status", "a job's state and progress"), ("cancel", "cancel a job")):
+        _add_job_arguments(jobs.add_parser(name, help=text), job_id=True)
+    p = jobs.add_parser("watch", help="print a job's state as it changes, until it is final")
+    _add_job_arguments(p, job_id=True)
+    p = jobs.add_parser("list", help="jobs, newest first")
+    p.add_argument("--state", choices=["queued", "running", "succeeded", "failed", "cancelled", "dead"])
+    p.add_argument("--page-size", type=int, default=50)
+    p.add_argument("--page-token", default="")
+    _add_job_arguments(p, job_id=False)
+    p = jobs.add_parser("fetch", help="write a succeeded job's audio (and codes)")
+    p.add_argument("--out", required=True, help="WAV file to write")
+    p.add_argument("--codes-out", help="also write every level's codes (.npz)")
+    _add_job_arguments(p, job_id=True)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_cmd", required=True)
     p = bench.add_parser("engine", help="vLLM vs in-process engine tokens/s at batch 16 and 1")

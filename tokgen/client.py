@@ -23,6 +23,7 @@ import numpy as np
 import soundfile as sf
 
 from tokgen.errors import TokgenError
+from tokgen.v1 import jobs_pb2_grpc as jpb_grpc
 from tokgen.v1 import tokgen_pb2 as pb
 from tokgen.v1 import tokgen_pb2_grpc as pb_grpc
 
@@ -99,6 +100,7 @@ class TokgenClient:
         else:
             self.channel = grpc.aio.secure_channel(server, tls.credentials(), options=options)
         self.stub = pb_grpc.TokgenServiceStub(self.channel)
+        self.jobs = jpb_grpc.JobServiceStub(self.channel)
         self.metadata = (("x-api-key", api_key),) if api_key else ()
 
     async def __aenter__(self) -> TokgenClient:

@@ -39,6 +39,7 @@ class Settings(BaseSettings):
 
     # Batch jobs (`tokgen worker`).
     redis_url: str | None = None  # unset: an embedded redis-server under cache_dir/redis
+    worker: bool = True  # `tokgen serve` also renders jobs in-process (--no-worker: API only)
     worker_concurrency: int = Field(default=4, ge=1)  # jobs one worker renders at once
     lease_seconds: float = Field(default=15.0, gt=0)  # a worker silent this long has lost its jobs
 

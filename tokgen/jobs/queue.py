@@ -166,6 +166,25 @@ class JobQueue:
         counts = [await self.r.xlen(self.stream(p)) for p in PRIORITIES]
         return sum(counts) + await self.r.zcard(self._key("delayed"))
 
+    async def list_jobs(self, state: JobState | None, offset: int, size: int) -> tuple[list[Job], int | None]:
+        """Jobs newest first from position ``offset`` (of all jobs), only those in
+        ``state`` if given; and the offset of the next page (None: no more)."""
+        jobs: list[Job] = []
+        position = offset
+        while len(jobs) < size:
+            ids = await self.r.zrevrange(self._key("jobs"), position, position + 2 * size - 1)
+            if not ids:
+                return jobs, None
+            for raw in ids:
+                position += 1
+                job = await self.get(raw.decode())
+                if job is not None and (state is None or job.state == state):
+                    jobs.append(job)
+                    if len(jobs) == size:
+                        break
+        more = await self.r.zcard(self._key("jobs")) > position
+        return jobs, position if more else None
+
     # ---- cancelling -------------------------------------------------------------------
     async def cancel(self, job_id: str) -> Job:
         """Queued: cancelled now (its stream entry is skipped when read). Running: marked;

@@ -12,6 +12,7 @@ parent-death signal (Linux ``prctl``), which Redis answers by shutting down clea
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import importlib.util
 import shutil
 import signal
@@ -19,6 +20,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from tokgen.errors import TokgenError
 
@@ -51,6 +53,7 @@ class EmbeddedRedis:
     process: subprocess.Popen
     socket: Path
     data_dir: Path
+    lock: IO[bytes] | None = None  # held while we own the data directory
 
     @property
     def url(self) -> str:
@@ -60,6 +63,15 @@ class EmbeddedRedis:
     def start(cls, data_dir: Path, timeout: float = 15.0) -> EmbeddedRedis:
         data_dir = Path(data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(data_dir / "owner.lock", "wb")  # noqa: SIM115 (held until stop)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise TokgenError(
+                f"another tokgen process owns the embedded Redis in {data_dir}; point this one at it "
+                "with REDIS_URL (or --redis-url), or give it its own TOKGEN_CACHE_DIR"
+            ) from None
         socket = data_dir / "redis.sock"
         if len(str(socket)) > 100:  # sun_path holds 108 bytes
             raise TokgenError(f"the Redis data directory path is too long for a unix socket: {data_dir}")
@@ -70,7 +82,7 @@ class EmbeddedRedis:
         process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent
         )
-        server = cls(process, socket, data_dir)
+        server = cls(process, socket, data_dir, lock)
         deadline = time.monotonic() + timeout
         while not server._answers():
             if process.poll() is not None or time.monotonic() > deadline:
@@ -103,3 +115,6 @@ class EmbeddedRedis:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.lock is not None:
+            self.lock.close()  # releases the flock
+            self.lock = None

@@ -12,6 +12,7 @@ import signal
 from collections.abc import Callable
 
 import grpc
+import redis.asyncio as aioredis
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -19,17 +20,23 @@ from grpc_reflection.v1alpha import reflection
 from tokgen.codec import load_codec
 from tokgen.codec.base import Codec
 from tokgen.errors import TokgenError
+from tokgen.jobs.queue import JobQueue, QueueConfig
+from tokgen.jobs.redis_server import EmbeddedRedis
+from tokgen.jobs.worker import Worker
 from tokgen.prior.generate import load_priors
+from tokgen.prior.layout import TokenLayout
 from tokgen.prior.sampler import LevelPrior
 from tokgen.serve.admission import Admission
 from tokgen.serve.auth import ApiKeyInterceptor, load_api_keys
+from tokgen.serve.jobs_service import JobServicer
 from tokgen.serve.metrics import start_metrics_server
 from tokgen.serve.security import TlsFiles, check_exposure, tls_files
 from tokgen.serve.service import TokgenServicer
 from tokgen.settings import Settings
-from tokgen.v1 import tokgen_pb2, tokgen_pb2_grpc
+from tokgen.v1 import jobs_pb2, jobs_pb2_grpc, tokgen_pb2, tokgen_pb2_grpc
 
 SERVICE_NAME = tokgen_pb2.DESCRIPTOR.services_by_name["TokgenService"].full_name
+JOB_SERVICE_NAME = jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
 LIVE = "live"
 
 
@@ -81,10 +88,12 @@ def build_server(
     max_request_bytes: int = 64 << 20,
     api_keys: list[bytes] | None = None,
     tls: TlsFiles | None = None,
+    jobs: JobServicer | None = None,
 ) -> tuple[grpc.aio.Server, TokgenServicer, health.aio.HealthServicer, int]:
     """A server bound to ``address`` (not started), its servicers and the bound port.
     With ``api_keys``, every call but health checks must present one; with ``tls``, the
-    port speaks only TLS (mutual TLS if it names a client CA)."""
+    port speaks only TLS (mutual TLS if it names a client CA); with ``jobs``, it also
+    serves ``JobService``."""
     server = grpc.aio.server(
         # The first interceptor wraps what the others return: it also guards auth's denials.
         interceptors=[MalformedRequestInterceptor(), *([ApiKeyInterceptor(api_keys)] if api_keys else [])],
@@ -98,7 +107,11 @@ def build_server(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-    reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), server)
+    names = [SERVICE_NAME, health_name, reflection.SERVICE_NAME]
+    if jobs is not None:
+        jobs_pb2_grpc.add_JobServiceServicer_to_server(jobs, server)
+        names.append(JOB_SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
     if tls is None:
         port = server.add_insecure_port(address)
     else:
@@ -129,10 +142,19 @@ async def mark_ready(
 
 async def serve(config: Settings, on_listening: Callable[[dict], None]) -> None:
     """Listen at once (health: live), load the models (ready), serve until SIGTERM or
-    SIGINT, then stop accepting calls and give in-flight streams ``grace_seconds``."""
+    SIGINT, then stop accepting calls and give in-flight streams ``grace_seconds``.
+
+    Batch jobs: a queue on ``redis_url``, or on an embedded redis-server this process
+    owns, and (unless ``worker`` is off) a worker in this process, sharing the engines
+    with the streams so that all of them batch together."""
     tls = tls_files(config.tls_cert, config.tls_key, config.tls_client_ca)
     api_keys = load_api_keys(config.api_keys_file)
     check_exposure(config.host, tls, bool(api_keys), config.insecure)
+    embedded = EmbeddedRedis.start(config.cache_dir / "redis") if config.redis_url is None else None
+    redis_url = config.redis_url or (embedded.url if embedded else "")
+    client = aioredis.Redis.from_url(redis_url)
+    queue = JobQueue(client, QueueConfig(lease_s=config.lease_seconds))
+    jobs = JobServicer(queue)
     host = f"[{config.host}]" if ":" in config.host and not config.host.startswith("[") else config.host
     server, servicer, health_servicer, bound = build_server(
         f"{host}:{config.port}",
@@ -140,16 +162,18 @@ async def serve(config: Settings, on_listening: Callable[[dict], None]) -> None:
         config.max_request_bytes,
         api_keys or None,
         tls,
+        jobs,
     )
     metrics_port = start_metrics_server(config.host, config.metrics_port)
     await server.start()
     await mark_live(health_servicer)
-    on_listening({"listening": f"{host}:{bound}", "metrics": f"{host}:{metrics_port}"})
+    on_listening({"listening": f"{host}:{bound}", "metrics": f"{host}:{metrics_port}", "redis": redis_url})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     priors: list[LevelPrior] = []
+    working: asyncio.Task | None = None
     try:
         codec = await asyncio.to_thread(load_codec, config.codec)
         loading = asyncio.ensure_future(
@@ -159,10 +183,18 @@ async def serve(config: Settings, on_listening: Callable[[dict], None]) -> None:
         await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if loading.done():
             priors = loading.result()
+            await queue.ensure_groups()
+            jobs.attach(TokenLayout.for_levels(codec.levels))
+            if config.worker:
+                worker = Worker(queue, codec, priors, concurrency=config.worker_concurrency)
+                working = asyncio.create_task(worker.run(stop, grace_s=config.grace_seconds))
             await mark_ready(servicer, health_servicer, codec, priors)
             await stop.wait()
     finally:
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await server.stop(config.grace_seconds)
+        await asyncio.gather(server.stop(config.grace_seconds), *([working] if working else []))
         await asyncio.gather(*(p.engine.close() for p in priors))
+        await client.aclose()
+        if embedded is not None:
+            embedded.stop()

@@ -1,0 +1,84 @@
+"""``tokgen jobs submit|status|watch|cancel|list|fetch``: JobService from the command line.
+Every subcommand prints JSON (one object; ``watch`` one per change) on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from tokgen.client import TokgenClient, describe_error
+from tokgen.errors import TokgenError
+from tokgen.v1 import jobs_pb2 as jpb
+
+
+def job_dict(job: jpb.Job) -> dict:
+    out = MessageToDict(job, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    out["state"] = jpb.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
+    out["priority"] = out["priority"].removeprefix("PRIORITY_").lower()
+    return out
+
+
+async def _run(args: argparse.Namespace, client: TokgenClient, request: Callable) -> None:
+    stub, meta = client.jobs, client.metadata
+    cmd = args.jobs_cmd
+    if cmd == "submit":
+        reply = await stub.SubmitJob(
+            jpb.SubmitJobRequest(request=request(args), idempotency_key=args.idempotency_key or ""),
+            metadata=meta,
+        )
+        print(json.dumps({"job_id": reply.job.job_id, "created": reply.created, **job_dict(reply.job)}))
+    elif cmd == "status":
+        print(
+            json.dumps(
+                job_dict((await stub.GetJob(jpb.GetJobRequest(job_id=args.job_id), metadata=meta)).job)
+            )
+        )
+    elif cmd == "cancel":
+        reply = await stub.CancelJob(jpb.CancelJobRequest(job_id=args.job_id), metadata=meta)
+        print(json.dumps(job_dict(reply.job)))
+    elif cmd == "watch":
+        async for update in stub.WatchJob(jpb.WatchJobRequest(job_id=args.job_id), metadata=meta):
+            print(json.dumps(job_dict(update.job)), flush=True)
+    elif cmd == "list":
+        state = (
+            jpb.JobState.Value(f"JOB_STATE_{args.state.upper()}") if args.state else jpb.JOB_STATE_UNSPECIFIED
+        )
+        reply = await stub.ListJobs(
+            jpb.ListJobsRequest(state=state, page_size=args.page_size, page_token=args.page_token),
+            metadata=meta,
+        )
+        jobs = [job_dict(j) for j in reply.jobs]
+        print(json.dumps({"jobs": jobs, "next_page_token": reply.next_page_token}))
+    elif cmd == "fetch":
+        reply = await stub.GetJobResult(jpb.GetJobResultRequest(job_id=args.job_id), metadata=meta)
+        _write(Path(args.out), reply.audio)
+        if args.codes_out:
+            _write(Path(args.codes_out), reply.codes)
+        print(json.dumps({"job_id": args.job_id, "out": args.out, "codes": args.codes_out}))
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def run_jobs_command(
+    args: argparse.Namespace, connect: Callable[[], TokgenClient], request: Callable
+) -> None:
+    async def main() -> None:
+        async with connect() as client:  # its channel belongs to this event loop
+            await _run(args, client, request)
+
+    try:
+        asyncio.run(main())
+    except grpc.RpcError as err:
+        raise TokgenError(describe_error(err)) from None

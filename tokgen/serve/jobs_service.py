@@ -1,0 +1,130 @@
+"""``JobService`` over ``jobs.queue``: the same checks as ``Continue`` before a job is
+accepted, then only Redis reads and writes (workers do the rendering)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from tokgen.errors import TokgenError
+from tokgen.jobs.queue import JobQueue
+from tokgen.jobs.states import Job, JobState
+from tokgen.prior.layout import TokenLayout
+from tokgen.serve.service import abort_invalid
+from tokgen.serve.validation import FieldError, check_continue
+from tokgen.v1 import jobs_pb2 as jpb
+from tokgen.v1 import jobs_pb2_grpc as jpb_grpc
+from tokgen.v1 import tokgen_pb2 as pb
+
+STATES = {
+    JobState.QUEUED: jpb.JOB_STATE_QUEUED,
+    JobState.RUNNING: jpb.JOB_STATE_RUNNING,
+    JobState.SUCCEEDED: jpb.JOB_STATE_SUCCEEDED,
+    JobState.FAILED: jpb.JOB_STATE_FAILED,
+    JobState.CANCELLED: jpb.JOB_STATE_CANCELLED,
+    JobState.DEAD: jpb.JOB_STATE_DEAD,
+}
+PRIORITY_ENUMS = {"high": pb.PRIORITY_HIGH, "normal": pb.PRIORITY_NORMAL, "low": pb.PRIORITY_LOW}
+MAX_PAGE = 1000
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def job_message(job: Job) -> jpb.Job:
+    return jpb.Job(
+        job_id=job.id,
+        state=STATES[job.state],
+        priority=PRIORITY_ENUMS[job.priority],
+        attempts=job.attempts,
+        progress=job.progress,
+        level_progress=job.level_progress,
+        error=job.error or "",
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        cancel_requested=job.cancel_requested,
+    )
+
+
+class JobServicer(jpb_grpc.JobServiceServicer):
+    """Registered when the server starts; takes jobs once ``attach`` gives it the token
+    layout to validate them against (until then, like ``Continue``: UNAVAILABLE)."""
+
+    def __init__(self, queue: JobQueue, watch_every_s: float = 0.5):
+        self.queue = queue
+        self.layout: TokenLayout | None = None
+        self.watch_every_s = watch_every_s
+
+    def attach(self, layout: TokenLayout) -> None:
+        self.layout = layout
+
+    async def _job(self, job_id: str, context: grpc.aio.ServicerContext) -> Job:
+        if not job_id:
+            await abort_invalid(context, "job_id", "is required")
+        job = await self.queue.get(job_id) if len(job_id) <= 64 else None
+        if job is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {job_id[:64]!r}")
+        assert job is not None
+        return job
+
+    async def SubmitJob(self, request, context):
+        if self.layout is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "models are still loading; retry shortly")
+        assert self.layout is not None
+        try:
+            spec = check_continue(request.request, self.layout.vocab_size, max(self.layout.codebook_sizes))
+        except FieldError as exc:
+            await abort_invalid(context, f"request.{exc.field}", exc.message)
+        if len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY:
+            await abort_invalid(context, "idempotency_key", f"at most {MAX_IDEMPOTENCY_KEY} characters")
+        try:
+            job_id, created = await self.queue.submit(
+                request.request.SerializeToString(), spec.priority, request.idempotency_key or None
+            )
+        except TokgenError as exc:  # the queue is full
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        return jpb.SubmitJobResponse(job=job_message(await self._job(job_id, context)), created=created)
+
+    async def GetJob(self, request, context):
+        return jpb.GetJobResponse(job=job_message(await self._job(request.job_id, context)))
+
+    async def WatchJob(self, request, context):
+        last = None
+        while True:
+            job = await self._job(request.job_id, context)
+            if job != last:
+                yield jpb.WatchJobResponse(job=job_message(job))
+                last = job
+            if job.state.final:
+                return
+            await asyncio.sleep(self.watch_every_s)
+
+    async def CancelJob(self, request, context):
+        await self._job(request.job_id, context)
+        return jpb.CancelJobResponse(job=job_message(await self.queue.cancel(request.job_id)))
+
+    async def ListJobs(self, request, context):
+        size = request.page_size or 50
+        if size > MAX_PAGE:
+            await abort_invalid(context, "page_size", f"at most {MAX_PAGE}, got {size}")
+        state = next((s for s, e in STATES.items() if e == request.state), None)
+        if request.state and state is None:
+            await abort_invalid(context, "state", f"unknown state {request.state}")
+        try:
+            offset = int(request.page_token or 0)
+        except ValueError:
+            offset = -1
+        if offset < 0:
+            await abort_invalid(context, "page_token", "not a token from ListJobs")
+        jobs, next_offset = await self.queue.list_jobs(state, offset, size)
+        token = str(next_offset) if next_offset is not None else ""
+        return jpb.ListJobsResponse(jobs=[job_message(j) for j in jobs], next_page_token=token)
+
+    async def GetJobResult(self, request, context):
+        job = await self._job(request.job_id, context)
+        if job.state != JobState.SUCCEEDED:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"job {job.id} is {job.state.value}")
+        result = await self.queue.result(job.id)
+        if result is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"the result of job {job.id} has expired")
+        assert result is not None
+        return jpb.GetJobResultResponse(job=job_message(job), audio=result[0], codes=result[1])
