@@ -137,3 +137,37 @@ def test_a_killed_workers_job_is_resumed_by_another(worker_cmd, redis_server, tm
     assert any(f > 0 for f in summary["resumed_frames"])
     assert sum(summary["tokens"]) < sum(fresh_tokens)
     print(json.dumps({"resumed": summary, "finished_after_kill_s": round(finished_in, 1)}))
+
+
+def test_jobs_survive_a_redis_restart(loop_thread, engine, tiny_model_dir, tmp_path):
+    """Restart Redis (append-only file on) while jobs are queued and running: the worker
+    reconnects with backoff and every accepted job still succeeds."""
+    from tokgen.jobs.queue import connect
+    from tokgen.jobs.redis_server import EmbeddedRedis
+
+    codec = load_codec(tiny_model_dir)
+    priors = [LevelPrior(engine, n_ctx=32), LevelPrior(engine, n_ctx=32)]
+    server = EmbeddedRedis.start(tmp_path / "redis")
+
+    async def scenario():
+        client = connect(server.url)
+        queue = JobQueue(client, QueueConfig(prefix="restart", lease_s=3.0))
+        request = pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=0.5)
+        ids = [(await queue.submit(request.SerializeToString(), "normal"))[0] for _ in range(4)]
+        stop = asyncio.Event()
+        running = asyncio.create_task(Worker(queue, codec, priors, concurrency=2).run(stop, poll_s=0.05))
+        await wait_for(queue, ids[:1], {JobState.RUNNING, JobState.SUCCEEDED})
+        await asyncio.to_thread(server.stop)  # SIGTERM: Redis writes its append-only file
+        await asyncio.sleep(1.0)
+        restarted = await asyncio.to_thread(EmbeddedRedis.start, tmp_path / "redis")
+        try:
+            jobs = await wait_for(queue, ids, {JobState.SUCCEEDED, JobState.FAILED, JobState.DEAD})
+        finally:
+            stop.set()
+            await running
+            await client.aclose()
+        return jobs, restarted
+
+    jobs, restarted = loop_thread.run(scenario())
+    restarted.stop()
+    assert [j.state for j in jobs] == [JobState.SUCCEEDED] * 4

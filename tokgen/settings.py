@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tokgen.errors import TokgenError
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TOKGEN_")
+    model_config = SettingsConfigDict(env_prefix="TOKGEN_", populate_by_name=True)
 
     # Where derived data is cached (e.g. the held-out renders `codec eval` makes).
     cache_dir: Path = Path.home() / ".cache" / "tokgen"
@@ -38,7 +38,11 @@ class Settings(BaseSettings):
     insecure: bool = False  # allow a non-loopback address without TLS or API keys
 
     # Batch jobs (`tokgen worker`).
-    redis_url: str | None = None  # unset: an embedded redis-server under cache_dir/redis
+    # REDIS_URL (the usual name) or TOKGEN_REDIS_URL; unset: an embedded redis-server
+    # under cache_dir/redis, owned by the process
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("TOKGEN_REDIS_URL", "REDIS_URL")
+    )
     worker: bool = True  # `tokgen serve` also renders jobs in-process (--no-worker: API only)
     worker_concurrency: int = Field(default=4, ge=1)  # jobs one worker renders at once
     lease_seconds: float = Field(default=15.0, gt=0)  # a worker silent this long has lost its jobs

@@ -30,13 +30,28 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tokgen.errors import TokgenError
 from tokgen.jobs import states
 from tokgen.jobs.states import PRIORITIES, InvalidTransition, Job, JobState, Priority, RetryPolicy
 
 GROUP = "workers"
+
+
+def connect(url: str) -> redis.Redis:
+    """A client that rides out a Redis restart: every command is retried on connection
+    errors with exponential backoff (50 ms doubling to 1 s, about 30 s in all)."""
+    return redis.Redis.from_url(
+        url,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=30),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=10,
+    )
 
 
 def encode_job(job: Job) -> str:

@@ -7,10 +7,8 @@ import asyncio
 import signal
 from collections.abc import Callable
 
-import redis.asyncio as aioredis
-
 from tokgen.codec import load_codec
-from tokgen.jobs.queue import JobQueue, QueueConfig
+from tokgen.jobs.queue import JobQueue, QueueConfig, connect
 from tokgen.jobs.redis_server import EmbeddedRedis
 from tokgen.jobs.worker import Worker
 from tokgen.prior.generate import load_priors
@@ -23,7 +21,7 @@ async def run_worker(config: Settings, on_ready: Callable[[dict], None], grace_s
     if url is None:
         embedded = EmbeddedRedis.start(config.cache_dir / "redis")
         url = embedded.url
-    client = aioredis.Redis.from_url(url)
+    client = connect(url)
     priors = []
     try:
         stop = asyncio.Event()

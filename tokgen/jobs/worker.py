@@ -21,6 +21,8 @@ import uuid
 
 import numpy as np
 import soundfile as sf
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tokgen.codec.base import Codec
 from tokgen.codec.codes import dump_codes, load_codes
@@ -69,16 +71,22 @@ class Worker:
     async def run(self, stop: asyncio.Event, poll_s: float = 0.2, grace_s: float = 10.0) -> None:
         """Claim and render until ``stop``; then claim nothing more, give running jobs
         ``grace_s`` to finish and release the others to the queue."""
-        await self.queue.ensure_groups()
+        outage = 0.0
         while not stop.is_set():
-            free = self.concurrency - len(self.running)
-            if free > 0:
-                for claim in await self.queue.claim(self.name, free):
-                    task = asyncio.create_task(self._run_claim(claim))
-                    self.running.add(task)
-                    task.add_done_callback(self.running.discard)
+            try:
+                await self.queue.ensure_groups()
+                free = self.concurrency - len(self.running)
+                if free > 0:
+                    for claim in await self.queue.claim(self.name, free):
+                        task = asyncio.create_task(self._run_claim(claim))
+                        self.running.add(task)
+                        task.add_done_callback(self.running.discard)
+                outage = 0.0
+            except (RedisConnectionError, RedisTimeoutError) as exc:  # beyond the client's own retries
+                outage = min(5.0, max(0.5, outage * 2))
+                log.warning("redis unreachable (%s); retrying in %.1f s", exc, outage)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), poll_s)
+                await asyncio.wait_for(stop.wait(), outage or poll_s)
         if self.running:
             await asyncio.wait(set(self.running), timeout=grace_s)
         tasks = list(self.running)
@@ -129,7 +137,11 @@ class Worker:
         period = self.queue.config.lease_s / 3
         while True:
             await asyncio.sleep(period)
-            job = await self.queue.heartbeat(claim, self.name)
+            try:
+                job = await self.queue.heartbeat(claim, self.name)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                log.warning("heartbeat of job %s failed (%s); rendering on", claim.job.id, exc)
+                continue
             if job is None or job.cancel_requested:
                 return "lost" if job is None else "cancelled"
 
@@ -189,5 +201,8 @@ class Worker:
         levels: tuple[float, ...],
     ) -> None:
         data = await asyncio.to_thread(dump_codes, prefixes, self.codec, num_samples)
-        await self.queue.save_partial(claim, data)
-        await self.queue.report_progress(claim, self.name, fraction, levels)
+        try:
+            await self.queue.save_partial(claim, data)
+            await self.queue.report_progress(claim, self.name, fraction, levels)
+        except (RedisConnectionError, RedisTimeoutError, InvalidTransition) as exc:
+            log.warning("progress of job %s not saved: %s", claim.job.id, exc)  # the next save may
