@@ -79,6 +79,7 @@ def test_a_worker_renders_every_job_once(loop_thread, engine, tiny_model_dir, re
 def worker_cmd(tiny_model_dir, prior_set, redis_server):
     def cmd(*extra: str) -> list[str]:
         base = [sys.executable, "-m", "tokgen", "worker", "--redis-url", redis_server.url, "--backend", "hf"]
+        base += ["--metrics-port", "0"]
         return [*base, "--codec", str(tiny_model_dir), "--priors", str(prior_set), *extra]
 
     return cmd

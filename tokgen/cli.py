@@ -434,6 +434,13 @@ def cmd_bench_serve(args: argparse.Namespace) -> None:
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
 
 
+def cmd_bench_queue(args: argparse.Namespace) -> None:
+    from tokgen.jobs.bench import bench_queue
+
+    result = bench_queue(args.backend, args.jobs, args.seconds, args.worker_concurrency)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+
+
 def cmd_bench_engine(args: argparse.Namespace) -> None:
     from tokgen.engine.bench import bench_engines
 
@@ -642,6 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["auto", "vllm", "hf"])
     p.add_argument("--worker-concurrency", type=int, help="jobs rendered at once (default 4)")
     p.add_argument("--lease-seconds", type=float, help="lease renewed while a job runs (default 15)")
+    p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (default 9464; 0: any)")
     p.add_argument("--grace-seconds", type=float, default=10.0, help="for running jobs on SIGTERM")
     p.set_defaults(func=cmd_worker)
 
@@ -709,6 +717,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_serve)
+
+    p = bench.add_parser("queue", help="jobs/s and mean batch through the Redis queue, 1 and 2 workers")
+    p.add_argument("--backend", default="auto", choices=["auto", "vllm", "hf"])
+    p.add_argument("--jobs", type=int, default=16, help="jobs per run (default 16)")
+    p.add_argument("--seconds", type=float, default=2.0, help="audio per job (default 2)")
+    p.add_argument("--worker-concurrency", type=int, default=4, help="jobs per worker at once")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_queue)
 
     prior = sub.add_parser("prior", help="train and evaluate the per-level priors").add_subparsers(
         dest="prior_cmd", required=True

@@ -12,6 +12,7 @@ from tokgen.jobs.queue import JobQueue, QueueConfig, connect
 from tokgen.jobs.redis_server import EmbeddedRedis
 from tokgen.jobs.worker import Worker
 from tokgen.prior.generate import load_priors
+from tokgen.serve.metrics import start_metrics_server
 from tokgen.settings import Settings
 
 
@@ -32,7 +33,8 @@ async def run_worker(config: Settings, on_ready: Callable[[dict], None], grace_s
         priors = await asyncio.to_thread(load_priors, config.priors, codec, config.engine_backend)
         queue = JobQueue(client, QueueConfig(lease_s=config.lease_seconds))
         worker = Worker(queue, codec, priors, concurrency=config.worker_concurrency)
-        on_ready({"worker": worker.name, "redis": url})
+        metrics_port = start_metrics_server(config.host, config.metrics_port)
+        on_ready({"worker": worker.name, "redis": url, "metrics": f"{config.host}:{metrics_port}"})
         await worker.run(stop, grace_s=grace_seconds)
     finally:
         await asyncio.gather(*(p.engine.close() for p in priors))

@@ -31,6 +31,7 @@ from tokgen.jobs.states import InvalidTransition
 from tokgen.prior.generate import Job, level_tokens, sample_job
 from tokgen.prior.layout import TokenLayout
 from tokgen.prior.sampler import CodeBoard, LevelPrior
+from tokgen.serve import metrics
 from tokgen.serve.requests import prepare_spec
 from tokgen.serve.validation import FieldError, check_continue
 from tokgen.v1 import tokgen_pb2 as pb
@@ -95,6 +96,15 @@ class Worker:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run_claim(self, claim: Claim) -> None:
+        started = time.monotonic()
+        metrics.JOBS_RUNNING.inc()
+        try:
+            await self._attempt(claim)
+        finally:
+            metrics.JOBS_RUNNING.dec()
+            metrics.JOB_RUN_SECONDS.observe(time.monotonic() - started)
+
+    async def _attempt(self, claim: Claim) -> None:
         render = asyncio.create_task(self.render(claim))
         beat = asyncio.create_task(self._heartbeat(claim))
         try:
@@ -127,9 +137,11 @@ class Worker:
         """Apply a final state change; if the attempt stopped being ours meanwhile (lease
         taken over), the other worker's attempt decides: drop ours."""
         try:
-            await change
+            job = await change
         except InvalidTransition as exc:
             log.warning("dropped a stale attempt: %s", exc)
+            job = None
+        metrics.JOB_OUTCOMES.labels(job.state.value if job is not None else "stale").inc()
 
     async def _heartbeat(self, claim: Claim) -> str:
         """Renew the lease every third of it; return (so the render stops) once the job was

@@ -35,6 +35,15 @@ REQUEST_DURATION = Histogram(
     buckets=(0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0),
 )
 AUDIO_SECONDS = Counter("tokgen_audio_seconds", "Seconds of audio streamed to clients")
+JOB_OUTCOMES = Counter(
+    "tokgen_job_attempts", "Job attempts this worker ended, by the job's state after it", ["state"]
+)
+JOBS_RUNNING = Gauge("tokgen_jobs_running", "Jobs this worker is rendering")
+JOB_RUN_SECONDS = Histogram(
+    "tokgen_job_run_seconds",
+    "One attempt of a job, claim to final state change",
+    buckets=(1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 2400.0),
+)
 
 
 def count_call(method: str, code: grpc.StatusCode) -> None:
