@@ -213,3 +213,73 @@ def test_cancelling_a_running_job_aborts_its_engine_requests(
         return job
 
     assert loop_thread.run(scenario()).state == JobState.CANCELLED
+
+
+def test_shutdown_hands_running_jobs_back(loop_thread, engine, tiny_model_dir, redis_server):
+    """Past the grace period, a stopping worker releases its running jobs: queued again at
+    once, with their saved codes, for another worker."""
+    codec = load_codec(tiny_model_dir)
+    priors = [LevelPrior(engine, n_ctx=32), LevelPrior(engine, n_ctx=32)]
+
+    async def scenario():
+        client = aioredis.Redis.from_url(redis_server.url)
+        queue = JobQueue(client, QueueConfig(prefix=f"release-{engine.backend}", lease_s=5.0))
+        request = pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=60.0)
+        job_id, _ = await queue.submit(request.SerializeToString(), "normal")
+        stop = asyncio.Event()
+        worker = Worker(queue, codec, priors, save_every_s=0.05)
+        running = asyncio.create_task(worker.run(stop, poll_s=0.05, grace_s=0.2))
+        deadline = time.monotonic() + 60
+        while await queue.load_partial(job_id) is None:
+            assert time.monotonic() < deadline, "no codes saved"
+            await asyncio.sleep(0.05)
+        stop.set()
+        await running
+        job = await queue.get(job_id)
+        claims = await queue.claim("another", 1)  # at once: no lease to wait for
+        await client.aclose()
+        return job, claims
+
+    job, claims = loop_thread.run(scenario())
+    assert job.state == JobState.QUEUED and job.attempts == 1 and "released" in job.error
+    assert [c.job.id for c in claims] == [job.id] and claims[0].job.attempts == 2
+    assert priors[0].engine.unfinished_requests() == 0
+
+
+def test_a_password_protected_redis_url(tmp_path):
+    from tokgen.errors import TokgenError
+    from tokgen.jobs.queue import check_redis, connect
+    from tokgen.jobs.redis_server import redis_binary
+
+    sock = tmp_path / "r.sock"
+    proc = subprocess.Popen(
+        [
+            redis_binary(),
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--requirepass",
+            "s3cret-pass",
+            "--save",
+            "",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+
+    async def scenario():
+        while not sock.exists():
+            await asyncio.sleep(0.05)
+        queue = JobQueue(connect(f"unix://{sock}?password=s3cret-pass"), QueueConfig(prefix="auth"))
+        job_id, _ = await queue.submit(b"r", "normal")
+        assert (await queue.get(job_id)).state == JobState.QUEUED
+        await queue.r.aclose()
+        with pytest.raises(TokgenError, match="cannot use Redis") as err:
+            await check_redis(f"unix://{sock}?password=wrong")
+        assert "wrong" not in str(err.value)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        proc.terminate()
+        proc.wait()

@@ -76,6 +76,18 @@ def claimed_entries(reply: list) -> tuple[bytes, list[tuple[bytes, dict]]]:
     return next_id, [(eid, fields) for eid, fields in entries if fields]
 
 
+async def check_redis(url: str) -> None:
+    """Fail fast, and clearly, on a wrong URL or password: ``connect`` would retry those."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=5)
+    try:
+        await client.ping()
+    except RedisConnectionError as exc:  # AuthenticationError is one too
+        shown = url.split("@")[-1].split("?")[0]  # never print a password
+        raise TokgenError(f"cannot use Redis at {shown}: {exc}") from None
+    finally:
+        await client.aclose()
+
+
 @dataclass(frozen=True)
 class QueueConfig:
     prefix: str = "tokgen"

@@ -8,7 +8,7 @@ import signal
 from collections.abc import Callable
 
 from tokgen.codec import load_codec
-from tokgen.jobs.queue import JobQueue, QueueConfig, connect
+from tokgen.jobs.queue import JobQueue, QueueConfig, check_redis, connect
 from tokgen.jobs.redis_server import EmbeddedRedis
 from tokgen.jobs.worker import Worker
 from tokgen.prior.generate import load_priors
@@ -22,6 +22,7 @@ async def run_worker(config: Settings, on_ready: Callable[[dict], None], grace_s
     if url is None:
         embedded = EmbeddedRedis.start(config.cache_dir / "redis")
         url = embedded.url
+    await check_redis(url)
     client = connect(url)
     priors = []
     try:

@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from tokgen.codec import load_codec
 from tokgen.codec.base import Codec
 from tokgen.errors import TokgenError
-from tokgen.jobs.queue import JobQueue, QueueConfig, connect
+from tokgen.jobs.queue import JobQueue, QueueConfig, check_redis, connect
 from tokgen.jobs.redis_server import EmbeddedRedis
 from tokgen.jobs.worker import Worker
 from tokgen.prior.generate import load_priors
@@ -151,6 +151,7 @@ async def serve(config: Settings, on_listening: Callable[[dict], None]) -> None:
     check_exposure(config.host, tls, bool(api_keys), config.insecure)
     embedded = EmbeddedRedis.start(config.cache_dir / "redis") if config.redis_url is None else None
     redis_url = config.redis_url or (embedded.url if embedded else "")
+    await check_redis(redis_url)
     client = connect(redis_url)
     queue = JobQueue(client, QueueConfig(lease_s=config.lease_seconds))
     jobs = JobServicer(queue)
