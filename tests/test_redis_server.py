@@ -20,6 +20,8 @@ def test_embedded_redis_serves_on_a_socket_and_keeps_data_across_restarts(tmp_pa
     try:
         with pytest.raises(TokgenError, match="owns the embedded Redis"):
             EmbeddedRedis.start(tmp_path / "redis")  # one owner per data directory
+        joined, url = EmbeddedRedis.start_or_join(tmp_path / "redis")  # a second tokgen joins it
+        assert joined is None and url == server.url
         client = redis.Redis.from_url(server.url)
         client.xadd("s", {"k": "v"})
         assert client.config_get("appendonly") == {"appendonly": "yes"}

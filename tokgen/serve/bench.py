@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -88,7 +87,7 @@ def bench_serve(
     """Start ``tokgen serve`` on free ports, warm it up, run each concurrency level in turn."""
     cmd = [sys.executable, "-m", "tokgen", "serve", "--port", "0", "--metrics-port", "0"]
     cmd += ["--backend", backend, "--max-active", str(max(concurrency)), *server_args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=os.environ)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()

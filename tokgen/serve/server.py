@@ -149,8 +149,9 @@ async def serve(config: Settings, on_listening: Callable[[dict], None]) -> None:
     tls = tls_files(config.tls_cert, config.tls_key, config.tls_client_ca)
     api_keys = load_api_keys(config.api_keys_file)
     check_exposure(config.host, tls, bool(api_keys), config.insecure)
-    embedded = EmbeddedRedis.start(config.cache_dir / "redis") if config.redis_url is None else None
-    redis_url = config.redis_url or (embedded.url if embedded else "")
+    embedded, redis_url = None, config.redis_url
+    if redis_url is None:
+        embedded, redis_url = EmbeddedRedis.start_or_join(config.cache_dir / "redis")
     await check_redis(redis_url)
     client = connect(redis_url)
     queue = JobQueue(client, QueueConfig(lease_s=config.lease_seconds))
