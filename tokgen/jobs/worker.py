@@ -28,7 +28,7 @@ from tokgen.codec.base import Codec
 from tokgen.codec.codes import dump_codes, load_codes
 from tokgen.jobs.queue import Claim, JobQueue
 from tokgen.jobs.states import InvalidTransition
-from tokgen.prior.generate import Job, level_tokens, sample_job
+from tokgen.prior.generate import Job, level_tokens, sample_job, whole_top_frames
 from tokgen.prior.layout import TokenLayout
 from tokgen.prior.sampler import CodeBoard, LevelPrior
 from tokgen.serve import metrics
@@ -39,9 +39,11 @@ from tokgen.v1 import tokgen_pb2 as pb
 log = logging.getLogger(__name__)
 
 
-def resume_from(job: Job, saved: list[np.ndarray]) -> Job:
-    """``job`` with each level's known codes replaced by what an earlier attempt saved,
-    where that is longer (saved codes start with the job's own known codes)."""
+def resume_from(job: Job, saved: list[np.ndarray], hops: list[int]) -> Job:
+    """``job`` with each level's known codes replaced by what an earlier attempt saved
+    (cut back to whole top frames), where that is longer (saved codes start with the
+    job's own known codes)."""
+    saved = whole_top_frames(saved, hops)
     known = [s if s.size > k.size else k for k, s in zip(job.known, saved, strict=True)]
     return dataclasses.replace(job, known=known)
 
@@ -165,7 +167,7 @@ class Worker:
         resumed = [0] * len(job.known)
         if saved is not None:
             before = [k.size for k in job.known]
-            job = resume_from(job, load_codes(saved).codes)
+            job = resume_from(job, load_codes(saved).codes, [lv.hop for lv in self.codec.levels])
             resumed = [k.size - b for k, b in zip(job.known, before, strict=True)]
         sr, hops = self.codec.sample_rate, [lv.hop for lv in self.codec.levels]
         num_samples = job.top_frames * hops[0]

@@ -177,14 +177,20 @@ def prepare(
     hops = [lv.hop for lv in codec.levels]
     if mode == "upsample":
         return Job(known, known[0].size, 0)
-    # Saved lower levels that stop short are resumed from their last whole top frame, so
-    # that every window starts on the grid of the levels above it (see segment_frames).
-    known = [k[: k.size // (hops[0] // hop) * (hops[0] // hop)] for k, hop in zip(known, hops, strict=True)]
+    known = whole_top_frames(known, hops)
     top_frames = known[0].size + math.ceil(seconds * codec.sample_rate / hops[0])
     for level, (k, hop) in enumerate(zip(known, hops, strict=True)):
         if k.size * hop > known[0].size * hops[0]:
             raise TokgenError(f"saved level {level} is longer than the top level; the codes are inconsistent")
     return Job(known, top_frames, known[0].size)
+
+
+def whole_top_frames(known: list[np.ndarray], hops: list[int]) -> list[np.ndarray]:
+    """Each level's known codes cut back to its last whole top frame. Saved lower levels
+    that stop short are resumed from there, so that every window starts on the grid of
+    the levels above it (as in training; see segment_frames): an upsampler window that
+    does not reads one upper frame more than its prior's context holds."""
+    return [k[: k.size // (hops[0] // hop) * (hops[0] // hop)] for k, hop in zip(known, hops, strict=True)]
 
 
 def level_tokens(codec: Codec, job: Job) -> list[int]:
