@@ -94,7 +94,7 @@ def continue_request(
 
 class TokgenClient:
     def __init__(self, server: str, api_key: str | None = None, tls: TlsOptions | None = None):
-        options = [("grpc.max_receive_message_length", 32 << 20)]
+        options = [("grpc.max_receive_message_length", 64 << 20)]  # a 600 s job's WAV is 19 MB
         if tls is None:
             self.channel = grpc.aio.insecure_channel(server, options=options)
         else:

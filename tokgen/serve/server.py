@@ -37,6 +37,7 @@ from tokgen.v1 import jobs_pb2, jobs_pb2_grpc, tokgen_pb2, tokgen_pb2_grpc
 SERVICE_NAME = tokgen_pb2.DESCRIPTOR.services_by_name["TokgenService"].full_name
 JOB_SERVICE_NAME = jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
 LIVE = "live"
+MAX_REPLY_BYTES = 64 << 20
 
 
 class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
@@ -98,7 +99,8 @@ def build_server(
         interceptors=[MalformedRequestInterceptor(), *([ApiKeyInterceptor(api_keys)] if api_keys else [])],
         options=[
             ("grpc.max_receive_message_length", max_request_bytes),
-            ("grpc.max_send_message_length", 16 << 20),
+            # GetJobResult of a 600 s job: a 19 MB WAV and its codes
+            ("grpc.max_send_message_length", MAX_REPLY_BYTES),
         ],
     )
     servicer = TokgenServicer(max_request_bytes, admission)
