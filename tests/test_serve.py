@@ -239,3 +239,53 @@ def test_api_keys_guard_every_call_but_health(loop_thread, engine, tiny_model_di
             assert replies[-1].WhichOneof("event") == "summary"
     finally:
         loop_thread.run(server.stop(None))
+
+
+def test_job_service_takes_the_same_keys_and_checks(loop_thread, engine, tiny_model_dir, redis_server):
+    import redis.asyncio as aioredis
+
+    from tokgen.jobs.queue import JobQueue, QueueConfig
+    from tokgen.prior.layout import TokenLayout
+    from tokgen.serve.jobs_service import JobServicer
+    from tokgen.v1 import jobs_pb2 as jpb
+    from tokgen.v1 import jobs_pb2_grpc as jpb_grpc
+
+    codec = load_codec(tiny_model_dir)
+    key = b"jobs-key-0123456789abcdef"
+
+    async def start():
+        queue = JobQueue(aioredis.Redis.from_url(redis_server.url), QueueConfig(prefix="svc"))
+        jobs = JobServicer(queue)
+        server, _, _, port = build_server("127.0.0.1:0", Admission(2, 0), api_keys=[key], jobs=jobs)
+        await server.start()
+        jobs.attach(TokenLayout.for_levels(codec.levels))
+        return server, port
+
+    server, port = loop_thread.run(start())
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = jpb_grpc.JobServiceStub(channel)
+            submit = jpb.SubmitJobRequest(request=pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=1))
+            with pytest.raises(grpc.RpcError) as err:
+                stub.SubmitJob(submit)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            good = (("x-api-key", key.decode()),)
+            job = stub.SubmitJob(submit, metadata=good).job
+            assert (
+                job.state == jpb.JOB_STATE_QUEUED
+                and stub.GetJob(jpb.GetJobRequest(job_id=job.job_id), metadata=good).job.job_id == job.job_id
+            )
+            bad = jpb.SubmitJobRequest(request=pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=0))
+            with pytest.raises(grpc.RpcError) as err:
+                stub.SubmitJob(bad, metadata=good)
+            assert (
+                err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                and "request.seconds" in err.value.details()
+            )
+            with pytest.raises(grpc.RpcError) as err:
+                stub.GetJobResult(jpb.GetJobResultRequest(job_id=job.job_id), metadata=good)
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # queued, no result yet
+            cancelled = stub.CancelJob(jpb.CancelJobRequest(job_id=job.job_id), metadata=good).job
+            assert cancelled.state == jpb.JOB_STATE_CANCELLED
+    finally:
+        loop_thread.run(server.stop(None))
