@@ -88,6 +88,13 @@ async def check_redis(url: str) -> None:
         await client.aclose()
 
 
+def drop_entry(pipe: Any, stream: str, entry_id: bytes) -> None:
+    """Queue, on ``pipe``, the end of a stream entry: acknowledged and deleted (a job's
+    next attempt, if any, is a new entry)."""
+    pipe.xack(stream, GROUP, entry_id)
+    pipe.xdel(stream, entry_id)
+
+
 @dataclass(frozen=True)
 class QueueConfig:
     prefix: str = "tokgen"
@@ -279,16 +286,16 @@ class JobQueue:
 
         def effects(pipe, before: Job, after: Job) -> None:
             if after.state != JobState.RUNNING:  # dead after its last lost attempt
-                pipe.xack(stream, GROUP, entry_id)
-                pipe.xdel(stream, entry_id)
+                drop_entry(pipe, stream, entry_id)
                 if after.state == JobState.DEAD:
-                    pipe.xadd(self._key("dead"), {"job": job_id, "error": after.error or ""})
+                    self._dead_letter(pipe, job_id, after.error or "")
 
         try:
             _, job = await self._transition(job_id, rule, effects)
         except (InvalidTransition, TokgenError):  # cancelled, finished or deleted meanwhile
-            await self.r.xack(stream, GROUP, entry_id)
-            await self.r.xdel(stream, entry_id)
+            async with self.r.pipeline(transaction=True) as pipe:
+                drop_entry(pipe, stream, entry_id)
+                await pipe.execute()
             return None
         if job.state != JobState.RUNNING:
             return None
@@ -320,9 +327,11 @@ class JobQueue:
 
     # ---- finishing --------------------------------------------------------------------
     def _finish(self, pipe, claim: Claim) -> None:
-        pipe.xack(claim.stream, GROUP, claim.entry_id)
-        pipe.xdel(claim.stream, claim.entry_id)
+        drop_entry(pipe, claim.stream, claim.entry_id)
         pipe.delete(self._key("partial", claim.job.id))
+
+    def _dead_letter(self, pipe, job_id: str, error: str) -> None:
+        pipe.xadd(self._key("dead"), {"job": job_id, "error": error})
 
     async def succeed(
         self, claim: Claim, worker: str, audio: bytes, codes_npz: bytes, summary: str = "{}"
@@ -351,7 +360,7 @@ class JobQueue:
             if after.state == JobState.QUEUED:
                 pipe.zadd(self._key("delayed"), {claim.job.id: after.not_before})
             if after.state == JobState.DEAD:
-                pipe.xadd(self._key("dead"), {"job": claim.job.id, "error": error})
+                self._dead_letter(pipe, claim.job.id, error)
 
         rule = lambda j: states.fail(j, worker, error, retryable, self.config.policy, now)  # noqa: E731
         return (await self._transition(claim.job.id, rule, effects))[1]
@@ -360,8 +369,7 @@ class JobQueue:
         """Give a running job back (worker shutdown): queued again at once."""
 
         def effects(pipe, before: Job, after: Job) -> None:
-            pipe.xack(claim.stream, GROUP, claim.entry_id)
-            pipe.xdel(claim.stream, claim.entry_id)
+            drop_entry(pipe, claim.stream, claim.entry_id)
             if after.state == JobState.QUEUED:
                 pipe.xadd(self.stream(after.priority), {"job": claim.job.id})
 

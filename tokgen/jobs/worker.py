@@ -163,16 +163,16 @@ class Worker:
         request = pb.ContinueRequest.FromString(claim.request)
         spec = check_continue(request, self.layout.vocab_size, max(self.layout.codebook_sizes))
         job = await asyncio.to_thread(prepare_spec, self.codec, spec)
+        sr, hops = self.codec.sample_rate, [lv.hop for lv in self.codec.levels]
         saved = await self.queue.load_partial(claim.job.id)
         resumed = [0] * len(job.known)
         if saved is not None:
             before = [k.size for k in job.known]
-            job = resume_from(job, load_codes(saved).codes, [lv.hop for lv in self.codec.levels])
+            job = resume_from(job, load_codes(saved).codes, hops)
             resumed = [k.size - b for k, b in zip(job.known, before, strict=True)]
-        sr, hops = self.codec.sample_rate, [lv.hop for lv in self.codec.levels]
         num_samples = job.top_frames * hops[0]
         totals = level_tokens(self.codec, job)
-        last = {"saved": time.monotonic(), "progress": 0.0}
+        last = {"saved": time.monotonic()}
         pending: set[asyncio.Task] = set()
 
         def watch(board: CodeBoard, level: int) -> None:
@@ -194,9 +194,10 @@ class Worker:
             task.cancel()
         audio = await asyncio.to_thread(self.codec.decode, codes[-1], len(codes) - 1)
         start = job.start_top * hops[0]
-        wanted = round(spec.seconds * sr) if spec.mode != "upsample" else audio.size - start
+        wanted = spec.samples(sr)
+        wanted = audio.size - start if wanted is None else wanted
         summary = {
-            "tokens": level_tokens(self.codec, job),
+            "tokens": totals,
             "resumed_frames": resumed,
             "attempt": claim.job.attempts,
         }

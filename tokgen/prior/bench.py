@@ -25,7 +25,7 @@ from tokgen.prior.generate import (
     render,
     segment_frames,
 )
-from tokgen.prior.sampler import CodeBoard, LevelPrior, SamplingSettings
+from tokgen.prior.sampler import LevelPrior, SamplingSettings, completion_times
 
 EXAMPLE_PRIME = Path(__file__).parent.parent / "assets" / "examples" / "prime.flac"
 
@@ -35,12 +35,7 @@ async def timed_render(
 ) -> tuple[float, list[float]]:
     """Wall-clock seconds of one render, and when (since its start) each level was complete."""
     start = time.perf_counter()
-    done_at = [0.0] * len(priors)
-
-    def watch(board: CodeBoard, level: int) -> None:
-        if board.known_frames[level] == board.codes[level].size:
-            done_at[level] = time.perf_counter() - start
-
+    done_at, watch = completion_times(len(priors), start)
     await render(codec, priors, job, SamplingSettings(seed=seed), request_id, watch)
     return time.perf_counter() - start, done_at
 

@@ -70,6 +70,18 @@ def level_frames(top_frames: int, hops: list[int]) -> list[int]:
 OnChange = Callable[["CodeBoard", int], None]
 
 
+def completion_times(levels: int, started: float) -> tuple[list[float], OnChange]:
+    """A watcher for ``CodeBoard`` and what it fills in: for each level, seconds from
+    ``started`` (``time.perf_counter``) until all its codes were known (0: from the start)."""
+    done_at = [0.0] * levels
+
+    def watch(board: CodeBoard, level: int) -> None:
+        if board.known_frames[level] == board.codes[level].size:
+            done_at[level] = time.perf_counter() - started
+
+    return done_at, watch
+
+
 class CodeBoard:
     """The codes of every level as they become known (-1: not yet). Windows wait here for
     the frames they read; ``on_change(board, level)`` runs after every write (progress

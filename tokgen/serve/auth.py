@@ -14,6 +14,7 @@ import grpc
 
 from tokgen.errors import TokgenError
 from tokgen.serve import metrics
+from tokgen.serve.interceptors import guarded
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 
@@ -61,17 +62,7 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
 
         metrics.count_call(details.method.rsplit("/", 1)[-1], grpc.StatusCode.UNAUTHENTICATED)
 
-        async def deny(request, context):
+        async def deny(request, context: grpc.aio.ServicerContext) -> None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid API key (x-api-key)")
 
-        async def deny_stream(request, context):
-            await deny(request, context)
-            yield  # pragma: no cover (unreachable: abort raises)
-
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                deny_stream, handler.request_deserializer, handler.response_serializer
-            )
-        return grpc.unary_unary_rpc_method_handler(
-            deny, handler.request_deserializer, handler.response_serializer
-        )
+        return guarded(handler, deny)

@@ -12,7 +12,6 @@ import signal
 from collections.abc import Callable
 
 import grpc
-from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -27,6 +26,7 @@ from tokgen.prior.layout import TokenLayout
 from tokgen.prior.sampler import LevelPrior
 from tokgen.serve.admission import Admission
 from tokgen.serve.auth import ApiKeyInterceptor, load_api_keys
+from tokgen.serve.interceptors import MalformedRequestInterceptor
 from tokgen.serve.jobs_service import JobServicer
 from tokgen.serve.metrics import start_metrics_server
 from tokgen.serve.security import TlsFiles, check_exposure, tls_files
@@ -38,48 +38,6 @@ SERVICE_NAME = tokgen_pb2.DESCRIPTOR.services_by_name["TokgenService"].full_name
 JOB_SERVICE_NAME = jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
 LIVE = "live"
 MAX_REPLY_BYTES = 64 << 20
-
-
-class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
-    """Bytes that do not parse as the method's request message get INVALID_ARGUMENT (grpc
-    itself would answer UNKNOWN and log a traceback for every one)."""
-
-    async def intercept_service(self, continuation, details):
-        handler = await continuation(details)
-        if handler is None or handler.request_deserializer is None:
-            return handler
-        parse = handler.request_deserializer
-        malformed = object()
-
-        def deserialize(data: bytes):
-            try:
-                return parse(data)
-            except DecodeError:
-                return malformed
-
-        message = f"the request is not a valid message for {details.method}"
-        if handler.unary_stream:
-            behavior = handler.unary_stream
-
-            async def unary_stream(request, context):
-                if request is malformed:
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
-                async for reply in behavior(request, context):
-                    yield reply
-
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream, deserialize, handler.response_serializer
-            )
-        if handler.unary_unary:
-            unary = handler.unary_unary
-
-            async def unary_unary(request, context):
-                if request is malformed:
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
-                return await unary(request, context)
-
-            return grpc.unary_unary_rpc_method_handler(unary_unary, deserialize, handler.response_serializer)
-        return handler
 
 
 def build_server(

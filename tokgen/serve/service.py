@@ -25,7 +25,7 @@ from tokgen.prior.generate import (
     level_tokens,
 )
 from tokgen.prior.layout import TokenLayout
-from tokgen.prior.sampler import CodeBoard, LevelPrior
+from tokgen.prior.sampler import LevelPrior, completion_times
 from tokgen.prior.stream import stream_continuation
 from tokgen.serve import metrics
 from tokgen.serve.admission import Admission, Busy
@@ -35,13 +35,6 @@ from tokgen.v1 import tokgen_pb2 as pb
 from tokgen.v1 import tokgen_pb2_grpc as pb_grpc
 
 RETRY_AFTER_S = 2
-
-
-def status_code(code: object) -> grpc.StatusCode | None:
-    """``context.code()`` after an abort: a ``StatusCode``, or its integer value."""
-    if isinstance(code, grpc.StatusCode) or code is None:
-        return code
-    return next((c for c in grpc.StatusCode if c.value[0] == code), None)
 
 
 def pcm16(audio: np.ndarray) -> bytes:
@@ -121,7 +114,7 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
             code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
             raise
         except Exception:
-            code = status_code(context.code()) or grpc.StatusCode.INTERNAL
+            code = context.code() or grpc.StatusCode.INTERNAL  # set by an abort
             raise
         finally:
             metrics.count_call("Continue", code)
@@ -151,13 +144,8 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
         fmt = pb.AudioFormat(sample_rate=sr, channels=1, encoding="s16le")
         sent, first, last = 0, None, 0.0
         # Whole top frames are generated; the client gets exactly the seconds it asked for.
-        wanted = round(spec.seconds * sr) if spec.mode != "upsample" else None
-        done_at = [0.0] * len(codec.levels)  # when each level's codes were complete
-
-        def watch(board: CodeBoard, level: int) -> None:
-            if board.known_frames[level] == board.codes[level].size:
-                done_at[level] = time.perf_counter() - started
-
+        wanted = spec.samples(sr)
+        done_at, watch = completion_times(len(codec.levels), started)
         async for whole in stream_continuation(codec, self.priors, job, spec.settings, on_change=watch):
             piece = whole if wanted is None else whole[: wanted - sent]
             if not piece.size:

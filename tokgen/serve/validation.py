@@ -47,6 +47,11 @@ class ContinueSpec:
     codes: bytes | None
     priority: Priority = "normal"
 
+    def samples(self, sample_rate: int) -> int | None:
+        """Samples of new audio asked for; whole top frames are generated, and the result
+        is cut to this. None in mode upsample (the saved top level decides the length)."""
+        return round(self.seconds * sample_rate) if self.mode != "upsample" else None
+
 
 def check_continue(req: pb.ContinueRequest, vocab_size: int, codebook_size: int) -> ContinueSpec:
     mode = MODES.get(req.mode)
