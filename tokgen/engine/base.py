@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from tokgen.errors import TokgenError
+from tokgen.monitoring import metrics
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,26 @@ class SamplingParams:
                 raise TokgenError(f"allowed token range {self.allowed} is not inside [0, {vocab_size})")
 
 
+@dataclass(frozen=True)
+class StepStats:
+    """What one engine step did, for the ``tokgen_engine_*`` metrics."""
+
+    running: int  # sequences in the batch after the step
+    waiting: int  # sequences waiting to join it
+    kv_cache_usage: float  # 0-1
+    batch_size: int  # sequences that got a token in this step
+    generated_tokens: int
+    prompt_tokens: int  # prefilled in this step
+    step_seconds: float | None  # None: unknown for this step (e.g. prefill only)
+
+
 class Engine(ABC):
     """One loaded causal LM that serves many concurrent requests."""
 
     backend: str
+    # The ``level`` label of this engine's metrics: the prior level it serves ("" outside
+    # a prior set, e.g. in engine benchmarks).
+    metrics_label: str = ""
     vocab_size: int
     max_model_len: int
     # Whether several engines may be built at once from threads. vLLM loads models in its
@@ -71,6 +88,19 @@ class Engine(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Release the model and any worker processes."""
+
+    def observe_step(self, stats: StepStats) -> None:
+        level = self.metrics_label
+        metrics.ENGINE_RUNNING.labels(level).set(stats.running)
+        metrics.ENGINE_WAITING.labels(level).set(stats.waiting)
+        metrics.KV_CACHE_USAGE.labels(level).set(stats.kv_cache_usage)
+        if stats.generated_tokens:
+            metrics.GENERATED_TOKENS.labels(level).inc(stats.generated_tokens)
+            metrics.BATCH_SIZE.labels(level).observe(stats.batch_size)
+        if stats.prompt_tokens:
+            metrics.PROMPT_TOKENS.labels(level).inc(stats.prompt_tokens)
+        if stats.step_seconds is not None:
+            metrics.STEP_SECONDS.labels(level).observe(stats.step_seconds)
 
     def check_request(self, prompt: Sequence[int], params: SamplingParams) -> None:
         params.check(self.vocab_size)

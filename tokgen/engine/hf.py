@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, DynamicCache
 
-from tokgen.engine.base import Engine, SamplingParams
+from tokgen.engine.base import Engine, SamplingParams, StepStats
 from tokgen.engine.sampling import sample_next
 from tokgen.errors import CheckpointError, TokgenError
 
@@ -40,7 +41,10 @@ class _Request:
 class HFEngine(Engine):
     backend = "hf"
 
-    def __init__(self, model_dir: str | Path, *, max_batch: int = 16, dtype: str = "float32"):
+    def __init__(
+        self, model_dir: str | Path, *, max_batch: int = 16, dtype: str = "float32", metrics_label: str = ""
+    ):
+        self.metrics_label = metrics_label
         try:
             self.model = AutoModelForCausalLM.from_pretrained(
                 str(model_dir), local_files_only=True, dtype=getattr(torch, dtype)
@@ -118,22 +122,42 @@ class HFEngine(Engine):
         generators = [torch.Generator().manual_seed(s) for s in seeds]
         params = [r.params for r in wave]
         cache = DynamicCache()
+        prompt_tokens = sum(len(r.prompt) for r in wave)
+        started = time.perf_counter()
         logits = await asyncio.to_thread(self._forward, ids, mask, positions, cache)
         while True:
+            step_s = time.perf_counter() - started
             tokens = sample_next(logits, params, generators)
+            stepped = 0
             for r, tok in zip(wave, tokens, strict=True):
                 if r.done:
                     continue
+                stepped += 1
                 r.out.put_nowait([tok])
                 r.produced += 1
                 if r.produced >= r.params.max_tokens or r.aborted:
                     r.done = True
                     r.out.put_nowait(None)
-            if all(r.done for r in wave):
+            running = sum(not r.done for r in wave)
+            # The wave's rows are its KV cache: a finished row's stays allocated until the wave ends.
+            self.observe_step(
+                StepStats(
+                    running=running,
+                    waiting=len(self._pending),
+                    kv_cache_usage=len(wave) / self.max_batch if running else 0.0,
+                    batch_size=stepped,
+                    generated_tokens=stepped,
+                    prompt_tokens=prompt_tokens,
+                    step_seconds=step_s,
+                )
+            )
+            prompt_tokens = 0
+            if not running:
                 return
             mask = torch.cat([mask, torch.ones(len(wave), 1, dtype=mask.dtype)], dim=1)
             positions = positions[:, -1:] + 1
             step = torch.tensor(tokens)[:, None]
+            started = time.perf_counter()
             logits = await asyncio.to_thread(self._forward, step, mask, positions, cache)
 
     @torch.inference_mode()

@@ -43,9 +43,48 @@ from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.inputs import TokensPrompt
 from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
+from vllm.v1.metrics.loggers import StatLoggerBase
+from vllm.v1.metrics.stats import IterationStats, SchedulerStats
 
-from tokgen.engine.base import Engine, SamplingParams
+from tokgen.engine.base import Engine, SamplingParams, StepStats
 from tokgen.errors import CheckpointError, TokgenError
+
+
+class _StepLogger(StatLoggerBase):
+    """vLLM's per-step statistics into ``Engine.observe_step`` (our ``tokgen_engine_*``
+    series, labelled by level): vLLM's own Prometheus logger is off, because its series
+    would collide between the engines of several levels in one process."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def record(
+        self,
+        scheduler_stats: SchedulerStats | None,
+        iteration_stats: IterationStats | None,
+        mm_cache_stats: object = None,
+        engine_idx: int = 0,
+    ) -> None:
+        if scheduler_stats is None:
+            return
+        it = iteration_stats
+        latencies = it.inter_token_latencies_iter if it is not None else []
+        self.engine.observe_step(
+            StepStats(
+                running=scheduler_stats.num_running_reqs,
+                waiting=scheduler_stats.num_waiting_reqs,
+                kv_cache_usage=scheduler_stats.kv_cache_usage,
+                # a token each for the decoding sequences and those that finished prefill
+                batch_size=len(latencies) + (len(it.time_to_first_tokens_iter) if it is not None else 0),
+                generated_tokens=it.num_generation_tokens if it is not None else 0,
+                prompt_tokens=it.num_prompt_tokens if it is not None else 0,
+                # the decoding sequences' gap since their last token: this step's time
+                step_seconds=sum(latencies) / len(latencies) if latencies else None,
+            )
+        )
+
+    def log_engine_initialized(self) -> None:
+        pass
 
 
 class VLLMEngine(Engine):
@@ -60,7 +99,9 @@ class VLLMEngine(Engine):
         kv_cache_bytes: int = 1 << 30,
         enforce_eager: bool = True,
         dtype: str = "float32",
+        metrics_label: str = "",
     ):
+        self.metrics_label = metrics_label
         config_path = Path(model_dir) / "config.json"
         if not config_path.is_file():
             raise CheckpointError(f"cannot load prior {model_dir}: config.json is missing")
@@ -82,7 +123,9 @@ class VLLMEngine(Engine):
                 distributed_executor_backend="uni",
                 # Windows needed soonest start first when the batch is full (prior.sampler).
                 scheduling_policy="priority",
-            )
+                disable_log_stats=True,  # vLLM's own loggers; ours is below
+            ),
+            stat_loggers=[lambda vllm_config, engine_index: _StepLogger(self)],
         )
 
     async def generate(

@@ -112,6 +112,18 @@ class Claim:
     stream: str
     entry_id: bytes
     request: bytes
+    waited_s: float | None = None  # runnable (queued, backoff over) until claimed; None: taken over
+    taken_over: bool = False  # from a worker whose lease expired
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """What the queue holds right now (the ``tokgen_jobs_*`` gauges)."""
+
+    queued: dict[Priority, int]  # entries no worker has read yet
+    running: dict[Priority, int]  # entries a worker holds
+    delayed: int  # retries waiting out their backoff
+    dead: int  # dead-letter entries
 
 
 class JobQueue:
@@ -200,6 +212,21 @@ class JobQueue:
         counts = [await self.r.xlen(self.stream(p)) for p in PRIORITIES]
         return sum(counts) + await self.r.zcard(self._key("delayed"))
 
+    async def depth(self) -> QueueDepth:
+        queued: dict[Priority, int] = {}
+        running: dict[Priority, int] = {}
+        for priority in PRIORITIES:
+            stream = self.stream(priority)
+            async with self.r.pipeline(transaction=False) as pipe:
+                pipe.xlen(stream)
+                pipe.xpending(stream, GROUP)
+                length, pending = await pipe.execute()
+            running[priority] = int(pending["pending"])
+            queued[priority] = max(0, int(length) - running[priority])
+        delayed = await self.r.zcard(self._key("delayed"))
+        dead = await self.r.xlen(self._key("dead"))
+        return QueueDepth(queued, running, int(delayed), int(dead))
+
     async def list_jobs(self, state: JobState | None, offset: int, size: int) -> tuple[list[Job], int | None]:
         """Jobs newest first from position ``offset`` (of all jobs), only those in
         ``state`` if given; and the offset of the next page (None: no more)."""
@@ -273,8 +300,11 @@ class JobQueue:
     ) -> Claim | None:
         job_id = fields[b"job"].decode()
         now = time.time()
+        waited: list[float] = []
 
         def rule(job: Job) -> Job:
+            if job.state == JobState.QUEUED:
+                waited[:] = [now - max(job.updated_at, job.not_before)]
             if lost and job.state == JobState.RUNNING:  # its worker died: that attempt failed
                 job = states.fail(
                     job, None, f"worker {job.worker} lost its lease", True, self.config.policy, now
@@ -300,7 +330,7 @@ class JobQueue:
         if job.state != JobState.RUNNING:
             return None
         request = await self.r.hget(self._key("job", job_id), "request")
-        return Claim(job, stream, entry_id, request or b"")
+        return Claim(job, stream, entry_id, request or b"", waited[0] if waited else None, lost)
 
     # ---- while running ----------------------------------------------------------------
     async def heartbeat(self, claim: Claim, worker: str) -> Job | None:

@@ -7,35 +7,57 @@ import asyncio
 import signal
 from collections.abc import Callable
 
-from tokgen.codec import load_codec
+from grpc_health.v1 import health
+
 from tokgen.jobs.queue import JobQueue, QueueConfig, check_redis, connect
 from tokgen.jobs.redis_server import EmbeddedRedis
 from tokgen.jobs.worker import Worker
-from tokgen.prior.generate import load_priors
-from tokgen.serve.metrics import start_metrics_server
+from tokgen.monitoring import metrics
+from tokgen.monitoring.health import LIVE, health_server, set_status
+from tokgen.monitoring.queue_gauges import sample_queue
+from tokgen.prior.sampler import LevelPrior
+from tokgen.serve.models import load_models
 from tokgen.settings import Settings
 
 
-async def run_worker(config: Settings, on_ready: Callable[[dict], None], grace_seconds: float = 10.0) -> None:
+async def run_worker(config: Settings, on_ready: Callable[[dict], None]) -> None:
+    """Health (with ``health_port``): ``live`` at once, overall SERVING once the models are
+    loaded; ``/metrics`` from the start, so a scrape sees ``tokgen_redis_up`` while loading."""
     embedded, url = None, config.redis_url
     if url is None:
         embedded, url = EmbeddedRedis.start_or_join(config.cache_dir / "redis")
     await check_redis(url)
     client = connect(url)
-    priors = []
+    queue = JobQueue(client, QueueConfig(lease_s=config.lease_seconds))
+    priors: list[LevelPrior] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    probes = health.aio.HealthServicer()
+    probe_server = None
+    if config.health_port is not None:
+        probe_server, probe_port = health_server(config.host, config.health_port, probes)
+        await probe_server.start()
+        await set_status(probes, True, LIVE)
+        await set_status(probes, False, "")
+    metrics_port = metrics.start_metrics_server(config.host, config.metrics_port)
+    sampling = asyncio.create_task(sample_queue(queue, stop))
     try:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        codec = await asyncio.to_thread(load_codec, config.codec)
-        priors = await asyncio.to_thread(load_priors, config.priors, codec, config.engine_backend)
-        queue = JobQueue(client, QueueConfig(lease_s=config.lease_seconds))
+        codec, priors = await load_models(config, "worker")
         worker = Worker(queue, codec, priors, concurrency=config.worker_concurrency)
-        metrics_port = start_metrics_server(config.host, config.metrics_port)
-        on_ready({"worker": worker.name, "redis": url, "metrics": f"{config.host}:{metrics_port}"})
-        await worker.run(stop, grace_s=grace_seconds)
+        where = {"worker": worker.name, "redis": url, "metrics": f"{config.host}:{metrics_port}"}
+        if probe_server is not None:
+            where["health"] = f"{config.host}:{probe_port}"
+        await set_status(probes, True, "")
+        on_ready(where)
+        await worker.run(stop, grace_s=config.grace_seconds)
     finally:
+        stop.set()
+        await set_status(probes, False, "")
+        await sampling
+        if probe_server is not None:
+            await probe_server.stop(0)
         await asyncio.gather(*(p.engine.close() for p in priors))
         await client.aclose()
         if embedded is not None:

@@ -28,10 +28,10 @@ from tokgen.codec.base import Codec
 from tokgen.codec.codes import dump_codes, load_codes
 from tokgen.jobs.queue import Claim, JobQueue
 from tokgen.jobs.states import InvalidTransition
+from tokgen.monitoring import metrics
 from tokgen.prior.generate import Job, level_tokens, sample_job, whole_top_frames
 from tokgen.prior.layout import TokenLayout
 from tokgen.prior.sampler import CodeBoard, LevelPrior
-from tokgen.serve import metrics
 from tokgen.serve.requests import prepare_spec
 from tokgen.serve.validation import FieldError, check_continue
 from tokgen.v1 import tokgen_pb2 as pb
@@ -75,6 +75,7 @@ class Worker:
         """Claim and render until ``stop``; then claim nothing more, give running jobs
         ``grace_s`` to finish and release the others to the queue."""
         outage = 0.0
+        metrics.WORKER_SLOTS.set(self.concurrency)
         while not stop.is_set():
             try:
                 await self.queue.ensure_groups()
@@ -90,6 +91,7 @@ class Worker:
                 log.warning("redis unreachable (%s); retrying in %.1f s", exc, outage)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), outage or poll_s)
+        metrics.WORKER_SLOTS.set(0)
         if self.running:
             await asyncio.wait(set(self.running), timeout=grace_s)
         tasks = list(self.running)
@@ -99,11 +101,15 @@ class Worker:
 
     async def _run_claim(self, claim: Claim) -> None:
         started = time.monotonic()
-        metrics.JOBS_RUNNING.inc()
+        if claim.taken_over:
+            metrics.LEASES_RECLAIMED.inc()
+        if claim.waited_s is not None:
+            metrics.JOB_QUEUE_WAIT.labels(claim.job.priority).observe(claim.waited_s)
+        metrics.LEASES_HELD.inc()
         try:
             await self._attempt(claim)
         finally:
-            metrics.JOBS_RUNNING.dec()
+            metrics.LEASES_HELD.dec()
             metrics.JOB_RUN_SECONDS.observe(time.monotonic() - started)
 
     async def _attempt(self, claim: Claim) -> None:
@@ -122,6 +128,8 @@ class Worker:
             await asyncio.gather(render, return_exceptions=True)
             if beat.result() == "cancelled":
                 await self._settle(self.queue.cancelled(claim, self.name))
+            else:
+                metrics.LEASES_LOST.inc()
             return
         beat.cancel()
         try:
@@ -160,6 +168,7 @@ class Worker:
                 return "lost" if job is None else "cancelled"
 
     async def render(self, claim: Claim) -> tuple[bytes, bytes, dict]:
+        started = time.monotonic()
         request = pb.ContinueRequest.FromString(claim.request)
         spec = check_continue(request, self.layout.vocab_size, max(self.layout.codebook_sizes))
         job = await asyncio.to_thread(prepare_spec, self.codec, spec)
@@ -196,6 +205,9 @@ class Worker:
         start = job.start_top * hops[0]
         wanted = spec.samples(sr)
         wanted = audio.size - start if wanted is None else wanted
+        seconds = min(wanted, audio.size - start) / sr
+        metrics.AUDIO_SECONDS.labels("job").inc(seconds)
+        metrics.REALTIME_FACTOR.labels("job").observe(seconds / (time.monotonic() - started))
         summary = {
             "tokens": totals,
             "resumed_frames": resumed,

@@ -83,7 +83,12 @@ def load_priors(
         dirs.append((d, int(meta["n_ctx"])))
     cls = engine_class(backend)
     with ThreadPoolExecutor(len(dirs) if cls.thread_safe_start else 1) as pool:
-        engines = list(pool.map(lambda d: cls(d[0], **engine_options), dirs))  # type: ignore[call-arg]
+        engines = list(
+            pool.map(
+                lambda level: cls(dirs[level][0], metrics_label=str(level), **engine_options),  # type: ignore[call-arg]
+                range(len(dirs)),
+            )
+        )
     priors = []
     # Leads span the same whole top frames at every level: a level's lead window then reads
     # only codes from the lead window above it (one frame more would wait for a full window).

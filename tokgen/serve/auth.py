@@ -13,7 +13,6 @@ from pathlib import Path
 import grpc
 
 from tokgen.errors import TokgenError
-from tokgen.serve import metrics
 from tokgen.serve.interceptors import guarded
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
@@ -59,8 +58,6 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
             return handler
         if key_is_valid(presented_key(details.invocation_metadata), self.keys):
             return handler
-
-        metrics.count_call(details.method.rsplit("/", 1)[-1], grpc.StatusCode.UNAUTHENTICATED)
 
         async def deny(request, context: grpc.aio.ServicerContext) -> None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid API key (x-api-key)")

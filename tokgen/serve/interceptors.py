@@ -1,57 +1,116 @@
-"""Server interceptors' common piece, ``guarded``, and the malformed-request guard.
+"""Server interceptors: call counting, the malformed-request guard, and their common piece.
 
-An interceptor that must refuse some calls (no API key, bytes that are not a request)
-wraps the method's handler so that a check runs first and may abort the call."""
+An interceptor wraps a method's handler (``wrapped``) to run code around the whole call:
+counting its final status (``CallMetricsInterceptor``), or a check first that may abort
+it (``guarded``: no API key, bytes that are not a request)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
 
+from tokgen.monitoring import metrics
+
+# Infrastructure calls: probes would drown the API's own counts.
+UNCOUNTED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
 Check = Callable[[Any, grpc.aio.ServicerContext], Awaitable[None]]
+Around = Callable[[Any, grpc.aio.ServicerContext], AbstractAsyncContextManager[None]]
 
 
-def guarded(handler: grpc.RpcMethodHandler, check: Check, deserialize: Callable | None = None):
-    """``handler`` with ``await check(request, context)`` first (the request is None for
-    client-streaming methods); ``deserialize`` replaces the handler's own."""
+def wrapped(handler: grpc.RpcMethodHandler, around: Around, deserialize: Callable | None = None):
+    """``handler`` run inside ``async with around(request, context)`` (the request is None
+    for client-streaming methods; a streaming reply is produced inside it, to its end);
+    ``deserialize`` replaces the handler's own."""
     deserialize = deserialize or handler.request_deserializer
     serialize = handler.response_serializer
     if handler.unary_unary:
         unary_unary = handler.unary_unary
 
-        async def checked_unary_unary(request, context):
-            await check(request, context)
-            return await unary_unary(request, context)
+        async def around_unary_unary(request, context):
+            async with around(request, context):
+                return await unary_unary(request, context)
 
-        return grpc.unary_unary_rpc_method_handler(checked_unary_unary, deserialize, serialize)
+        return grpc.unary_unary_rpc_method_handler(around_unary_unary, deserialize, serialize)
     if handler.unary_stream:
         unary_stream = handler.unary_stream
 
-        async def checked_unary_stream(request, context):
-            await check(request, context)
-            async for reply in unary_stream(request, context):
-                yield reply
+        async def around_unary_stream(request, context):
+            async with around(request, context):
+                async for reply in unary_stream(request, context):
+                    yield reply
 
-        return grpc.unary_stream_rpc_method_handler(checked_unary_stream, deserialize, serialize)
+        return grpc.unary_stream_rpc_method_handler(around_unary_stream, deserialize, serialize)
     if handler.stream_unary:
         stream_unary = handler.stream_unary
 
-        async def checked_stream_unary(requests, context):
-            await check(None, context)
-            return await stream_unary(requests, context)
+        async def around_stream_unary(requests, context):
+            async with around(None, context):
+                return await stream_unary(requests, context)
 
-        return grpc.stream_unary_rpc_method_handler(checked_stream_unary, deserialize, serialize)
+        return grpc.stream_unary_rpc_method_handler(around_stream_unary, deserialize, serialize)
     stream_stream = handler.stream_stream
 
-    async def checked_stream_stream(requests, context):
-        await check(None, context)
-        async for reply in stream_stream(requests, context):
-            yield reply
+    async def around_stream_stream(requests, context):
+        async with around(None, context):
+            async for reply in stream_stream(requests, context):
+                yield reply
 
-    return grpc.stream_stream_rpc_method_handler(checked_stream_stream, deserialize, serialize)
+    return grpc.stream_stream_rpc_method_handler(around_stream_stream, deserialize, serialize)
+
+
+def guarded(handler: grpc.RpcMethodHandler, check: Check, deserialize: Callable | None = None):
+    """``handler`` with ``await check(request, context)`` first: it may abort the call."""
+
+    @asynccontextmanager
+    async def checked(request, context):
+        await check(request, context)
+        yield
+
+    return wrapped(handler, checked, deserialize)
+
+
+def final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
+    """The status a call ended with: what an abort set, else OK, INTERNAL for an uncaught
+    error, CANCELLED or DEADLINE_EXCEEDED when the client went away or ran out of time."""
+    if isinstance(error, asyncio.CancelledError):
+        remaining = context.time_remaining()
+        expired = remaining is not None and remaining <= 0
+        return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+    code = context.code()
+    if code is not None:
+        return code
+    return grpc.StatusCode.OK if error is None else grpc.StatusCode.INTERNAL
+
+
+class CallMetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts every call but health checks and reflection by method and final status
+    (``tokgen_requests_total``). Outermost, so it also counts what the other interceptors
+    refuse."""
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(UNCOUNTED_PREFIXES):
+            return handler
+        method = details.method.rsplit("/", 1)[-1]
+
+        @asynccontextmanager
+        async def counted(request, context):
+            error: BaseException | None = None
+            try:
+                yield
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                metrics.count_call(method, final_code(context, error))
+
+        return wrapped(handler, counted)
 
 
 class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):

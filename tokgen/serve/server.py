@@ -15,20 +15,21 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from tokgen.codec import load_codec
 from tokgen.codec.base import Codec
 from tokgen.errors import TokgenError
 from tokgen.jobs.queue import JobQueue, QueueConfig, check_redis, connect
 from tokgen.jobs.redis_server import EmbeddedRedis
 from tokgen.jobs.worker import Worker
-from tokgen.prior.generate import load_priors
+from tokgen.monitoring import metrics
+from tokgen.monitoring.health import LIVE, health_server, set_status
+from tokgen.monitoring.queue_gauges import sample_queue
 from tokgen.prior.layout import TokenLayout
 from tokgen.prior.sampler import LevelPrior
 from tokgen.serve.admission import Admission
 from tokgen.serve.auth import ApiKeyInterceptor, load_api_keys
-from tokgen.serve.interceptors import MalformedRequestInterceptor
+from tokgen.serve.interceptors import CallMetricsInterceptor, MalformedRequestInterceptor
 from tokgen.serve.jobs_service import JobServicer
-from tokgen.serve.metrics import start_metrics_server
+from tokgen.serve.models import load_models
 from tokgen.serve.security import TlsFiles, check_exposure, tls_files
 from tokgen.serve.service import TokgenServicer
 from tokgen.settings import Settings
@@ -36,7 +37,6 @@ from tokgen.v1 import jobs_pb2, jobs_pb2_grpc, tokgen_pb2, tokgen_pb2_grpc
 
 SERVICE_NAME = tokgen_pb2.DESCRIPTOR.services_by_name["TokgenService"].full_name
 JOB_SERVICE_NAME = jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
-LIVE = "live"
 MAX_REPLY_BYTES = 64 << 20
 
 
@@ -53,8 +53,13 @@ def build_server(
     port speaks only TLS (mutual TLS if it names a client CA); with ``jobs``, it also
     serves ``JobService``."""
     server = grpc.aio.server(
-        # The first interceptor wraps what the others return: it also guards auth's denials.
-        interceptors=[MalformedRequestInterceptor(), *([ApiKeyInterceptor(api_keys)] if api_keys else [])],
+        # The first interceptor wraps what the others return: it counts every call, and
+        # the malformed-request guard also guards auth's denials.
+        interceptors=[
+            CallMetricsInterceptor(),
+            MalformedRequestInterceptor(),
+            *([ApiKeyInterceptor(api_keys)] if api_keys else []),
+        ],
         options=[
             ("grpc.max_receive_message_length", max_request_bytes),
             # GetJobResult of a 600 s job: a 19 MB WAV and its codes
@@ -82,9 +87,8 @@ def build_server(
 
 async def mark_live(health_servicer: health.aio.HealthServicer) -> None:
     """Listening, models not loaded yet."""
-    await health_servicer.set(LIVE, health_pb2.HealthCheckResponse.SERVING)
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await set_status(health_servicer, True, LIVE)
+    await set_status(health_servicer, False, "", SERVICE_NAME)
 
 
 async def mark_ready(
@@ -95,8 +99,7 @@ async def mark_ready(
 ) -> None:
     """Serve TokgenService with the loaded models and report ready."""
     servicer.attach(codec, priors)
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await set_status(health_servicer, True, "", SERVICE_NAME)
 
 
 async def serve(config: Settings, on_listening: Callable[[dict], None]) -> None:
@@ -125,25 +128,30 @@ async def serve(config: Settings, on_listening: Callable[[dict], None]) -> None:
         tls,
         jobs,
     )
-    metrics_port = start_metrics_server(config.host, config.metrics_port)
-    await server.start()
+    metrics_port = metrics.start_metrics_server(config.host, config.metrics_port)
+    servers = [server]
+    where = {"listening": f"{host}:{bound}", "metrics": f"{host}:{metrics_port}", "redis": redis_url}
+    if config.health_port is not None:
+        probe_server, probe_port = health_server(config.host, config.health_port, health_servicer)
+        servers.append(probe_server)
+        where["health"] = f"{host}:{probe_port}"
+    for s in servers:
+        await s.start()
     await mark_live(health_servicer)
-    on_listening({"listening": f"{host}:{bound}", "metrics": f"{host}:{metrics_port}", "redis": redis_url})
+    on_listening(where)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     priors: list[LevelPrior] = []
     working: asyncio.Task | None = None
+    sampling = asyncio.create_task(sample_queue(queue, stop))
     try:
-        codec = await asyncio.to_thread(load_codec, config.codec)
-        loading = asyncio.ensure_future(
-            asyncio.to_thread(load_priors, config.priors, codec, config.engine_backend)
-        )
+        loading = asyncio.ensure_future(load_models(config, "server"))
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if loading.done():
-            priors = loading.result()
+            codec, priors = loading.result()
             await queue.ensure_groups()
             jobs.attach(TokenLayout.for_levels(codec.levels))
             if config.worker:
@@ -152,9 +160,11 @@ async def serve(config: Settings, on_listening: Callable[[dict], None]) -> None:
             await mark_ready(servicer, health_servicer, codec, priors)
             await stop.wait()
     finally:
-        for name in ("", SERVICE_NAME):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await asyncio.gather(server.stop(config.grace_seconds), *([working] if working else []))
+        stop.set()  # also when loading failed: the sampler and the worker end
+        await set_status(health_servicer, False, "", SERVICE_NAME)
+        await asyncio.gather(
+            *(s.stop(config.grace_seconds) for s in servers), sampling, *([working] if working else [])
+        )
         await asyncio.gather(*(p.engine.close() for p in priors))
         await client.aclose()
         if embedded is not None:

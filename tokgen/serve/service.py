@@ -17,6 +17,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from tokgen.codec.base import Codec
+from tokgen.monitoring import metrics
 from tokgen.prior.generate import (
     MAX_PRIME_SECONDS,
     MAX_SECONDS,
@@ -27,7 +28,6 @@ from tokgen.prior.generate import (
 from tokgen.prior.layout import TokenLayout
 from tokgen.prior.sampler import LevelPrior, completion_times
 from tokgen.prior.stream import stream_continuation
-from tokgen.serve import metrics
 from tokgen.serve.admission import Admission, Busy
 from tokgen.serve.requests import prepare_spec
 from tokgen.serve.validation import ContinueSpec, FieldError, check_continue
@@ -102,22 +102,9 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
 
     async def Continue(self, request, context):
         started = time.perf_counter()
-        code = grpc.StatusCode.UNKNOWN
-        try:
-            async for reply in self._continue(request, context, started):
-                yield reply
-            code = grpc.StatusCode.OK
-            metrics.REQUEST_DURATION.observe(time.perf_counter() - started)
-        except asyncio.CancelledError:  # the client cancelled, went away or ran out of time
-            remaining = context.time_remaining()
-            expired = remaining is not None and remaining <= 0
-            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
-            raise
-        except Exception:
-            code = context.code() or grpc.StatusCode.INTERNAL  # set by an abort
-            raise
-        finally:
-            metrics.count_call("Continue", code)
+        async for reply in self._continue(request, context, started):
+            yield reply
+        metrics.REQUEST_DURATION.observe(time.perf_counter() - started)
 
     async def _continue(self, request, context, started: float):
         codec = await self._check_ready(context)
@@ -161,7 +148,8 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
                 chunk=pb.AudioChunk(format=fmt, pcm=pcm16(piece), offset_seconds=sent / sr)
             )
             sent += piece.size
-            metrics.AUDIO_SECONDS.inc(piece.size / sr)
+            metrics.AUDIO_SECONDS.labels("stream").inc(piece.size / sr)
+        metrics.REALTIME_FACTOR.labels("stream").observe(sent / sr / (time.perf_counter() - started))
         yield pb.ContinueResponse(
             summary=pb.Summary(
                 levels=[

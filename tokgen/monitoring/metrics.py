@@ -1,0 +1,158 @@
+"""Every Prometheus series tokgen exports, one ``/metrics`` port per process.
+
+Names follow the conventions vLLM, TGI and Triton use: a ``tokgen_`` prefix, base units
+(seconds, ratios 0-1), ``_total`` counters, and labels of low cardinality only (gRPC
+method and status code, job priority and state, prior level, audio source: never request
+ids, job ids or clients). Buckets are chosen per metric: engine steps and chunk gaps are
+milliseconds, streams seconds, jobs up to an hour.
+
+Which process exports what: the server the ``requests``/``time_to_first_audio`` family;
+a worker (also the one inside ``tokgen serve`` unless ``--no-worker``) the job attempts
+and leases; both the engine series of their own engines and the queue gauges, which are
+cluster-wide (every process reports the same value: aggregate them with ``max``).
+``deploy/grafana`` and ``deploy/prometheus`` use only the names defined here (tested).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import grpc
+from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
+
+import tokgen
+
+# ---- calls (server) ------------------------------------------------------------------
+REQUESTS = Counter(
+    "tokgen_requests",
+    "gRPC calls by method and final status code (health checks excluded)",
+    ["method", "code"],
+)
+ACTIVE = Gauge("tokgen_requests_active", "Continuations holding an admission slot (generating)")
+WAITING = Gauge("tokgen_requests_waiting", "Continuations waiting for an admission slot")
+TIME_TO_FIRST_AUDIO = Histogram(
+    "tokgen_time_to_first_audio_seconds",
+    "From a Continue call's arrival to its first audio chunk",
+    buckets=(0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0),
+)
+PREPARE = Histogram(
+    "tokgen_prepare_seconds",
+    "Decoding and encoding a request's prime or codes, before sampling starts",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+CHUNK_GAP = Histogram(
+    "tokgen_inter_chunk_seconds",
+    "Between consecutive audio chunks of one stream",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+REQUEST_DURATION = Histogram(
+    "tokgen_request_duration_seconds",
+    "Whole Continue calls that completed, arrival to summary",
+    buckets=(0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0),
+)
+
+# ---- audio (server and workers) ------------------------------------------------------
+AUDIO_SECONDS = Counter(
+    "tokgen_audio_seconds", "Seconds of audio produced, by source (stream or job)", ["source"]
+)
+REALTIME_FACTOR = Histogram(
+    "tokgen_realtime_factor",
+    "Audio seconds per wall-clock second of one stream or job attempt (above 1: faster than real time)",
+    ["source"],
+    buckets=(0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0),
+)
+
+# ---- jobs ----------------------------------------------------------------------------
+JOBS_SUBMITTED = Counter("tokgen_jobs_submitted", "Jobs created through SubmitJob, by priority", ["priority"])
+JOB_OUTCOMES = Counter(
+    "tokgen_job_attempts",
+    "Job attempts this worker ended, by the job's state after it (queued: to be retried; "
+    "stale: the attempt had been taken over)",
+    ["state"],
+)
+JOB_QUEUE_WAIT = Histogram(
+    "tokgen_job_queue_wait_seconds",
+    "From a job becoming runnable (submitted, or its retry backoff over) to a worker starting it",
+    ["priority"],
+    buckets=(0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0),
+)
+JOB_RUN_SECONDS = Histogram(
+    "tokgen_job_run_seconds",
+    "One attempt of a job, claim to final state change",
+    buckets=(1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 2400.0, 3600.0),
+)
+# Sampled from Redis every few seconds by every process with a queue (cluster-wide values).
+JOBS_QUEUED = Gauge("tokgen_jobs_queued", "Jobs waiting for a worker, by priority", ["priority"])
+JOBS_RUNNING = Gauge("tokgen_jobs_running", "Jobs held by a worker (leased), by priority", ["priority"])
+JOBS_DELAYED = Gauge("tokgen_jobs_delayed", "Failed attempts waiting out their retry backoff")
+DEAD_LETTERS = Gauge("tokgen_jobs_dead_letter", "Entries in the dead-letter stream (jobs out of attempts)")
+REDIS_UP = Gauge("tokgen_redis_up", "1 if the last Redis check of this process succeeded, else 0")
+
+# ---- this worker ---------------------------------------------------------------------
+WORKER_SLOTS = Gauge("tokgen_worker_slots", "Jobs this worker may render at once (0: not claiming)")
+LEASES_HELD = Gauge("tokgen_worker_leases_held", "Jobs this worker holds a lease on (rendering)")
+LEASES_RECLAIMED = Counter(
+    "tokgen_worker_leases_reclaimed", "Jobs this worker took over from a worker whose lease expired"
+)
+LEASES_LOST = Counter(
+    "tokgen_worker_leases_lost", "Attempts this worker stopped because another worker took them over"
+)
+
+# ---- engines (one per prior level) ---------------------------------------------------
+ENGINE_RUNNING = Gauge("tokgen_engine_requests_running", "Sequences in the engine's batch", ["level"])
+ENGINE_WAITING = Gauge("tokgen_engine_requests_waiting", "Sequences waiting to join the batch", ["level"])
+KV_CACHE_USAGE = Gauge(
+    "tokgen_engine_kv_cache_usage_ratio",
+    "Fraction of the engine's KV cache in use (vllm: blocks; hf: batch rows)",
+    ["level"],
+)
+GENERATED_TOKENS = Counter("tokgen_engine_generated_tokens", "Tokens sampled by the engine", ["level"])
+PROMPT_TOKENS = Counter("tokgen_engine_prompt_tokens", "Prompt tokens prefilled by the engine", ["level"])
+STEP_SECONDS = Histogram(
+    "tokgen_engine_step_seconds",
+    "One engine step (a forward pass over the batch)",
+    ["level"],
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
+)
+BATCH_SIZE = Histogram(
+    "tokgen_engine_batch_size",
+    "Sequences in one engine step",
+    ["level"],
+    buckets=(1, 2, 4, 8, 16, 24, 32, 48, 64, 128, 256),
+)
+
+BUILD = Info("tokgen_build", "Version, role, engine backend and model ids of this process")
+
+
+def count_call(method: str, code: grpc.StatusCode) -> None:
+    REQUESTS.labels(method, code.name).inc()
+
+
+def model_id(directory: Path) -> str:
+    """``name@hash``: the folder's name and the first 12 hex digits of the SHA-256 of its
+    weights (every ``*.safetensors`` below it), so a dashboard shows which models run."""
+    digest = hashlib.sha256()
+    for path in sorted(directory.rglob("*.safetensors")):
+        with path.open("rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+    return f"{directory.name}@{digest.hexdigest()[:12]}"
+
+
+def set_build_info(role: str, backend: str, codec_dir: Path, priors_dir: Path) -> None:
+    BUILD.info(
+        {
+            "version": tokgen.__version__,
+            "role": role,
+            "backend": backend,
+            "codec": model_id(codec_dir),
+            "priors": model_id(priors_dir),
+        }
+    )
+
+
+def start_metrics_server(host: str, port: int) -> int:
+    """Serve ``/metrics`` in a thread (it coexists with ``grpc.aio``); returns the port."""
+    server, _ = start_http_server(port, addr=host)
+    return int(server.server_port)

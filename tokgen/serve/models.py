@@ -1,0 +1,23 @@
+"""Loading the configured codec and priors for a long-running process (server or worker),
+and announcing which ones run (``tokgen_build_info``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tokgen.codec import DEFAULT_CODEC_DIR, load_codec
+from tokgen.codec.base import Codec
+from tokgen.monitoring import metrics
+from tokgen.prior.generate import DEFAULT_PRIORS_DIR, load_priors
+from tokgen.prior.sampler import LevelPrior
+from tokgen.settings import Settings
+
+
+async def load_models(config: Settings, role: str) -> tuple[Codec, list[LevelPrior]]:
+    """In threads, so the event loop keeps serving health checks meanwhile."""
+    codec = await asyncio.to_thread(load_codec, config.codec)
+    priors = await asyncio.to_thread(load_priors, config.priors, codec, config.engine_backend)
+    metrics.set_build_info(
+        role, priors[0].engine.backend, config.codec or DEFAULT_CODEC_DIR, config.priors or DEFAULT_PRIORS_DIR
+    )
+    return codec, priors
