@@ -29,6 +29,8 @@ class Served:
         self.proc = proc
         self.address = where["listening"]
         self.metrics = where["metrics"]
+        self.redis = where["redis"]
+        self.health = where.get("health")  # with --health-port
 
 
 def start_serve(cwd: Path, tiny_model_dir: Path, prior_set: Path, *extra: str) -> Served:

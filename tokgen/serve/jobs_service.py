@@ -10,6 +10,7 @@ import grpc
 from tokgen.errors import TokgenError
 from tokgen.jobs.queue import JobQueue
 from tokgen.jobs.states import Job, JobState
+from tokgen.monitoring import metrics
 from tokgen.prior.layout import TokenLayout
 from tokgen.serve.service import abort_invalid
 from tokgen.serve.validation import FieldError, check_continue
@@ -82,6 +83,8 @@ class JobServicer(jpb_grpc.JobServiceServicer):
             )
         except TokgenError as exc:  # the queue is full
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        if created:
+            metrics.JOBS_SUBMITTED.labels(spec.priority).inc()
         return jpb.SubmitJobResponse(job=job_message(await self._job(job_id, context)), created=created)
 
     async def GetJob(self, request, context):
