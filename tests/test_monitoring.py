@@ -239,3 +239,12 @@ def test_prometheus_scrapes_server_and_worker_through_a_workload(tmp_path, tiny_
         assert worker.wait(timeout=60) == 0
         worker.stdout.close()
         assert stop(served) == 0
+
+
+def test_the_operations_doc_lists_every_setting():
+    from tokgen.settings import Settings
+
+    operations = (Path(__file__).parent.parent / "docs" / "OPERATIONS.md").read_text()
+    missing = [f"TOKGEN_{name.upper()}" for name in Settings.model_fields]
+    missing = [var for var in missing if f"`{var}`" not in operations]
+    assert missing == []

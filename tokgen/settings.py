@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     cache_dir: Path = Path.home() / ".cache" / "tokgen"
     # Token generation engine when none is named: auto = vllm where importable, else hf.
     engine_backend: Literal["auto", "vllm", "hf"] = "auto"
+    # KV cache of each vLLM engine (one per prior level) in a server or worker; ~2.5 MiB
+    # holds one sequence of the shipped priors at full context (docs/OPERATIONS.md)
+    engine_kv_cache_bytes: int = Field(default=1 << 30, ge=16 << 20)
 
     # Models (flags --codec and --priors); unset: the shipped codec and priors.
     codec: Path | None = None

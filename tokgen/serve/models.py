@@ -21,5 +21,6 @@ async def load_models(config: Settings, role: str) -> tuple[Codec, list[LevelPri
     codec_dir, priors_dir = config.codec or DEFAULT_CODEC_DIR, config.priors or DEFAULT_PRIORS_DIR
     await asyncio.to_thread(metrics.set_build_info, role, backend, codec_dir, priors_dir)
     codec = await asyncio.to_thread(load_codec, config.codec)
-    priors = await asyncio.to_thread(load_priors, config.priors, codec, backend)
+    options = {"kv_cache_bytes": config.engine_kv_cache_bytes} if backend == "vllm" else {}
+    priors = await asyncio.to_thread(load_priors, config.priors, codec, backend, **options)
     return codec, priors
