@@ -165,6 +165,9 @@ def test_prometheus_scrapes_server_and_worker_through_a_workload(tmp_path, tiny_
         while check(worker_at["health"]) != "SERVING":
             assert time.monotonic() < deadline and worker.poll() is None
             time.sleep(0.2)
+        probe = [sys.executable, "-m", "tokgen", "health", "--address", worker_at["health"]]
+        done = subprocess.run(probe, capture_output=True, text=True, timeout=60)
+        assert (done.returncode, done.stdout) == (0, "SERVING\n")
         prometheus = Prometheus(
             tmp_path / "prometheus", {"tokgen-server": served.metrics, "tokgen-worker": worker_at["metrics"]}
         )
@@ -239,6 +242,16 @@ def test_prometheus_scrapes_server_and_worker_through_a_workload(tmp_path, tiny_
         assert worker.wait(timeout=60) == 0
         worker.stdout.close()
         assert stop(served) == 0
+
+
+def test_health_cli_exits_1_when_nothing_answers():
+    """1, not tokgen's usual 2: Docker's HEALTHCHECK reserves exit code 2."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))  # a port nobody listens on (bound, not listening)
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+        cmd = [sys.executable, "-m", "tokgen", "health", "--address", address, "--timeout", "2"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "health check of 127.0.0.1:" in done.stderr
 
 
 def test_the_operations_doc_lists_every_setting():

@@ -346,9 +346,15 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_health(args: argparse.Namespace) -> None:
+    """Exit 0 if SERVING, else 1, also when nothing answers: Docker's HEALTHCHECK reads 1
+    as unhealthy and reserves 2, the code other tokgen errors exit with."""
     from tokgen.monitoring.health import check
 
-    status = check(args.address, args.service, args.timeout)
+    try:
+        status = check(args.address, args.service, args.timeout)
+    except TokgenError as exc:
+        print(f"tokgen: {exc}", file=sys.stderr)
+        sys.exit(1)
     print(status)
     if status != "SERVING":
         sys.exit(1)
