@@ -13,6 +13,7 @@ from tokgen.jobs.states import (
     fail,
     progressed,
     read_order,
+    released,
     start,
     submitted,
     succeed,
@@ -51,11 +52,39 @@ def test_retryable_failures_back_off_exponentially_then_the_job_is_dead():
     assert POLICY.backoff(10) == 5.0  # capped
 
 
-def test_a_lost_worker_counts_as_a_failed_attempt():
+def test_a_worker_lost_before_saving_progress_counts_as_a_failed_attempt():
+    """A job that kills its worker before it saves anything (a poison job) dies."""
+    job = submitted("j1", "normal", 0.0)
+    for attempt in range(1, 4):
+        job = start(job, f"w{attempt}", 10.0 * attempt)
+        job = fail(job, None, "worker lost its lease", retryable=True, policy=POLICY, now=10.0 * attempt + 1)
+        assert (job.attempts, job.failures) == (attempt, attempt)
+    assert job.state == JobState.DEAD
+
+
+def test_a_worker_lost_after_saving_progress_is_not_held_against_the_job():
     job = start(submitted("j1", "normal", 0.0), "w1", 1.0)
-    job = fail(job, None, "worker w1 lost its lease", retryable=True, policy=POLICY, now=2.0)
-    assert job.state == JobState.QUEUED and job.attempts == 1 and job.worker is None
-    assert start(job, "w2", 6.0).attempts == 2
+    job = progressed(job, "w1", 0.3, (1.0, 0.2), 2.0)
+    job = fail(job, None, "worker w1 lost its lease", retryable=True, policy=POLICY, now=3.0)
+    assert (job.state, job.attempts, job.failures, job.worker) == (JobState.QUEUED, 1, 0, None)
+    job = start(job, "w2", 4.0)  # resumes from 0.3: only progress beyond that counts
+    assert job.progress_at_start == 0.3
+    job = fail(job, None, "worker w2 lost its lease", retryable=True, policy=POLICY, now=5.0)
+    assert (job.state, job.failures) == (JobState.QUEUED, 1)
+
+
+def test_starts_are_bounded_even_when_every_lost_attempt_made_progress():
+    policy = RetryPolicy(max_attempts=3, max_starts=5)
+    job = submitted("j1", "normal", 0.0)
+    for attempt in range(1, 6):
+        job = progressed(start(job, f"w{attempt}", attempt), f"w{attempt}", attempt / 10, (), attempt)
+        job = fail(job, None, "lost", retryable=True, policy=policy, now=attempt + 0.5)
+    assert job.state == JobState.DEAD and (job.attempts, job.failures) == (5, 0)
+
+
+def test_a_worker_shutting_down_hands_the_job_back_without_a_failure():
+    job = released(start(submitted("j1", "normal", 0.0), "w1", 1.0), "w1", 2.0)
+    assert (job.state, job.attempts, job.failures, job.not_before) == (JobState.QUEUED, 1, 0, 2.0)
 
 
 def test_a_failure_retrying_cannot_fix_fails_at_once():

@@ -2,9 +2,16 @@
 
     queued -> running -> succeeded
                       -> queued (a retryable failure or a lost worker, with attempts left:
-                                 after an exponential backoff)
+                                 after an exponential backoff; a worker shutting down
+                                 hands its jobs back at once)
                       -> failed (a failure retrying cannot fix, e.g. a corrupt prime)
                       -> dead   (out of attempts: moved to the dead-letter stream)
+
+What counts against ``max_attempts`` is failures, not starts: an attempt handed back by
+a worker shutting down, or lost with its worker after it had saved progress (the next
+attempt resumes from there), is no evidence against the job. A job that kills its
+worker before saving anything (a poison job) still dies after ``max_attempts``, and
+``max_starts`` bounds a job that keeps losing workers however far it gets.
     queued -> cancelled (never starts)
     running -> cancelled (a cancel request aborts its engine requests)
 
@@ -42,7 +49,8 @@ class InvalidTransition(Exception):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 3
+    max_attempts: int = 3  # failed attempts (see the module docstring)
+    max_starts: int = 20  # attempts of any kind
     backoff_s: float = 2.0  # before the 2nd attempt; doubles each time
     max_backoff_s: float = 300.0
 
@@ -57,6 +65,8 @@ class Job:
     priority: Priority
     state: JobState = JobState.QUEUED
     attempts: int = 0  # attempts started so far
+    failures: int = 0  # attempts that count against max_attempts
+    progress_at_start: float = 0.0  # progress when the current attempt started
     created_at: float = 0.0
     updated_at: float = 0.0
     not_before: float = 0.0  # a retry waits until then
@@ -89,7 +99,15 @@ def start(job: Job, worker: str, now: float) -> Job:
     _require(job, JobState.QUEUED)
     if job.cancel_requested:
         raise InvalidTransition(f"job {job.id} was cancelled")
-    return _to(job, JobState.RUNNING, now, attempts=job.attempts + 1, worker=worker, error=None)
+    return _to(
+        job,
+        JobState.RUNNING,
+        now,
+        attempts=job.attempts + 1,
+        worker=worker,
+        error=None,
+        progress_at_start=job.progress,
+    )
 
 
 def progressed(job: Job, worker: str, fraction: float, levels: tuple[float, ...], now: float) -> Job:
@@ -106,7 +124,8 @@ def succeed(job: Job, worker: str, now: float) -> Job:
 
 def fail(job: Job, worker: str | None, error: str, retryable: bool, policy: RetryPolicy, now: float) -> Job:
     """The current attempt failed (``worker`` None: its worker was lost, found by lease
-    expiry). A retryable failure with attempts left queues the job again after a backoff."""
+    expiry). A retryable failure with attempts left queues the job again after a backoff;
+    a lost attempt that had saved progress does not count as a failure."""
     _require(job, JobState.RUNNING)
     if worker is not None:
         _require_owner(job, worker)
@@ -114,16 +133,24 @@ def fail(job: Job, worker: str | None, error: str, retryable: bool, policy: Retr
         return _to(job, JobState.CANCELLED, now, worker=None, error=error)
     if not retryable:
         return _to(job, JobState.FAILED, now, worker=None, error=error)
-    if job.attempts >= policy.max_attempts:
-        return _to(job, JobState.DEAD, now, worker=None, error=error)
+    lost_after_progress = worker is None and job.progress > job.progress_at_start
+    failures = job.failures + (0 if lost_after_progress else 1)
+    if failures >= policy.max_attempts or job.attempts >= policy.max_starts:
+        return _to(job, JobState.DEAD, now, worker=None, error=error, failures=failures)
     return _to(
-        job, JobState.QUEUED, now, worker=None, error=error, not_before=now + policy.backoff(job.attempts)
+        job,
+        JobState.QUEUED,
+        now,
+        worker=None,
+        error=error,
+        failures=failures,
+        not_before=now + policy.backoff(failures),
     )
 
 
 def released(job: Job, worker: str, now: float) -> Job:
     """The worker shuts down before the job is done: queued again for another worker, at
-    once (the attempt still counts; its saved codes let the next one resume)."""
+    once (not a failure; its saved codes let the next attempt resume)."""
     _require(job, JobState.RUNNING)
     _require_owner(job, worker)
     if job.cancel_requested:
