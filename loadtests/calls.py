@@ -84,6 +84,7 @@ async def cancel_job(channel: grpc.aio.Channel, job_id: str) -> Call:
 
 
 async def job_states(channel: grpc.aio.Channel, ids: list[str]) -> dict[str, int]:
+    ids = list(ids)  # the caller's list may grow meanwhile
     stub = jpb_grpc.JobServiceStub(channel)
     replies = await asyncio.gather(*(stub.GetJob(jpb.GetJobRequest(job_id=i), timeout=30) for i in ids))
     return {i: r.job.state for i, r in zip(ids, replies, strict=True)}

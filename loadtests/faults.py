@@ -26,6 +26,10 @@ class JobFeeder:
         self.ids: list[str] = []
         self.submits: list[Call] = []
         self.stop = asyncio.Event()
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.run())
 
     async def run(self) -> None:
         async with grpc.aio.insecure_channel(self.address) as channel:
@@ -49,13 +53,19 @@ class JobFeeder:
     async def finish(self, timeout_s: float = 900) -> dict:
         """Stop feeding, wait for every accepted job; raise if any is lost."""
         self.stop.set()
+        if self.task is not None:
+            await self.task
         async with grpc.aio.insecure_channel(self.address) as channel:
             states = await calls.wait_final(channel, self.ids, timeout_s)
         jobs = calls.state_names(states)
         ended = sum(jobs.get(s, 0) for s in ("succeeded", "dead", "failed", "cancelled"))
         lost = len(self.ids) - ended
         assert lost == 0, f"{lost} of {len(self.ids)} accepted jobs never ended: {jobs}"
-        return {"accepted": len(self.ids), "lost": lost, "jobs": jobs, "submits": summarize(self.submits, 1)}
+        submits = {
+            "codes": summarize(self.submits, 1)["codes"],
+            "s": spread([c.wall_s for c in self.submits]),
+        }
+        return {"accepted": len(self.ids), "lost": lost, "jobs": jobs, "submits": submits}
 
 
 async def held_by(queue: JobQueue, ids: list[str], worker: str) -> list[str]:
@@ -80,7 +90,7 @@ async def worker_kills(cluster: Cluster, kills: int, every_s: float, workers: in
     await cluster.start_server("--no-worker")
     await asyncio.gather(*(cluster.start_worker() for _ in range(workers)))
     feeder = JobFeeder(cluster.address, backlog=4 * workers * cluster.worker_concurrency, seconds=seconds)
-    feeding = asyncio.create_task(feeder.run())
+    feeder.start()
     queue = JobQueue(connect(cluster.redis_url))
     reclaims: list[asyncio.Task] = []
     starts: list[asyncio.Task] = []
@@ -100,7 +110,6 @@ async def worker_kills(cluster: Cluster, kills: int, every_s: float, workers: in
         result = await feeder.finish()
     finally:
         feeder.stop.set()
-        await feeding
         await queue.r.aclose()
     times = [t for t in await asyncio.gather(*reclaims) if t is not None]
     assert len(times) == len(reclaims), "some killed workers' jobs were never taken over"
@@ -125,7 +134,7 @@ async def redis_restarts(
     await cluster.start_server("--no-worker")
     await asyncio.gather(*(cluster.start_worker() for _ in range(workers)))
     feeder = JobFeeder(cluster.address, backlog=2 * workers * cluster.worker_concurrency, seconds=0.5)
-    feeding = asyncio.create_task(feeder.run())
+    feeder.start()
     recoveries = []
     try:
         async with grpc.aio.insecure_channel(cluster.address) as channel:
@@ -143,7 +152,6 @@ async def redis_restarts(
         result = await feeder.finish()
     finally:
         feeder.stop.set()
-        await feeding
     assert cluster.serving()
     return {"restarts": restarts, "down_s": down_s, "recovery_s": spread(recoveries), **result}
 

@@ -75,6 +75,21 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _launch(args: list[str]) -> subprocess.Popen:
+    """Start ``args`` so that it gets SIGTERM when this process dies. Through util-linux's
+    ``setpriv --pdeathsig`` where it exists (Debian: always): a ``preexec_fn`` runs Python
+    between fork and exec, which can deadlock when other threads (gRPC's) held a lock at
+    the fork, and did: a Redis restarted under load never started."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is not None:
+        return subprocess.Popen(
+            [setpriv, "--pdeathsig", "TERM", "--", *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+        )
+    return subprocess.Popen(
+        args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent
+    )
+
+
 @dataclass
 class EmbeddedRedis:
     process: subprocess.Popen
@@ -106,9 +121,7 @@ class EmbeddedRedis:
         args = [binary or redis_binary(), "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"]
         args += ["--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "everysec"]
         args += ["--save", "", "--daemonize", "no", "--logfile", str(data_dir / "redis.log")]
-        process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent
-        )
+        process = _launch(args)
         server = cls(process, sock, data_dir, lock)
         deadline = time.monotonic() + timeout
         while not server._answers():
