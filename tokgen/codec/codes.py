@@ -62,8 +62,22 @@ def save_codes(path: str | Path, codes: list[np.ndarray], codec: Codec, num_samp
     tmp.replace(path)  # a reader never sees half a file, even if we are killed while writing
 
 
-def load_codes(source: str | Path | bytes) -> CodesFile:
-    """Read a codes file from a path or from its bytes (e.g. sent over the network)."""
+def _shape(archive: np.lib.npyio.NpzFile, key: str) -> tuple[int, ...]:
+    """An array's shape from its header, without decompressing it (a few KB of zeros
+    can claim gigabytes)."""
+    with archive.zip.open(f"{key}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        read = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
+        shape, _, _ = read(f)
+    return tuple(shape)
+
+
+def load_codes(source: str | Path | bytes, max_frames: int | None = None) -> CodesFile:
+    """Read a codes file from a path or from its bytes (e.g. sent over the network). Every
+    array's shape is checked before it is read: one 1-D integer array per level of at
+    most ``max_frames`` codes, scalars where scalars belong."""
     if isinstance(source, bytes):
         path: Path | str = "the codes"
         file: Path | io.BytesIO = io.BytesIO(source)
@@ -72,16 +86,32 @@ def load_codes(source: str | Path | bytes) -> CodesFile:
         if not path.is_file():
             raise TokgenError(f"codes file not found: {path}")
     try:
-        with np.load(file, allow_pickle=False) as data:
+        archive = np.load(file, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise TokgenError(f"{path} is a single array, not a codes file (.npz)")
+        with archive as data:
             n = len([k for k in data.files if k.startswith("codes_")])
             if n == 0:
                 raise TokgenError(f"{path} holds no codes_<level> arrays; was it written by `tokgen encode`?")
+            for i in range(n):
+                shape = _shape(data, f"codes_{i}")
+                if len(shape) != 1:
+                    raise TokgenError(f"{path}: codes_{i} must be 1-D, not of shape {shape}")
+                if max_frames is not None and shape[0] > max_frames:
+                    raise TokgenError(f"{path}: codes_{i} holds {shape[0]} codes, more than {max_frames}")
+            expected = {"sample_rate": (), "num_samples": (), "model": (), "hops": (n,)}
+            for key, want in expected.items():
+                if _shape(data, key) != want:
+                    raise TokgenError(f"{path}: {key} must have shape {want}, not {_shape(data, key)}")
+            codes = [data[f"codes_{i}"] for i in range(n)]
+            if not all(np.issubdtype(c.dtype, np.integer) for c in codes):
+                raise TokgenError(f"{path}: codes must be integers")
             return CodesFile(
-                codes=[data[f"codes_{i}"].astype(np.int64) for i in range(n)],
+                codes=[c.astype(np.int64) for c in codes],
                 sample_rate=int(data["sample_rate"]),
                 hops=[int(h) for h in data["hops"]],
                 num_samples=int(data["num_samples"]),
                 model=str(data["model"]),
             )
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as exc:
         raise TokgenError(f"{path} is not a valid tokgen codes file: {exc}") from exc

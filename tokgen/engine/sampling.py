@@ -9,6 +9,10 @@ import torch
 
 from tokgen.engine.base import SamplingParams
 
+# Below this temperature, sampling is greedy, as in vLLM (its _SAMPLING_EPS): dividing the
+# logits by a subnormal temperature overflows them to inf, and softmax to NaN.
+GREEDY_BELOW = 1e-5
+
 
 def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     """Logits (V,) with everything that may not be sampled set to -inf, scaled by 1/T."""
@@ -17,7 +21,7 @@ def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
         start, stop = params.allowed
         out[:start] = -torch.inf
         out[stop:] = -torch.inf
-    if params.temperature > 0:
+    if params.temperature >= GREEDY_BELOW:
         out = out / params.temperature
     if params.top_k:
         kth = torch.topk(out, params.top_k).values[-1]
@@ -38,7 +42,7 @@ def sample_next(
     tokens = []
     for row, p, gen in zip(logits, params, generators, strict=True):
         filtered = filter_logits(row, p)
-        if p.temperature == 0:
+        if p.temperature < GREEDY_BELOW:
             tokens.append(int(torch.argmax(filtered)))
         else:
             probs = torch.softmax(filtered, dim=0)

@@ -76,8 +76,9 @@ def guarded(handler: grpc.RpcMethodHandler, check: Check, deserialize: Callable 
 
 
 def final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
-    """The status a call ended with: what an abort set, else OK, INTERNAL for an uncaught
-    error, CANCELLED or DEADLINE_EXCEEDED when the client went away or ran out of time."""
+    """The status a call ended with, as the client sees it: what an abort set, else OK,
+    UNKNOWN for an uncaught error (what grpc answers then), CANCELLED or DEADLINE_EXCEEDED
+    when the client went away or ran out of time."""
     if isinstance(error, asyncio.CancelledError):
         remaining = context.time_remaining()
         expired = remaining is not None and remaining <= 0
@@ -85,7 +86,7 @@ def final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -
     code = context.code()
     if code is not None:
         return code
-    return grpc.StatusCode.OK if error is None else grpc.StatusCode.INTERNAL
+    return grpc.StatusCode.OK if error is None else grpc.StatusCode.UNKNOWN
 
 
 class CallMetricsInterceptor(grpc.aio.ServerInterceptor):

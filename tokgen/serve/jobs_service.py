@@ -18,6 +18,8 @@ from tokgen.v1 import jobs_pb2 as jpb
 from tokgen.v1 import jobs_pb2_grpc as jpb_grpc
 from tokgen.v1 import tokgen_pb2 as pb
 
+MAX_OFFSET = 2**40  # far beyond any listing, far below Redis' int64 ranges
+
 STATES = {
     JobState.QUEUED: jpb.JOB_STATE_QUEUED,
     JobState.RUNNING: jpb.JOB_STATE_RUNNING,
@@ -112,12 +114,11 @@ class JobServicer(jpb_grpc.JobServiceServicer):
         state = next((s for s, e in STATES.items() if e == request.state), None)
         if request.state and state is None:
             await abort_invalid(context, "state", f"unknown state {request.state}")
-        try:
-            offset = int(request.page_token or 0)
-        except ValueError:
-            offset = -1
-        if offset < 0:
+        token = request.page_token or "0"
+        # Tokens are offsets this server wrote: ASCII digits, within what Redis ranges take.
+        if not (token.isascii() and token.isdigit() and len(token) <= 13 and int(token) < MAX_OFFSET):
             await abort_invalid(context, "page_token", "not a token from ListJobs")
+        offset = int(token)
         jobs, next_offset = await self.queue.list_jobs(state, offset, size)
         token = str(next_offset) if next_offset is not None else ""
         return jpb.ListJobsResponse(jobs=[job_message(j) for j in jobs], next_page_token=token)

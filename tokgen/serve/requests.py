@@ -3,11 +3,13 @@ prime or codes and encode. Shared by the streaming service and the batch workers
 
 from __future__ import annotations
 
+import math
+
 from tokgen.audio import load_audio
 from tokgen.codec.base import Codec
 from tokgen.codec.codes import load_codes
 from tokgen.errors import TokgenError
-from tokgen.prior.generate import MAX_PRIME_SECONDS, Job, encode_prime_context, prepare
+from tokgen.prior.generate import MAX_PRIME_SECONDS, MAX_SECONDS, Job, encode_prime_context, prepare
 from tokgen.prior.sampler import LevelPrior
 from tokgen.serve.validation import ContinueSpec, FieldError
 
@@ -17,7 +19,9 @@ def prepare_spec(codec: Codec, spec: ContinueSpec, context_of: list[LevelPrior] 
     naming the field. With ``context_of``, a prime is encoded only as far as those priors
     see it (``encode_prime_context``: fast, for streaming); else all of it (batch jobs
     return every level's codes, prime included)."""
-    field = "prime_audio" if spec.prime_audio is not None else "codes" if spec.codes else "seconds"
+    field = (
+        "prime_audio" if spec.prime_audio is not None else "codes" if spec.codes is not None else "seconds"
+    )
     mode, prime, codes = spec.mode, None, None
     try:
         if spec.prime_audio is not None:
@@ -25,8 +29,17 @@ def prepare_spec(codec: Codec, spec: ContinueSpec, context_of: list[LevelPrior] 
             if context_of is not None:
                 mode, codes, prime = "continue", encode_prime_context(codec, context_of, prime), None
         if spec.codes is not None:
-            saved = load_codes(spec.codes)
+            # Saved codes are at most a longest prime plus a longest continuation (a job's
+            # result); an upsample renders all of its top level, so that is one request.
+            longest = MAX_SECONDS if spec.mode == "upsample" else MAX_PRIME_SECONDS + MAX_SECONDS
+            finest = min(lv.hop for lv in codec.levels)
+            saved = load_codes(spec.codes, max_frames=math.ceil(longest * codec.sample_rate / finest))
             saved.check_matches(codec)
+            top_seconds = saved.codes[0].size * codec.levels[0].hop / codec.sample_rate
+            if top_seconds > longest + 1e-6:
+                raise TokgenError(
+                    f"the codes span {top_seconds:.1f} s; at most {longest:g} s in mode {spec.mode}"
+                )
             codes = saved.codes
         return prepare(codec, mode, spec.seconds, prime, codes)
     except TokgenError as exc:
