@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
 
 import grpc
@@ -133,7 +134,8 @@ async def ramp(
     for n in levels:
         summary = await closed_loop(cluster.address, n, requests, seconds)
         results.append((n, summary))
-        print(f"ramp: {n} streams: ttfa {summary['ttfa_s']} rtf {summary['rtf']}", flush=True)
+        progress = f"ramp: {n} streams: ttfa {summary['ttfa_s']} rtf {summary['rtf']}"
+        print(progress, file=sys.stderr, flush=True)
         broke = slo_break(results, slo_s)
         if broke is not None and n > broke:
             break
