@@ -24,6 +24,6 @@ test-all: install
 
 lint: install
 	./scripts/proto.sh check
-	$(BIN)/ruff check tokgen tests
-	$(BIN)/ruff format --check tokgen tests
-	$(BIN)/mypy tokgen
+	$(BIN)/ruff check tokgen tests loadtests scripts
+	$(BIN)/ruff format --check tokgen tests loadtests scripts
+	$(BIN)/mypy tokgen loadtests

@@ -52,7 +52,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="also write the JSON summary here")
     p.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, Redis data)")
     args = p.parse_args(argv)
-    defaults = {  # per scenario: what makes it meaningful and bounded
+    defaults: dict[str, dict[str, float]] = {  # per scenario: what makes it meaningful and bounded
         "seconds": {"ramp": 5.0, "flood": 0.5, "worker-kills": 1.0, "sigterm": 3.0},
         "every": {"worker-kills": 5.0, "redis-restarts": 10.0},
         "clients": {"disconnect-storm": 40, "overload": 12},

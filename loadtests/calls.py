@@ -18,9 +18,9 @@ PRIME = EXAMPLE_PRIME.read_bytes()
 FINAL = {jpb.JOB_STATE_SUCCEEDED, jpb.JOB_STATE_FAILED, jpb.JOB_STATE_CANCELLED, jpb.JOB_STATE_DEAD}
 
 
-def request(seconds: float, seed: int, primed: bool = True, priority: int = 0) -> pb.ContinueRequest:
+def request(seconds: float, seed: int, primed: bool = True) -> pb.ContinueRequest:
     """A continuation of the shipped example prime (or, unprimed, from nothing)."""
-    req = pb.ContinueRequest(seconds=seconds, sampling=pb.SamplingParams(seed=seed), priority=priority)
+    req = pb.ContinueRequest(seconds=seconds, sampling=pb.SamplingParams(seed=seed))
     if primed:
         req.prime_audio = PRIME
     else:
