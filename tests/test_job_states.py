@@ -67,8 +67,8 @@ def test_a_worker_lost_after_saving_progress_is_not_held_against_the_job():
     job = progressed(job, "w1", 0.3, (1.0, 0.2), 2.0)
     job = fail(job, None, "worker w1 lost its lease", retryable=True, policy=POLICY, now=3.0)
     assert (job.state, job.attempts, job.failures, job.worker) == (JobState.QUEUED, 1, 0, None)
-    job = start(job, "w2", 4.0)  # resumes from 0.3: only progress beyond that counts
-    assert job.progress_at_start == 0.3
+    job = start(job, "w2", 4.0)  # resumes from what w1 saved; w2 itself saves nothing
+    assert not job.attempt_saved
     job = fail(job, None, "worker w2 lost its lease", retryable=True, policy=POLICY, now=5.0)
     assert (job.state, job.failures) == (JobState.QUEUED, 1)
 

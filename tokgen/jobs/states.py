@@ -66,7 +66,7 @@ class Job:
     state: JobState = JobState.QUEUED
     attempts: int = 0  # attempts started so far
     failures: int = 0  # attempts that count against max_attempts
-    progress_at_start: float = 0.0  # progress when the current attempt started
+    attempt_saved: bool = False  # the current attempt has saved codes a next one resumes from
     created_at: float = 0.0
     updated_at: float = 0.0
     not_before: float = 0.0  # a retry waits until then
@@ -106,14 +106,16 @@ def start(job: Job, worker: str, now: float) -> Job:
         attempts=job.attempts + 1,
         worker=worker,
         error=None,
-        progress_at_start=job.progress,
+        attempt_saved=False,
     )
 
 
 def progressed(job: Job, worker: str, fraction: float, levels: tuple[float, ...], now: float) -> Job:
     _require(job, JobState.RUNNING)
     _require_owner(job, worker)
-    return dataclasses.replace(job, progress=fraction, level_progress=levels, updated_at=now)
+    return dataclasses.replace(
+        job, progress=fraction, level_progress=levels, updated_at=now, attempt_saved=True
+    )
 
 
 def succeed(job: Job, worker: str, now: float) -> Job:
@@ -133,7 +135,7 @@ def fail(job: Job, worker: str | None, error: str, retryable: bool, policy: Retr
         return _to(job, JobState.CANCELLED, now, worker=None, error=error)
     if not retryable:
         return _to(job, JobState.FAILED, now, worker=None, error=error)
-    lost_after_progress = worker is None and job.progress > job.progress_at_start
+    lost_after_progress = worker is None and job.attempt_saved
     failures = job.failures + (0 if lost_after_progress else 1)
     if failures >= policy.max_attempts or job.attempts >= policy.max_starts:
         return _to(job, JobState.DEAD, now, worker=None, error=error, failures=failures)

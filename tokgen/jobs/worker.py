@@ -174,9 +174,10 @@ class Worker:
         job = await asyncio.to_thread(prepare_spec, self.codec, spec)
         sr, hops = self.codec.sample_rate, [lv.hop for lv in self.codec.levels]
         saved = await self.queue.load_partial(claim.job.id)
+        # Progress is over the whole render, what earlier attempts made included.
+        before, whole = [k.size for k in job.known], level_tokens(self.codec, job)
         resumed = [0] * len(job.known)
         if saved is not None:
-            before = [k.size for k in job.known]
             job = resume_from(job, load_codes(saved).codes, hops)
             resumed = [k.size - b for k, b in zip(job.known, before, strict=True)]
         num_samples = job.top_frames * hops[0]
@@ -189,11 +190,8 @@ class Worker:
             if now - last["saved"] >= self.save_every_s:
                 last["saved"] = now
                 prefixes = [board.codes[lv][: board.prefix_frames(lv)] for lv in range(len(hops))]
-                done = [
-                    (board.known_frames[lv] - job.known[lv].size) / t if t else 1.0
-                    for lv, t in enumerate(totals)
-                ]
-                fraction = sum(d * t for d, t in zip(done, totals, strict=True)) / max(1, sum(totals))
+                done = [(board.known_frames[lv] - before[lv]) / w if w else 1.0 for lv, w in enumerate(whole)]
+                fraction = sum(d * w for d, w in zip(done, whole, strict=True)) / max(1, sum(whole))
                 task = asyncio.create_task(self._save(claim, prefixes, num_samples, fraction, tuple(done)))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
