@@ -137,8 +137,11 @@ def render_dataset(out_dir: Path, opts: RenderOptions) -> dict:
     ]
     workers = opts.workers or os.cpu_count() or 1
     items = []
+    # forkserver, not fork: a fork copies the caller's threads' state without the threads (a
+    # test process with gRPC and helper threads left a worker spinning in a finalizer's
+    # Thread.join); the fork server is a fresh single-threaded process the workers fork from.
     with (
-        mp.get_context("fork").Pool(workers, _init_worker, (str(soundfont), opts.sample_rate)) as pool,
+        mp.get_context("forkserver").Pool(workers, _init_worker, (str(soundfont), opts.sample_rate)) as pool,
         tqdm(total=len(tasks), unit="piece", desc="render", dynamic_ncols=True) as bar,
     ):
         for job, (_, _, path, _), info in zip(
