@@ -172,6 +172,30 @@ def cmd_codec_train(args: argparse.Namespace) -> None:
     print(json.dumps({f"level{k}": v for k, v in result.items()}))
 
 
+def cmd_eval_continuation(args: argparse.Namespace) -> None:
+    from tokgen.codec import load_codec
+    from tokgen.data.render import split_files
+    from tokgen.eval.continuation import evaluate_continuations
+    from tokgen.eval.embeddings import load_embedding
+    from tokgen.prior.generate import load_priors
+
+    codec = load_codec(args.codec)
+    data = Path(args.data) if args.data else _held_out_corpus(codec.sample_rate)
+    files = split_files(data, args.split)
+    embeddings = {name: load_embedding(name) for name in ("aisfx", "classic")}
+    priors = load_priors(args.priors, codec, args.backend)
+    result = evaluate_continuations(
+        codec, priors, files, args.n, args.prime_seconds, args.seconds, embeddings, args.seed
+    )
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{result['n']} held-out pieces, {args.prime_seconds:g} s primes, {args.seconds:g} s continuations")
+    print(f"{'system':<22} {'FAD':>8} {'FAD classic':>12} {'KID':>9}")
+    for name, m in result["systems"].items():
+        print(f"{name:<22} {m['fad']:>8.3f} {m['fad_classic']:>12.3f} {m['kid']:>9.4f}")
+
+
 def cmd_codec_export(args: argparse.Namespace) -> None:
     from tokgen.codec.train import export
 
@@ -568,6 +592,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", type=int, default=None, help="level to decode, 0 = top (default: bottom)")
     p.add_argument("--model", default=None, help="codec model directory (default: shipped codec)")
     p.set_defaults(func=cmd_decode)
+
+    evaluation = sub.add_parser("eval", help="objective evaluation").add_subparsers(
+        dest="eval_cmd", required=True
+    )
+    p = evaluation.add_parser(
+        "continuation", help="FAD and KID of continuations of held-out primes, against baselines"
+    )
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--n", type=int, default=32, help="held-out pieces (default 32)")
+    p.add_argument("--prime-seconds", type=float, default=4.0)
+    p.add_argument("--seconds", type=float, default=5.0, help="continuation length (default 5)")
+    p.add_argument("--codec", help="codec model directory (default: shipped codec)")
+    p.add_argument("--priors", help="prior set directory (default: the shipped priors)")
+    p.add_argument("--backend", default="auto", choices=["auto", "vllm", "hf"])
+    p.add_argument("--data", help="rendered corpus with a test split (default: held-out renders, cached)")
+    p.add_argument("--split", default="test", help="which split's pieces (default test: never trained on)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_eval_continuation)
 
     codec = sub.add_parser("codec", help="train, evaluate and export codecs").add_subparsers(
         dest="codec_cmd", required=True
