@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=15.0, gt=0)  # a worker silent this long has lost its jobs
 
 
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as gRPC and people write it: an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
 def get_settings() -> Settings:
     try:
         return Settings()

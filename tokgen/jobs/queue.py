@@ -25,8 +25,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as redis
@@ -38,6 +40,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tokgen.errors import TokgenError
 from tokgen.jobs import states
+from tokgen.jobs.redis_server import EmbeddedRedis
 from tokgen.jobs.states import PRIORITIES, InvalidTransition, Job, JobState, Priority, RetryPolicy
 
 GROUP = "workers"
@@ -86,6 +89,29 @@ async def check_redis(url: str) -> None:
         raise TokgenError(f"cannot use Redis at {shown}: {exc}") from None
     finally:
         await client.aclose()
+
+
+@asynccontextmanager
+async def open_queue(
+    redis_url: str | None, embedded_dir: Path, config: QueueConfig
+) -> AsyncIterator[tuple[JobQueue, str]]:
+    """The queue of a server or worker process, and its URL: on ``redis_url``, or (None)
+    on the embedded redis-server in ``embedded_dir``, started here or joined when another
+    tokgen process on this machine owns it. On exit the client is closed and an embedded
+    server this process started is stopped."""
+    embedded = None
+    if redis_url is None:
+        embedded, redis_url = EmbeddedRedis.start_or_join(embedded_dir)
+    try:
+        await check_redis(redis_url)
+        client = connect(redis_url)
+        try:
+            yield JobQueue(client, config), redis_url
+        finally:
+            await client.aclose()
+    finally:
+        if embedded is not None:
+            embedded.stop()
 
 
 def drop_entry(pipe: Any, stream: str, entry_id: bytes) -> None:

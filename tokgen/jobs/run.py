@@ -9,56 +9,48 @@ from collections.abc import Callable
 
 from grpc_health.v1 import health
 
-from tokgen.jobs.queue import JobQueue, QueueConfig, check_redis, connect
-from tokgen.jobs.redis_server import EmbeddedRedis
+from tokgen.jobs.queue import QueueConfig, open_queue
 from tokgen.jobs.worker import Worker
 from tokgen.monitoring import metrics
 from tokgen.monitoring.health import LIVE, health_server, set_status
 from tokgen.monitoring.queue_gauges import sample_queue
 from tokgen.prior.sampler import LevelPrior
 from tokgen.serve.models import load_models
-from tokgen.settings import Settings
+from tokgen.settings import Settings, host_port
 
 
 async def run_worker(config: Settings, on_ready: Callable[[dict], None]) -> None:
     """Health (with ``health_port``): ``live`` at once, overall SERVING once the models are
     loaded; ``/metrics`` from the start, so a scrape sees ``tokgen_redis_up`` while loading."""
-    embedded, url = None, config.redis_url
-    if url is None:
-        embedded, url = EmbeddedRedis.start_or_join(config.cache_dir / "redis")
-    await check_redis(url)
-    client = connect(url)
-    queue = JobQueue(client, QueueConfig(lease_s=config.lease_seconds))
-    priors: list[LevelPrior] = []
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    probes = health.aio.HealthServicer()
-    probe_server = None
-    if config.health_port is not None:
-        probe_server, probe_port = health_server(config.host, config.health_port, probes)
-        await probe_server.start()
-        await set_status(probes, True, LIVE)
-        await set_status(probes, False, "")
-    metrics_port = metrics.start_metrics_server(config.host, config.metrics_port)
-    sampling = asyncio.create_task(sample_queue(queue, stop))
-    try:
-        codec, priors = await load_models(config, "worker")
-        worker = Worker(queue, codec, priors, concurrency=config.worker_concurrency)
-        where = {"worker": worker.name, "redis": url, "metrics": f"{config.host}:{metrics_port}"}
-        if probe_server is not None:
-            where["health"] = f"{config.host}:{probe_port}"
-        await set_status(probes, True, "")
-        on_ready(where)
-        await worker.run(stop, grace_s=config.grace_seconds)
-    finally:
-        stop.set()
-        await set_status(probes, False, "")
-        await sampling
-        if probe_server is not None:
-            await probe_server.stop(0)
-        await asyncio.gather(*(p.engine.close() for p in priors))
-        await client.aclose()
-        if embedded is not None:
-            embedded.stop()
+    queue_config = QueueConfig(lease_s=config.lease_seconds)
+    async with open_queue(config.redis_url, config.cache_dir / "redis", queue_config) as (queue, url):
+        priors: list[LevelPrior] = []
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        probes = health.aio.HealthServicer()
+        probe_server = None
+        if config.health_port is not None:
+            probe_server, probe_port = health_server(config.host, config.health_port, probes)
+            await probe_server.start()
+            await set_status(probes, True, LIVE)
+            await set_status(probes, False, "")
+        metrics_port = metrics.start_metrics_server(config.host, config.metrics_port)
+        sampling = asyncio.create_task(sample_queue(queue, stop))
+        try:
+            codec, priors = await load_models(config, "worker")
+            worker = Worker(queue, codec, priors, concurrency=config.worker_concurrency)
+            where = {"worker": worker.name, "redis": url, "metrics": host_port(config.host, metrics_port)}
+            if probe_server is not None:
+                where["health"] = host_port(config.host, probe_port)
+            await set_status(probes, True, "")
+            on_ready(where)
+            await worker.run(stop, grace_s=config.grace_seconds)
+        finally:
+            stop.set()
+            await set_status(probes, False, "")
+            await sampling
+            if probe_server is not None:
+                await probe_server.stop(0)
+            await asyncio.gather(*(p.engine.close() for p in priors))

@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from tokgen.errors import TokgenError
+from tokgen.settings import host_port
 
 LIVE = "live"
 
@@ -21,7 +22,7 @@ def health_server(host: str, port: int, servicer: health.aio.HealthServicer) -> 
     """A server (not started) serving only ``servicer``, and its bound port."""
     server = grpc.aio.server()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+    address = host_port(host, port)
     bound = server.add_insecure_port(address)
     if bound == 0:
         raise TokgenError(f"cannot listen on {address} for health checks")

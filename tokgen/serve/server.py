@@ -17,8 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from tokgen.codec.base import Codec
 from tokgen.errors import TokgenError
-from tokgen.jobs.queue import JobQueue, QueueConfig, check_redis, connect
-from tokgen.jobs.redis_server import EmbeddedRedis
+from tokgen.jobs.queue import QueueConfig, open_queue
 from tokgen.jobs.worker import Worker
 from tokgen.monitoring import metrics
 from tokgen.monitoring.health import LIVE, health_server, set_status
@@ -32,7 +31,7 @@ from tokgen.serve.jobs_service import JobServicer
 from tokgen.serve.models import load_models
 from tokgen.serve.security import TlsFiles, check_exposure, tls_files
 from tokgen.serve.service import TokgenServicer
-from tokgen.settings import Settings
+from tokgen.settings import Settings, host_port
 from tokgen.v1 import jobs_pb2, jobs_pb2_grpc, tokgen_pb2, tokgen_pb2_grpc
 
 SERVICE_NAME = tokgen_pb2.DESCRIPTOR.services_by_name["TokgenService"].full_name
@@ -112,60 +111,56 @@ async def serve(config: Settings, on_listening: Callable[[dict], None]) -> None:
     tls = tls_files(config.tls_cert, config.tls_key, config.tls_client_ca)
     api_keys = load_api_keys(config.api_keys_file)
     check_exposure(config.host, tls, bool(api_keys), config.insecure)
-    embedded, redis_url = None, config.redis_url
-    if redis_url is None:
-        embedded, redis_url = EmbeddedRedis.start_or_join(config.cache_dir / "redis")
-    await check_redis(redis_url)
-    client = connect(redis_url)
-    queue = JobQueue(client, QueueConfig(lease_s=config.lease_seconds))
-    jobs = JobServicer(queue)
-    host = f"[{config.host}]" if ":" in config.host and not config.host.startswith("[") else config.host
-    server, servicer, health_servicer, bound = build_server(
-        f"{host}:{config.port}",
-        Admission(config.max_active, config.max_queued),
-        config.max_request_bytes,
-        api_keys or None,
-        tls,
-        jobs,
-    )
-    metrics_port = metrics.start_metrics_server(config.host, config.metrics_port)
-    servers = [server]
-    where = {"listening": f"{host}:{bound}", "metrics": f"{host}:{metrics_port}", "redis": redis_url}
-    if config.health_port is not None:
-        probe_server, probe_port = health_server(config.host, config.health_port, health_servicer)
-        servers.append(probe_server)
-        where["health"] = f"{host}:{probe_port}"
-    for s in servers:
-        await s.start()
-    await mark_live(health_servicer)
-    on_listening(where)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    priors: list[LevelPrior] = []
-    working: asyncio.Task | None = None
-    sampling = asyncio.create_task(sample_queue(queue, stop))
-    try:
-        loading = asyncio.ensure_future(load_models(config, "server"))
-        stopping = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if loading.done():
-            codec, priors = loading.result()
-            await queue.ensure_groups()
-            jobs.attach(TokenLayout.for_levels(codec.levels))
-            if config.worker:
-                worker = Worker(queue, codec, priors, concurrency=config.worker_concurrency)
-                working = asyncio.create_task(worker.run(stop, grace_s=config.grace_seconds))
-            await mark_ready(servicer, health_servicer, codec, priors)
-            await stop.wait()
-    finally:
-        stop.set()  # also when loading failed: the sampler and the worker end
-        await set_status(health_servicer, False, "", SERVICE_NAME)
-        await asyncio.gather(
-            *(s.stop(config.grace_seconds) for s in servers), sampling, *([working] if working else [])
+    queue_config = QueueConfig(lease_s=config.lease_seconds)
+    async with open_queue(config.redis_url, config.cache_dir / "redis", queue_config) as (queue, redis_url):
+        jobs = JobServicer(queue)
+        server, servicer, health_servicer, bound = build_server(
+            host_port(config.host, config.port),
+            Admission(config.max_active, config.max_queued),
+            config.max_request_bytes,
+            api_keys or None,
+            tls,
+            jobs,
         )
-        await asyncio.gather(*(p.engine.close() for p in priors))
-        await client.aclose()
-        if embedded is not None:
-            embedded.stop()
+        metrics_port = metrics.start_metrics_server(config.host, config.metrics_port)
+        servers = [server]
+        where = {
+            "listening": host_port(config.host, bound),
+            "metrics": host_port(config.host, metrics_port),
+            "redis": redis_url,
+        }
+        if config.health_port is not None:
+            probe_server, probe_port = health_server(config.host, config.health_port, health_servicer)
+            servers.append(probe_server)
+            where["health"] = host_port(config.host, probe_port)
+        for s in servers:
+            await s.start()
+        await mark_live(health_servicer)
+        on_listening(where)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        priors: list[LevelPrior] = []
+        working: asyncio.Task | None = None
+        sampling = asyncio.create_task(sample_queue(queue, stop))
+        try:
+            loading = asyncio.ensure_future(load_models(config, "server"))
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if loading.done():
+                codec, priors = loading.result()
+                await queue.ensure_groups()
+                jobs.attach(TokenLayout.for_levels(codec.levels))
+                if config.worker:
+                    worker = Worker(queue, codec, priors, concurrency=config.worker_concurrency)
+                    working = asyncio.create_task(worker.run(stop, grace_s=config.grace_seconds))
+                await mark_ready(servicer, health_servicer, codec, priors)
+                await stop.wait()
+        finally:
+            stop.set()  # also when loading failed: the sampler and the worker end
+            await set_status(health_servicer, False, "", SERVICE_NAME)
+            await asyncio.gather(
+                *(s.stop(config.grace_seconds) for s in servers), sampling, *([working] if working else [])
+            )
+            await asyncio.gather(*(p.engine.close() for p in priors))
