@@ -102,3 +102,10 @@ def test_chunk_plan_properties(total, chunk, margin):
         assert p.stop - p.start <= chunk
         assert p.start - p.ctx_start == min(margin, p.start)
         assert p.ctx_stop - p.stop == min(margin, total - p.stop)
+
+
+def test_decoder_channels_need_one_entry_per_stage():
+    with pytest.raises(ValueError, match="decoder_channels"):
+        LevelConfig(
+            strides=[4, 4], channels=[4, 8, 16], codebook_size=16, code_dim=4, decoder_channels=[8, 16]
+        )

@@ -75,3 +75,44 @@ def test_lr_schedule_warmup_constant_decay():
     assert scheduled_lr(1.0, 59, 10, decay_from=60, total_steps=160) == scheduled_lr(1.0, 59, 10)
     assert scheduled_lr(1.0, 110, 10, decay_from=60, total_steps=160) == pytest.approx(0.55)
     assert scheduled_lr(1.0, 160, 10, decay_from=60, total_steps=160) == pytest.approx(0.1)
+
+
+def test_freeze_codes_trains_a_wider_decoder_for_the_same_codes(corpus, tiny_model_dir, tmp_path, capsys):
+    """``--init-from --freeze-codes --decoder-channels``: a new decoder on the old encoder and
+    codebook, so every code (and every prior trained on the codes) stays valid."""
+    from tokgen.cli import main
+
+    run, out = tmp_path / "run", tmp_path / "model"
+    args = ["codec", "train", "--data", str(corpus), "--run", str(run), "--levels", "1", "--steps", "4"]
+    args += ["--init-from", str(tiny_model_dir), "--freeze-codes", "--decoder-channels", "8,16,32"]
+    assert main([*args, "--batch-size", "2"]) == 0
+    assert main(["codec", "export", str(run), str(out)]) == 0
+    capsys.readouterr()
+    old, new = load_codec(tiny_model_dir), load_codec(out)
+    audio = np.random.default_rng(1).standard_normal(6000).astype(np.float32) * 0.1
+    for lv in (0, 1):
+        np.testing.assert_array_equal(old.encode_level(audio, lv), new.encode_level(audio, lv))
+    old_state, new_state = old.model.state_dict(), new.model.state_dict()
+    assert all(
+        torch.equal(v, new_state[k]) for k, v in old_state.items() if not k.startswith("levels.1.decoder")
+    )
+    assert new.model.cfg.levels[1].decoder_channels == [8, 16, 32]
+    assert new_state["levels.1.decoder.net.0.weight"].shape[0] == 32  # wider than the old 16
+    codes = new.encode_level(audio, 1)
+    assert new.decode(codes, 1).shape == old.decode(codes, 1).shape
+    config = json.loads((out / "config.json").read_text())
+    assert (
+        config["training_steps"][1]
+        == json.loads((tiny_model_dir / "config.json").read_text())["training_steps"][1] + 4
+    )
+
+
+def test_decoder_options_need_a_model_to_start_from(corpus, tmp_path, capsys):
+    from tokgen.cli import main
+
+    args = ["codec", "train", "--data", str(corpus), "--run", str(tmp_path / "r"), "--freeze-codes"]
+    assert main(args) == 2
+    assert "--init-from" in capsys.readouterr().err
+    bad = ["codec", "train", "--data", str(corpus), "--run", str(tmp_path / "r2"), "--levels", "1"]
+    bad += ["--init-from", str(tmp_path), "--freeze-codes"]  # not a codec directory
+    assert main(bad) == 2

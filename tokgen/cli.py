@@ -161,39 +161,87 @@ def _add_loop_arguments(p: argparse.ArgumentParser, batch_size: int) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --run")
 
 
+def _derived_codec_config(model_dir: Path, levels: list[int] | None, decoder_channels: list[int] | None):
+    """The config of a trained codec, with new decoder widths for ``levels`` (default: all)."""
+    from tokgen.codec.checkpoint import CONFIG, parse_vqvae_config, read_config
+
+    raw = read_config(model_dir)
+    raw.pop("training_steps", None)
+    if decoder_channels:
+        for lv in range(len(raw["levels"])) if levels is None else levels:
+            if not 0 <= lv < len(raw["levels"]):
+                raise TokgenError(f"--levels must be in 0..{len(raw['levels']) - 1}, got {levels}")
+            raw["levels"][lv]["decoder_channels"] = decoder_channels
+    return parse_vqvae_config(raw, model_dir / CONFIG)
+
+
 def cmd_codec_train(args: argparse.Namespace) -> None:
     from tokgen.codec.presets import PRESETS
     from tokgen.codec.train import TrainConfig, train
 
-    preset = _preset(PRESETS, args.preset)
+    if args.init_from:
+        model_cfg = _derived_codec_config(Path(args.init_from), args.levels, args.decoder_channels)
+    elif args.decoder_channels or args.freeze_codes:
+        raise TokgenError("--decoder-channels and --freeze-codes need --init-from (a trained codec)")
+    else:
+        model_cfg = _preset(PRESETS, args.preset)
     _interrupt_on_sigterm()
-    cfg = TrainConfig(**_loop_options(args))
-    result = train(preset, cfg, Path(args.data), Path(args.run), args.levels, args.resume)
+    cfg = TrainConfig(**_loop_options(args), freeze_codes=args.freeze_codes)
+    init_from = Path(args.init_from) if args.init_from else None
+    result = train(model_cfg, cfg, Path(args.data), Path(args.run), args.levels, args.resume, init_from)
     print(json.dumps({f"level{k}": v for k, v in result.items()}))
 
 
 def cmd_eval_continuation(args: argparse.Namespace) -> None:
     from tokgen.codec import load_codec
-    from tokgen.data.render import split_files
+    from tokgen.eval.classifier import load_classifier
     from tokgen.eval.continuation import evaluate_continuations
     from tokgen.eval.embeddings import load_embedding
     from tokgen.prior.generate import load_priors
+    from tokgen.prior.layout import TokenLayout
+    from tokgen.prior.sampler import SamplingSettings
 
+    sampling = SamplingSettings(args.temperature, args.top_k, args.top_p, args.seed)
     codec = load_codec(args.codec)
+    sampling.check(TokenLayout.for_levels(codec.levels).vocab_size)  # before the engines start
     data = Path(args.data) if args.data else _held_out_corpus(codec.sample_rate)
-    files = split_files(data, args.split)
     embeddings = {name: load_embedding(name) for name in ("aisfx", "classic")}
+    classifier = load_classifier(args.classifier)
     priors = load_priors(args.priors, codec, args.backend)
     result = evaluate_continuations(
-        codec, priors, files, args.n, args.prime_seconds, args.seconds, embeddings, args.seed
+        codec,
+        priors,
+        data,
+        args.split,
+        args.n,
+        args.prime_seconds,
+        args.seconds,
+        embeddings,
+        classifier,
+        sampling,
     )
     if args.json:
         print(json.dumps(result))
         return
     print(f"{result['n']} held-out pieces, {args.prime_seconds:g} s primes, {args.seconds:g} s continuations")
-    print(f"{'system':<22} {'FAD':>8} {'FAD classic':>12} {'KID':>9}")
+    print(
+        f"timbre classifier: {result['classifier']['accuracy_on_real']:.0%} right on the real continuations"
+    )
+    print(
+        f"{'system':<22} {'FAD':>8} {'FAD classic':>12} {'KID':>9} {'KID aisfx':>10} {'IS':>6} {'timbre':>7}"
+    )
     for name, m in result["systems"].items():
-        print(f"{name:<22} {m['fad']:>8.3f} {m['fad_classic']:>12.3f} {m['kid']:>9.4f}")
+        print(
+            f"{name:<22} {m['fad']:>8.3f} {m['fad_classic']:>12.3f} {m['kid']:>9.4f} {m['kid_aisfx']:>10.4f} "
+            f"{m['is']:>6.2f} {m['timbre_consistency']:>7.2f}"
+        )
+
+
+def cmd_eval_train_classifier(args: argparse.Namespace) -> None:
+    from tokgen.eval.classifier import TrainClassifierConfig, train_classifier
+
+    cfg = TrainClassifierConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+    print(json.dumps(train_classifier(Path(args.data), Path(args.out), cfg)))
 
 
 def cmd_codec_export(args: argparse.Namespace) -> None:
@@ -538,15 +586,19 @@ def _add_job_arguments(p: argparse.ArgumentParser, job_id: bool) -> None:
     p.set_defaults(func=cmd_jobs)
 
 
+def _add_sampling_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+
+
 def _add_request_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prime", help="prime audio (WAV, FLAC or OGG); modes primed")
     p.add_argument("--codes", help="saved codes (.npz); modes continue and upsample")
     p.add_argument("--seconds", type=float, required=True, help="seconds of continuation to generate")
     p.add_argument("--mode", default="primed", choices=["primed", "ancestral", "continue", "upsample"])
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    _add_sampling_arguments(p)
     p.add_argument("--priority", default="normal", choices=["high", "normal", "low"])
 
 
@@ -608,8 +660,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=["auto", "vllm", "hf"])
     p.add_argument("--data", help="rendered corpus with a test split (default: held-out renders, cached)")
     p.add_argument("--split", default="test", help="which split's pieces (default test: never trained on)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classifier", help="timbre classifier directory (default: the shipped one)")
+    _add_sampling_arguments(p)
     p.set_defaults(func=cmd_eval_continuation)
+
+    p = evaluation.add_parser(
+        "train-classifier", help="train the timbre classifier (GM family) used for IS, KID and consistency"
+    )
+    p.add_argument("--data", required=True, help="directory made by `tokgen data render` (train + valid)")
+    p.add_argument("--out", required=True, help="classifier directory to write")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_eval_train_classifier)
 
     codec = sub.add_parser("codec", help="train, evaluate and export codecs").add_subparsers(
         dest="codec_cmd", required=True
@@ -618,6 +681,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="directory made by `tokgen data render`")
     p.add_argument("--run", required=True, help="run directory for checkpoints and logs")
     p.add_argument("--levels", type=_levels, default=None, help="e.g. 0,1 (default: all)")
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="codec model directory to start a new run from (instead of --preset)",
+    )
+    p.add_argument(
+        "--freeze-codes",
+        action="store_true",
+        help="train only the decoders, so the codes (and priors trained on them) stay valid",
+    )
+    p.add_argument(
+        "--decoder-channels",
+        type=_levels,
+        default=None,
+        help="with --init-from: new decoder widths for --levels, e.g. 32,64,128,256",
+    )
     _add_loop_arguments(p, batch_size=8)
     p.set_defaults(func=cmd_codec_train)
 
@@ -650,10 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--priors", default=None, help="prior set directory: level0/, level1/, ...")
     p.add_argument("--codec", default=None, help="codec model directory (default: shipped codec)")
     p.add_argument("--backend", default="auto", choices=["auto", "vllm", "hf"])
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    _add_sampling_arguments(p)
     p.add_argument("--hop-fraction", type=float, default=0.5, help="share of each window that is new")
     _add_segment_argument(p)
     p.set_defaults(func=cmd_generate)

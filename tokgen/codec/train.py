@@ -22,9 +22,9 @@ import torch
 from pydantic import BaseModel, Field
 from tqdm import tqdm
 
-from tokgen.codec.checkpoint import load_state_checked, parse_vqvae_config, save_vqvae
+from tokgen.codec.checkpoint import load_state_checked, load_vqvae, parse_vqvae_config, save_vqvae
 from tokgen.codec.losses import spectral_losses, waveform_loss
-from tokgen.codec.vqvae import MultiLevelVQVAE, VQVAEConfig, VQVAELevel
+from tokgen.codec.vqvae import LevelOutput, MultiLevelVQVAE, VQVAEConfig, VQVAELevel
 from tokgen.data.render import load_split
 from tokgen.errors import TokgenError
 from tokgen.training import load_checkpoint, save_checkpoint, scheduled_lr, set_lr
@@ -46,6 +46,11 @@ class TrainConfig(BaseModel):
     log_every: int = Field(default=50, ge=1)
     checkpoint_every: int = Field(default=500, ge=1)
     valid_crops: int = Field(default=32, ge=1)
+    freeze_codes: bool = Field(
+        default=False,
+        description="train only the decoders: encoder and codebook stay as they are, so the "
+        "codes (and priors trained on them) stay valid",
+    )
 
 
 class CropSampler:
@@ -73,10 +78,20 @@ class CropSampler:
         return torch.from_numpy(np.stack([self.crop() for _ in range(n)]))[:, None, :]
 
 
+def frozen_codes_forward(net: VQVAELevel, x: torch.Tensor) -> LevelOutput:
+    """Encode and quantise without gradients or codebook updates; decode with gradients."""
+    with torch.no_grad():
+        quantizer_training = net.quantizer.training
+        net.quantizer.eval()  # no EMA update, no dead-code restart
+        vq = net.quantizer(net.encoder(x))
+        net.quantizer.train(quantizer_training)
+    return LevelOutput(net.decoder(vq.quantized), vq)
+
+
 def level_loss(
     net: VQVAELevel, x: torch.Tensor, cfg: TrainConfig, sample_rate: int
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    out = net(x)
+    out = frozen_codes_forward(net, x) if cfg.freeze_codes else net(x)
     spec = spectral_losses(x[:, 0], out.audio[:, 0], sample_rate)
     wav = waveform_loss(x[:, 0], out.audio[:, 0])
     loss = (
@@ -105,16 +120,26 @@ class LevelState:
     rng: np.random.Generator
     step: int = 0
     elapsed_s: float = 0.0
+    steps_before: int = 0  # steps of the model the run was initialised from (--init-from)
 
     def path(self, run_dir: Path) -> Path:
         return run_dir / f"level{self.level}.pt"
 
     def save(self, run_dir: Path) -> None:
-        save_checkpoint(self.path(run_dir), self.net, self.opt, self.step, self.rng, elapsed_s=self.elapsed_s)
+        save_checkpoint(
+            self.path(run_dir),
+            self.net,
+            self.opt,
+            self.step,
+            self.rng,
+            elapsed_s=self.elapsed_s,
+            steps_before=self.steps_before,
+        )
 
     def load(self, run_dir: Path) -> None:
         state = load_checkpoint(self.path(run_dir), self.net, self.opt, self.rng)
         self.step, self.elapsed_s = state["step"], state["elapsed_s"]
+        self.steps_before = state.get("steps_before", 0)
 
 
 @torch.no_grad()
@@ -129,6 +154,42 @@ def validate(net: VQVAELevel, crops: torch.Tensor, cfg: TrainConfig, sample_rate
     return float(np.mean(losses))
 
 
+def new_level_state(model_cfg: VQVAEConfig, cfg: TrainConfig, level: int) -> LevelState:
+    torch.manual_seed(cfg.seed + level)
+    net = VQVAELevel(model_cfg.levels[level])
+    params = net.decoder.parameters() if cfg.freeze_codes else net.parameters()
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    return LevelState(level, net, opt, np.random.default_rng(cfg.seed + level))
+
+
+def _decoder(key: str) -> bool:
+    return key.startswith("decoder.")
+
+
+def seed_from_model(model_dir: Path, model_cfg: VQVAEConfig, cfg: TrainConfig, run_dir: Path) -> None:
+    """Start every level of a new run from a trained model's weights. A decoder of another
+    width (``decoder_channels`` in ``model_cfg``) starts fresh; the encoder and codebook
+    must match, so with ``freeze_codes`` the run trains new decoders for the model's own
+    codes."""
+    base = load_vqvae(model_dir)
+    if len(base.levels) != len(model_cfg.levels):
+        raise TokgenError(f"{model_dir} has {len(base.levels)} levels, the run {len(model_cfg.levels)}")
+    steps = json.loads((Path(model_dir) / "config.json").read_text()).get("training_steps")
+    for lv, base_net in enumerate(base.levels):
+        st = new_level_state(model_cfg, cfg, lv)
+        own, theirs = st.net.state_dict(), base_net.state_dict()
+        if any(k not in theirs or theirs[k].shape != v.shape for k, v in own.items() if not _decoder(k)):
+            raise TokgenError(
+                f"level {lv}: the encoder or codebook of {model_dir} does not fit the run's config"
+            )
+        same_decoder = all(k in theirs and theirs[k].shape == v.shape for k, v in own.items() if _decoder(k))
+        st.net.load_state_dict(
+            {k: theirs[k] if same_decoder or not _decoder(k) else v for k, v in own.items()}
+        )
+        st.steps_before = int(steps[lv]) if steps and lv < len(steps) else 0
+        st.save(run_dir)
+
+
 def train(
     model_cfg: VQVAEConfig | None,
     cfg: TrainConfig,
@@ -136,9 +197,11 @@ def train(
     run_dir: Path,
     levels: list[int] | None = None,
     resume: bool = False,
+    init_from: Path | None = None,
 ) -> dict[int, dict[str, float]]:
     """Train the given levels (default: all) of the run in ``run_dir``; returns the last
-    validation loss and step per level."""
+    validation loss and step per level. ``init_from`` (a codec model directory) starts a
+    new run from that model's weights (see ``seed_from_model``)."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if config_path.exists():
@@ -165,13 +228,12 @@ def train(
     )
     valid_crops = valid_sampler.batch(cfg.valid_crops)
 
+    if init_from is not None and not any(run_dir.glob("level*.pt")):
+        seed_from_model(init_from, model_cfg, cfg, run_dir)
     states = []
     for lv in levels:
-        torch.manual_seed(cfg.seed + lv)
-        net = VQVAELevel(model_cfg.levels[lv])
-        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
-        st = LevelState(lv, net, opt, np.random.default_rng(cfg.seed + lv))
-        if resume and st.path(run_dir).exists():
+        st = new_level_state(model_cfg, cfg, lv)
+        if st.path(run_dir).exists():
             st.load(run_dir)
         states.append(st)
     samplers = {st.level: CropSampler(train_audio, cfg.segment_samples, st.rng) for st in states}
@@ -239,6 +301,6 @@ def export(run_dir: Path, out_dir: Path) -> MultiLevelVQVAE:
             raise TokgenError(f"level {lv} of {run_dir} has not been trained ({path.name} missing)")
         state = torch.load(path, weights_only=False)
         load_state_checked(net, state["model"], path)
-        steps.append(state["step"])
+        steps.append(state.get("steps_before", 0) + state["step"])
     save_vqvae(model, out_dir, extra={"training_steps": steps})
     return model

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from torch import nn
 
 from tokgen.audio import check_mono
@@ -31,6 +31,9 @@ class LevelConfig(BaseModel):
     channels: list[int]
     codebook_size: int = Field(ge=2, le=65536)
     code_dim: int = Field(ge=1)
+    # The decoder may be wider than the encoder: a decoder can be retrained on the frozen
+    # encoder and codebook (``tokgen codec train --freeze-codes``) without changing the codes.
+    decoder_channels: list[int] | None = None
 
     @field_validator("strides")
     @classmethod
@@ -38,6 +41,13 @@ class LevelConfig(BaseModel):
         if any(s < 2 or s % 2 for s in v):
             raise ValueError("strides must be even and >= 2")
         return v
+
+    @model_validator(mode="after")
+    def _channels_per_stage(self) -> LevelConfig:
+        for name, channels in (("channels", self.channels), ("decoder_channels", self.decoder_channels)):
+            if channels is not None and len(channels) != len(self.strides) + 1:
+                raise ValueError(f"{name} needs one entry more than strides")
+        return self
 
     @property
     def hop(self) -> int:
@@ -74,7 +84,7 @@ class VQVAELevel(nn.Module):
         self.hop = cfg.hop
         self.encoder = Encoder(cfg.strides, cfg.channels, cfg.code_dim)
         self.quantizer = EMAVectorQuantizer(cfg.codebook_size, cfg.code_dim)
-        self.decoder = Decoder(cfg.strides, cfg.channels, cfg.code_dim)
+        self.decoder = Decoder(cfg.strides, cfg.decoder_channels or cfg.channels, cfg.code_dim)
 
     def forward(self, audio: torch.Tensor) -> LevelOutput:
         vq = self.quantizer(self.encoder(audio))
