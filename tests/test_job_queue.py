@@ -137,3 +137,18 @@ def test_results_expire_after_their_ttl(run):
 
     result, state = run(scenario, result_ttl_s=1.0)
     assert result is None and state == JobState.SUCCEEDED
+
+
+def test_claim_recreates_consumer_groups_that_redis_lost(run):
+    """A Redis without persistence that restarts loses the streams and their groups: claim
+    creates them again instead of failing with NOGROUP, and new jobs flow."""
+
+    async def scenario(q: JobQueue):
+        await q.ensure_groups()
+        await q.r.delete(*(q.stream(p) for p in ("high", "normal", "low")))
+        assert await q.claim("w1", 4) == []
+        job_id, _ = await q.submit(b"r", "normal")
+        return job_id, [c.job.id for c in await q.claim("w1", 4)]
+
+    job_id, claimed = run(scenario)
+    assert claimed == [job_id]

@@ -25,9 +25,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,18 @@ class JobQueue:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
+    async def _read_group(self, read: Callable[[], Awaitable[Any]]) -> Any:
+        """``read()`` on the consumer group, creating the groups if Redis lost them (one
+        without persistence restarted) and reading again: so claimers need not create
+        them before every read."""
+        try:
+            return await read()
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+        await self.ensure_groups()
+        return await read()
+
     # ---- records ----------------------------------------------------------------------
     async def get(self, job_id: str) -> Job | None:
         raw = await self.r.hget(self._key("job", job_id), "record")
@@ -302,8 +315,9 @@ class JobQueue:
             if len(claims) >= count:
                 break
             stream = self.stream(priority)
-            reply = await self.r.xautoclaim(
-                stream, GROUP, worker, int(self.config.lease_s * 1000), "0-0", count=count - len(claims)
+            lease_ms = int(self.config.lease_s * 1000)
+            reply = await self._read_group(
+                partial(self.r.xautoclaim, stream, GROUP, worker, lease_ms, "0-0", count=count - len(claims))
             )
             for entry_id, fields in claimed_entries(reply)[1]:
                 claim = await self._take(worker, stream, entry_id, fields, lost=True)
@@ -313,7 +327,9 @@ class JobQueue:
             if len(claims) >= count:
                 break
             stream = self.stream(priority)
-            reply = await self.r.xreadgroup(GROUP, worker, {stream: ">"}, count=count - len(claims))
+            reply = await self._read_group(
+                partial(self.r.xreadgroup, GROUP, worker, {stream: ">"}, count=count - len(claims))
+            )
             for _, entries in reply or []:
                 for entry_id, fields in entries:
                     claim = await self._take(worker, stream, entry_id, fields, lost=False)

@@ -78,7 +78,6 @@ class Worker:
         metrics.WORKER_SLOTS.set(self.concurrency)
         while not stop.is_set():
             try:
-                await self.queue.ensure_groups()
                 free = self.concurrency - len(self.running)
                 if free > 0:
                     for claim in await self.queue.claim(self.name, free):
