@@ -185,8 +185,11 @@ class Worker:
         pending: set[asyncio.Task] = set()
 
         def watch(board: CodeBoard, level: int) -> None:
+            # One save in flight at a time: snapshots are cumulative, so a skipped one loses
+            # nothing, while overlapping ones pile up connections on a slow Redis (or CPU)
+            # and could land out of order, an older snapshot over a newer one.
             now = time.monotonic()
-            if now - last["saved"] >= self.save_every_s:
+            if not pending and now - last["saved"] >= self.save_every_s:
                 last["saved"] = now
                 prefixes = [board.codes[lv][: board.prefix_frames(lv)] for lv in range(len(hops))]
                 done = [(board.known_frames[lv] - before[lv]) / w if w else 1.0 for lv, w in enumerate(whole)]
