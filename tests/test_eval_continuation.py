@@ -21,11 +21,11 @@ def test_eval_continuation_json_scores_every_system(corpus, tiny_model_dir, prio
     # the tiny corpus has one test piece: its train split stands in (the command's default is test)
     args = ["eval", "continuation", "--json", "--data", str(corpus), "--split", "train", "--n", "4"]
     args += ["--prime-seconds", "1", "--seconds", "3", "--backend", "hf", "--classifier", str(classifier)]
-    args += ["--codec", str(tiny_model_dir), "--priors", str(prior_set)]
+    args += ["--codec", str(tiny_model_dir), "--priors", str(prior_set), "--ablations"]
     capsys.readouterr()
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["n"] == 4 and set(result["systems"]) == SYSTEMS
+    assert result["n"] == 4 and set(result["systems"]) == SYSTEMS | {"model_real_levels_1"}  # 2-level codec
     families = result["classifier"]["families"]
     assert 0 <= result["classifier"]["accuracy_on_real"] <= 1
     for system in result["systems"].values():

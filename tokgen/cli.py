@@ -219,6 +219,7 @@ def cmd_eval_continuation(args: argparse.Namespace) -> None:
         embeddings,
         classifier,
         sampling,
+        args.ablations,
     )
     if args.json:
         print(json.dumps(result))
@@ -661,6 +662,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="rendered corpus with a test split (default: held-out renders, cached)")
     p.add_argument("--split", default="test", help="which split's pieces (default test: never trained on)")
     p.add_argument("--classifier", help="timbre classifier directory (default: the shipped one)")
+    p.add_argument(
+        "--ablations",
+        action="store_true",
+        help="also score model_real_levels_K: the top K levels' real codes, the rest sampled",
+    )
     _add_sampling_arguments(p)
     p.set_defaults(func=cmd_eval_continuation)
 

@@ -66,14 +66,34 @@ def pieces(
 
 
 async def model_continuations(
-    codec: Codec, priors: list[LevelPrior], items: list[Piece], seconds: float, sampling: SamplingSettings
+    codec: Codec,
+    priors: list[LevelPrior],
+    items: list[Piece],
+    seconds: float,
+    sampling: SamplingSettings,
+    real_levels: int = 0,
 ) -> list[np.ndarray]:
-    """All at once, so the engines batch them; piece ``i`` is sampled with seed ``seed + i``."""
+    """All at once, so the engines batch them; piece ``i`` is sampled with seed ``seed + i``.
+
+    ``real_levels`` > 0 is an ablation: the top ``real_levels`` levels are the real
+    continuation's codes and only the levels below are sampled (from the prime's codes as
+    context), which shows where a hierarchy loses what the codec keeps."""
 
     async def one(i: int, piece: Piece) -> np.ndarray:
         settings = dataclasses.replace(sampling, seed=sampling.seed + i)
-        result = await continue_audio(codec, priors, seconds, settings, "primed", piece.prime)
-        return result.audio[result.prime_samples : result.prime_samples + piece.real.size]
+        if real_levels == 0:
+            result = await continue_audio(codec, priors, seconds, settings, "primed", piece.prime)
+            start = result.prime_samples
+        else:
+            codes = codec.encode(np.concatenate([piece.prime, piece.real]))
+            known = [
+                c if lv < real_levels else c[: piece.prime.size // codec.levels[lv].hop]
+                for lv, c in enumerate(codes)
+            ]
+            one_frame = codec.levels[0].hop / codec.sample_rate  # continue needs some new audio
+            result = await continue_audio(codec, priors, one_frame, settings, "continue", codes=known)
+            start = piece.prime.size
+        return result.audio[start : start + piece.real.size]
 
     return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(items))))
 
@@ -164,19 +184,26 @@ def evaluate_continuations(
     embeddings: dict[str, Embedding],
     classifier: TimbreClassifier,
     sampling: SamplingSettings,
+    ablations: bool = False,
 ) -> dict:
     """The whole evaluation; closes the priors' engines when the model is done. ``sampling``
-    is the model's; its seed also seeds the baselines."""
+    is the model's; its seed also seeds the baselines. ``ablations`` adds the systems
+    ``model_real_levels_K``: the top K levels real, the rest sampled (K = 1 .. levels - 1)."""
     items = pieces(data_dir, split, n, prime_seconds, seconds, codec.sample_rate)
+    real_levels = range(1, len(codec.levels)) if ablations else range(0)
 
-    async def generate() -> list[np.ndarray]:
+    async def generate() -> list[list[np.ndarray]]:
         try:
-            return await model_continuations(codec, priors, items, seconds, sampling)
+            return [
+                await model_continuations(codec, priors, items, seconds, sampling, k)
+                for k in (0, *real_levels)
+            ]
         finally:
             await asyncio.gather(*(p.engine.close() for p in priors))
 
-    model = asyncio.run(generate())
+    model, *ablated = asyncio.run(generate())
     outputs = systems(codec, items, model, sampling.seed)
+    outputs |= {f"model_real_levels_{k}": clips for k, clips in zip(real_levels, ablated, strict=True)}
     results, accuracy = score(outputs, items, embeddings, classifier, codec.sample_rate)
     return {
         "n": len(items),
