@@ -163,3 +163,16 @@ def test_unigram_entropy_of_the_scored_tokens():
     labels[:4] = IGNORE  # only the scored half counts: codes 2, 2, 3, 3 -> 1 bit
     assert unigram_bits([Example(tokens, labels)], layout, 1) == pytest.approx(1.0)
     assert unigram_bits([Example(tokens, tokens)], layout, 1) == pytest.approx(2.0)
+
+
+def test_a_run_that_stops_between_checkpoints_keeps_its_end_if_best(synthetic_data, tmp_path):
+    """--steps / --max-minutes may end a run between checkpoints: its last weights count for
+    best/ too (they are validated at the end anyway)."""
+    codec, data = synthetic_data
+    run = tmp_path / "run"
+    end = train_prior(codec, data, run, 0, preset_config("tiny", 0), PriorTrainConfig(steps=80, **FAST))
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    at_50 = next(r["valid_bits_per_token"] for r in log if r["step"] == 50)
+    best = read_prior_meta(run / "best")
+    assert best["valid_bits_per_token"] == min(at_50, end["valid_bits_per_token"])
+    assert end["valid_bits_per_token"] < at_50 and best["steps"] == 80  # still learning at step 80

@@ -89,6 +89,13 @@ def bits_per_token(model: torch.nn.Module, examples: list[Example], batch_size: 
     return nats / max(count, 1) / math.log(2)
 
 
+def keep_if_best(model, run_dir: Path, meta: dict, bits: float) -> None:
+    """Save ``model`` as the run's ``best/`` if it beats it on validation: small corpora
+    overfit, so the latest weights are not always the ones to export."""
+    if bits < best_bits(run_dir):
+        save_prior(model, run_dir / "best", meta | {"valid_bits_per_token": bits})
+
+
 def best_bits(run_dir: Path) -> float:
     """Validation bits/token of the run's best checkpoint so far (``best/``), inf if none."""
     path = run_dir / "best" / PRIOR_META
@@ -177,10 +184,7 @@ def train_prior(
                     record["valid_bits_per_token"] = bits
                     save_checkpoint(state_path, model, opt, step, rng)
                     save_prior(model, run_dir / "model", meta | {"steps": step})
-                    if bits < best_bits(run_dir):  # small corpora overfit: keep the best too
-                        save_prior(
-                            model, run_dir / "best", meta | {"steps": step, "valid_bits_per_token": bits}
-                        )
+                    keep_if_best(model, run_dir, meta | {"steps": step}, bits)
                 log.write(json.dumps(record) + "\n")
                 log.flush()
     finally:
@@ -188,4 +192,6 @@ def train_prior(
         log.close()
         save_checkpoint(state_path, model, opt, step, rng)
         save_prior(model, run_dir / "model", meta | {"steps": step})
-    return {"step": step, "valid_bits_per_token": bits_per_token(model, valid, cfg.batch_size)}
+    bits = bits_per_token(model, valid, cfg.batch_size)
+    keep_if_best(model, run_dir, meta | {"steps": step}, bits)  # a run stopped between checkpoints
+    return {"step": step, "valid_bits_per_token": bits}
