@@ -23,9 +23,9 @@ def test_a_wait_resolves_when_its_range_is_complete_and_not_before():
         half = upper.done()
         await board.write(0, 8, codes(4))  # the rest
         await asyncio.sleep(0)
-        return half, upper.done(), other_level.done(), other_level
+        return half, upper.done(), other_level.done()
 
-    half, whole, other_done, other = asyncio.run(scenario())
+    half, whole, other_done = asyncio.run(scenario())
     assert not half and whole
     assert not other_done  # writes to level 0 do not resolve a wait on level 1
 
