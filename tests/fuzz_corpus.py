@@ -458,8 +458,8 @@ def corpus() -> list[Case]:
         ),
     ]
 
-    # -- job specs: SubmitJob runs Continue's field checks (naming request.<field>), but
-    # does not decode audio or codes: that is the worker's job (the job then FAILs).
+    # -- job specs: SubmitJob runs Continue's checks (naming request.<field>), and decodes
+    # the audio or codes as Continue does: a bad file is refused, not queued to FAIL later.
     cases += [
         Case(
             "submit-mode-99",
@@ -528,16 +528,18 @@ def corpus() -> list[Case]:
         Case("submit-idempotency-key-200-emoji", JOBS + "SubmitJob", submit("🎵" * 200, **ANCESTRAL), "OK"),
         Case("submit-idempotency-key-nul", JOBS + "SubmitJob", submit("a\0b", **ANCESTRAL), "OK"),
         Case(
-            "submit-garbage-codes-accepted",
+            "submit-garbage-codes",
             JOBS + "SubmitJob",
             submit(mode=pb.MODE_CONTINUE, seconds=1, codes=b"garbage"),
-            "OK",
+            "INVALID_ARGUMENT",
+            "request.codes",
         ),
         Case(
-            "submit-garbage-prime-accepted",
+            "submit-garbage-prime",
             JOBS + "SubmitJob",
             submit(seconds=1, prime_audio=b"garbage"),
-            "OK",
+            "INVALID_ARGUMENT",
+            "request.prime_audio",
         ),
     ]
 

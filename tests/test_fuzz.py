@@ -434,7 +434,9 @@ def test_submit_job_accepts_valid_specs_and_names_the_bad_field(fuzz, spec, key)
         assert outcome.code == "INVALID_ARGUMENT" and outcome.field in bad, (str(outcome), bad)
     elif len(key) > 200:
         assert (outcome.code, outcome.field) == ("INVALID_ARGUMENT", "idempotency_key"), str(outcome)
-    else:  # fields only: the audio or codes are the worker's to decode
+    elif outcome.code == "INVALID_ARGUMENT":  # valid fields: the prime or codes decide, as for Continue
+        assert request.WhichOneof("source") and outcome.field == f"request.{request.WhichOneof('source')}"
+    else:
         assert outcome.code == "OK", str(outcome)
         reply = jpb.SubmitJobResponse.FromString(outcome.reply)
         assert reply.created or key

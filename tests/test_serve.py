@@ -245,7 +245,6 @@ def test_job_service_takes_the_same_keys_and_checks(loop_thread, engine, tiny_mo
     import redis.asyncio as aioredis
 
     from tokgen.jobs.queue import JobQueue, QueueConfig
-    from tokgen.prior.layout import TokenLayout
     from tokgen.serve.jobs_service import JobServicer
     from tokgen.v1 import jobs_pb2 as jpb
     from tokgen.v1 import jobs_pb2_grpc as jpb_grpc
@@ -258,7 +257,7 @@ def test_job_service_takes_the_same_keys_and_checks(loop_thread, engine, tiny_mo
         jobs = JobServicer(queue)
         server, _, _, port = build_server("127.0.0.1:0", Admission(2, 0), api_keys=[key], jobs=jobs)
         await server.start()
-        jobs.attach(TokenLayout.for_levels(codec.levels))
+        jobs.attach(codec)
         return server, port
 
     server, port = loop_thread.run(start())

@@ -7,11 +7,14 @@ import asyncio
 
 import grpc
 
+from tokgen.codec.base import Codec
 from tokgen.errors import TokgenError
 from tokgen.jobs.queue import JobQueue
 from tokgen.jobs.states import Job, JobState
 from tokgen.monitoring import metrics
 from tokgen.prior.layout import TokenLayout
+from tokgen.prior.sampler import LevelPrior
+from tokgen.serve.requests import prepare_spec
 from tokgen.serve.service import abort_invalid
 from tokgen.serve.validation import FieldError, check_continue
 from tokgen.v1 import jobs_pb2 as jpb
@@ -54,11 +57,16 @@ class JobServicer(jpb_grpc.JobServiceServicer):
 
     def __init__(self, queue: JobQueue, watch_every_s: float = 0.5):
         self.queue = queue
+        self.codec: Codec | None = None
+        self.priors: list[LevelPrior] | None = None
         self.layout: TokenLayout | None = None
         self.watch_every_s = watch_every_s
 
-    def attach(self, layout: TokenLayout) -> None:
-        self.layout = layout
+    def attach(self, codec: Codec, priors: list[LevelPrior] | None = None) -> None:
+        """The loaded models: SubmitJob decodes a request's prime or codes before queueing
+        it, encoding only as much of a prime as ``priors`` see (all of it without them)."""
+        self.codec, self.priors = codec, priors
+        self.layout = TokenLayout.for_levels(codec.levels)
 
     async def _job(self, job_id: str, context: grpc.aio.ServicerContext) -> Job:
         if not job_id:
@@ -70,15 +78,20 @@ class JobServicer(jpb_grpc.JobServiceServicer):
         return job
 
     async def SubmitJob(self, request, context):
-        if self.layout is None:
+        if self.layout is None or self.codec is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "models are still loading; retry shortly")
-        assert self.layout is not None
+        assert self.layout is not None and self.codec is not None
         try:
             spec = check_continue(request.request, self.layout.vocab_size, max(self.layout.codebook_sizes))
         except FieldError as exc:
             await abort_invalid(context, f"request.{exc.field}", exc.message)
         if len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY:
             await abort_invalid(context, "idempotency_key", f"at most {MAX_IDEMPOTENCY_KEY} characters")
+        try:  # the audio or codes, decoded as a stream would: a bad file is refused here,
+            # not accepted and then FAILED by a worker
+            await asyncio.to_thread(prepare_spec, self.codec, spec, self.priors)
+        except FieldError as exc:
+            await abort_invalid(context, f"request.{exc.field}", exc.message)
         try:
             job_id, created = await self.queue.submit(
                 request.request.SerializeToString(), spec.priority, request.idempotency_key or None

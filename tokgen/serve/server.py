@@ -22,7 +22,6 @@ from tokgen.jobs.worker import Worker
 from tokgen.monitoring import metrics
 from tokgen.monitoring.health import LIVE, health_server, set_status
 from tokgen.monitoring.queue_gauges import sample_queue
-from tokgen.prior.layout import TokenLayout
 from tokgen.prior.sampler import LevelPrior
 from tokgen.serve.admission import Admission
 from tokgen.serve.auth import ApiKeyInterceptor, load_api_keys
@@ -151,7 +150,7 @@ async def serve(config: Settings, on_listening: Callable[[dict], None]) -> None:
             if loading.done():
                 codec, priors = loading.result()
                 await queue.ensure_groups()
-                jobs.attach(TokenLayout.for_levels(codec.levels))
+                jobs.attach(codec, priors)
                 if config.worker:
                     worker = Worker(queue, codec, priors, concurrency=config.worker_concurrency)
                     working = asyncio.create_task(worker.run(stop, grace_s=config.grace_seconds))
