@@ -141,10 +141,13 @@ def test_results_expire_after_their_ttl(run):
 
 def test_claim_recreates_consumer_groups_that_redis_lost(run):
     """A Redis without persistence that restarts loses the streams and their groups: claim
-    creates them again instead of failing with NOGROUP, and new jobs flow."""
+    and depth create them again instead of failing with NOGROUP, and new jobs flow."""
 
     async def scenario(q: JobQueue):
         await q.ensure_groups()
+        await q.r.delete(*(q.stream(p) for p in ("high", "normal", "low")))
+        depth = await q.depth()  # the gauges' read recreates them too
+        assert sum(depth.queued.values()) == sum(depth.running.values()) == 0
         await q.r.delete(*(q.stream(p) for p in ("high", "normal", "low")))
         assert await q.claim("w1", 4) == []
         job_id, _ = await q.submit(b"r", "normal")

@@ -177,9 +177,9 @@ class JobQueue:
                     raise
 
     async def _read_group(self, read: Callable[[], Awaitable[Any]]) -> Any:
-        """``read()`` on the consumer group, creating the groups if Redis lost them (one
-        without persistence restarted) and reading again: so claimers need not create
-        them before every read."""
+        """``read()`` on the consumer group, creating the groups first if they do not exist
+        (a new queue, or a Redis without persistence that restarted) and reading again:
+        the one place groups are created, so nothing creates them before every call."""
         try:
             return await read()
         except ResponseError as exc:
@@ -226,7 +226,6 @@ class JobQueue:
     ) -> tuple[str, bool]:
         """Queue a validated request; returns (job id, created). With an idempotency key
         that was used before, the existing job's id (created False)."""
-        await self.ensure_groups()
         if await self.unfinished() >= self.config.max_queued:
             raise TokgenError(f"the queue holds {self.config.max_queued} unfinished jobs; retry later")
         job_id = uuid.uuid4().hex
@@ -256,10 +255,14 @@ class JobQueue:
         running: dict[Priority, int] = {}
         for priority in PRIORITIES:
             stream = self.stream(priority)
-            async with self.r.pipeline(transaction=False) as pipe:
-                pipe.xlen(stream)
-                pipe.xpending(stream, GROUP)
-                length, pending = await pipe.execute()
+
+            async def read(stream: str = stream) -> list:
+                async with self.r.pipeline(transaction=False) as pipe:
+                    pipe.xlen(stream)
+                    pipe.xpending(stream, GROUP)
+                    return await pipe.execute()
+
+            length, pending = await self._read_group(read)
             running[priority] = int(pending["pending"])
             queued[priority] = max(0, int(length) - running[priority])
         delayed = await self.r.zcard(self._key("delayed"))

@@ -24,18 +24,15 @@ async def sample_queue(
     queue: JobQueue, stop: asyncio.Event, every_s: float = 2.0, timeout_s: float = 3.0
 ) -> None:
     """Until ``stop``: refresh the gauges every ``every_s``."""
-    up, groups = True, False
+    up = True
     while not stop.is_set():
         try:
             async with asyncio.timeout(timeout_s):
-                if not groups:  # once, and again after any error (a Redis that lost its data)
-                    await queue.ensure_groups()
-                    groups = True
-                depth = await queue.depth()
+                depth = await queue.depth()  # creates the consumer groups if there are none
         except (RedisError, OSError, TimeoutError) as exc:
             if up:  # log the change, not every sample
                 log.warning("redis unreachable: %s", exc)
-            up, groups = False, False
+            up = False
             metrics.REDIS_UP.set(0)
         else:
             up = True

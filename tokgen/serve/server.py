@@ -149,7 +149,6 @@ async def serve(config: Settings, on_listening: Callable[[dict], None]) -> None:
             await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if loading.done():
                 codec, priors = loading.result()
-                await queue.ensure_groups()
                 jobs.attach(codec, priors)
                 if config.worker:
                     worker = Worker(queue, codec, priors, concurrency=config.worker_concurrency)
