@@ -22,7 +22,13 @@ import torch
 from pydantic import BaseModel, Field
 from tqdm import tqdm
 
-from tokgen.codec.checkpoint import load_state_checked, load_vqvae, parse_vqvae_config, save_vqvae
+from tokgen.codec.checkpoint import (
+    load_state_checked,
+    load_vqvae,
+    parse_vqvae_config,
+    read_config,
+    save_vqvae,
+)
 from tokgen.codec.losses import spectral_losses, waveform_loss
 from tokgen.codec.vqvae import LevelOutput, MultiLevelVQVAE, VQVAEConfig, VQVAELevel
 from tokgen.data.render import load_split
@@ -174,7 +180,7 @@ def seed_from_model(model_dir: Path, model_cfg: VQVAEConfig, cfg: TrainConfig, r
     base = load_vqvae(model_dir)
     if len(base.levels) != len(model_cfg.levels):
         raise TokgenError(f"{model_dir} has {len(base.levels)} levels, the run {len(model_cfg.levels)}")
-    steps = json.loads((Path(model_dir) / "config.json").read_text()).get("training_steps")
+    steps = read_config(model_dir).get("training_steps")
     for lv, base_net in enumerate(base.levels):
         st = new_level_state(model_cfg, cfg, lv)
         own, theirs = st.net.state_dict(), base_net.state_dict()
