@@ -39,8 +39,9 @@ def unigram_codes(codec: Codec, probs: np.ndarray, samples: int, rng: np.random.
     return codec.decode(codes, level)[:samples].astype(np.float32)
 
 
-def reconstruction(codec: Codec, real: np.ndarray) -> np.ndarray:
+def reconstruction(codec: Codec, real: np.ndarray, bottom_codes: np.ndarray | None = None) -> np.ndarray:
     """The real continuation through the codec's bottom level: the best a prior over these
-    codes could do."""
+    codes could do. ``bottom_codes``: its bottom-level codes, if already encoded."""
     level = len(codec.levels) - 1
-    return codec.decode(codec.encode(real)[level], level)[: real.size].astype(np.float32)
+    codes = codec.encode(real)[level] if bottom_codes is None else bottom_codes
+    return codec.decode(codes, level)[: real.size].astype(np.float32)

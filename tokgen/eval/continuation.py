@@ -110,7 +110,9 @@ def systems(
         "noise": [baselines.noise(p.real, rng) for p in items],
         "repeat_prime": [baselines.repeat_prime(p.prime, p.real.size) for p in items],
         "unigram_codes": [baselines.unigram_codes(codec, probs, p.real.size, rng) for p in items],
-        "codec_reconstruction": [baselines.reconstruction(codec, p.real) for p in items],
+        "codec_reconstruction": [
+            baselines.reconstruction(codec, p.real, codes) for p, codes in zip(items, encoded, strict=True)
+        ],
     }
 
 
