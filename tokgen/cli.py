@@ -176,9 +176,25 @@ def _derived_codec_config(model_dir: Path, levels: list[int] | None, decoder_cha
 
 
 def cmd_codec_train(args: argparse.Namespace) -> None:
-    from tokgen.codec.presets import PRESETS
+    from tokgen.codec.presets import MSVQ_PRESETS, PRESETS
     from tokgen.codec.train import TrainConfig, train
 
+    if args.preset in MSVQ_PRESETS:
+        from tokgen.codec.train_msvq import MSVQTrainConfig, train_msvq
+
+        _interrupt_on_sigterm()
+        options = {k: v for k, v in _loop_options(args).items() if v is not None}
+        if args.lr is not None:
+            options["lr"] = args.lr
+        result = train_msvq(
+            MSVQ_PRESETS[args.preset],
+            MSVQTrainConfig(**options),
+            Path(args.data),
+            Path(args.run),
+            args.resume,
+        )
+        print(json.dumps(result))
+        return
     if args.init_from:
         model_cfg = _derived_codec_config(Path(args.init_from), args.levels, args.decoder_channels)
     elif args.decoder_channels or args.freeze_codes:
@@ -703,6 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="with --init-from: new decoder widths for --levels, e.g. 32,64,128,256",
     )
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (msvq presets)")
     _add_loop_arguments(p, batch_size=8)
     p.set_defaults(func=cmd_codec_train)
 

@@ -6,11 +6,18 @@ and the RNG states (torch's global one and the loop's numpy generator).
 
 from __future__ import annotations
 
+import json
+import math
+import sys
+import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel, Field
+from tqdm import tqdm
 
 from tokgen.errors import CheckpointError
 
@@ -74,3 +81,121 @@ def scheduled_lr(
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
     for group in opt.param_groups:
         group["lr"] = lr
+
+
+class LoopConfig(BaseModel):
+    """What every training loop is told: how long, how fast, how often to save."""
+
+    steps: int = Field(default=20000, ge=1)
+    max_minutes: float | None = Field(default=None, gt=0)
+    batch_size: int = Field(default=8, ge=1)
+    lr: float = Field(default=5e-4, gt=0)
+    warmup_steps: int = Field(default=200, ge=0)
+    lr_decay_from: int | None = Field(default=None, ge=0, description="step where linear LR decay starts")
+    grad_clip: float = 1.0
+    seed: int = 0
+    log_every: int = Field(default=50, ge=1)
+    checkpoint_every: int = Field(default=500, ge=1)
+
+
+class Solver(ABC):
+    """The training loop every tokgen model shares (audiocraft's ``StandardSolver`` is the
+    model): a subclass supplies ``train_step`` and ``validate``; the solver owns the LR
+    schedule, backward / clip / step, the deadline (``max_minutes``), the progress bar, the
+    jsonl log, resumable checkpoints (``state.pt``, also written when SIGTERM arrives as
+    ``KeyboardInterrupt``) and keeping the best weights by validation loss
+    (``save_best``)."""
+
+    name = "model"
+
+    def __init__(self, model: torch.nn.Module, opt: torch.optim.Optimizer, cfg: LoopConfig, run_dir: Path):
+        self.model, self.opt, self.cfg, self.run_dir = model, opt, cfg, Path(run_dir)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.step = 0
+        self.elapsed_s = 0.0
+        self.best = math.inf
+
+    @abstractmethod
+    def train_step(self) -> tuple[torch.Tensor, dict[str, float]]:
+        """One batch: the loss to minimise and the numbers to log."""
+
+    @abstractmethod
+    def validate(self) -> float:
+        """A validation loss (lower is better) on fixed held-out data."""
+
+    def save_best(self, valid_loss: float) -> None:  # noqa: B027 (optional hook)
+        """Called when ``valid_loss`` beats every earlier validation; a subclass exports."""
+
+    @property
+    def state_path(self) -> Path:
+        return self.run_dir / "state.pt"
+
+    def save(self) -> None:
+        save_checkpoint(
+            self.state_path,
+            self.model,
+            self.opt,
+            self.step,
+            self.rng,
+            elapsed_s=self.elapsed_s,
+            best=self.best,
+        )
+
+    def restore(self) -> None:
+        state = load_checkpoint(self.state_path, self.model, self.opt, self.rng)
+        self.step, self.elapsed_s = state["step"], state.get("elapsed_s", 0.0)
+        self.best = state.get("best", math.inf)
+
+    def _checkpoint(self, record: dict[str, Any]) -> None:
+        valid = self.validate()
+        record["valid_loss"] = valid
+        if valid < self.best:
+            self.best = valid
+            self.save_best(valid)
+        self.save()
+
+    def run(self) -> dict[str, float]:
+        """Train until ``steps`` or the deadline; resumes from ``state.pt`` if present."""
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.state_path.exists():
+            self.restore()
+        deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else math.inf
+        log = (self.run_dir / "train_log.jsonl").open("a")
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.name, file=sys.stderr, dynamic_ncols=True)
+        self.model.train()
+        try:
+            while self.step < cfg.steps and time.monotonic() < deadline:
+                t0 = time.monotonic()
+                set_lr(
+                    self.opt, scheduled_lr(cfg.lr, self.step, cfg.warmup_steps, cfg.lr_decay_from, cfg.steps)
+                )
+                loss, stats = self.train_step()
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.opt.step()
+                self.step += 1
+                self.elapsed_s += time.monotonic() - t0
+                bar.update(1)
+                if self.step % cfg.log_every == 0:
+                    record: dict[str, Any] = {
+                        "step": self.step,
+                        "elapsed_s": round(self.elapsed_s, 1),
+                        **stats,
+                    }
+                    if self.step % cfg.checkpoint_every == 0:
+                        self._checkpoint(record)
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    bar.set_postfix(loss=f"{stats.get('loss', loss.item()):.3f}")
+        finally:
+            bar.close()
+            log.close()
+            self.save()
+        valid = self.validate()
+        if valid < self.best:  # a run stopped between checkpoints
+            self.best = valid
+            self.save_best(valid)
+            self.save()
+        return {"step": self.step, "valid_loss": valid, "best_valid_loss": self.best}

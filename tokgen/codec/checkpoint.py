@@ -39,10 +39,11 @@ def parse_vqvae_config(raw: dict, source: Path) -> VQVAEConfig:
         raise CheckpointError(f"invalid codec config {source}: {exc}") from exc
 
 
-def save_vqvae(model: MultiLevelVQVAE, model_dir: Path, extra: dict | None = None) -> None:
+def save_vqvae(model: torch.nn.Module, model_dir: Path, extra: dict | None = None) -> None:
+    """Any tokgen codec model with a pydantic ``cfg`` (VQ-VAE or multi-scale VQ)."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    config = model.cfg.model_dump() | (extra or {})
+    config = model.cfg.model_dump() | (extra or {})  # type: ignore[union-attr]
     (model_dir / CONFIG).write_text(json.dumps(config, indent=2))
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, str(model_dir / WEIGHTS))

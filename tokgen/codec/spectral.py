@@ -54,3 +54,31 @@ def mel_l1(mx: torch.Tensor, my: torch.Tensor, sample_rate: int, n_mels: int) ->
     """Mean |log-mel(x) - log-mel(y)| per example, from STFT magnitudes (..., bins, frames)."""
     diff = log_mel_from_magnitude(mx, sample_rate, n_mels) - log_mel_from_magnitude(my, sample_rate, n_mels)
     return diff.abs().mean(dim=(-2, -1))
+
+
+@functools.lru_cache(maxsize=8)
+def semitone_filterbank(
+    n_fft: int, sample_rate: int, low_midi: int = 24, n_semitones: int = 84
+) -> torch.Tensor:
+    """Triangular filters one semitone wide, centred on MIDI notes ``low_midi`` upward,
+    (n_semitones, n_fft // 2 + 1). Each filter spans its neighbours' centres; filters
+    narrower than one FFT bin fall back to the nearest bin, so none is empty."""
+    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
+    midi = torch.arange(low_midi - 1, low_midi + n_semitones + 1, dtype=torch.float64)
+    edges = 440.0 * 2 ** ((midi - 69) / 12)
+    lower, center, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    up = (freqs[None] - lower) / (center - lower)
+    down = (upper - freqs[None]) / (upper - center)
+    fb = torch.clamp(torch.minimum(up, down), min=0.0)
+    nearest = (freqs[None] - center).abs().argmin(dim=1)
+    empty = fb.sum(dim=1) == 0
+    fb[empty, nearest[empty]] = 1.0
+    return fb.float()
+
+
+def log_semitones(mag: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Log energy per semitone (84 bands from C1) from STFT magnitudes (..., bins, frames):
+    the pitch content that chroma and key are computed from."""
+    n_fft = 2 * (mag.shape[-2] - 1)
+    fb = semitone_filterbank(n_fft, sample_rate).to(mag.device, mag.dtype)
+    return torch.log(torch.clamp(fb @ mag, min=LOG_FLOOR))

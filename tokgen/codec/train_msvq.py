@@ -1,0 +1,171 @@
+"""``tokgen codec train --preset msvq``: train the multi-scale residual VQ codec.
+
+One model, one process (the encoder and decoder are shared by all levels). Each training
+example is a crop and a *reference*, another crop of the same recording, from which the
+timbre encoder makes the vector that conditions the decoder. Three things push the coarse
+levels to carry the music:
+
+- quantiser dropout: ``dropout_fraction`` of the examples are decoded from their top one
+  or two levels only (equally often), so those partial sums must already sound right;
+- a pitch loss: L1 between the log energies per semitone of input and output;
+- short and long windows in the multi-scale mel loss (DAC), for attacks and for pitch.
+
+A short autoencoder warm-up (``ae_warmup_steps``, no quantiser) comes first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from tokgen.codec.checkpoint import save_vqvae
+from tokgen.codec.losses import multiscale_losses, waveform_loss
+from tokgen.codec.msvq import MSVQConfig, MultiScaleVQ
+from tokgen.codec.train import CropSampler
+from tokgen.data.render import load_split
+from tokgen.errors import TokgenError
+from tokgen.training import LoopConfig, Solver
+
+
+class MSVQTrainConfig(LoopConfig):
+    segment_samples: int = Field(default=8192, ge=512)
+    reference_samples: int = Field(default=16000, ge=1024)
+    ae_warmup_steps: int = Field(default=300, ge=0)
+    dropout_fraction: float = Field(default=0.5, ge=0, le=1)
+    no_reference_fraction: float = Field(default=0.1, ge=0, le=1)
+    commit_weight: float = 0.02
+    waveform_weight: float = 0.1
+    pitch_weight: float = 1.0
+    valid_crops: int = Field(default=32, ge=1)
+
+
+class PairSampler(CropSampler):
+    """Crops with a reference: another crop of the same recording."""
+
+    def pair(self, reference: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = int(self.rng.choice(len(self.audio), p=self.weights))
+        a = self.audio[idx]
+        crop = np.zeros(self.segment, np.float32)
+        for _ in range(10):
+            start = int(self.rng.integers(0, a.size - self.segment + 1))
+            crop = a[start : start + self.segment]
+            if np.sqrt(np.mean(crop**2)) > 1e-3:
+                break
+        ref = a[-reference:] if a.size <= reference else a
+        if a.size > reference:
+            r0 = int(self.rng.integers(0, a.size - reference + 1))
+            ref = a[r0 : r0 + reference]
+        ref = np.pad(ref, (0, reference - ref.size))
+        return crop, ref
+
+    def pairs(self, n: int, reference: int) -> tuple[torch.Tensor, torch.Tensor]:
+        crops, refs = zip(*(self.pair(reference) for _ in range(n)), strict=True)
+        return torch.from_numpy(np.stack(crops))[:, None, :], torch.from_numpy(np.stack(refs))
+
+
+def keep_levels_for(
+    rng: np.random.Generator, batch: int, n_levels: int, dropout_fraction: float
+) -> torch.Tensor:
+    """Levels kept per example: all of them, or (with ``dropout_fraction``) the top 1 to
+    ``n_levels - 1``, equally often."""
+    keep = np.full(batch, n_levels)
+    drop = rng.random(batch) < dropout_fraction
+    if n_levels > 1:
+        keep[drop] = rng.integers(1, n_levels, size=int(drop.sum()))
+    return torch.from_numpy(keep)
+
+
+def msvq_loss(
+    model: MultiScaleVQ,
+    x: torch.Tensor,
+    ref: torch.Tensor | None,
+    keep: torch.Tensor | None,
+    cfg: MSVQTrainConfig,
+    quantize: bool = True,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    out = model(x, ref, keep, quantize=quantize)
+    sr = model.cfg.sample_rate
+    parts = multiscale_losses(x[:, 0], out.audio[:, 0], sr)
+    wav = waveform_loss(x[:, 0], out.audio[:, 0])
+    loss = (
+        parts["mel"]
+        + parts["sc"]
+        + parts["log_mag"]
+        + cfg.pitch_weight * parts["pitch"]
+        + cfg.waveform_weight * wav
+        + cfg.commit_weight * out.commit_loss
+    )
+    stats = {"loss": loss.item(), **{k: v.item() for k, v in parts.items()}, "waveform": wav.item()}
+    stats["commit"] = float(out.commit_loss.detach())
+    for lv, p in enumerate(out.perplexity):
+        stats[f"perplexity{lv}"] = p
+    return loss, stats
+
+
+class MSVQSolver(Solver):
+    name = "codec msvq"
+
+    def __init__(self, model_cfg: MSVQConfig, cfg: MSVQTrainConfig, data_dir: Path, run_dir: Path):
+        torch.manual_seed(cfg.seed)
+        model = MultiScaleVQ(model_cfg)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.0)
+        super().__init__(model, opt, cfg, run_dir)
+        self.model_cfg, self.tcfg = model_cfg, cfg
+        sr = model_cfg.sample_rate
+        self.sampler = PairSampler(load_split(data_dir, "train", sr), cfg.segment_samples, self.rng)
+        valid = PairSampler(
+            load_split(data_dir, "valid", sr), cfg.segment_samples, np.random.default_rng(cfg.seed + 1000)
+        )
+        self.valid_x, self.valid_ref = valid.pairs(cfg.valid_crops, cfg.reference_samples)
+
+    def train_step(self) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.tcfg
+        x, ref = self.sampler.pairs(cfg.batch_size, cfg.reference_samples)
+        n_levels = len(self.model_cfg.level_strides)
+        keep = keep_levels_for(self.rng, cfg.batch_size, n_levels, cfg.dropout_fraction)
+        use_ref = self.rng.random() >= cfg.no_reference_fraction
+        assert isinstance(self.model, MultiScaleVQ)
+        return msvq_loss(
+            self.model, x, ref if use_ref else None, keep, cfg, quantize=self.step >= cfg.ae_warmup_steps
+        )
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Mean loss of full decoding and of top-level-only decoding, with references."""
+        assert isinstance(self.model, MultiScaleVQ)
+        self.model.eval()
+        n, bs = len(self.valid_x), self.tcfg.batch_size
+        losses = []
+        for keep_n in (len(self.model_cfg.level_strides), 1):
+            for i in range(0, n, bs):
+                x, ref = self.valid_x[i : i + bs], self.valid_ref[i : i + bs]
+                keep = torch.full((x.shape[0],), keep_n)
+                quantize = self.step >= self.tcfg.ae_warmup_steps
+                losses.append(msvq_loss(self.model, x, ref, keep, self.tcfg, quantize)[1]["loss"])
+        self.model.train()
+        return float(np.mean(losses))
+
+    def save_best(self, valid_loss: float) -> None:
+        assert isinstance(self.model, MultiScaleVQ)
+        extra = {"training_steps": self.step, "valid_loss": valid_loss}
+        save_vqvae(self.model, self.run_dir / "best", extra=extra)
+
+
+def train_msvq(
+    model_cfg: MSVQConfig, cfg: MSVQTrainConfig, data_dir: Path, run_dir: Path, resume: bool
+) -> dict[str, float]:
+    """Train (or with ``resume`` continue) the run in ``run_dir``; its ``config.json`` is
+    the architecture, ``state.pt`` the training state and ``best/`` the exported model
+    with the lowest validation loss."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if config_path.exists():
+        if not resume:
+            raise TokgenError(f"{run_dir} already holds a run; pass --resume to continue it")
+        model_cfg = MSVQConfig.model_validate_json(config_path.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(model_cfg.model_dump_json(indent=2))
+    return MSVQSolver(model_cfg, cfg, data_dir, run_dir).run()
