@@ -8,7 +8,7 @@ import time
 import grpc
 
 from loadtests.stats import Call
-from tokgen.prior.bench import EXAMPLE_PRIME
+from tokgen.assets import EXAMPLE_PRIME
 from tokgen.v1 import jobs_pb2 as jpb
 from tokgen.v1 import jobs_pb2_grpc as jpb_grpc
 from tokgen.v1 import tokgen_pb2 as pb

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import tokgen.engine.vllm as vllm_engine
-from tokgen.engine.bench import default_size_prior, throughput
+from tokgen.bench.engine import default_size_prior, throughput
 
 PROMPT, NEW, BATCHES, ROUNDS = 256, 512, (16, 1), 3
 

@@ -16,12 +16,13 @@ import json
 import numpy as np
 import torch
 
+from tokgen.assets import EXAMPLE_PRIME
 from tokgen.audio import load_audio
 from tokgen.codec import load_codec
 from tokgen.codec.spectral import log_mel_from_magnitude, stft_magnitude
-from tokgen.prior.bench import EXAMPLE_PRIME
-from tokgen.prior.generate import load_priors, prepare, render, segment_frames
-from tokgen.prior.sampler import SamplingSettings
+from tokgen.generation.generate import prepare, segment_frames
+from tokgen.generation.generator import Generator
+from tokgen.generation.sampler import SamplingSettings
 
 HOP = 256  # 16 ms
 
@@ -58,18 +59,15 @@ def main() -> None:
     seams = [(b - start) * bottom_hop for b in range(start + seg, total, seg)]  # in new audio
     result = {}
     for name, seconds in (("segmented", None), ("unsegmented", 0)):
-        priors = load_priors(None, codec, segment_seconds=seconds)
+        generator = Generator.load(codec, segment_seconds=seconds)
 
-        async def run(priors=priors) -> list[float]:
-            try:
+        async def run(g: Generator = generator) -> list[float]:
+            async with g:
                 ratios = []
                 for seed in range(args.seeds):
-                    out = await render(codec, priors, job, SamplingSettings(seed=seed))
-                    ratios.append(seam_ratio(out.audio[out.prime_samples :], codec.sample_rate, seams))
+                    out = await g.render(job, SamplingSettings(seed=seed))
+                    ratios.append(seam_ratio(out.new_audio(), codec.sample_rate, seams))
                 return ratios
-            finally:
-                for p in priors:
-                    await p.engine.close()
 
         ratios = asyncio.run(run())
         result[name] = {"mean": round(float(np.mean(ratios)), 3), "per_seed": [round(r, 3) for r in ratios]}

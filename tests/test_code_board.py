@@ -4,7 +4,7 @@ import asyncio
 
 import numpy as np
 
-from tokgen.prior.sampler import CodeBoard
+from tokgen.generation.sampler import CodeBoard
 
 
 def codes(n: int) -> np.ndarray:

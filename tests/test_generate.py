@@ -137,7 +137,7 @@ def test_bench_generate_prints_the_documented_figures(tmp_path, tiny_model_dir, 
 
 def test_segment_lengths_per_level():
     from tokgen.errors import TokgenError
-    from tokgen.prior.generate import segment_frames
+    from tokgen.generation.generate import segment_frames
 
     codec = load_codec()  # hops 512 / 128 / 32 at 16 kHz: 125 middle and 500 bottom frames/s
     # whole top frames (32 ms): 2 s middle and 0.5 s bottom by default
@@ -152,8 +152,8 @@ def test_segment_lengths_per_level():
 
 
 def test_a_prime_is_encoded_as_far_as_the_priors_see_it(tiny_model_dir, tone):
-    from tokgen.prior.generate import context_kept, encode_prime_context, prepare
-    from tokgen.prior.sampler import LevelPrior
+    from tokgen.generation.generate import context_kept, encode_prime_context, prepare
+    from tokgen.generation.sampler import LevelPrior
 
     codec = load_codec(tiny_model_dir)  # hops 16 and 8 at 16 kHz
     priors = [LevelPrior(None, n_ctx=64), LevelPrior(None, n_ctx=128)]  # type: ignore[arg-type]
@@ -172,7 +172,7 @@ def test_a_prime_is_encoded_as_far_as_the_priors_see_it(tiny_model_dir, tone):
 
 
 def test_saved_levels_resume_from_whole_top_frames():
-    from tokgen.prior.generate import whole_top_frames
+    from tokgen.generation.generate import whole_top_frames
 
     hops = [16, 8, 2]  # 1, 2 and 8 frames per top frame
     known = [np.arange(5), np.arange(9), np.arange(37)]

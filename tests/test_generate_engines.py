@@ -9,8 +9,9 @@ import pytest
 from tokgen.codec import load_codec
 from tokgen.codec.codes import load_codes, save_codes
 from tokgen.errors import TokgenError
-from tokgen.prior.generate import continue_audio, prepare, render
-from tokgen.prior.sampler import LevelPrior, SamplingSettings
+from tokgen.generation.generate import prepare
+from tokgen.generation.generator import Generator
+from tokgen.generation.sampler import LevelPrior, SamplingSettings
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +22,14 @@ def codec(tiny_model_dir):
 def priors_on(engine, segment_frames=None):
     # 32 tokens per window (the Llama holds 256 positions); segments split the upsampler.
     return [LevelPrior(engine, n_ctx=32), LevelPrior(engine, n_ctx=32, segment_frames=segment_frames)]
+
+
+def render(codec, priors, job, settings):
+    return Generator(codec, priors).render(job, settings)
+
+
+def continue_audio(codec, priors, seconds, settings, mode, prime):
+    return render(codec, priors, prepare(codec, mode, seconds, prime), settings)
 
 
 def test_primed_continuation_is_reproducible(loop_thread, engine, codec, tone):
@@ -71,7 +80,7 @@ def test_inconsistent_codes_are_refused(codec):
 
 
 def test_streamed_pieces_join_into_the_rendered_audio(loop_thread, engine, codec, tone):
-    from tokgen.prior.stream import stream_continuation
+    from tokgen.generation.stream import stream_continuation
 
     priors = priors_on(engine, segment_frames=40)
     job = prepare(codec, "primed", 0.1, tone[:800])
@@ -94,7 +103,7 @@ def test_streamed_pieces_join_into_the_rendered_audio(loop_thread, engine, codec
 
 
 def test_closing_a_stream_early_leaves_the_engine_serving(loop_thread, engine, codec, tone):
-    from tokgen.prior.stream import stream_continuation
+    from tokgen.generation.stream import stream_continuation
 
     job = prepare(codec, "primed", 0.5, tone[:800])
 

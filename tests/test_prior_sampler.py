@@ -6,9 +6,9 @@ import pytest
 from tokgen.codec.base import LevelSpec
 from tokgen.engine.hf import HFEngine
 from tokgen.errors import TokgenError
+from tokgen.generation.sampler import LevelPrior, SamplingSettings, sample_hierarchy, window_seed
 from tokgen.prior.layout import TokenLayout
 from tokgen.prior.model import build_prior, preset_config, save_prior
-from tokgen.prior.sampler import LevelPrior, SamplingSettings, sample_hierarchy, window_seed
 
 HOPS = [16, 8]
 LAYOUT = TokenLayout.for_levels([LevelSpec(16, 32), LevelSpec(8, 32)])

@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tokgen.errors import TokgenError
-from tokgen.prior.windows import Window, plan_segments, plan_windows, upper_span
+from tokgen.generation.windows import Window, plan_segments, plan_windows, upper_span
 
 
 def test_prime_shorter_than_one_hop_fills_the_first_window():

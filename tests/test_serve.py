@@ -15,8 +15,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from tokgen.codec import load_codec
-from tokgen.prior.generate import prepare, render
-from tokgen.prior.sampler import LevelPrior, SamplingSettings
+from tokgen.generation.generate import prepare
+from tokgen.generation.generator import Generator
+from tokgen.generation.sampler import LevelPrior, SamplingSettings
 from tokgen.serve.admission import Admission
 from tokgen.serve.server import LIVE, SERVICE_NAME, build_server, mark_live, mark_ready
 from tokgen.serve.service import pcm16
@@ -58,7 +59,7 @@ def test_ready_only_once_models_are_loaded(served):
     with pytest.raises(grpc.RpcError) as err:
         stub.GetModelInfo(pb.GetModelInfoRequest())
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-    loop_thread.run(mark_ready(servicer, health, codec, priors))
+    loop_thread.run(mark_ready(servicer, health, Generator(codec, priors)))
     assert status("") == status(SERVICE_NAME) == health_pb2.HealthCheckResponse.SERVING
     info = stub.GetModelInfo(pb.GetModelInfoRequest())
     assert info.sample_rate == 16000 and [lv.hop for lv in info.levels] == [16, 8]
@@ -67,7 +68,7 @@ def test_ready_only_once_models_are_loaded(served):
 
 def test_continue_streams_the_rendered_audio(served, tone):
     codec, priors, servicer, health, channel, loop_thread = served
-    loop_thread.run(mark_ready(servicer, health, codec, priors))
+    loop_thread.run(mark_ready(servicer, health, Generator(codec, priors)))
     request = pb.ContinueRequest(prime_audio=wav(tone[:800]), seconds=0.1, sampling=pb.SamplingParams(seed=3))
     replies = list(pb_grpc.TokgenServiceStub(channel).Continue(request, timeout=120))
     chunks, summary = [r.chunk for r in replies[:-1]], replies[-1].summary
@@ -76,7 +77,7 @@ def test_continue_streams_the_rendered_audio(served, tone):
     assert [c.offset_seconds for c in chunks] == sorted(c.offset_seconds for c in chunks)
     pcm = b"".join(c.pcm for c in chunks)
     expected = loop_thread.run(
-        render(codec, priors, prepare(codec, "primed", 0.1, tone[:800]), SamplingSettings(seed=3))
+        Generator(codec, priors).render(prepare(codec, "primed", 0.1, tone[:800]), SamplingSettings(seed=3))
     )
     assert (
         np.abs(
@@ -123,7 +124,7 @@ ANCESTRAL = {"mode": pb.MODE_ANCESTRAL, "seconds": 1}
 )
 def test_bad_requests_name_the_field(served, request_fields, field):
     codec, priors, servicer, health, channel, loop_thread = served
-    loop_thread.run(mark_ready(servicer, health, codec, priors))
+    loop_thread.run(mark_ready(servicer, health, Generator(codec, priors)))
     stub = pb_grpc.TokgenServiceStub(channel)
     with pytest.raises(grpc.RpcError) as err:
         list(stub.Continue(pb.ContinueRequest(**request_fields), timeout=60))
@@ -137,7 +138,7 @@ def test_bad_requests_name_the_field(served, request_fields, field):
 
 def test_malformed_and_oversize_requests_are_refused_and_the_server_keeps_serving(served, tone):
     codec, priors, servicer, health, channel, loop_thread = served
-    loop_thread.run(mark_ready(servicer, health, codec, priors))
+    loop_thread.run(mark_ready(servicer, health, Generator(codec, priors)))
     raw = channel.unary_stream("/tokgen.v1.TokgenService/Continue")  # bytes in, bytes out
     with pytest.raises(grpc.RpcError) as err:
         list(raw(b"\xff\xff\xff\xff not a protobuf", timeout=30))
@@ -165,7 +166,7 @@ def wait_until(condition, what: str, timeout: float = 30.0) -> None:
 
 def test_a_deadline_ends_the_call_and_its_engine_requests(served):
     codec, priors, servicer, health, channel, loop_thread = served
-    loop_thread.run(mark_ready(servicer, health, codec, priors))
+    loop_thread.run(mark_ready(servicer, health, Generator(codec, priors)))
     stub = pb_grpc.TokgenServiceStub(channel)
     started = time.monotonic()
     with pytest.raises(grpc.RpcError) as err:
@@ -178,7 +179,7 @@ def test_a_deadline_ends_the_call_and_its_engine_requests(served):
 
 def test_beyond_the_admission_limit_calls_are_refused_with_a_retry_hint(served, tone):
     codec, priors, servicer, health, channel, loop_thread = served
-    loop_thread.run(mark_ready(servicer, health, codec, priors))
+    loop_thread.run(mark_ready(servicer, health, Generator(codec, priors)))
     servicer.admission = Admission(max_active=1, max_queued=0)
     stub = pb_grpc.TokgenServiceStub(channel)
     long_call = stub.Continue(pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=5.0), timeout=120)
@@ -216,7 +217,7 @@ def test_api_keys_guard_every_call_but_health(loop_thread, engine, tiny_model_di
     async def start():
         server, servicer, health, port = build_server("127.0.0.1:0", Admission(2, 0), api_keys=keys)
         await server.start()
-        await mark_ready(servicer, health, codec, priors)
+        await mark_ready(servicer, health, Generator(codec, priors))
         return server, port
 
     server, port = loop_thread.run(start())
@@ -257,7 +258,7 @@ def test_job_service_takes_the_same_keys_and_checks(loop_thread, engine, tiny_mo
         jobs = JobServicer(queue)
         server, _, _, port = build_server("127.0.0.1:0", Admission(2, 0), api_keys=[key], jobs=jobs)
         await server.start()
-        jobs.attach(codec)
+        jobs.attach(Generator(codec, []))
         return server, port
 
     server, port = loop_thread.run(start())

@@ -15,7 +15,8 @@ from cryptography.x509.oid import NameOID
 
 from tokgen.codec import load_codec
 from tokgen.errors import TokgenError
-from tokgen.prior.sampler import LevelPrior
+from tokgen.generation.generator import Generator
+from tokgen.generation.sampler import LevelPrior
 from tokgen.serve.admission import Admission
 from tokgen.serve.security import TlsFiles, check_exposure, tls_files
 from tokgen.serve.server import build_server, mark_ready
@@ -87,7 +88,7 @@ def start_tls_server(loop_thread, engine, tiny_model_dir):
         async def go():
             server, servicer, health, port = build_server("127.0.0.1:0", Admission(2, 0), tls=tls)
             await server.start()
-            await mark_ready(servicer, health, codec, priors)
+            await mark_ready(servicer, health, Generator(codec, priors))
             return server, port
 
         server, port = loop_thread.run(go())

@@ -18,10 +18,11 @@ import soundfile as sf
 
 from tokgen.codec import load_codec
 from tokgen.codec.codes import load_codes
+from tokgen.generation.generator import Generator
+from tokgen.generation.sampler import LevelPrior
 from tokgen.jobs.queue import JobQueue, QueueConfig
 from tokgen.jobs.states import JobState
 from tokgen.jobs.worker import Worker
-from tokgen.prior.sampler import LevelPrior
 from tokgen.v1 import tokgen_pb2 as pb
 
 
@@ -29,6 +30,12 @@ def wav(audio: np.ndarray) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, audio, 16000, format="WAV")
     return buf.getvalue()
+
+
+def queued(codec, request: pb.ContinueRequest) -> bytes:
+    """What the server queues for ``request``: the prepared job (no engines needed)."""
+    g = Generator(codec, [])
+    return g.queued(g.spec_from_pb(request)).dumps()
 
 
 async def wait_for(queue: JobQueue, job_ids: list[str], states: set[JobState], timeout: float = 120.0):
@@ -49,14 +56,14 @@ def test_a_worker_renders_every_job_once(loop_thread, engine, tiny_model_dir, re
         for i in range(3)
     ]
     requests.append(pb.ContinueRequest(prime_audio=wav(tone[:800]), seconds=0.05))
-    requests.append(pb.ContinueRequest(prime_audio=b"not audio", seconds=0.05))  # fails, not retried
 
     async def scenario():
         client = aioredis.Redis.from_url(redis_server.url)
         queue = JobQueue(client, QueueConfig(prefix=f"w-{engine.backend}", lease_s=3.0))
-        ids = [(await queue.submit(r.SerializeToString(), "normal"))[0] for r in requests]
+        ids = [(await queue.submit(queued(codec, r), "normal"))[0] for r in requests]
+        ids.append((await queue.submit(b"not a job", "normal"))[0])  # fails, not retried
         stop = asyncio.Event()
-        worker = Worker(queue, codec, priors, concurrency=4, save_every_s=0.01)
+        worker = Worker(queue, Generator(codec, priors), concurrency=4, save_every_s=0.01)
         running = asyncio.create_task(worker.run(stop, poll_s=0.05))
         jobs = await wait_for(queue, ids, {JobState.SUCCEEDED, JobState.FAILED})
         stop.set()
@@ -67,7 +74,7 @@ def test_a_worker_renders_every_job_once(loop_thread, engine, tiny_model_dir, re
 
     jobs, results = loop_thread.run(scenario())
     assert [j.state for j in jobs] == [JobState.SUCCEEDED] * 4 + [JobState.FAILED]
-    assert "prime_audio" in jobs[-1].error and jobs[-1].attempts == 1
+    assert "not a tokgen job" in jobs[-1].error and jobs[-1].attempts == 1
     for job, result, seconds in zip(jobs[:4], results, [0.1, 0.1, 0.1, 0.05], strict=False):
         audio, codes = result
         assert sf.info(io.BytesIO(audio)).frames == round(seconds * 16000)
@@ -85,7 +92,7 @@ def worker_cmd(tiny_model_dir, prior_set, redis_server):
     return cmd
 
 
-def test_twenty_jobs_two_workers_one_killed(worker_cmd, redis_server, tmp_path):
+def test_twenty_jobs_two_workers_one_killed(worker_cmd, redis_server, tmp_path, tiny_model_dir):
     """SIGKILL a worker while it holds running jobs: every job still succeeds with exactly
     one result; the other worker takes the killed one's jobs over after the lease and
     resumes them from their saved codes (attempt 2, fewer tokens than a fresh render)."""
@@ -106,7 +113,8 @@ def test_twenty_jobs_two_workers_one_killed(worker_cmd, redis_server, tmp_path):
             pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=0.6, sampling=pb.SamplingParams(seed=i))
             for i in range(20)
         ]
-        ids = [(await queue.submit(r.SerializeToString(), "normal"))[0] for r in requests]
+        codec = load_codec(tiny_model_dir)
+        ids = [(await queue.submit(queued(codec, r), "normal"))[0] for r in requests]
         (first, first_name), (second, _) = start_worker(), start_worker()
         try:
             deadline = time.monotonic() + 120
@@ -166,9 +174,11 @@ def test_jobs_survive_a_redis_restart(loop_thread, engine, tiny_model_dir, tmp_p
         client = connect(server.url)
         queue = JobQueue(client, QueueConfig(prefix="restart", lease_s=3.0))
         request = pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=0.5)
-        ids = [(await queue.submit(request.SerializeToString(), "normal"))[0] for _ in range(4)]
+        ids = [(await queue.submit(queued(codec, request), "normal"))[0] for _ in range(4)]
         stop = asyncio.Event()
-        running = asyncio.create_task(Worker(queue, codec, priors, concurrency=2).run(stop, poll_s=0.05))
+        running = asyncio.create_task(
+            Worker(queue, Generator(codec, priors), concurrency=2).run(stop, poll_s=0.05)
+        )
         await wait_for(queue, ids[:1], {JobState.RUNNING, JobState.SUCCEEDED})
         await asyncio.to_thread(server.stop)  # SIGTERM: Redis writes its append-only file
         await asyncio.sleep(1.0)
@@ -196,9 +206,9 @@ def test_cancelling_a_running_job_aborts_its_engine_requests(
         client = aioredis.Redis.from_url(redis_server.url)
         queue = JobQueue(client, QueueConfig(prefix=f"cancel-{engine.backend}", lease_s=1.5))
         request = pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=60.0)
-        job_id, _ = await queue.submit(request.SerializeToString(), "normal")
+        job_id, _ = await queue.submit(queued(codec, request), "normal")
         stop = asyncio.Event()
-        running = asyncio.create_task(Worker(queue, codec, priors).run(stop, poll_s=0.05))
+        running = asyncio.create_task(Worker(queue, Generator(codec, priors)).run(stop, poll_s=0.05))
         await wait_for(queue, [job_id], {JobState.RUNNING})
         assert engine.unfinished_requests() > 0
         await queue.cancel(job_id)
@@ -225,9 +235,9 @@ def test_shutdown_hands_running_jobs_back(loop_thread, engine, tiny_model_dir, r
         client = aioredis.Redis.from_url(redis_server.url)
         queue = JobQueue(client, QueueConfig(prefix=f"release-{engine.backend}", lease_s=5.0))
         request = pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=60.0)
-        job_id, _ = await queue.submit(request.SerializeToString(), "normal")
+        job_id, _ = await queue.submit(queued(codec, request), "normal")
         stop = asyncio.Event()
-        worker = Worker(queue, codec, priors, save_every_s=0.05)
+        worker = Worker(queue, Generator(codec, priors), save_every_s=0.05)
         running = asyncio.create_task(worker.run(stop, poll_s=0.05, grace_s=0.2))
         deadline = time.monotonic() + 60
         while await queue.load_partial(job_id) is None:

@@ -114,16 +114,26 @@ def cmd_codec_eval(args: argparse.Namespace) -> None:
         )
 
 
-def _held_out_corpus(sample_rate: int) -> Path:
-    """The test split of the default corpus (seed 0), rendered once into the cache. Test
-    pieces are chosen by a hash of the piece id, so they are never in any training split."""
+def _held_out_corpus(sample_rate: int, hours: float = 6.0, max_seconds: float = 120.0) -> Path:
+    """The test split of the default corpus (seed 0) planned for ``hours`` in all, each
+    render cut at ``max_seconds``, rendered once into the cache (a folder named after
+    those options). Test pieces are chosen by a hash of the piece id, so they are never in
+    any training split."""
     from tokgen.data.render import MANIFEST, RenderOptions, render_dataset
     from tokgen.settings import get_settings
 
-    out = get_settings().cache_dir / f"heldout-test-{sample_rate}"
+    name = (
+        "heldout-test"
+        if (hours, max_seconds) == (6.0, 120.0)
+        else f"heldout-test-h{hours:g}-s{max_seconds:g}"
+    )
+    out = get_settings().cache_dir / f"{name}-{sample_rate}"
     if not (out / MANIFEST).is_file():
         print(f"rendering held-out test audio into {out} ...", file=sys.stderr)
-        render_dataset(out, RenderOptions(hours=6, seed=0, sample_rate=sample_rate, only_split="test"))
+        options = RenderOptions(
+            hours=hours, seed=0, sample_rate=sample_rate, max_seconds=max_seconds, only_split="test"
+        )
+        render_dataset(out, options)
     return out
 
 
@@ -204,8 +214,8 @@ def cmd_codec_train(args: argparse.Namespace) -> None:
     _interrupt_on_sigterm()
     cfg = TrainConfig(**_loop_options(args), freeze_codes=args.freeze_codes)
     init_from = Path(args.init_from) if args.init_from else None
-    result = train(model_cfg, cfg, Path(args.data), Path(args.run), args.levels, args.resume, init_from)
-    print(json.dumps({f"level{k}": v for k, v in result.items()}))
+    levels = train(model_cfg, cfg, Path(args.data), Path(args.run), args.levels, args.resume, init_from)
+    print(json.dumps({f"level{k}": v for k, v in levels.items()}))
 
 
 def cmd_eval_continuation(args: argparse.Namespace) -> None:
@@ -213,13 +223,12 @@ def cmd_eval_continuation(args: argparse.Namespace) -> None:
     from tokgen.eval.classifier import load_classifier
     from tokgen.eval.continuation import evaluate_continuations
     from tokgen.eval.embeddings import load_embedding
-    from tokgen.prior.generate import load_priors
-    from tokgen.prior.layout import TokenLayout
-    from tokgen.prior.sampler import SamplingSettings
+    from tokgen.generation.generate import check_settings, load_priors
+    from tokgen.generation.sampler import SamplingSettings
 
     sampling = SamplingSettings(args.temperature, args.top_k, args.top_p, args.seed)
     codec = load_codec(args.codec)
-    sampling.check(TokenLayout.for_levels(codec.levels).vocab_size)  # before the engines start
+    check_settings(codec, sampling)  # before the engines start
     data = Path(args.data) if args.data else _held_out_corpus(codec.sample_rate)
     embeddings = {name: load_embedding(name) for name in ("aisfx", "classic")}
     classifier = load_classifier(args.classifier)
@@ -304,8 +313,8 @@ def cmd_prior_export(args: argparse.Namespace) -> None:
 
 def cmd_prior_eval(args: argparse.Namespace) -> None:
     from tokgen.codec import load_codec
+    from tokgen.generation.generate import DEFAULT_PRIORS_DIR
     from tokgen.prior.evaluate import evaluate_prior
-    from tokgen.prior.generate import DEFAULT_PRIORS_DIR
 
     codec = load_codec(args.codec)
     prior_dirs = args.prior or [DEFAULT_PRIORS_DIR / f"level{lv}" for lv in range(len(codec.levels))]
@@ -330,14 +339,14 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from tokgen.audio import load_audio, save_audio
     from tokgen.codec import load_codec
     from tokgen.codec.codes import load_codes, save_codes
-    from tokgen.prior.generate import MAX_PRIME_SECONDS, context_kept, load_priors, prepare, render
-    from tokgen.prior.layout import TokenLayout
-    from tokgen.prior.sampler import CodeBoard, SamplingSettings, level_frames
+    from tokgen.generation.generate import MAX_PRIME_SECONDS, check_settings, context_kept, prepare
+    from tokgen.generation.generator import Generator
+    from tokgen.generation.sampler import CodeBoard, SamplingSettings, level_frames
 
     # Everything is checked before the engines start (they take a while).
     codec = load_codec(args.codec)
     settings = SamplingSettings(args.temperature, args.top_k, args.top_p, args.seed)
-    settings.check(TokenLayout.for_levels(codec.levels).vocab_size)
+    check_settings(codec, settings)
     prime = codes = None
     if args.mode == "primed":
         if not args.prime:
@@ -350,8 +359,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
         saved.check_matches(codec)
         codes = saved.codes
     job = prepare(codec, args.mode, args.seconds, prime, codes)
-    priors = load_priors(args.priors, codec, args.backend, args.hop_fraction, args.segment_seconds)
-    kept = context_kept(codec, priors, job)
+    generator = Generator.load(codec, args.priors, args.backend, args.hop_fraction, args.segment_seconds)
+    kept = context_kept(codec, generator.priors, job)
     known_seconds = job.known[0].size * codec.levels[0].hop / codec.sample_rate
     if known_seconds > kept[0] > 0:
         print(
@@ -369,11 +378,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
         bars[level].update(board.known_frames[level] - bars[level].n)
 
     async def run():
-        try:
+        async with generator:
             started = time.monotonic()
-            return await render(codec, priors, job, settings, on_change=show), time.monotonic() - started
-        finally:
-            await asyncio.gather(*(p.engine.close() for p in priors))
+            return await generator.render(job, settings, on_change=show), time.monotonic() - started
 
     try:
         result, elapsed = asyncio.run(run())
@@ -389,7 +396,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
             {
                 "output": str(args.out),
                 "mode": args.mode,
-                "backend": priors[0].engine.backend,
+                "backend": generator.backend,
                 "seconds": round(audio.size / codec.sample_rate, 3),
                 "prime_seconds": round(result.prime_samples / codec.sample_rate, 3),
                 "prime_seconds_in_context": kept,
@@ -532,21 +539,21 @@ def cmd_client_info(args: argparse.Namespace) -> None:
 
 
 def cmd_bench_serve(args: argparse.Namespace) -> None:
-    from tokgen.serve.bench import bench_serve
+    from tokgen.bench.serve import bench_serve
 
     result = bench_serve(args.backend, args.seconds, (1, args.concurrency), args.requests, args.server_arg)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
 
 
 def cmd_bench_queue(args: argparse.Namespace) -> None:
-    from tokgen.jobs.bench import bench_queue
+    from tokgen.bench.queue import bench_queue
 
     result = bench_queue(args.backend, args.jobs, args.seconds, args.worker_concurrency)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
 
 
 def cmd_bench_engine(args: argparse.Namespace) -> None:
-    from tokgen.engine.bench import bench_engines
+    from tokgen.bench.engine import bench_engines
 
     result = bench_engines(
         Path(args.prior) if args.prior else None, args.prompt_tokens, args.new_tokens, (16, 1), args.dtype
@@ -555,7 +562,7 @@ def cmd_bench_engine(args: argparse.Namespace) -> None:
 
 
 def cmd_bench_generate(args: argparse.Namespace) -> None:
-    from tokgen.prior.bench import bench_generate
+    from tokgen.bench.generate import bench_generate
 
     concurrency = (1, args.concurrency)
     result = bench_generate(
@@ -577,7 +584,7 @@ def _seconds_list(text: str) -> list[float]:
 
 
 def _add_segment_argument(p: argparse.ArgumentParser) -> None:
-    from tokgen.prior.generate import DEFAULT_BOTTOM_SEGMENT_SECONDS, DEFAULT_SEGMENT_SECONDS
+    from tokgen.generation.generate import DEFAULT_BOTTOM_SEGMENT_SECONDS, DEFAULT_SEGMENT_SECONDS
 
     p.add_argument(
         "--segment-seconds",
@@ -590,7 +597,7 @@ def _add_segment_argument(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_jobs(args: argparse.Namespace) -> None:
-    from tokgen.jobs.client import run_jobs_command
+    from tokgen.client.jobs import run_jobs_command
 
     run_jobs_command(args, lambda: _client(args), _request)
 

@@ -22,6 +22,30 @@ from tqdm import tqdm
 from tokgen.errors import CheckpointError
 
 
+def load_state_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """``load_state_dict`` with an error that names the missing, unexpected or misshapen keys."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    misshapen = [
+        f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or misshapen:
+        details = "; ".join(
+            f"{label} {items[:3]}{' ...' if len(items) > 3 else ''}"
+            for label, items in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("shape mismatch (file vs config)", misshapen),
+            )
+            if items
+        )
+        raise CheckpointError(f"checkpoint {source} does not match its config: {details}")
+    module.load_state_dict(state)
+
+
 def save_checkpoint(
     path: Path,
     model: torch.nn.Module,
@@ -47,10 +71,8 @@ def load_checkpoint(
     path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, rng: np.random.Generator
 ) -> dict[str, Any]:
     """Restore model, optimiser and RNGs in place; returns the whole state (step, extras)."""
-    from tokgen.codec.checkpoint import load_state_checked
-
     try:
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"cannot read training checkpoint {path}: {exc}") from exc
     load_state_checked(model, state["model"], path)

@@ -7,15 +7,13 @@ Face-format EnCodec checkpoint (``"model_type": "encodec"``).
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
+from tokgen.assets import DEFAULT_CODEC_DIR
 from tokgen.codec.base import Codec, LevelSpec
 from tokgen.errors import CheckpointError
 
 __all__ = ["DEFAULT_CODEC_DIR", "Codec", "LevelSpec", "load_codec"]
-
-DEFAULT_CODEC_DIR = Path(str(resources.files("tokgen") / "assets" / "models" / "codec"))
 
 
 def load_codec(path: str | Path | None = None) -> Codec:

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from tokgen.codec.vqvae import MultiLevelVQVAE, VQVAEConfig
 from tokgen.errors import CheckpointError
+from tokgen.training import load_state_checked
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -43,34 +44,10 @@ def save_vqvae(model: torch.nn.Module, model_dir: Path, extra: dict | None = Non
     """Any tokgen codec model with a pydantic ``cfg`` (VQ-VAE or multi-scale VQ)."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    config = model.cfg.model_dump() | (extra or {})  # type: ignore[union-attr]
+    config = model.cfg.model_dump() | (extra or {})  # type: ignore[union-attr,operator]
     (model_dir / CONFIG).write_text(json.dumps(config, indent=2))
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, str(model_dir / WEIGHTS))
-
-
-def load_state_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
-    """``load_state_dict`` with an error that names the missing, unexpected or misshapen keys."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    misshapen = [
-        f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or misshapen:
-        details = "; ".join(
-            f"{label} {items[:3]}{' ...' if len(items) > 3 else ''}"
-            for label, items in (
-                ("missing", missing),
-                ("unexpected", unexpected),
-                ("shape mismatch (file vs config)", misshapen),
-            )
-            if items
-        )
-        raise CheckpointError(f"checkpoint {source} does not match its config: {details}")
-    module.load_state_dict(state)
 
 
 def load_vqvae(model_dir: Path) -> MultiLevelVQVAE:

@@ -28,13 +28,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
+from tokgen.assets import DEFAULT_CLASSIFIER_DIR
 from tokgen.codec.spectral import log_mel_from_magnitude, stft_magnitude
 from tokgen.data.render import load_manifest
 from tokgen.errors import CheckpointError, TokgenError
 from tokgen.eval.embeddings import Embedding
 from tokgen.training import scheduled_lr, set_lr
 
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "assets" / "models" / "classifier"
+DEFAULT_DIR = DEFAULT_CLASSIFIER_DIR
 
 
 class ClassifierConfig(BaseModel):

@@ -9,14 +9,13 @@ from collections.abc import Callable
 
 from grpc_health.v1 import health
 
+from tokgen.generation.generator import Generator, load_generator
+from tokgen.jobs.gauges import sample_queue
 from tokgen.jobs.queue import QueueConfig, open_queue
 from tokgen.jobs.worker import Worker
 from tokgen.monitoring import metrics
 from tokgen.monitoring.health import LIVE, health_server, set_status
-from tokgen.monitoring.queue_gauges import sample_queue
-from tokgen.prior.sampler import LevelPrior
-from tokgen.serve.models import load_models
-from tokgen.settings import Settings, host_port
+from tokgen.settings import Settings, host_port, redact_url
 
 
 async def run_worker(config: Settings, on_ready: Callable[[dict], None]) -> None:
@@ -24,7 +23,7 @@ async def run_worker(config: Settings, on_ready: Callable[[dict], None]) -> None
     loaded; ``/metrics`` from the start, so a scrape sees ``tokgen_redis_up`` while loading."""
     queue_config = QueueConfig(lease_s=config.lease_seconds)
     async with open_queue(config.redis_url, config.cache_dir / "redis", queue_config) as (queue, url):
-        priors: list[LevelPrior] = []
+        generator: Generator | None = None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -39,9 +38,13 @@ async def run_worker(config: Settings, on_ready: Callable[[dict], None]) -> None
         metrics_port = metrics.start_metrics_server(config.host, config.metrics_port)
         sampling = asyncio.create_task(sample_queue(queue, stop))
         try:
-            codec, priors = await load_models(config, "worker")
-            worker = Worker(queue, codec, priors, concurrency=config.worker_concurrency)
-            where = {"worker": worker.name, "redis": url, "metrics": host_port(config.host, metrics_port)}
+            generator = await load_generator(config, "worker")
+            worker = Worker(queue, generator, concurrency=config.worker_concurrency)
+            where = {
+                "worker": worker.name,
+                "redis": redact_url(url),
+                "metrics": host_port(config.host, metrics_port),
+            }
             if probe_server is not None:
                 where["health"] = host_port(config.host, probe_port)
             await set_status(probes, True, "")
@@ -53,4 +56,5 @@ async def run_worker(config: Settings, on_ready: Callable[[dict], None]) -> None
             await sampling
             if probe_server is not None:
                 await probe_server.stop(0)
-            await asyncio.gather(*(p.engine.close() for p in priors))
+            if generator is not None:
+                await generator.aclose()

@@ -24,9 +24,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
-Priority = Literal["high", "normal", "low"]
+from tokgen.generation.spec import Priority
+
 PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
 
 

@@ -2,10 +2,11 @@
 of engines (so they batch), renewing their leases, reporting progress and saving codes as
 it goes so that a re-run after a crash resumes instead of starting over.
 
-A render is ``prior.generate``'s: the request (a validated ``ContinueRequest``) becomes a
-``Job``; if an earlier attempt saved codes, every level starts from what it saved (the
-longest gap-free prefix of each level; the sampler completes and extends them); the
-result is the new audio (WAV, exactly the seconds asked for) and every level's codes.
+A render is the ``Generator``'s: the queue holds the job the server prepared (a
+``QueuedJob``: validated, prime encoded); if an earlier attempt saved codes, every level
+starts from what it saved (the longest gap-free prefix of each level; the sampler
+completes and extends them); the result is the new audio (WAV, exactly the seconds asked
+for) and every level's codes.
 """
 
 from __future__ import annotations
@@ -24,17 +25,14 @@ import soundfile as sf
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tokgen.codec.base import Codec
 from tokgen.codec.codes import dump_codes, load_codes
+from tokgen.generation.generate import Job, level_tokens, whole_top_frames
+from tokgen.generation.generator import Generator
+from tokgen.generation.queued import QueuedJob, QueuedJobError
+from tokgen.generation.sampler import CodeBoard
 from tokgen.jobs.queue import Claim, JobQueue
 from tokgen.jobs.states import InvalidTransition
 from tokgen.monitoring import metrics
-from tokgen.prior.generate import Job, level_tokens, sample_job, whole_top_frames
-from tokgen.prior.layout import TokenLayout
-from tokgen.prior.sampler import CodeBoard, LevelPrior
-from tokgen.serve.requests import prepare_spec
-from tokgen.serve.validation import FieldError, check_continue
-from tokgen.v1 import tokgen_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +56,15 @@ class Worker:
     def __init__(
         self,
         queue: JobQueue,
-        codec: Codec,
-        priors: list[LevelPrior],
+        generator: Generator,
         name: str | None = None,
         concurrency: int = 4,
         save_every_s: float = 1.0,
     ):
-        self.queue, self.codec, self.priors = queue, codec, priors
+        self.queue, self.generator, self.codec = queue, generator, generator.codec
         self.name = name or f"worker-{uuid.uuid4().hex[:8]}"
         self.concurrency = concurrency
         self.save_every_s = save_every_s
-        self.layout = TokenLayout.for_levels(codec.levels)
         self.running: set[asyncio.Task] = set()
 
     async def run(self, stop: asyncio.Event, poll_s: float = 0.2, grace_s: float = 10.0) -> None:
@@ -133,7 +129,7 @@ class Worker:
         beat.cancel()
         try:
             audio, codes, summary = render.result()
-        except FieldError as exc:  # the request itself is bad: retrying cannot help
+        except QueuedJobError as exc:  # the job itself is unreadable: retrying cannot help
             await self._settle(self.queue.fail(claim, self.name, str(exc), retryable=False))
         except Exception as exc:
             log.exception("job %s failed", claim.job.id)
@@ -168,9 +164,8 @@ class Worker:
 
     async def render(self, claim: Claim) -> tuple[bytes, bytes, dict]:
         started = time.monotonic()
-        request = pb.ContinueRequest.FromString(claim.request)
-        spec = check_continue(request, self.layout.vocab_size, max(self.layout.codebook_sizes))
-        job = await asyncio.to_thread(prepare_spec, self.codec, spec)
+        queued = QueuedJob.loads(claim.request)
+        job = queued.job
         sr, hops = self.codec.sample_rate, [lv.hop for lv in self.codec.levels]
         saved = await self.queue.load_partial(claim.job.id)
         # Progress is over the whole render, what earlier attempts made included.
@@ -198,14 +193,11 @@ class Worker:
                 pending.add(task)
                 task.add_done_callback(pending.discard)
 
-        codes = await sample_job(self.codec, self.priors, job, spec.settings, claim.job.id, watch)
+        result = await self.generator.render(job, queued.settings, claim.job.id, watch)
         for task in list(pending):
             task.cancel()
-        audio = await asyncio.to_thread(self.codec.decode, codes[-1], len(codes) - 1)
-        start = job.start_top * hops[0]
-        wanted = spec.samples(sr)
-        wanted = audio.size - start if wanted is None else wanted
-        seconds = min(wanted, audio.size - start) / sr
+        audio = result.new_audio(queued.samples)
+        seconds = audio.size / sr
         metrics.AUDIO_SECONDS.labels("job").inc(seconds)
         metrics.REALTIME_FACTOR.labels("job").observe(seconds / (time.monotonic() - started))
         summary = {
@@ -214,8 +206,8 @@ class Worker:
             "attempt": claim.job.attempts,
         }
         return (
-            wav_bytes(audio[start : start + wanted], sr),
-            dump_codes(codes, self.codec, num_samples),
+            wav_bytes(audio, sr),
+            dump_codes(result.codes, self.codec, num_samples),
             summary,
         )
 

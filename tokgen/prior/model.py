@@ -114,3 +114,15 @@ def export_prior_set(run_dirs: list[Path], out_dir: Path, dtype: str = "bfloat16
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True)
         save_prior(model.to(getattr(torch, dtype)), Path(out_dir) / f"level{level}", meta)
     return [meta for _, (_, meta) in sorted(metas.items())]
+
+
+def default_size_prior(out: Path, positions: int) -> Path:
+    """A randomly initialised prior of the default upsampler's size, with room for
+    ``positions`` tokens (speed does not depend on the weights)."""
+    from tokgen.codec.base import LevelSpec
+    from tokgen.codec.presets import PRESETS as CODECS
+
+    layout = TokenLayout.for_levels([LevelSpec(lv.hop, lv.codebook_size) for lv in CODECS["default"].levels])
+    cfg = preset_config("default", 1).model_copy(update={"n_ctx": positions})
+    save_prior(build_prior(cfg, layout, 0, 1), out, {"level": 0, "n_ctx": positions})
+    return out

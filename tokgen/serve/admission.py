@@ -19,9 +19,9 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Literal
 
-Priority = Literal["high", "normal", "low"]
+from tokgen.generation.spec import Priority
+
 PRIORITY_DELAY_S: dict[Priority, float] = {"high": -10.0, "normal": 0.0, "low": 10.0}
 
 

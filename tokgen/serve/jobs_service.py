@@ -1,5 +1,6 @@
 """``JobService`` over ``jobs.queue``: the same checks as ``Continue`` before a job is
-accepted, then only Redis reads and writes (workers do the rendering)."""
+accepted; the prime or codes are decoded and encoded here, once, and the queue stores the
+prepared job (``generation.queued``), which workers run without parsing it again."""
 
 from __future__ import annotations
 
@@ -7,16 +8,13 @@ import asyncio
 
 import grpc
 
-from tokgen.codec.base import Codec
 from tokgen.errors import TokgenError
+from tokgen.generation.generator import Generator
+from tokgen.generation.spec import FieldError
 from tokgen.jobs.queue import JobQueue
 from tokgen.jobs.states import Job, JobState
 from tokgen.monitoring import metrics
-from tokgen.prior.layout import TokenLayout
-from tokgen.prior.sampler import LevelPrior
-from tokgen.serve.requests import prepare_spec
 from tokgen.serve.service import abort_invalid
-from tokgen.serve.validation import FieldError, check_continue
 from tokgen.v1 import jobs_pb2 as jpb
 from tokgen.v1 import jobs_pb2_grpc as jpb_grpc
 from tokgen.v1 import tokgen_pb2 as pb
@@ -34,6 +32,9 @@ STATES = {
 PRIORITY_ENUMS = {"high": pb.PRIORITY_HIGH, "normal": pb.PRIORITY_NORMAL, "low": pb.PRIORITY_LOW}
 MAX_PAGE = 1000
 MAX_IDEMPOTENCY_KEY = 200
+# Submissions decoding and encoding a prime at once: each holds a decoded prime (up to
+# 60 s) and its codes, so many callers at once must not multiply that memory.
+MAX_PREPARING = 2
 
 
 def job_message(job: Job) -> jpb.Job:
@@ -55,18 +56,16 @@ class JobServicer(jpb_grpc.JobServiceServicer):
     """Registered when the server starts; takes jobs once ``attach`` gives it the token
     layout to validate them against (until then, like ``Continue``: UNAVAILABLE)."""
 
-    def __init__(self, queue: JobQueue, watch_every_s: float = 0.5):
+    def __init__(self, queue: JobQueue, watch_every_s: float = 0.5, max_preparing: int = MAX_PREPARING):
         self.queue = queue
-        self.codec: Codec | None = None
-        self.priors: list[LevelPrior] | None = None
-        self.layout: TokenLayout | None = None
+        self.generator: Generator | None = None
         self.watch_every_s = watch_every_s
+        self.preparing = asyncio.Semaphore(max_preparing)
 
-    def attach(self, codec: Codec, priors: list[LevelPrior] | None = None) -> None:
-        """The loaded models: SubmitJob decodes a request's prime or codes before queueing
-        it, encoding only as much of a prime as ``priors`` see (all of it without them)."""
-        self.codec, self.priors = codec, priors
-        self.layout = TokenLayout.for_levels(codec.levels)
+    def attach(self, generator: Generator) -> None:
+        """The loaded models: SubmitJob prepares a request's job with them (validated,
+        prime or codes decoded and encoded) before queueing it."""
+        self.generator = generator
 
     async def _job(self, job_id: str, context: grpc.aio.ServicerContext) -> Job:
         if not job_id:
@@ -78,23 +77,24 @@ class JobServicer(jpb_grpc.JobServiceServicer):
         return job
 
     async def SubmitJob(self, request, context):
-        if self.layout is None or self.codec is None:
+        g = self.generator
+        if g is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "models are still loading; retry shortly")
-        assert self.layout is not None and self.codec is not None
+        assert g is not None
         try:
-            spec = check_continue(request.request, self.layout.vocab_size, max(self.layout.codebook_sizes))
+            spec = g.spec_from_pb(request.request)
         except FieldError as exc:
             await abort_invalid(context, f"request.{exc.field}", exc.message)
         if len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY:
             await abort_invalid(context, "idempotency_key", f"at most {MAX_IDEMPOTENCY_KEY} characters")
-        try:  # the audio or codes, decoded as a stream would: a bad file is refused here,
-            # not accepted and then FAILED by a worker
-            await asyncio.to_thread(prepare_spec, self.codec, spec, self.priors)
+        try:  # a bad file is refused here, not accepted and then FAILED by a worker
+            async with self.preparing:
+                queued = await asyncio.to_thread(g.queued, spec)
         except FieldError as exc:
             await abort_invalid(context, f"request.{exc.field}", exc.message)
         try:
             job_id, created = await self.queue.submit(
-                request.request.SerializeToString(), spec.priority, request.idempotency_key or None
+                queued.dumps(), spec.priority, request.idempotency_key or None
             )
         except TokgenError as exc:  # the queue is full
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))

@@ -15,22 +15,20 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from tokgen.codec.base import Codec
 from tokgen.errors import TokgenError
+from tokgen.generation.generator import Generator, load_generator
+from tokgen.jobs.gauges import sample_queue
 from tokgen.jobs.queue import QueueConfig, open_queue
 from tokgen.jobs.worker import Worker
 from tokgen.monitoring import metrics
 from tokgen.monitoring.health import LIVE, health_server, set_status
-from tokgen.monitoring.queue_gauges import sample_queue
-from tokgen.prior.sampler import LevelPrior
 from tokgen.serve.admission import Admission
 from tokgen.serve.auth import ApiKeyInterceptor, load_api_keys
 from tokgen.serve.interceptors import CallMetricsInterceptor, MalformedRequestInterceptor
 from tokgen.serve.jobs_service import JobServicer
-from tokgen.serve.models import load_models
 from tokgen.serve.security import TlsFiles, check_exposure, tls_files
 from tokgen.serve.service import TokgenServicer
-from tokgen.settings import Settings, host_port
+from tokgen.settings import Settings, host_port, redact_url
 from tokgen.v1 import jobs_pb2, jobs_pb2_grpc, tokgen_pb2, tokgen_pb2_grpc
 
 SERVICE_NAME = tokgen_pb2.DESCRIPTOR.services_by_name["TokgenService"].full_name
@@ -92,11 +90,10 @@ async def mark_live(health_servicer: health.aio.HealthServicer) -> None:
 async def mark_ready(
     servicer: TokgenServicer,
     health_servicer: health.aio.HealthServicer,
-    codec: Codec,
-    priors: list[LevelPrior],
+    generator: Generator,
 ) -> None:
     """Serve TokgenService with the loaded models and report ready."""
-    servicer.attach(codec, priors)
+    servicer.attach(generator)
     await set_status(health_servicer, True, "", SERVICE_NAME)
 
 
@@ -126,7 +123,7 @@ async def serve(config: Settings, on_listening: Callable[[dict], None]) -> None:
         where = {
             "listening": host_port(config.host, bound),
             "metrics": host_port(config.host, metrics_port),
-            "redis": redis_url,
+            "redis": redact_url(redis_url),
         }
         if config.health_port is not None:
             probe_server, probe_port = health_server(config.host, config.health_port, health_servicer)
@@ -140,20 +137,20 @@ async def serve(config: Settings, on_listening: Callable[[dict], None]) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        priors: list[LevelPrior] = []
+        generator: Generator | None = None
         working: asyncio.Task | None = None
         sampling = asyncio.create_task(sample_queue(queue, stop))
         try:
-            loading = asyncio.ensure_future(load_models(config, "server"))
+            loading = asyncio.ensure_future(load_generator(config, "server"))
             stopping = asyncio.ensure_future(stop.wait())
             await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if loading.done():
-                codec, priors = loading.result()
-                jobs.attach(codec, priors)
+                generator = loading.result()
+                jobs.attach(generator)
                 if config.worker:
-                    worker = Worker(queue, codec, priors, concurrency=config.worker_concurrency)
+                    worker = Worker(queue, generator, concurrency=config.worker_concurrency)
                     working = asyncio.create_task(worker.run(stop, grace_s=config.grace_seconds))
-                await mark_ready(servicer, health_servicer, codec, priors)
+                await mark_ready(servicer, health_servicer, generator)
                 await stop.wait()
         finally:
             stop.set()  # also when loading failed: the sampler and the worker end
@@ -161,4 +158,5 @@ async def serve(config: Settings, on_listening: Callable[[dict], None]) -> None:
             await asyncio.gather(
                 *(s.stop(config.grace_seconds) for s in servers), sampling, *([working] if working else [])
             )
-            await asyncio.gather(*(p.engine.close() for p in priors))
+            if generator is not None:
+                await generator.aclose()

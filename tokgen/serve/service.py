@@ -1,7 +1,7 @@
-"""``TokgenService`` over ``tokgen.prior``: validation, then a streamed continuation.
+"""``TokgenService`` over a ``Generator``: validation, then a streamed continuation.
 
-Thin by design (TGI's split): it checks the request, decodes the prime or codes, and
-relays ``stream_continuation``'s audio pieces as PCM chunks. Closing the call (client
+Thin by design (TGI's split): the generator turns the request into a spec and a job, and
+the servicer relays the generator's audio pieces as PCM chunks. Closing the call (client
 cancel, disconnect, deadline) closes the stream, which cancels and aborts every engine
 request of the continuation at once.
 """
@@ -16,21 +16,12 @@ import numpy as np
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from tokgen.codec.base import Codec
+from tokgen.generation.generate import MAX_PRIME_SECONDS, MAX_SECONDS, Job, context_kept, level_tokens
+from tokgen.generation.generator import Generator
+from tokgen.generation.sampler import completion_times
+from tokgen.generation.spec import ContinueSpec, FieldError
 from tokgen.monitoring import metrics
-from tokgen.prior.generate import (
-    MAX_PRIME_SECONDS,
-    MAX_SECONDS,
-    Job,
-    context_kept,
-    level_tokens,
-)
-from tokgen.prior.layout import TokenLayout
-from tokgen.prior.sampler import LevelPrior, completion_times
-from tokgen.prior.stream import stream_continuation
 from tokgen.serve.admission import Admission, Busy
-from tokgen.serve.requests import prepare_spec
-from tokgen.serve.validation import ContinueSpec, FieldError, check_continue
 from tokgen.v1 import tokgen_pb2 as pb
 from tokgen.v1 import tokgen_pb2_grpc as pb_grpc
 
@@ -68,33 +59,30 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
     def __init__(self, max_request_bytes: int, admission: Admission):
         self.max_request_bytes = max_request_bytes
         self.admission = admission
-        self.codec: Codec | None = None
-        self.priors: list[LevelPrior] = []
+        self.generator: Generator | None = None
 
         metrics.ACTIVE.set_function(lambda: admission.active)
         metrics.WAITING.set_function(lambda: admission.waiting)
 
-    def attach(self, codec: Codec, priors: list[LevelPrior]) -> None:
-        self.codec, self.priors = codec, priors
-        self.layout = TokenLayout.for_levels(codec.levels)
+    def attach(self, generator: Generator) -> None:
+        self.generator = generator
 
-    async def _check_ready(self, context: grpc.aio.ServicerContext) -> Codec:
-        if self.codec is None:
+    async def _check_ready(self, context: grpc.aio.ServicerContext) -> Generator:
+        if self.generator is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "models are still loading; retry shortly")
-        assert self.codec is not None
-        return self.codec
+        assert self.generator is not None
+        return self.generator
 
     async def GetModelInfo(self, request, context):
-        await self._check_ready(context)
-        assert self.codec is not None
+        g = await self._check_ready(context)
         return pb.GetModelInfoResponse(
-            codec=self.codec.name,
-            sample_rate=self.codec.sample_rate,
+            codec=g.codec.name,
+            sample_rate=g.codec.sample_rate,
             levels=[
                 pb.LevelInfo(level=i, hop=lv.hop, codebook_size=lv.codebook_size, context_tokens=p.n_ctx)
-                for i, (lv, p) in enumerate(zip(self.codec.levels, self.priors, strict=True))
+                for i, (lv, p) in enumerate(zip(g.codec.levels, g.priors, strict=True))
             ],
-            engine_backend=self.priors[0].engine.backend,
+            engine_backend=g.backend,
             max_prime_seconds=MAX_PRIME_SECONDS,
             max_seconds=MAX_SECONDS,
             max_request_bytes=self.max_request_bytes,
@@ -107,33 +95,34 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
         metrics.REQUEST_DURATION.observe(time.perf_counter() - started)
 
     async def _continue(self, request, context, started: float):
-        codec = await self._check_ready(context)
+        g = await self._check_ready(context)
         try:
-            spec = check_continue(request, self.layout.vocab_size, max(self.layout.codebook_sizes))
+            spec = g.spec_from_pb(request)
         except FieldError as exc:
             await abort_invalid(context, exc.field, exc.message)
         try:
             async with self.admission.slot(spec.priority):
                 try:
                     with metrics.PREPARE.time():
-                        job = await asyncio.to_thread(prepare_spec, codec, spec, self.priors)
+                        job = await asyncio.to_thread(g.prepare, spec, True)
                 except FieldError as exc:
                     await abort_invalid(context, exc.field, exc.message)
-                async for reply in self._stream(codec, job, spec, started):
+                async for reply in self._stream(g, job, spec, started):
                     yield reply
         except Busy as busy:
             await abort_busy(context, busy)
 
-    async def _stream(self, codec: Codec, job: Job, spec: ContinueSpec, started: float):
+    async def _stream(self, g: Generator, job: Job, spec: ContinueSpec, started: float):
         """The continuation's audio as PCM chunks, then the summary. Closing this (the call
-        ended early) closes ``stream_continuation``, which aborts the engine requests."""
+        ended early) closes the generator's stream, which aborts the engine requests."""
+        codec = g.codec
         sr = codec.sample_rate
         fmt = pb.AudioFormat(sample_rate=sr, channels=1, encoding="s16le")
         sent, first, last = 0, None, 0.0
         # Whole top frames are generated; the client gets exactly the seconds it asked for.
         wanted = spec.samples(sr)
         done_at, watch = completion_times(len(codec.levels), started)
-        async for whole in stream_continuation(codec, self.priors, job, spec.settings, on_change=watch):
+        async for whole in g.stream(job, spec.settings, on_change=watch):
             piece = whole if wanted is None else whole[: wanted - sent]
             if not piece.size:
                 break
@@ -159,6 +148,6 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
                 audio_seconds=sent / sr,
                 time_to_first_audio_seconds=first or 0.0,
                 total_seconds=time.perf_counter() - started,
-                prime_seconds_in_context=context_kept(codec, self.priors, job),
+                prime_seconds_in_context=context_kept(codec, g.priors, job),
             )
         )

@@ -17,11 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from tokgen.assets import EXAMPLE_PRIME
 from tokgen.errors import TokgenError
 from tokgen.jobs.queue import JobQueue, connect
 from tokgen.jobs.redis_server import EmbeddedRedis
 from tokgen.jobs.states import JobState
-from tokgen.prior.bench import EXAMPLE_PRIME
 from tokgen.v1 import tokgen_pb2 as pb
 
 

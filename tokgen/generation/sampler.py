@@ -26,8 +26,8 @@ import numpy as np
 
 from tokgen.engine.base import Engine, SamplingParams
 from tokgen.errors import TokgenError
+from tokgen.generation.windows import WindowPlan, plan_segments, upper_span
 from tokgen.prior.layout import TokenLayout
-from tokgen.prior.windows import WindowPlan, plan_segments, upper_span
 
 
 @dataclass(frozen=True)

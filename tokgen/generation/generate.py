@@ -19,14 +19,15 @@ from typing import Literal
 
 import numpy as np
 
+from tokgen.assets import DEFAULT_PRIORS_DIR
 from tokgen.codec.base import Codec
 from tokgen.engine.factory import Backend, engine_class
 from tokgen.errors import TokgenError
+from tokgen.generation.sampler import LevelPrior, OnChange, SamplingSettings, level_frames, sample_hierarchy
+from tokgen.generation.windows import plan_windows, window_hop
 from tokgen.prior.corpus import encode_file
 from tokgen.prior.layout import TokenLayout
 from tokgen.prior.model import read_prior_meta
-from tokgen.prior.sampler import LevelPrior, OnChange, SamplingSettings, level_frames, sample_hierarchy
-from tokgen.prior.windows import plan_windows, window_hop
 
 Mode = Literal["primed", "ancestral", "continue", "upsample"]
 MAX_SECONDS = 600.0  # longest continuation one request may ask for
@@ -41,7 +42,6 @@ DEFAULT_BOTTOM_SEGMENT_SECONDS = 0.5
 # of 3 full ones (docs/PERFORMANCE.md, time to first audio).
 DEFAULT_LEAD_SECONDS = 0.128  # 4 top frames; the first chunk is 94 ms (lead - decoder margin)
 # Where the shipped default priors live (level0/, level1/, ...), beside the default codec.
-DEFAULT_PRIORS_DIR = Path(__file__).parent.parent / "assets" / "models" / "priors"
 
 
 @dataclass
@@ -49,6 +49,12 @@ class Continuation:
     codes: list[np.ndarray]  # every level, prime included
     audio: np.ndarray  # decoded from the bottom level, prime included
     prime_samples: int  # where the continuation starts in ``audio``
+
+    def new_audio(self, samples: int | None = None) -> np.ndarray:
+        """The audio after the prime, cut to ``samples`` (whole top frames are generated,
+        the caller gets what it asked for); None: all of it."""
+        new = self.audio[self.prime_samples :]
+        return new if samples is None else new[:samples]
 
 
 def load_priors(
@@ -125,6 +131,11 @@ def segment_frames(codec: Codec, seconds: Sequence[float] | float | None) -> lis
         top_frames = max(1, round(value * codec.sample_rate / codec.levels[0].hop))
         frames.append(top_frames * per_top if value else None)
     return frames
+
+
+def check_settings(codec: Codec, settings: SamplingSettings) -> None:
+    """Sampling settings against the vocabulary of ``codec``'s priors, before engines start."""
+    settings.check(TokenLayout.for_levels(codec.levels).vocab_size)
 
 
 def known_codes(
@@ -278,20 +289,6 @@ async def sample_job(
     )
 
 
-async def render(
-    codec: Codec,
-    priors: list[LevelPrior],
-    job: Job,
-    settings: SamplingSettings,
-    request_id: str | None = None,
-    on_change: OnChange | None = None,
-) -> Continuation:
-    """Sample every level of ``job`` (``sample_job``) and decode the bottom level."""
-    out = await sample_job(codec, priors, job, settings, request_id, on_change)
-    audio = await asyncio.to_thread(codec.decode, out[-1], len(out) - 1)  # keep the loop serving
-    return Continuation(out, audio, job.start_top * codec.levels[0].hop)
-
-
 async def continue_audio(
     codec: Codec,
     priors: list[LevelPrior],
@@ -300,9 +297,10 @@ async def continue_audio(
     mode: Mode = "primed",
     prime: np.ndarray | None = None,
     codes: list[np.ndarray] | None = None,
-    request_id: str | None = None,
-    on_change: OnChange | None = None,
 ) -> Continuation:
-    """``prepare`` and ``render`` in one call."""
+    """``prepare``, ``sample_job`` and a decode in one call, for the evaluation (which is
+    moving to ``Generator.render``)."""
     job = prepare(codec, mode, seconds, prime, codes)
-    return await render(codec, priors, job, settings, request_id, on_change)
+    out = await sample_job(codec, priors, job, settings)
+    audio = await asyncio.to_thread(codec.decode, out[-1], len(out) - 1)
+    return Continuation(out, audio, job.start_top * codec.levels[0].hop)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
-from tokgen.prior.generate import MAX_SECONDS, Mode
-from tokgen.prior.sampler import SamplingSettings
-from tokgen.serve.admission import Priority
+from tokgen.generation.generate import MAX_SECONDS, Mode
+from tokgen.generation.sampler import SamplingSettings
 from tokgen.v1 import tokgen_pb2 as pb
+
+# How urgent a request is: for admission (serve) and the job queue (jobs).
+Priority = Literal["high", "normal", "low"]
 
 MODES: dict[int, Mode] = {
     pb.MODE_UNSPECIFIED: "primed",

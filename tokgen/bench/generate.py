@@ -12,31 +12,20 @@ import asyncio
 import time
 from pathlib import Path
 
+from tokgen.assets import EXAMPLE_PRIME
 from tokgen.audio import load_audio
 from tokgen.codec import load_codec
-from tokgen.codec.base import Codec
 from tokgen.engine.factory import Backend
-from tokgen.prior.generate import (
-    DEFAULT_PRIORS_DIR,
-    Job,
-    level_tokens,
-    load_priors,
-    prepare,
-    render,
-    segment_frames,
-)
-from tokgen.prior.sampler import LevelPrior, SamplingSettings, completion_times
-
-EXAMPLE_PRIME = Path(__file__).parent.parent / "assets" / "examples" / "prime.flac"
+from tokgen.generation.generate import DEFAULT_PRIORS_DIR, Job, level_tokens, prepare, segment_frames
+from tokgen.generation.generator import Generator
+from tokgen.generation.sampler import SamplingSettings, completion_times
 
 
-async def timed_render(
-    codec: Codec, priors: list[LevelPrior], job: Job, seed: int, request_id: str
-) -> tuple[float, list[float]]:
+async def timed_render(g: Generator, job: Job, seed: int, request_id: str) -> tuple[float, list[float]]:
     """Wall-clock seconds of one render, and when (since its start) each level was complete."""
     start = time.perf_counter()
-    done_at, watch = completion_times(len(priors), start)
-    await render(codec, priors, job, SamplingSettings(seed=seed), request_id, watch)
+    done_at, watch = completion_times(len(g.priors), start)
+    await g.render(job, SamplingSettings(seed=seed), request_id, watch)
     return time.perf_counter() - start, done_at
 
 
@@ -52,17 +41,15 @@ def bench_generate(
     prime = load_audio(EXAMPLE_PRIME, codec.sample_rate)
     job = prepare(codec, "primed", seconds, prime)
     audio_seconds = (job.top_frames - job.start_top) * codec.levels[0].hop / codec.sample_rate
-    priors = load_priors(prior_dir, codec, backend, segment_seconds=segment_seconds)
+    g = Generator.load(codec, prior_dir, backend, segment_seconds=segment_seconds)
 
     async def run() -> dict:
-        try:
-            await render(codec, priors, prepare(codec, "primed", 1.0, prime), SamplingSettings(), "warmup")
+        async with g:
+            await g.render(g.job("primed", 1.0, prime), SamplingSettings(), "warmup")
             result: dict = {}
             for n in concurrency:
                 start = time.perf_counter()
-                runs = await asyncio.gather(
-                    *(timed_render(codec, priors, job, i, f"b{n}-{i}") for i in range(n))
-                )
+                runs = await asyncio.gather(*(timed_render(g, job, i, f"b{n}-{i}") for i in range(n)))
                 result[f"rtf_{n}"] = round(n * audio_seconds / (time.perf_counter() - start), 3)
                 if n == concurrency[0]:  # the lone request: when each level was complete
                     tokens = level_tokens(codec, job)
@@ -71,13 +58,11 @@ def bench_generate(
                         for lv, t in enumerate(runs[0][1])
                     ]
             return result
-        finally:
-            await asyncio.gather(*(p.engine.close() for p in priors))
 
     timings = asyncio.run(run())
     return {
         "model": str(prior_dir) if prior_dir else f"default priors ({DEFAULT_PRIORS_DIR.name})",
-        "backend": priors[0].engine.backend,
+        "backend": g.backend,
         "seconds_per_request": round(audio_seconds, 3),
         "segment_seconds": [  # per upsampler, as used (null: one segment)
             f * lv.hop / codec.sample_rate if f else None

@@ -20,9 +20,9 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tokgen.assets import EXAMPLE_PRIME
 from tokgen.client import TokgenClient, continue_request
 from tokgen.errors import TokgenError
-from tokgen.prior.bench import EXAMPLE_PRIME
 
 
 async def one_client(client: TokgenClient, requests: int, seconds: float, seed: int) -> list[dict]:

@@ -16,8 +16,8 @@ import numpy as np
 
 from tokgen.codec.base import Codec
 from tokgen.codec.streaming import StreamDecoder
-from tokgen.prior.generate import Job, sample_job
-from tokgen.prior.sampler import CodeBoard, LevelPrior, OnChange, SamplingSettings
+from tokgen.generation.generate import Job, sample_job
+from tokgen.generation.sampler import CodeBoard, LevelPrior, OnChange, SamplingSettings
 
 
 async def stream_continuation(

@@ -9,9 +9,9 @@ from tokgen.audio import load_audio
 from tokgen.codec.base import Codec
 from tokgen.codec.codes import load_codes
 from tokgen.errors import TokgenError
-from tokgen.prior.generate import MAX_PRIME_SECONDS, MAX_SECONDS, Job, encode_prime_context, prepare
-from tokgen.prior.sampler import LevelPrior
-from tokgen.serve.validation import ContinueSpec, FieldError
+from tokgen.generation.generate import MAX_PRIME_SECONDS, MAX_SECONDS, Job, encode_prime_context, prepare
+from tokgen.generation.sampler import LevelPrior
+from tokgen.generation.spec import ContinueSpec, FieldError
 
 
 def prepare_spec(codec: Codec, spec: ContinueSpec, context_of: list[LevelPrior] | None = None) -> Job:

@@ -17,6 +17,7 @@ import numpy as np
 
 from tokgen.engine.base import Engine, SamplingParams
 from tokgen.engine.factory import create_engine
+from tokgen.prior.model import default_size_prior
 
 
 async def throughput(engine: Engine, batch: int, prompt_tokens: int, new_tokens: int, vocab: int) -> float:
@@ -34,20 +35,6 @@ async def throughput(engine: Engine, batch: int, prompt_tokens: int, new_tokens:
     start = time.perf_counter()
     total = sum(await asyncio.gather(*(one(i, f"bench-{batch}") for i in range(batch))))
     return total / (time.perf_counter() - start)
-
-
-def default_size_prior(out: Path, positions: int) -> Path:
-    """A randomly initialised prior of the default upsampler's size, with room for
-    ``positions`` tokens (speed does not depend on the weights)."""
-    from tokgen.codec.base import LevelSpec
-    from tokgen.codec.presets import PRESETS as CODECS
-    from tokgen.prior.layout import TokenLayout
-    from tokgen.prior.model import build_prior, preset_config, save_prior
-
-    layout = TokenLayout.for_levels([LevelSpec(lv.hop, lv.codebook_size) for lv in CODECS["default"].levels])
-    cfg = preset_config("default", 1).model_copy(update={"n_ctx": positions})
-    save_prior(build_prior(cfg, layout, 0, 1), out, {"level": 0, "n_ctx": positions})
-    return out
 
 
 def bench_engines(
