@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,6 +57,36 @@ class Settings(BaseSettings):
 def host_port(host: str, port: int) -> str:
     """``host:port`` as gRPC and people write it: an IPv6 host in brackets."""
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def redact_url(url: str) -> str:
+    """``url`` safe to print or log: a password in it (``redis://user:PASSWORD@host``,
+    ``unix://:PASSWORD@/path``, a ``?password=`` parameter) becomes ``***``; a URL without
+    one comes back unchanged. Userinfo without a colon may be a password alone
+    (``redis://PASSWORD@host``): all of it goes."""
+    scheme, sep, rest = url.partition("://")
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket: keep only what follows the last @
+        return (
+            f"{scheme}{sep}***@{rest.rsplit('@', 1)[-1].split('?')[0]}" if "@" in url else url.split("?")[0]
+        )
+    userinfo, at, host = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    netloc = (f"{user}:***@{host}" if colon else f"***@{host}") if at else parts.netloc
+    secret = ("pass", "secret", "token")
+    query = "&".join(
+        f"{key}=***" if eq and any(word in key.lower() for word in secret) else item
+        for item in parts.query.split("&")
+        for key, eq, _ in [item.partition("=")]
+    )
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url
+    return (
+        f"{parts.scheme}://{netloc}{parts.path}"
+        + (f"?{query}" if query else "")
+        + (f"#{parts.fragment}" if parts.fragment else "")
+    )
 
 
 def get_settings() -> Settings:

@@ -43,6 +43,7 @@ from tokgen.errors import TokgenError
 from tokgen.jobs import states
 from tokgen.jobs.redis_server import EmbeddedRedis
 from tokgen.jobs.states import PRIORITIES, InvalidTransition, Job, JobState, Priority, RetryPolicy
+from tokgen.settings import redact_url
 
 GROUP = "workers"
 
@@ -86,8 +87,7 @@ async def check_redis(url: str) -> None:
     try:
         await client.ping()
     except RedisConnectionError as exc:  # AuthenticationError is one too
-        shown = url.split("@")[-1].split("?")[0]  # never print a password
-        raise TokgenError(f"cannot use Redis at {shown}: {exc}") from None
+        raise TokgenError(f"cannot use Redis at {redact_url(url)}: {exc}") from None
     finally:
         await client.aclose()
 
