@@ -29,6 +29,11 @@ def load_codec(path: str | Path | None = None) -> Codec:
     config = read_config(model_dir)
     if config.get("model_type") == "encodec":
         return load_encodec(model_dir)
+    if config.get("kind") == "msvq":
+        from tokgen.codec.checkpoint import load_msvq
+        from tokgen.codec.msvq import MSVQCodec
+
+        return MSVQCodec(load_msvq(model_dir), name=f"msvq:{model_dir.name}")
     if config.get("kind") == "vqvae":
         name = "tokgen-vqvae-default" if path is None else f"vqvae:{model_dir.name}"
         return VQVAECodec(load_vqvae(model_dir), name=name)

@@ -52,6 +52,18 @@ class Codec(ABC):
     def decode(self, codes: np.ndarray, level: int) -> np.ndarray:
         """Audio (float32, ``frames * hop`` samples) from the codes of one level."""
 
+    # True where levels are residuals of one another (``msvq``): audio then always comes
+    # from levels 0..l together (``decode_levels``), never from one lower level alone.
+    uses_all_levels: bool = False
+
+    def decode_levels(self, codes: list[np.ndarray], reference: np.ndarray | None = None) -> np.ndarray:
+        """Audio from the codes of levels 0..len(codes)-1 over one time span, the finest
+        level deciding the length; ``reference`` is audio whose timbre a codec with a
+        timbre encoder keeps (the prime). Codecs whose levels stand alone decode the
+        finest level given."""
+        level = len(codes) - 1
+        return self.decode(codes[level], level)
+
     @abstractmethod
     def decode_margin(self, level: int) -> int:
         """Frames of codes on each side of a crop that make decoding the crop give what a

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from tokgen.codec.msvq import MSVQConfig, MultiScaleVQ
 from tokgen.codec.vqvae import MultiLevelVQVAE, VQVAEConfig
 from tokgen.errors import CheckpointError
 from tokgen.training import load_state_checked
@@ -61,5 +62,25 @@ def load_vqvae(model_dir: Path) -> MultiLevelVQVAE:
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"cannot read {weights}: {exc}") from exc
     model = MultiLevelVQVAE(cfg)
+    load_state_checked(model, state, weights)
+    return model.eval()
+
+
+def load_msvq(model_dir: Path) -> MultiScaleVQ:
+    """A multi-scale residual VQ codec model directory (``"kind": "msvq"``)."""
+    model_dir = Path(model_dir)
+    raw = read_config(model_dir)
+    try:
+        cfg = MSVQConfig.model_validate({k: v for k, v in raw.items() if k in MSVQConfig.model_fields})
+    except ValidationError as exc:
+        raise CheckpointError(f"invalid codec config {model_dir / CONFIG}: {exc}") from exc
+    weights = model_dir / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} is missing")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"cannot read {weights}: {exc}") from exc
+    model = MultiScaleVQ(cfg)
     load_state_checked(model, state, weights)
     return model.eval()

@@ -26,17 +26,22 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field, model_validator
 from torch import nn
 
+from tokgen.audio import check_mono
+from tokgen.codec.base import Codec, LevelSpec
+from tokgen.codec.chunking import run_in_chunks
 from tokgen.codec.modules import Encoder
 from tokgen.codec.quantizer import EMAVectorQuantizer
 from tokgen.codec.spectral import log_mel_from_magnitude, stft_magnitude
+from tokgen.errors import TokgenError
 
 
 class MSVQConfig(BaseModel):
@@ -248,3 +253,85 @@ class MultiScaleVQ(nn.Module):
         z = sum(self.level_latent(lv, c, frames) for lv, c in enumerate(codes))
         assert isinstance(z, torch.Tensor)
         return self.decoder(z, timbre)
+
+
+# Seconds of reference audio the timbre vector is computed from: what training used.
+REFERENCE_SECONDS = 1.0
+
+
+@dataclass
+class MSVQCodec(Codec):
+    """A trained ``MultiScaleVQ`` behind the ``Codec`` interface. Its levels are residuals
+    of one another, so audio is always decoded from levels 0..l together
+    (``decode_levels``); ``decode(codes, 0)`` is the top level alone. Encoding runs the
+    encoder in chunks (bounded memory), then quantises all the latents at once."""
+
+    model: MultiScaleVQ
+    name: str = "msvq"
+    chunk_seconds: float = 20.0
+    levels: tuple[LevelSpec, ...] = field(init=False)
+    sample_rate: int = field(init=False)
+    uses_all_levels = True
+
+    def __post_init__(self) -> None:
+        self.model.eval()
+        cfg = self.model.cfg
+        self.sample_rate = cfg.sample_rate
+        self.levels = tuple(LevelSpec(h, cfg.codebook_size) for h in cfg.hops)
+
+    @torch.inference_mode()
+    def encode(self, audio: np.ndarray) -> list[np.ndarray]:
+        x = check_mono(audio)
+        top = self.levels[0].hop
+        frames_top = math.ceil(x.size / top)
+        padded = torch.zeros(1, 1, frames_top * top)
+        padded[0, 0, : x.size] = torch.from_numpy(x)
+        enc = self.model.encoder
+        hop = self.model.cfg.encoder_hop
+        frames = frames_top * top // hop
+        chunk = max(1, int(self.chunk_seconds * self.sample_rate) // hop)
+        margin = math.ceil(enc.receptive_field / hop) + 1
+        z = run_in_chunks(enc, padded, frames, chunk, margin, hop, 1)
+        _, codes, _, _ = self.model.quantize(z)
+        return [c[0].numpy().astype(np.int64) for c in codes]
+
+    def decode_margin(self, level: int) -> int:
+        """Frames of ``level`` around a crop: the decoder's receptive field plus one top
+        frame (crops are widened to whole top frames)."""
+        cfg = self.model.cfg
+        decoder_frames = self.model.decoder.receptive_field_frames + 1
+        samples = decoder_frames * cfg.decoder_hop + cfg.hops[0]
+        return math.ceil(samples / cfg.hops[level])
+
+    def timbre(self, reference: np.ndarray | None) -> torch.Tensor | None:
+        """The timbre vector of the last ``REFERENCE_SECONDS`` of ``reference`` audio."""
+        if reference is None or self.model.timbre is None:
+            return self.model.timbre_vector(None, 1)
+        ref = check_mono(reference)[-int(REFERENCE_SECONDS * self.sample_rate) :]
+        with torch.inference_mode():
+            return self.model.timbre(torch.from_numpy(ref.copy())[None])
+
+    def decode(self, codes: np.ndarray, level: int) -> np.ndarray:
+        if level != 0:
+            raise TokgenError(
+                f"codec {self.name!r} decodes level {level} together with the levels above it; "
+                "decode the codes file from its top level down (all levels are in it)"
+            )
+        return self.decode_levels([codes])
+
+    @torch.inference_mode()
+    def decode_levels(self, codes: list[np.ndarray], reference: np.ndarray | None = None) -> np.ndarray:
+        cfg = self.model.cfg
+        finest = len(codes) - 1
+        checked = [torch.from_numpy(self.check_codes(c, lv)) for lv, c in enumerate(codes)]
+        # Whole top frames of every level (the last code repeated), cut back afterwards.
+        samples = checked[finest].numel() * cfg.hops[finest]
+        top_frames = math.ceil(samples / cfg.hops[0])
+        padded = []
+        for lv, c in enumerate(checked):
+            want = top_frames * cfg.hops[0] // cfg.hops[lv]
+            if c.numel() < want:
+                c = torch.cat([c, c[-1:].expand(want - c.numel())])
+            padded.append(c[:want][None])
+        audio = self.model.decode_codes(padded, self.timbre(reference))[0, 0]
+        return audio[:samples].numpy().astype(np.float32)

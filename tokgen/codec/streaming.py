@@ -5,6 +5,10 @@ Codes arrive as a growing prefix. Audio for frame ``t`` depends on codes up to
 known codes but the last ``margin``) from a window that adds ``margin`` frames of context
 on both sides, and crops: the pieces join into what one decode of all the codes gives
 (exactly for the VQ-VAE, whose receptive field is finite), so chunk joins add no clicks.
+
+A codec whose levels are residuals (``uses_all_levels``) decodes a crop from every level
+above it too: ``push`` then gets the known prefix of each level (``upper``), cropped to
+the same time span.
 """
 
 from __future__ import annotations
@@ -15,23 +19,35 @@ from tokgen.codec.base import Codec
 
 
 class StreamDecoder:
-    def __init__(self, codec: Codec, level: int, min_frames: int = 1):
+    def __init__(self, codec: Codec, level: int, min_frames: int = 1, reference: np.ndarray | None = None):
         self.codec = codec
+        self.reference = reference  # timbre reference audio (codecs that use one)
         self.level = level
         self.hop = codec.levels[level].hop
         self.margin = codec.decode_margin(level)
         self.min_frames = min_frames  # decode at least this many new frames per step
         self.emitted = 0  # frames whose audio has been returned
 
-    def push(self, known: np.ndarray, final: bool = False) -> np.ndarray:
+    def push(
+        self, known: np.ndarray, final: bool = False, upper: list[np.ndarray] | None = None
+    ) -> np.ndarray:
         """Audio for the frames that became final now that ``known`` (every code known so
-        far, from the start) is known; with ``final``, for all remaining frames."""
+        far, from the start) is known; with ``final``, for all remaining frames. ``upper``:
+        the known codes of the levels above (top first), for codecs that use all levels."""
         stop = known.shape[-1] if final else known.shape[-1] - self.margin
         if stop - self.emitted < (1 if final else self.min_frames):
             return np.zeros(0, dtype=np.float32)
         lo = max(0, self.emitted - self.margin)
         hi = min(known.shape[-1], stop + self.margin)
-        audio = self.codec.decode(known[..., lo:hi], self.level)
+        if self.codec.uses_all_levels:
+            lo -= lo % (self.codec.levels[0].hop // self.hop)  # whole top frames
+            crops = [
+                c[lo * self.hop // lv.hop : -(-hi * self.hop // lv.hop)]
+                for c, lv in zip(upper or [], self.codec.levels, strict=False)
+            ]
+            audio = self.codec.decode_levels([*crops, known[..., lo:hi]], self.reference)
+        else:
+            audio = self.codec.decode(known[..., lo:hi], self.level)
         out = audio[(self.emitted - lo) * self.hop : (stop - lo) * self.hop]
         self.emitted = stop
         return out

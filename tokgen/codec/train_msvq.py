@@ -31,7 +31,7 @@ from tokgen.training import LoopConfig, Solver
 
 
 class MSVQTrainConfig(LoopConfig):
-    segment_samples: int = Field(default=8192, ge=512)
+    segment_samples: int = Field(default=8192, ge=2048)  # the 2048-point loss STFT needs it
     reference_samples: int = Field(default=16000, ge=1024)
     ae_warmup_steps: int = Field(default=300, ge=0)
     dropout_fraction: float = Field(default=0.5, ge=0, le=1)

@@ -31,7 +31,9 @@ from tokgen.prior.model import read_prior_meta
 
 Mode = Literal["primed", "ancestral", "continue", "upsample"]
 MAX_SECONDS = 600.0  # longest continuation one request may ask for
-MAX_PRIME_SECONDS = 60.0  # longest prime; the top prior keeps at most its window's context of it
+MAX_PRIME_SECONDS = 60.0
+# Prime audio a job keeps as the timbre reference of codecs that have one (``msvq``).
+REFERENCE_SECONDS = 2.0  # longest prime; the top prior keeps at most its window's context of it
 # Default segment seconds of the upsamplers, from `tokgen bench generate` and the seam
 # measurement in docs/PERFORMANCE.md: the bottom level takes 76% of the tokens and its
 # seams matter least (the level above carries the notes), so it gets the short segments.
@@ -172,6 +174,8 @@ class Job:
     known: list[np.ndarray]
     top_frames: int  # length of the result, in top-level frames
     start_top: int  # top frame where the new audio starts
+    # The end of the prime's audio: codecs with a timbre encoder decode in its timbre.
+    reference: np.ndarray | None = None
 
 
 def prepare(
@@ -180,6 +184,7 @@ def prepare(
     seconds: float,
     prime: np.ndarray | None = None,
     codes: list[np.ndarray] | None = None,
+    reference: np.ndarray | None = None,
 ) -> Job:
     """Check a request and encode its prime; cheap, so call it before starting engines.
 
@@ -191,14 +196,18 @@ def prepare(
         raise TokgenError(f"seconds must be in (0, {MAX_SECONDS:g}], got {seconds}")
     known = known_codes(codec, mode, prime, codes)
     hops = [lv.hop for lv in codec.levels]
+    if reference is None and prime is not None:
+        reference = prime
+    if reference is not None:
+        reference = reference[-int(REFERENCE_SECONDS * codec.sample_rate) :].astype(np.float32)
     if mode == "upsample":
-        return Job(known, known[0].size, 0)
+        return Job(known, known[0].size, 0, reference)
     known = whole_top_frames(known, hops)
     top_frames = known[0].size + math.ceil(seconds * codec.sample_rate / hops[0])
     for level, (k, hop) in enumerate(zip(known, hops, strict=True)):
         if k.size * hop > known[0].size * hops[0]:
             raise TokgenError(f"saved level {level} is longer than the top level; the codes are inconsistent")
-    return Job(known, top_frames, known[0].size)
+    return Job(known, top_frames, known[0].size, reference)
 
 
 def whole_top_frames(known: list[np.ndarray], hops: list[int]) -> list[np.ndarray]:
@@ -302,5 +311,5 @@ async def continue_audio(
     moving to ``Generator.render``)."""
     job = prepare(codec, mode, seconds, prime, codes)
     out = await sample_job(codec, priors, job, settings)
-    audio = await asyncio.to_thread(codec.decode, out[-1], len(out) - 1)
+    audio = await asyncio.to_thread(codec.decode_levels, out, job.reference)
     return Continuation(out, audio, job.start_top * codec.levels[0].hop)

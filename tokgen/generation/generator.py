@@ -132,9 +132,11 @@ class Generator:
         closing the iterator aborts the generation."""
         return stream_continuation(self.codec, self.priors, job, settings, request_id, on_change=on_change)
 
-    async def decode(self, codes: list[np.ndarray]) -> np.ndarray:
-        """Audio of the bottom level's codes, in a thread (the loop keeps serving)."""
-        return await asyncio.to_thread(self.codec.decode, codes[-1], len(codes) - 1)
+    async def decode(self, codes: list[np.ndarray], reference: np.ndarray | None = None) -> np.ndarray:
+        """Audio of every level's codes (the bottom level's, unless the codec's levels are
+        residuals), in the timbre of ``reference`` where the codec keeps one; in a thread
+        (the loop keeps serving)."""
+        return await asyncio.to_thread(self.codec.decode_levels, codes, reference)
 
     async def render(
         self,
@@ -145,7 +147,8 @@ class Generator:
     ) -> Continuation:
         """Sample every level of ``job`` and decode it."""
         codes = await self.sample(job, settings, request_id, on_change)
-        return Continuation(codes, await self.decode(codes), job.start_top * self.codec.levels[0].hop)
+        audio = await self.decode(codes, job.reference)
+        return Continuation(codes, audio, job.start_top * self.codec.levels[0].hop)
 
 
 async def load_generator(config: Settings, role: str) -> Generator:

@@ -22,6 +22,7 @@ from tokgen.generation.sampler import SamplingSettings
 
 FORMAT_VERSION = 1
 MAX_LEVELS = 16
+MAX_REFERENCE = 10 * 48000  # samples of timbre reference audio
 
 
 class QueuedJobError(TokgenError):
@@ -49,6 +50,8 @@ class QueuedJob:
             },
         }
         arrays = {f"known_{i}": k.astype(np.int32) for i, k in enumerate(self.job.known)}
+        if self.job.reference is not None:
+            arrays["reference"] = self.job.reference.astype(np.float16)
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
@@ -72,7 +75,10 @@ class QueuedJob:
                 settings = SamplingSettings(
                     float(s["temperature"]), int(s["top_k"]), float(s["top_p"]), int(s["seed"])
                 )
-                job = Job(known, int(meta["top_frames"]), int(meta["start_top"]))
+                reference = archive["reference"].astype(np.float32) if "reference" in archive else None
+                if reference is not None and (reference.ndim != 1 or reference.size > MAX_REFERENCE):
+                    raise QueuedJobError(f"a queued job with a reference of shape {reference.shape}")
+                job = Job(known, int(meta["top_frames"]), int(meta["start_top"]), reference)
                 samples = None if meta["samples"] is None else int(meta["samples"])
         except QueuedJobError:
             raise

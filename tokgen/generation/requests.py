@@ -22,11 +22,12 @@ def prepare_spec(codec: Codec, spec: ContinueSpec, context_of: list[LevelPrior] 
     field = (
         "prime_audio" if spec.prime_audio is not None else "codes" if spec.codes is not None else "seconds"
     )
-    mode, prime, codes = spec.mode, None, None
+    mode, prime, codes, reference = spec.mode, None, None, None
     try:
         if spec.prime_audio is not None:
             prime = load_audio(spec.prime_audio, codec.sample_rate, max_seconds=MAX_PRIME_SECONDS)
             if context_of is not None:
+                reference = prime
                 mode, codes, prime = "continue", encode_prime_context(codec, context_of, prime), None
         if spec.codes is not None:
             # Saved codes are at most a longest prime plus a longest continuation (a job's
@@ -41,6 +42,6 @@ def prepare_spec(codec: Codec, spec: ContinueSpec, context_of: list[LevelPrior] 
                     f"the codes span {top_seconds:.1f} s; at most {longest:g} s in mode {spec.mode}"
                 )
             codes = saved.codes
-        return prepare(codec, mode, spec.seconds, prime, codes)
+        return prepare(codec, mode, spec.seconds, prime, codes, reference)
     except TokgenError as exc:
         raise FieldError(field, str(exc)) from exc

@@ -42,7 +42,7 @@ async def stream_continuation(
     def frames(seconds: float) -> int:
         return max(1, round(seconds * codec.sample_rate / hops[-1]))
 
-    decoder = StreamDecoder(codec, bottom)
+    decoder = StreamDecoder(codec, bottom, reference=job.reference)
     lead = priors[bottom].lead_frames
     if first_seconds is not None:
         decoder.min_frames = frames(first_seconds)
@@ -66,13 +66,15 @@ async def stream_continuation(
     try:
         while True:
             finished = sampling.done()
-            codes: np.ndarray | None = None
+            levels: list[np.ndarray] | None = None
             if finished:
-                codes = sampling.result()[bottom]  # raises the sampler's error, if any
+                levels = sampling.result()  # raises the sampler's error, if any
             elif boards:
-                codes = boards[0].codes[bottom][: boards[0].prefix_frames(bottom)].copy()
-            if codes is not None and codes.size:
-                piece = await asyncio.to_thread(decoder.push, codes, finished)
+                board = boards[0]
+                levels = [board.codes[lv][: board.prefix_frames(lv)].copy() for lv in range(bottom + 1)]
+            if levels is not None and levels[bottom].size:
+                upper = levels[:bottom] if codec.uses_all_levels else None
+                piece = await asyncio.to_thread(decoder.push, levels[bottom], finished, upper)
                 if piece.size:
                     decoder.min_frames = frames(min_seconds)
                     yield piece

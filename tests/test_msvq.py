@@ -1,0 +1,100 @@
+"""The multi-scale residual VQ codec: its levels are residuals of one another, it trains
+resumably through the shared Solver, exports, loads, and decodes in streaming pieces that
+join into one decode."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+from tokgen.codec import load_codec
+from tokgen.codec.msvq import MSVQCodec, MSVQConfig, MultiScaleVQ
+from tokgen.codec.presets import MSVQ_PRESETS
+from tokgen.codec.streaming import StreamDecoder
+from tokgen.codec.train_msvq import MSVQTrainConfig, keep_levels_for, train_msvq
+from tokgen.errors import TokgenError
+
+TINY = MSVQ_PRESETS["msvq-tiny"]
+SMALL = {
+    "segment_samples": 2048,
+    "reference_samples": 2048,
+    "batch_size": 2,
+    "log_every": 2,
+    "checkpoint_every": 2,
+    "valid_crops": 2,
+    "ae_warmup_steps": 1,
+    "warmup_steps": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory):
+    run = tmp_path_factory.mktemp("msvq")
+    train_msvq(TINY, MSVQTrainConfig(steps=6, **SMALL), corpus, run, resume=False)
+    return run
+
+
+def test_config_is_checked():
+    assert MSVQConfig().hops == [512, 128, 32]  # the default codec's layout: priors keep theirs
+    with pytest.raises(ValidationError, match="decrease to 1"):
+        MSVQConfig(level_strides=[4, 16, 1])
+    with pytest.raises(ValidationError, match="decoder_hop"):
+        MSVQConfig(decoder_hop=48)
+
+
+def test_dropout_does_not_change_the_codes():
+    """Dropped levels leave the decoder's sum, never the residual: lower codes are the same."""
+    torch.manual_seed(0)
+    model = MultiScaleVQ(TINY).train()
+    z = torch.randn(4, TINY.latent_dim, 32)
+    model.quantize(z)  # seeds the codebooks
+    model.eval()
+    _, all_codes, _, _ = model.quantize(z)
+    _, dropped_codes, _, _ = model.quantize(z, keep_levels=torch.tensor([1, 1, 2, 2]))
+    assert all(torch.equal(a, b) for a, b in zip(all_codes, dropped_codes, strict=True))
+    keep = keep_levels_for(np.random.default_rng(0), 1000, 3, 0.5)
+    assert set(keep.tolist()) == {1, 2, 3} and 0.4 < (keep < 3).float().mean() < 0.6
+
+
+def test_training_resumes_exactly(corpus, trained, tmp_path):
+    with pytest.raises(TokgenError, match="--resume"):
+        train_msvq(TINY, MSVQTrainConfig(steps=6, **SMALL), corpus, trained, resume=False)
+    train_msvq(TINY, MSVQTrainConfig(steps=3, **SMALL), corpus, tmp_path / "a", resume=False)
+    resumed = train_msvq(TINY, MSVQTrainConfig(steps=6, **SMALL), corpus, tmp_path / "a", resume=True)
+    straight = json.loads((trained / "train_log.jsonl").read_text().splitlines()[-1])
+    assert resumed["step"] == 6
+    assert resumed["valid_loss"] == pytest.approx(straight["valid_loss"], rel=1e-4)
+    assert (trained / "best" / "config.json").is_file()
+
+
+def test_exported_codec_codes_and_decodes(trained):
+    codec = load_codec(trained / "best")
+    assert isinstance(codec, MSVQCodec) and codec.uses_all_levels
+    audio = (np.random.default_rng(0).standard_normal(3000) * 0.1).astype(np.float32)
+    codes = codec.encode(audio)
+    assert [c.shape for c in codes] == [(94,), (376,)]  # hops 32 and 8: whole top frames
+    whole = codec.decode_levels(codes, reference=audio)
+    assert whole.size == 376 * 8 and np.isfinite(whole).all()
+    assert codec.decode_levels(codes[:1]).size == 94 * 32
+    with pytest.raises(TokgenError, match="together with the levels above"):
+        codec.decode(codes[1], 1)
+    codec.chunk_seconds = 0.05  # chunked encoding gives the same codes
+    assert all(np.array_equal(a, b) for a, b in zip(codec.encode(audio), codes, strict=True))
+
+
+def test_streamed_pieces_join_into_one_decode(trained):
+    codec = load_codec(trained / "best")
+    rng = np.random.default_rng(1)
+    top, bottom = rng.integers(0, 32, 60), rng.integers(0, 32, 240)
+    reference = (rng.standard_normal(4000) * 0.1).astype(np.float32)
+    whole = codec.decode_levels([top, bottom], reference)
+    stream = StreamDecoder(codec, 1, reference=reference)
+    pieces = []
+    for n in range(20, 241, 20):  # the top level runs ahead of the bottom, as in sampling
+        pieces.append(stream.push(bottom[:n], final=n == 240, upper=[top[: -(-n // 4)]]))
+    joined = np.concatenate(pieces)
+    assert joined.size == whole.size and np.abs(joined - whole).max() < 1e-4
