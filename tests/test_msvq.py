@@ -53,8 +53,8 @@ def test_dropout_does_not_change_the_codes():
     z = torch.randn(4, TINY.latent_dim, 32)
     model.quantize(z)  # seeds the codebooks
     model.eval()
-    _, all_codes, _, _ = model.quantize(z)
-    _, dropped_codes, _, _ = model.quantize(z, keep_levels=torch.tensor([1, 1, 2, 2]))
+    all_codes = model.quantize(z).codes
+    dropped_codes = model.quantize(z, keep_levels=torch.tensor([1, 1, 2, 2])).codes
     assert all(torch.equal(a, b) for a, b in zip(all_codes, dropped_codes, strict=True))
     keep = keep_levels_for(np.random.default_rng(0), 1000, 3, 0.5)
     assert set(keep.tolist()) == {1, 2, 3} and 0.4 < (keep < 3).float().mean() < 0.6

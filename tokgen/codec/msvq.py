@@ -40,7 +40,7 @@ from tokgen.codec.base import Codec, LevelSpec
 from tokgen.codec.chunking import run_in_chunks
 from tokgen.codec.modules import Encoder
 from tokgen.codec.quantizer import EMAVectorQuantizer
-from tokgen.codec.spectral import log_mel_from_magnitude, stft_magnitude
+from tokgen.codec.spectral import log_mel_from_magnitude, log_semitones, stft_magnitude
 from tokgen.errors import TokgenError
 
 
@@ -61,6 +61,10 @@ class MSVQConfig(BaseModel):
     decoder_intermediate: int = Field(default=768, ge=8)
     decoder_layers: int = Field(default=8, ge=1)
     timbre_dim: int = Field(default=128, ge=0)  # 0: no timbre conditioning
+    # Log energies per semitone at the top level's rate enter the top quantiser, and the top
+    # codes must predict them: the encoder's receptive field (~15 ms) is too short to know
+    # a low note's pitch, and pooling its phase-dependent features blurs what it knows.
+    pitch_features: bool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> MSVQConfig:
@@ -178,6 +182,29 @@ class MSVQOutput:
     codes: list[torch.Tensor]  # per level, top first: (B, frames_l)
     commit_loss: torch.Tensor
     perplexity: list[float]
+    pitch_loss: torch.Tensor  # L1 of the semitone energies predicted from the top codes
+
+
+@dataclass
+class Quantized:
+    latent: torch.Tensor  # (B, D, T): the sum of the kept levels' quantised latents
+    codes: list[torch.Tensor]
+    commit_loss: torch.Tensor
+    perplexity: list[float]
+    top: torch.Tensor  # (B, D, T_top): the top level's quantised latent at its own rate
+
+
+N_SEMITONES = 84
+
+
+def semitone_features(audio: torch.Tensor, sample_rate: int, hop: int) -> torch.Tensor:
+    """Log energy per semitone (84 bands from C1) of (B, 1, T) audio at one frame per
+    ``hop`` samples (2048-point STFT, zero-padded at the edges so any length works),
+    scaled to about [-2, 2]: (B, 84, T // hop)."""
+    x = audio[:, 0]
+    window = torch.hann_window(2048, device=x.device, dtype=x.dtype)
+    spec = torch.stft(x, 2048, hop, window=window, center=True, pad_mode="constant", return_complex=True)
+    return ((log_semitones(spec.abs(), sample_rate) + 4.0) / 4.0)[..., : x.shape[-1] // hop]
 
 
 class MultiScaleVQ(nn.Module):
@@ -192,6 +219,14 @@ class MultiScaleVQ(nn.Module):
         )
         self.decoder = FourierDecoder(cfg)
         self.timbre = TimbreEncoder(cfg.sample_rate, cfg.timbre_dim) if cfg.timbre_dim else None
+        self.pitch_in = nn.Conv1d(N_SEMITONES, cfg.latent_dim, 1) if cfg.pitch_features else None
+        self.pitch_head = nn.Conv1d(cfg.latent_dim, N_SEMITONES, 1) if cfg.pitch_features else None
+
+    def features(self, audio: torch.Tensor) -> torch.Tensor | None:
+        """What the top quantiser gets besides the encoder's latents (None: nothing)."""
+        if self.pitch_in is None:
+            return None
+        return semitone_features(audio, self.cfg.sample_rate, self.cfg.hops[0])
 
     def timbre_vector(self, reference: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         if self.timbre is None:
@@ -207,18 +242,28 @@ class MultiScaleVQ(nn.Module):
         return q.repeat_interleave(self.cfg.level_strides[level], dim=-1)[..., :frames]
 
     def quantize(
-        self, z: torch.Tensor, keep_levels: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor, list[float]]:
-        """Residual quantisation of encoder latents (B, D, T). ``keep_levels`` (B,) says
-        how many levels (from the top) each example keeps in the sum (quantiser dropout);
-        all codes are computed either way."""
+        self,
+        z: torch.Tensor,
+        keep_levels: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
+    ) -> Quantized:
+        """Residual quantisation of encoder latents (B, D, T), with ``features`` (see
+        ``features``) added to the top level's input. ``keep_levels`` (B,) says how many
+        levels (from the top) each example keeps in the sum (quantiser dropout); all codes
+        are computed either way."""
         residual, total = z, torch.zeros_like(z)
         codes, commits, perplexities = [], [], []
         t = z.shape[-1]
+        top = z
         for lv, stride in enumerate(self.cfg.level_strides):
             pooled = F.avg_pool1d(residual, stride) if stride > 1 else residual
+            if lv == 0 and features is not None and self.pitch_in is not None:
+                pooled = pooled + self.pitch_in(features[..., : pooled.shape[-1]])
             vq = self.quantizers[lv](self.in_proj[lv](pooled))
-            q = self.out_proj[lv](vq.quantized).repeat_interleave(stride, dim=-1)[..., :t]
+            q = self.out_proj[lv](vq.quantized)
+            if lv == 0:
+                top = q
+            q = q.repeat_interleave(stride, dim=-1)[..., :t]
             # The residual never sees the dropout: every level's codes are the same whether
             # or not the levels above it are kept in the decoder's sum.
             residual = residual - q
@@ -228,7 +273,7 @@ class MultiScaleVQ(nn.Module):
             codes.append(vq.codes)
             commits.append(vq.commit_loss)
             perplexities.append(float(vq.perplexity))
-        return total, codes, torch.stack(commits).sum(), perplexities
+        return Quantized(total, codes, torch.stack(commits).sum(), perplexities, top)
 
     def forward(
         self,
@@ -238,12 +283,16 @@ class MultiScaleVQ(nn.Module):
         quantize: bool = True,
     ) -> MSVQOutput:
         z = self.encoder(audio)
-        if quantize:
-            zq, codes, commit, perplexity = self.quantize(z, keep_levels)
-        else:  # autoencoder warm-up: no bottleneck yet
-            zq, codes, commit, perplexity = z, [], torch.zeros(()), []
         timbre = self.timbre_vector(reference, audio.shape[0])
-        return MSVQOutput(self.decoder(zq, timbre), codes, commit, perplexity)
+        if not quantize:  # autoencoder warm-up: no bottleneck yet
+            return MSVQOutput(self.decoder(z, timbre), [], torch.zeros(()), [], torch.zeros(()))
+        features = self.features(audio)
+        out = self.quantize(z, keep_levels, features)
+        pitch = torch.zeros(())
+        if features is not None and self.pitch_head is not None:
+            predicted = self.pitch_head(out.top)
+            pitch = (predicted - features[..., : predicted.shape[-1]]).abs().mean()
+        return MSVQOutput(self.decoder(out.latent, timbre), out.codes, out.commit_loss, out.perplexity, pitch)
 
     def decode_codes(self, codes: list[torch.Tensor], timbre: torch.Tensor | None) -> torch.Tensor:
         """Audio (B, 1, T) from the codes of levels 0..len(codes)-1 (B, F_l) each; the
@@ -292,7 +341,7 @@ class MSVQCodec(Codec):
         chunk = max(1, int(self.chunk_seconds * self.sample_rate) // hop)
         margin = math.ceil(enc.receptive_field / hop) + 1
         z = run_in_chunks(enc, padded, frames, chunk, margin, hop, 1)
-        _, codes, _, _ = self.model.quantize(z)
+        codes = self.model.quantize(z, features=self.model.features(padded)).codes
         return [c[0].numpy().astype(np.int64) for c in codes]
 
     def decode_margin(self, level: int) -> int:

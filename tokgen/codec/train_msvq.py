@@ -39,6 +39,7 @@ class MSVQTrainConfig(LoopConfig):
     commit_weight: float = 0.02
     waveform_weight: float = 0.1
     pitch_weight: float = 1.0
+    pitch_code_weight: float = 1.0  # the top codes predicting the semitone energies
     valid_crops: int = Field(default=32, ge=1)
 
 
@@ -97,9 +98,11 @@ def msvq_loss(
         + cfg.pitch_weight * parts["pitch"]
         + cfg.waveform_weight * wav
         + cfg.commit_weight * out.commit_loss
+        + cfg.pitch_code_weight * out.pitch_loss
     )
     stats = {"loss": loss.item(), **{k: v.item() for k, v in parts.items()}, "waveform": wav.item()}
     stats["commit"] = float(out.commit_loss.detach())
+    stats["pitch_code"] = float(out.pitch_loss.detach())
     for lv, p in enumerate(out.perplexity):
         stats[f"perplexity{lv}"] = p
     return loss, stats
