@@ -2,9 +2,11 @@
 
 Continues the shipped prime by 10 s, with segments (the defaults) and without (0), for a
 few seeds, and compares the log-mel spectral flux (frame-to-frame change, 16 ms frames)
-in the frames around each bottom-level seam with all other frames. A seam that clicks or
-changes timbre abruptly raises the ratio above what the unsegmented render shows at the
-same positions. Usage: python scripts/measure_seams.py [--seeds 4]
+in the frames around each bottom-level seam with all other frames
+(``tokgen.eval.structure.seam_flux_ratio``, which ``tokgen eval continuation`` reports
+for its continuations). A seam that clicks or changes timbre abruptly raises the ratio
+above what the unsegmented render shows at the same positions.
+Usage: python scripts/measure_seams.py [--seeds 4]
 """
 
 from __future__ import annotations
@@ -14,34 +16,14 @@ import asyncio
 import json
 
 import numpy as np
-import torch
 
 from tokgen.assets import EXAMPLE_PRIME
 from tokgen.audio import load_audio
 from tokgen.codec import load_codec
-from tokgen.codec.spectral import log_mel_from_magnitude, stft_magnitude
+from tokgen.eval.structure import seam_flux_ratio
 from tokgen.generation.generate import prepare, segment_frames
 from tokgen.generation.generator import Generator
 from tokgen.generation.sampler import SamplingSettings
-
-HOP = 256  # 16 ms
-
-
-def log_mel(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    mag = stft_magnitude(torch.from_numpy(audio), 1024, HOP)  # (bins, frames)
-    return log_mel_from_magnitude(mag, sample_rate, 80).numpy()
-
-
-def seam_ratio(audio: np.ndarray, sample_rate: int, seams: list[int]) -> float:
-    """Mean spectral flux within one frame of the seams / mean flux elsewhere."""
-    m = log_mel(audio, sample_rate)
-    flux = np.abs(np.diff(m, axis=1)).mean(axis=0)
-    near = np.zeros(flux.size, dtype=bool)
-    for s in seams:
-        f = s // HOP
-        near[max(0, f - 1) : f + 2] = True
-    near = near[: flux.size]
-    return float(flux[near].mean() / flux[~near].mean())
 
 
 def main() -> None:
@@ -66,7 +48,9 @@ def main() -> None:
                 ratios = []
                 for seed in range(args.seeds):
                     out = await g.render(job, SamplingSettings(seed=seed))
-                    ratios.append(seam_ratio(out.new_audio(), codec.sample_rate, seams))
+                    ratios.append(
+                        seam_flux_ratio([out.new_audio()], codec.sample_rate, [seams]) or float("nan")
+                    )
                 return ratios
 
         ratios = asyncio.run(run())

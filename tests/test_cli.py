@@ -85,12 +85,13 @@ def test_codec_eval_json_schema(corpus, tiny_model_dir):
         "spectral_convergence_db",
         "si_sdr_db",
         "mel_distance",
+        "key_consistency",
         "perplexity",
         "dead_code_fraction",
     }
     for lv in out["levels"]:
         assert keys <= set(lv) and all(np.isfinite(lv[k]) for k in keys)
-        assert 0.0 <= lv["dead_code_fraction"] <= 1.0
+        assert 0.0 <= lv["dead_code_fraction"] <= 1.0 and -1.0 <= lv["key_consistency"] <= 1.0
         low, high = lv["mel_distance_p10_p90"]
         assert (
             low <= high

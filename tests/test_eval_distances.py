@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tokgen.eval.distances import fad, frechet_distance, inception_score, kid
+from tokgen.eval.distances import (
+    clip_fad,
+    fad,
+    fad_bootstrap,
+    fad_infinity,
+    frechet_distance,
+    inception_score,
+    kid,
+)
 
 
 def gaussian(rng, mean, std, n=20000, d=8):
@@ -68,3 +76,43 @@ def test_inception_score_extremes():
 def test_fad_refuses_mismatched_sets():
     with pytest.raises(ValueError):
         fad(np.zeros((10, 3)), np.zeros((10, 4)))
+
+
+def _clips(rng, n, mean, std, frames=3, d=8):
+    return [rng.normal(mean, std, size=(frames, d)) for _ in range(n)]
+
+
+@pytest.mark.parametrize("d", [4, 64])  # more frames than dimensions, and fewer (the SVD form)
+def test_clip_fad_is_fad_of_the_frames_of_the_clips_repeated_as_counted(d):
+    rng = np.random.default_rng(3)
+    a, b = _clips(rng, 12, 0, 1, d=d), _clips(rng, 10, 0.3, 1.5, d=d)
+    assert clip_fad(a, b) == pytest.approx(fad(np.concatenate(a), np.concatenate(b)), rel=1e-6)
+    counts_a, counts_b = rng.integers(0, 3, 12), rng.integers(0, 3, 10)
+    repeated_a = np.concatenate([c for c, k in zip(a, counts_a, strict=True) for _ in range(k)])
+    repeated_b = np.concatenate([c for c, k in zip(b, counts_b, strict=True) for _ in range(k)])
+    assert clip_fad(a, b, counts_a, counts_b) == pytest.approx(fad(repeated_a, repeated_b), rel=1e-6)
+
+
+def test_fad_bootstrap_interval_holds_the_estimate_and_narrows_with_more_clips():
+    rng = np.random.default_rng(4)
+    reference = _clips(rng, 200, 0, 1)
+    systems = {"near": _clips(rng, 200, 0.1, 1), "far": _clips(rng, 200, 1.0, 1)}
+    few = {"near": systems["near"][:20]}
+    wide = fad_bootstrap(few, reference[:20], resamples=50, seed=0)["near"]
+    intervals = fad_bootstrap(systems, reference, resamples=50, seed=0)
+    for name, (lo, hi) in intervals.items():
+        assert lo <= clip_fad(systems[name], reference) <= hi
+    assert intervals["near"][1] < intervals["far"][0]  # separated
+    assert intervals["near"][1] - intervals["near"][0] < wide[1] - wide[0]
+    assert fad_bootstrap(systems, reference, resamples=50, seed=0) == intervals  # seeded
+
+
+def test_fad_infinity_removes_the_small_set_bias_when_frames_outnumber_dimensions():
+    rng = np.random.default_rng(5)
+    a, b = _clips(rng, 400, 0, 1, frames=4, d=4), _clips(rng, 400, 0.5, 1, frames=4, d=4)  # true FD 1.0
+    small_a, small_b = a[:10], b[:10]
+    at_ten = clip_fad(small_a, small_b)
+    fit = fad_infinity(a, b, sizes=[50, 100, 200, 400], draws=3, seed=0)
+    assert fit is not None and fit[0] == pytest.approx(1.0, abs=0.15) and fit[1] > 0
+    assert abs(fit[0] - 1.0) < abs(at_ten - 1.0)
+    assert fad_infinity(a[:2], b[:2]) is None  # one subset size only

@@ -105,13 +105,17 @@ def cmd_codec_eval(args: argparse.Namespace) -> None:
         print(json.dumps(result))
         return
     print(f"{result['model']}: {result['files']} files, {result['seconds']} s of {args.split} audio")
-    print(f"{'level':>5} {'hop':>5} {'kbps':>6} {'SC dB':>7} {'SI-SDR':>7} {'mel':>6} {'ppl':>7} {'dead':>6}")
+    print(
+        f"{'level':>5} {'hop':>5} {'kbps':>6} {'SC dB':>7} {'SI-SDR':>7} {'mel':>6} {'key':>6} "
+        f"{'ppl':>7} {'dead':>6}"
+    )
     for lv in result["levels"]:
         print(
             f"{lv['level']:>5} {lv['hop']:>5} {lv['bitrate_bps'] / 1000:>6.2f} "
             f"{lv['spectral_convergence_db']:>7.2f} {lv['si_sdr_db']:>7.2f} {lv['mel_distance']:>6.3f} "
-            f"{lv['perplexity']:>7.1f} {lv['dead_code_fraction']:>6.1%}"
+            f"{lv['key_consistency']:>6.2f} {lv['perplexity']:>7.1f} {lv['dead_code_fraction']:>6.1%}"
         )
+    print("key: pitch-class profile of each level's reconstruction against the input's, per 5 s clip")
 
 
 def _held_out_corpus(sample_rate: int, hours: float = 6.0, max_seconds: float = 120.0) -> Path:
@@ -221,7 +225,7 @@ def cmd_codec_train(args: argparse.Namespace) -> None:
 def cmd_eval_continuation(args: argparse.Namespace) -> None:
     from tokgen.codec import load_codec
     from tokgen.eval.classifier import load_classifier
-    from tokgen.eval.continuation import evaluate_continuations
+    from tokgen.eval.continuation import HELD_OUT_HOURS, HELD_OUT_MAX_SECONDS, evaluate_continuations
     from tokgen.eval.embeddings import load_embedding
     from tokgen.generation.generate import check_settings, load_priors
     from tokgen.generation.sampler import SamplingSettings
@@ -229,7 +233,10 @@ def cmd_eval_continuation(args: argparse.Namespace) -> None:
     sampling = SamplingSettings(args.temperature, args.top_k, args.top_p, args.seed)
     codec = load_codec(args.codec)
     check_settings(codec, sampling)  # before the engines start
-    data = Path(args.data) if args.data else _held_out_corpus(codec.sample_rate)
+    if args.data:
+        data = Path(args.data)
+    else:
+        data = _held_out_corpus(codec.sample_rate, HELD_OUT_HOURS, HELD_OUT_MAX_SECONDS)
     embeddings = {name: load_embedding(name) for name in ("aisfx", "classic")}
     classifier = load_classifier(args.classifier)
     priors = load_priors(args.priors, codec, args.backend)
@@ -245,22 +252,45 @@ def cmd_eval_continuation(args: argparse.Namespace) -> None:
         classifier,
         sampling,
         args.ablations,
+        bootstrap=args.bootstrap,
+        plots=Path(args.plots) if args.plots else None,
+        fad_inf=args.fad_inf,
     )
     if args.json:
         print(json.dumps(result))
         return
-    print(f"{result['n']} held-out pieces, {args.prime_seconds:g} s primes, {args.seconds:g} s continuations")
+    print(
+        f"{result['n']} held-out pieces continued, {result['n']} others for real_vs_real; "
+        f"{args.prime_seconds:g} s primes, {args.seconds:g} s continuations"
+    )
     print(
         f"timbre classifier: {result['classifier']['accuracy_on_real']:.0%} right on the real continuations"
     )
+
+    def number(value: float | None, digits: int) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    def interval(m: dict, key: str) -> str:
+        ci = m.get(key)
+        return "" if not ci else f"[{ci[0]:.1f}, {ci[1]:.1f}]"
+
     print(
-        f"{'system':<22} {'FAD':>8} {'FAD classic':>12} {'KID':>9} {'KID aisfx':>10} {'IS':>6} {'timbre':>7}"
+        f"{'system':<22} {'n':>4} {'FAD':>7} {'95% CI':>15} {'FAD cl.':>8} {'95% CI':>15} {'KID':>8} "
+        f"{'KID ai':>7} {'IS':>5} {'timbre':>6} {'key':>6} {'seams':>6} {'codes':>6}"
     )
     for name, m in result["systems"].items():
         print(
-            f"{name:<22} {m['fad']:>8.3f} {m['fad_classic']:>12.3f} {m['kid']:>9.4f} {m['kid_aisfx']:>10.4f} "
-            f"{m['is']:>6.2f} {m['timbre_consistency']:>7.2f}"
+            f"{name:<22} {m['n']:>4} {m['fad']:>7.2f} {interval(m, 'fad_ci95'):>15} {m['fad_classic']:>8.2f} "
+            f"{interval(m, 'fad_classic_ci95'):>15} {m['kid']:>8.3f} {m['kid_aisfx']:>7.3f} {m['is']:>5.2f} "
+            f"{m['timbre_consistency']:>6.2f} {m['key_consistency']:>6.2f} "
+            f"{number(m.get('seam_flux_ratio'), 2):>6} {number(m.get('distinct_code_ratio'), 2):>6}"
         )
+    print(
+        "seams: spectral flux at the bottom segments' seams / elsewhere; "
+        "codes: distinct bottom codes / the real continuation's"
+    )
+    if args.plots:
+        print(f"spectrograms of the first clips in {args.plots}")
 
 
 def cmd_eval_train_classifier(args: argparse.Namespace) -> None:
@@ -676,7 +706,12 @@ def build_parser() -> argparse.ArgumentParser:
         "continuation", help="FAD and KID of continuations of held-out primes, against baselines"
     )
     p.add_argument("--json", action="store_true")
-    p.add_argument("--n", type=int, default=32, help="held-out pieces (default 32)")
+    p.add_argument(
+        "--n",
+        type=int,
+        default=128,
+        help="held-out pieces to continue (default 128); real_vs_real takes n others",
+    )
     p.add_argument("--prime-seconds", type=float, default=4.0)
     p.add_argument("--seconds", type=float, default=5.0, help="continuation length (default 5)")
     p.add_argument("--codec", help="codec model directory (default: shipped codec)")
@@ -690,6 +725,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also score model_real_levels_K: the top K levels' real codes, the rest sampled",
     )
+    p.add_argument(
+        "--bootstrap", type=int, default=200, help="resamples for the FAD intervals (default 200; 0: none)"
+    )
+    p.add_argument("--plots", help="folder for spectrograms of the first primes and their continuations")
+    p.add_argument("--fad-inf", action="store_true", help="also FAD-infinity (unreliable at small n)")
     _add_sampling_arguments(p)
     p.set_defaults(func=cmd_eval_continuation)
 

@@ -2,7 +2,10 @@
 
 Each test file is encoded to every level and decoded from each level alone, so a level's
 numbers describe what that level's codes can carry. Metrics are averaged over files
-(weighted by duration); codebook usage is computed over all codes of the set.
+(weighted by duration); codebook usage is computed over all codes of the set. Besides
+spectral measures, ``key_consistency`` says how much pitch a level alone keeps: the
+correlation of the reconstruction's pitch-class profile with the input's, per 5 s clip
+(``tokgen.eval.pitch``; 1 when every clip keeps its pitch classes in proportion).
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from tokgen.codec.base import Codec
 from tokgen.codec.metrics import codebook_usage, mel_distance, si_sdr_db, spectral_convergence_db
 from tokgen.data.render import split_files
 from tokgen.errors import TokgenError
+from tokgen.eval.pitch import clipwise_correlation
+
+KEY_CLIP_SECONDS = 5.0  # as the continuations' key consistency is judged (tokgen eval continuation)
 
 
 def evaluate_codec(codec: Codec, files: list[Path], max_seconds: float | None = None) -> dict:
@@ -25,7 +31,7 @@ def evaluate_codec(codec: Codec, files: list[Path], max_seconds: float | None = 
         raise TokgenError("no audio files to evaluate")
     n_levels = len(codec.levels)
     per_level: list[dict[str, list[float]]] = [
-        {"sc": [], "si_sdr": [], "mel": [], "weight": []} for _ in range(n_levels)
+        {"sc": [], "si_sdr": [], "mel": [], "key": [], "weight": []} for _ in range(n_levels)
     ]
     all_codes: list[list[np.ndarray]] = [[] for _ in range(n_levels)]
     for path in tqdm(files, desc="codec eval", unit="file", file=sys.stderr, dynamic_ncols=True):
@@ -39,6 +45,7 @@ def evaluate_codec(codec: Codec, files: list[Path], max_seconds: float | None = 
             stats["sc"].append(spectral_convergence_db(audio, recon))
             stats["si_sdr"].append(si_sdr_db(audio, recon))
             stats["mel"].append(mel_distance(audio, recon, codec.sample_rate))
+            stats["key"].append(clipwise_correlation(audio, recon, codec.sample_rate, KEY_CLIP_SECONDS))
             stats["weight"].append(audio.size)
             all_codes[lv].append(codes[lv].ravel())
     levels = []
@@ -56,10 +63,12 @@ def evaluate_codec(codec: Codec, files: list[Path], max_seconds: float | None = 
                 "spectral_convergence_db": round(float(np.average(stats["sc"], weights=w)), 3),
                 "si_sdr_db": round(float(np.average(stats["si_sdr"], weights=w)), 3),
                 "mel_distance": round(float(np.average(stats["mel"], weights=w)), 4),
+                "key_consistency": round(float(np.average(stats["key"], weights=w)), 4),
                 # Files differ (a sustained string pad vs a plucked guitar): the 10th-90th
                 # percentile range tells whether one file's round trip is typical.
                 "spectral_convergence_db_p10_p90": _spread(stats["sc"], 3),
                 "mel_distance_p10_p90": _spread(stats["mel"], 4),
+                "key_consistency_p10_p90": _spread(stats["key"], 4),
                 "perplexity": round(perplexity, 2),
                 "dead_code_fraction": round(dead, 4),
             }
