@@ -11,8 +11,9 @@ import math
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -129,13 +130,22 @@ class Solver(ABC):
     (``save_best``)."""
 
     name = "model"
+    valid_key = "valid_loss"  # how the validation number is called in the log and result
 
-    def __init__(self, model: torch.nn.Module, opt: torch.optim.Optimizer, cfg: LoopConfig, run_dir: Path):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        opt: torch.optim.Optimizer,
+        cfg: LoopConfig,
+        run_dir: Path,
+        rng: np.random.Generator | None = None,
+    ):
         self.model, self.opt, self.cfg, self.run_dir = model, opt, cfg, Path(run_dir)
-        self.rng = np.random.default_rng(cfg.seed)
+        self.rng = rng if rng is not None else np.random.default_rng(cfg.seed)
         self.step = 0
         self.elapsed_s = 0.0
         self.best = math.inf
+        self.log_fields: dict[str, Any] = {}  # in every log record (e.g. a codec level's level)
 
     @abstractmethod
     def train_step(self) -> tuple[torch.Tensor, dict[str, float]]:
@@ -163,61 +173,85 @@ class Solver(ABC):
             best=self.best,
         )
 
-    def restore(self) -> None:
+    def restore(self) -> dict[str, Any]:
+        """Load ``state.pt`` into the solver; returns the whole state (extras included)."""
         state = load_checkpoint(self.state_path, self.model, self.opt, self.rng)
         self.step, self.elapsed_s = state["step"], state.get("elapsed_s", 0.0)
         self.best = state.get("best", math.inf)
+        return state
 
     def _checkpoint(self, record: dict[str, Any]) -> None:
         valid = self.validate()
-        record["valid_loss"] = valid
+        record[self.valid_key] = valid
         if valid < self.best:
             self.best = valid
             self.save_best(valid)
         self.save()
 
-    def run(self) -> dict[str, float]:
-        """Train until ``steps`` or the deadline; resumes from ``state.pt`` if present."""
+    def train_once(self, log: IO[str]) -> None:
+        """One optimiser step; logs and checkpoints on schedule."""
         cfg = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self.state_path.exists():
-            self.restore()
-        deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else math.inf
-        log = (self.run_dir / "train_log.jsonl").open("a")
-        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.name, file=sys.stderr, dynamic_ncols=True)
-        self.model.train()
-        try:
-            while self.step < cfg.steps and time.monotonic() < deadline:
-                t0 = time.monotonic()
-                set_lr(
-                    self.opt, scheduled_lr(cfg.lr, self.step, cfg.warmup_steps, cfg.lr_decay_from, cfg.steps)
-                )
-                loss, stats = self.train_step()
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                self.opt.step()
-                self.step += 1
-                self.elapsed_s += time.monotonic() - t0
-                bar.update(1)
-                if self.step % cfg.log_every == 0:
-                    record: dict[str, Any] = {
-                        "step": self.step,
-                        "elapsed_s": round(self.elapsed_s, 1),
-                        **stats,
-                    }
-                    if self.step % cfg.checkpoint_every == 0:
-                        self._checkpoint(record)
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                    bar.set_postfix(loss=f"{stats.get('loss', loss.item()):.3f}")
-        finally:
-            bar.close()
-            log.close()
-            self.save()
+        t0 = time.monotonic()
+        set_lr(self.opt, scheduled_lr(cfg.lr, self.step, cfg.warmup_steps, cfg.lr_decay_from, cfg.steps))
+        loss, stats = self.train_step()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.step += 1
+        self.elapsed_s += time.monotonic() - t0
+        if self.step % cfg.log_every == 0:
+            record: dict[str, Any] = {
+                **self.log_fields,
+                "step": self.step,
+                "elapsed_s": round(self.elapsed_s, 1),
+                **stats,
+            }
+            if self.step % cfg.checkpoint_every == 0:
+                self._checkpoint(record)
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+
+    def finish(self) -> dict[str, float]:
+        """Validate the weights the run ends with; they count for ``best`` too."""
         valid = self.validate()
         if valid < self.best:  # a run stopped between checkpoints
             self.best = valid
             self.save_best(valid)
             self.save()
-        return {"step": self.step, "valid_loss": valid, "best_valid_loss": self.best}
+        return {"step": self.step, self.valid_key: valid, "best": self.best}
+
+    def run(self) -> dict[str, float]:
+        """Train until ``steps`` or the deadline; resumes from ``state.pt`` if present."""
+        return run_together([self], self.name)[0]
+
+
+def run_together(solvers: Sequence[Solver], desc: str) -> list[dict[str, float]]:
+    """Train several solvers of one run directory in turn, step by step, under one
+    deadline and one progress bar (a codec's independent levels in one process). Each
+    resumes from its own state if present; all are saved when the loop ends, SIGTERM
+    (``KeyboardInterrupt``) included."""
+    for s in solvers:
+        s.run_dir.mkdir(parents=True, exist_ok=True)
+        if s.state_path.exists():
+            s.restore()
+        s.model.train()
+    minutes = [s.cfg.max_minutes for s in solvers if s.cfg.max_minutes]
+    deadline = time.monotonic() + min(minutes) * 60 if minutes else math.inf
+    total = max(s.cfg.steps for s in solvers)
+    bar = tqdm(
+        total=total, initial=min(s.step for s in solvers), desc=desc, file=sys.stderr, dynamic_ncols=True
+    )
+    log = (solvers[0].run_dir / "train_log.jsonl").open("a")
+    try:
+        while any(s.step < s.cfg.steps for s in solvers) and time.monotonic() < deadline:
+            for s in solvers:
+                if s.step < s.cfg.steps:
+                    s.train_once(log)
+            bar.update(1)
+    finally:
+        bar.close()
+        log.close()
+        for s in solvers:
+            s.save()
+    return [s.finish() for s in solvers]

@@ -11,16 +11,12 @@ shippable model directory.
 from __future__ import annotations
 
 import json
-import math
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
-from tqdm import tqdm
+from pydantic import Field
 
 from tokgen.codec.checkpoint import (
     load_state_checked,
@@ -33,24 +29,14 @@ from tokgen.codec.losses import spectral_losses, waveform_loss
 from tokgen.codec.vqvae import LevelOutput, MultiLevelVQVAE, VQVAEConfig, VQVAELevel
 from tokgen.data.render import load_split
 from tokgen.errors import TokgenError
-from tokgen.training import load_checkpoint, save_checkpoint, scheduled_lr, set_lr
+from tokgen.training import LoopConfig, Solver, run_together, save_checkpoint
 
 
-class TrainConfig(BaseModel):
-    steps: int = Field(default=20000, ge=1)
-    max_minutes: float | None = Field(default=None, gt=0)
-    batch_size: int = Field(default=8, ge=1)
+class TrainConfig(LoopConfig):
     segment_samples: int = Field(default=8192, ge=512)
-    lr: float = Field(default=5e-4, gt=0)
-    warmup_steps: int = Field(default=200, ge=0)
-    lr_decay_from: int | None = Field(default=None, ge=0, description="step where linear LR decay starts")
     commit_weight: float = 0.02
     waveform_weight: float = 0.1
     mel_weight: float = 1.0
-    grad_clip: float = 1.0
-    seed: int = 0
-    log_every: int = Field(default=50, ge=1)
-    checkpoint_every: int = Field(default=500, ge=1)
     valid_crops: int = Field(default=32, ge=1)
     freeze_codes: bool = Field(
         default=False,
@@ -118,34 +104,62 @@ def level_loss(
     return loss, stats
 
 
-@dataclass
-class LevelState:
-    level: int
-    net: VQVAELevel
-    opt: torch.optim.Optimizer
-    rng: np.random.Generator
-    step: int = 0
-    elapsed_s: float = 0.0
-    steps_before: int = 0  # steps of the model the run was initialised from (--init-from)
+class LevelSolver(Solver):
+    """One level of a run on the shared training loop (``Solver``). Levels share nothing,
+    so each has its own state file (``level{N}.pt``); ``run_together`` interleaves the
+    levels one process trains."""
 
-    def path(self, run_dir: Path) -> Path:
-        return run_dir / f"level{self.level}.pt"
+    def __init__(
+        self,
+        model_cfg: VQVAEConfig,
+        cfg: TrainConfig,
+        level: int,
+        run_dir: Path,
+        train_audio: list[np.ndarray] | None = None,
+        valid_crops: torch.Tensor | None = None,
+    ):
+        torch.manual_seed(cfg.seed + level)
+        net = VQVAELevel(model_cfg.levels[level])
+        params = net.decoder.parameters() if cfg.freeze_codes else net.parameters()
+        opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+        super().__init__(net, opt, cfg, run_dir, np.random.default_rng(cfg.seed + level))
+        self.net, self.level, self.tcfg = net, level, cfg
+        self.sample_rate = model_cfg.sample_rate
+        self.log_fields = {"level": level}
+        self.steps_before = 0  # steps of the model the run was initialised from (--init-from)
+        self.train_audio, self.valid_crops = train_audio, valid_crops
+        self.sampler: CropSampler | None = None
 
-    def save(self, run_dir: Path) -> None:
+    @property
+    def state_path(self) -> Path:
+        return self.run_dir / f"level{self.level}.pt"
+
+    def save(self) -> None:
         save_checkpoint(
-            self.path(run_dir),
+            self.state_path,
             self.net,
             self.opt,
             self.step,
             self.rng,
             elapsed_s=self.elapsed_s,
             steps_before=self.steps_before,
+            best=self.best,
         )
 
-    def load(self, run_dir: Path) -> None:
-        state = load_checkpoint(self.path(run_dir), self.net, self.opt, self.rng)
-        self.step, self.elapsed_s = state["step"], state["elapsed_s"]
+    def restore(self) -> dict[str, Any]:
+        state = super().restore()
         self.steps_before = state.get("steps_before", 0)
+        return state
+
+    def train_step(self) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.sampler is None:  # made after a resume restored the RNG it draws from
+            assert self.train_audio is not None
+            self.sampler = CropSampler(self.train_audio, self.tcfg.segment_samples, self.rng)
+        return level_loss(self.net, self.sampler.batch(self.tcfg.batch_size), self.tcfg, self.sample_rate)
+
+    def validate(self) -> float:
+        assert self.valid_crops is not None
+        return validate(self.net, self.valid_crops, self.tcfg, self.sample_rate)
 
 
 @torch.no_grad()
@@ -158,14 +172,6 @@ def validate(net: VQVAELevel, crops: torch.Tensor, cfg: TrainConfig, sample_rate
     ]
     net.train()
     return float(np.mean(losses))
-
-
-def new_level_state(model_cfg: VQVAEConfig, cfg: TrainConfig, level: int) -> LevelState:
-    torch.manual_seed(cfg.seed + level)
-    net = VQVAELevel(model_cfg.levels[level])
-    params = net.decoder.parameters() if cfg.freeze_codes else net.parameters()
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
-    return LevelState(level, net, opt, np.random.default_rng(cfg.seed + level))
 
 
 def _decoder(key: str) -> bool:
@@ -182,7 +188,7 @@ def seed_from_model(model_dir: Path, model_cfg: VQVAEConfig, cfg: TrainConfig, r
         raise TokgenError(f"{model_dir} has {len(base.levels)} levels, the run {len(model_cfg.levels)}")
     steps = read_config(model_dir).get("training_steps")
     for lv, base_net in enumerate(base.levels):
-        st = new_level_state(model_cfg, cfg, lv)
+        st = LevelSolver(model_cfg, cfg, lv, run_dir)
         own, theirs = st.net.state_dict(), base_net.state_dict()
         if any(k not in theirs or theirs[k].shape != v.shape for k, v in own.items() if not _decoder(k)):
             raise TokgenError(
@@ -193,7 +199,7 @@ def seed_from_model(model_dir: Path, model_cfg: VQVAEConfig, cfg: TrainConfig, r
             {k: theirs[k] if same_decoder or not _decoder(k) else v for k, v in own.items()}
         )
         st.steps_before = int(steps[lv]) if steps and lv < len(steps) else 0
-        st.save(run_dir)
+        st.save()
 
 
 def train(
@@ -233,63 +239,14 @@ def train(
         np.random.default_rng(cfg.seed + 1000),
     )
     valid_crops = valid_sampler.batch(cfg.valid_crops)
-
     if init_from is not None and not any(run_dir.glob("level*.pt")):
         seed_from_model(init_from, model_cfg, cfg, run_dir)
-    states = []
-    for lv in levels:
-        st = new_level_state(model_cfg, cfg, lv)
-        if st.path(run_dir).exists():
-            st.load(run_dir)
-        states.append(st)
-    samplers = {st.level: CropSampler(train_audio, cfg.segment_samples, st.rng) for st in states}
-
-    log = (run_dir / "train_log.jsonl").open("a")
-    start_step = min(st.step for st in states)
-    deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else math.inf
-    bar = tqdm(
-        total=cfg.steps,
-        initial=start_step,
-        desc=f"codec levels {levels}",
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
-    results: dict[int, dict[str, float]] = {}
-    try:
-        while any(st.step < cfg.steps for st in states) and time.monotonic() < deadline:
-            for st in states:
-                if st.step >= cfg.steps:
-                    continue
-                t0 = time.monotonic()
-                set_lr(st.opt, scheduled_lr(cfg.lr, st.step, cfg.warmup_steps, cfg.lr_decay_from, cfg.steps))
-                loss, stats = level_loss(st.net, samplers[st.level].batch(cfg.batch_size), cfg, sr)
-                st.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(st.net.parameters(), cfg.grad_clip)
-                st.opt.step()
-                st.step += 1
-                st.elapsed_s += time.monotonic() - t0
-                if st.step % cfg.log_every == 0:
-                    record = {
-                        "level": st.level,
-                        "step": st.step,
-                        "elapsed_s": round(st.elapsed_s, 1),
-                        **stats,
-                    }
-                    if st.step % cfg.checkpoint_every == 0:
-                        record["valid_loss"] = validate(st.net, valid_crops, cfg, sr)
-                        st.save(run_dir)
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                    bar.set_postfix({f"L{st.level}": f"{stats['loss']:.3f}"})
-            bar.update(1)
-    finally:
-        bar.close()
-        for st in states:
-            st.save(run_dir)
-            results[st.level] = {"step": st.step, "valid_loss": validate(st.net, valid_crops, cfg, sr)}
-        log.close()
-    return results
+    solvers = [LevelSolver(model_cfg, cfg, lv, run_dir, train_audio, valid_crops) for lv in levels]
+    results = run_together(solvers, f"codec levels {levels}")
+    return {
+        s.level: {"step": r["step"], "valid_loss": r["valid_loss"]}
+        for s, r in zip(solvers, results, strict=True)
+    }
 
 
 def export(run_dir: Path, out_dir: Path) -> MultiLevelVQVAE:
@@ -305,7 +262,7 @@ def export(run_dir: Path, out_dir: Path) -> MultiLevelVQVAE:
         path = run_dir / f"level{lv}.pt"
         if not path.is_file():
             raise TokgenError(f"level {lv} of {run_dir} has not been trained ({path.name} missing)")
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=True)
         load_state_checked(net, state["model"], path)
         steps.append(state.get("steps_before", 0) + state["step"])
     save_vqvae(model, out_dir, extra={"training_steps": steps})

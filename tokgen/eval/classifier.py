@@ -17,7 +17,6 @@ exact spectrum of a soundfont sample, decides.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -26,14 +25,13 @@ import torch
 from pydantic import BaseModel, Field
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm import tqdm
 
 from tokgen.assets import DEFAULT_CLASSIFIER_DIR
 from tokgen.codec.spectral import log_mel_from_magnitude, stft_magnitude
 from tokgen.data.render import load_manifest
 from tokgen.errors import CheckpointError, TokgenError
 from tokgen.eval.embeddings import Embedding
-from tokgen.training import scheduled_lr, set_lr
+from tokgen.training import LoopConfig, Solver
 
 DEFAULT_DIR = DEFAULT_CLASSIFIER_DIR
 
@@ -52,13 +50,15 @@ class ClassifierConfig(BaseModel):
         return round(self.window_seconds * self.sample_rate)
 
 
-class TrainClassifierConfig(BaseModel):
+class TrainClassifierConfig(LoopConfig):
     steps: int = Field(default=1500, ge=1)
     batch_size: int = Field(default=32, ge=2)
     lr: float = Field(default=2e-3, gt=0)
     warmup_steps: int = Field(default=100, ge=0)
-    seed: int = 0
-    valid_every: int = Field(default=250, ge=1)
+    # Validated (and the best step kept) this often; the LR decays from the warm-up's end.
+    checkpoint_every: int = Field(default=250, ge=1)
+    log_every: int = Field(default=250, ge=1)
+    grad_clip: float = 1e9  # no clipping: what the shipped classifier was trained with
 
 
 def normalised_log_mel(audio: torch.Tensor, cfg: ClassifierConfig) -> torch.Tensor:
@@ -208,35 +208,50 @@ def validate(net: TimbreNet, crops: torch.Tensor, labels: torch.Tensor, cfg: Cla
     }
 
 
-def train_classifier(data_dir: Path, out_dir: Path, cfg: TrainClassifierConfig) -> dict:
+class ClassifierSolver(Solver):
+    name = "timbre classifier"
+
+    def __init__(self, data_dir: Path, out_dir: Path, cfg: TrainClassifierConfig):
+        families = sorted(
+            {i["program_family"] for i in load_manifest(data_dir)["items"] if i["split"] == "train"}
+        )
+        self.model_cfg = ClassifierConfig(families=families)
+        rng = np.random.default_rng(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.train_crops = LabelledCrops(data_dir, "train", self.model_cfg, rng)
+        valid = LabelledCrops(data_dir, "valid", self.model_cfg, np.random.default_rng(cfg.seed + 1))
+        self.valid_x, self.valid_y = valid.batch(256)
+        net = TimbreNet(self.model_cfg)
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=0.01)
+        cfg = cfg.model_copy(update={"lr_decay_from": cfg.warmup_steps})
+        super().__init__(net, opt, cfg, out_dir, rng)
+        self.net, self.tcfg = net, cfg
+        self.scores: dict = {}
+        self.best_scores: dict = {}
+
+    def train_step(self) -> tuple[torch.Tensor, dict[str, float]]:
+        x, y = self.train_crops.batch(self.tcfg.batch_size)
+        features = normalised_log_mel(degrade(x, self.model_cfg.sample_rate, self.rng), self.model_cfg)
+        loss = nn.functional.cross_entropy(self.net(features), y)
+        return loss, {"loss": loss.item()}
+
+    def validate(self) -> float:
+        self.scores = validate(self.net, self.valid_x, self.valid_y, self.model_cfg)
+        return self.scores["valid_loss"]
+
+    def save_best(self, valid_loss: float) -> None:
+        self.best_scores = self.scores | {"step": self.step}
+        training = self.tcfg.model_dump() | self.best_scores
+        save_classifier(self.net, self.model_cfg, self.run_dir, {"training": training})
+
+
+def train_classifier(data_dir: Path, out_dir: Path, cfg: TrainClassifierConfig, resume: bool = False) -> dict:
     """Train on the train split, keep the step with the lowest loss on fixed validation
     windows (accuracy saturates), save it to ``out_dir``; returns the training summary."""
-    families = sorted(
-        {i["program_family"] for i in load_manifest(data_dir)["items"] if i["split"] == "train"}
-    )
-    model_cfg = ClassifierConfig(families=families)
-    rng = np.random.default_rng(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    train_crops = LabelledCrops(data_dir, "train", model_cfg, rng)
-    valid_x, valid_y = LabelledCrops(data_dir, "valid", model_cfg, np.random.default_rng(cfg.seed + 1)).batch(
-        256
-    )
-    net = TimbreNet(model_cfg)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=0.01)
-    best: dict = {"valid_loss": float("inf")}
+    if (Path(out_dir) / "state.pt").exists() and not resume:
+        raise TokgenError(f"{out_dir} already holds a run; pass --resume to continue it")
     started = time.monotonic()
-    for step in tqdm(range(1, cfg.steps + 1), desc="timbre classifier", file=sys.stderr, dynamic_ncols=True):
-        set_lr(opt, scheduled_lr(cfg.lr, step - 1, cfg.warmup_steps, cfg.warmup_steps, cfg.steps))
-        x, y = train_crops.batch(cfg.batch_size)
-        loss = nn.functional.cross_entropy(
-            net(normalised_log_mel(degrade(x, model_cfg.sample_rate, rng), model_cfg)), y
-        )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % cfg.valid_every == 0 or step == cfg.steps:
-            scores = validate(net, valid_x, valid_y, model_cfg)
-            if scores["valid_loss"] < best["valid_loss"]:
-                best = scores | {"step": step}
-                save_classifier(net, model_cfg, out_dir, {"training": cfg.model_dump() | best})
-    return best | {"minutes": round((time.monotonic() - started) / 60, 1), "families": families}
+    solver = ClassifierSolver(data_dir, out_dir, cfg)
+    solver.run()
+    minutes = round((time.monotonic() - started) / 60, 1)
+    return solver.best_scores | {"minutes": minutes, "families": solver.model_cfg.families}

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
-from tqdm import tqdm
+from pydantic import Field
 
 from tokgen.codec.base import Codec
 from tokgen.errors import TokgenError
@@ -26,20 +24,12 @@ from tokgen.prior.corpus import CodeCorpus, cached_split
 from tokgen.prior.examples import IGNORE, Example, level_example, random_start, window_starts
 from tokgen.prior.layout import PAD, TokenLayout
 from tokgen.prior.model import PRIOR_META, PriorConfig, build_prior, save_prior
-from tokgen.training import load_checkpoint, save_checkpoint, scheduled_lr, set_lr
+from tokgen.training import LoopConfig, Solver
 
 
-class PriorTrainConfig(BaseModel):
-    steps: int = Field(default=20000, ge=1)
-    max_minutes: float | None = Field(default=None, gt=0)
+class PriorTrainConfig(LoopConfig):
     batch_size: int = Field(default=16, ge=1)
     lr: float = Field(default=3e-4, gt=0)
-    warmup_steps: int = Field(default=200, ge=0)
-    lr_decay_from: int | None = Field(default=None, ge=0, description="step where linear LR decay starts")
-    grad_clip: float = 1.0
-    seed: int = 0
-    log_every: int = Field(default=50, ge=1)
-    checkpoint_every: int = Field(default=500, ge=1)
     valid_windows: int = Field(default=64, ge=1)
     bf16: bool = Field(default=True, description="bf16 autocast for the training forward (1.7x on AMX CPUs)")
 
@@ -89,17 +79,92 @@ def bits_per_token(model: torch.nn.Module, examples: list[Example], batch_size: 
     return nats / max(count, 1) / math.log(2)
 
 
-def keep_if_best(model, run_dir: Path, meta: dict, bits: float) -> None:
-    """Save ``model`` as the run's ``best/`` if it beats it on validation: small corpora
-    overfit, so the latest weights are not always the ones to export."""
-    if bits < best_bits(run_dir):
-        save_prior(model, run_dir / "best", meta | {"valid_bits_per_token": bits})
-
-
 def best_bits(run_dir: Path) -> float:
     """Validation bits/token of the run's best checkpoint so far (``best/``), inf if none."""
     path = run_dir / "best" / PRIOR_META
     return float(json.loads(path.read_text())["valid_bits_per_token"]) if path.is_file() else math.inf
+
+
+class PriorSolver(Solver):
+    """One level's prior on the training loop every tokgen model shares (``Solver``); a
+    run keeps ``model/`` (the latest weights) beside ``state.pt`` and ``best/``."""
+
+    valid_key = "valid_bits_per_token"
+
+    def __init__(
+        self,
+        codec: Codec,
+        data_dir: Path,
+        run_dir: Path,
+        level: int,
+        prior_cfg: PriorConfig,
+        cfg: PriorTrainConfig,
+    ):
+        self.layout = TokenLayout.for_levels(codec.levels)
+        self.level, self.prior_cfg, self.tcfg = level, prior_cfg, cfg
+        self.ratio = level_ratio(codec, level)
+        self.train_codes = cached_split(codec, data_dir, "train")
+        self.valid = validation_examples(
+            cached_split(codec, data_dir, "valid"),
+            self.layout,
+            level,
+            prior_cfg.n_ctx,
+            self.ratio,
+            cfg.valid_windows,
+        )
+        torch.manual_seed(cfg.seed + level)
+        model = build_prior(prior_cfg, self.layout, level, self.ratio)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.01)
+        super().__init__(model, opt, cfg, run_dir, np.random.default_rng(cfg.seed + level))
+        self.name = f"prior level {level}"
+        self.lengths = np.array([f[level].size for f in self.train_codes.files], dtype=np.float64)
+        self.weights = self.lengths / self.lengths.sum()
+        self.meta = {
+            "level": level,
+            "n_ctx": prior_cfg.n_ctx,
+            "ratio": self.ratio,
+            "codec": codec.name,
+            "codebook_sizes": list(self.layout.codebook_sizes),
+            "config": prior_cfg.model_dump(),
+        }
+
+    def train_step(self) -> tuple[torch.Tensor, dict[str, float]]:
+        files = self.rng.choice(len(self.train_codes.files), size=self.tcfg.batch_size, p=self.weights)
+        n_ctx = self.prior_cfg.n_ctx
+        batch = collate(
+            [
+                level_example(
+                    self.layout,
+                    self.level,
+                    self.train_codes.files[i],
+                    random_start(self.rng, int(self.lengths[i]), n_ctx, self.ratio),
+                    n_ctx,
+                    self.ratio,
+                )
+                for i in files
+            ]
+        )
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.tcfg.bf16):
+            loss = self.model(**batch).loss
+        return loss, {"train_bits_per_token": loss.item() / math.log(2)}
+
+    def validate(self) -> float:
+        return bits_per_token(self.model, self.valid, self.tcfg.batch_size)
+
+    def restore(self) -> dict[str, Any]:
+        state = super().restore()
+        self.best = min(self.best, best_bits(self.run_dir))  # runs saved before the Solver
+        return state
+
+    def save(self) -> None:
+        super().save()
+        save_prior(self.model, self.run_dir / "model", self.meta | {"steps": self.step})
+
+    def save_best(self, valid_loss: float) -> None:
+        """Small corpora overfit, so the latest weights are not always the ones to export."""
+        save_prior(
+            self.model, self.run_dir / "best", self.meta | {"steps": self.step, self.valid_key: valid_loss}
+        )
 
 
 def train_prior(
@@ -114,84 +179,7 @@ def train_prior(
     if not 0 <= level < len(codec.levels):
         raise TokgenError(f"--level must be in 0..{len(codec.levels) - 1}, got {level}")
     run_dir = Path(run_dir)
-    state_path = run_dir / "state.pt"
-    if state_path.exists() and not resume:
+    if (run_dir / "state.pt").exists() and not resume:
         raise TokgenError(f"{run_dir} already holds a run; pass --resume to continue it")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    layout = TokenLayout.for_levels(codec.levels)
-    ratio = level_ratio(codec, level)
-    train_codes = cached_split(codec, data_dir, "train")
-    valid = validation_examples(
-        cached_split(codec, data_dir, "valid"),
-        layout,
-        level,
-        prior_cfg.n_ctx,
-        ratio,
-        cfg.valid_windows,
-    )
-
-    torch.manual_seed(cfg.seed + level)
-    model = build_prior(prior_cfg, layout, level, ratio)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.01)
-    rng = np.random.default_rng(cfg.seed + level)
-    step = load_checkpoint(state_path, model, opt, rng)["step"] if resume and state_path.exists() else 0
-    lengths = np.array([f[level].size for f in train_codes.files], dtype=np.float64)
-    weights = lengths / lengths.sum()
-    meta = {
-        "level": level,
-        "n_ctx": prior_cfg.n_ctx,
-        "ratio": ratio,
-        "codec": codec.name,
-        "codebook_sizes": list(layout.codebook_sizes),
-        "config": prior_cfg.model_dump(),
-    }
-
-    deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else math.inf
-    log = (run_dir / "train_log.jsonl").open("a")
-    bar = tqdm(
-        total=cfg.steps, initial=step, desc=f"prior level {level}", file=sys.stderr, dynamic_ncols=True
-    )
-    model.train()
-    try:
-        while step < cfg.steps and time.monotonic() < deadline:
-            files = rng.choice(len(train_codes.files), size=cfg.batch_size, p=weights)
-            batch = collate(
-                [
-                    level_example(
-                        layout,
-                        level,
-                        train_codes.files[i],
-                        random_start(rng, int(lengths[i]), prior_cfg.n_ctx, ratio),
-                        prior_cfg.n_ctx,
-                        ratio,
-                    )
-                    for i in files
-                ]
-            )
-            set_lr(opt, scheduled_lr(cfg.lr, step, cfg.warmup_steps, cfg.lr_decay_from, cfg.steps))
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss = model(**batch).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            step += 1
-            bar.update(1)
-            if step % cfg.log_every == 0:
-                record = {"step": step, "train_bits_per_token": loss.item() / math.log(2)}
-                if step % cfg.checkpoint_every == 0:
-                    bits = bits_per_token(model, valid, cfg.batch_size)
-                    record["valid_bits_per_token"] = bits
-                    save_checkpoint(state_path, model, opt, step, rng)
-                    save_prior(model, run_dir / "model", meta | {"steps": step})
-                    keep_if_best(model, run_dir, meta | {"steps": step}, bits)
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-    finally:
-        bar.close()
-        log.close()
-        save_checkpoint(state_path, model, opt, step, rng)
-        save_prior(model, run_dir / "model", meta | {"steps": step})
-    bits = bits_per_token(model, valid, cfg.batch_size)
-    keep_if_best(model, run_dir, meta | {"steps": step}, bits)  # a run stopped between checkpoints
-    return {"step": step, "valid_bits_per_token": bits}
+    result = PriorSolver(codec, data_dir, run_dir, level, prior_cfg, cfg).run()
+    return {"step": result["step"], "valid_bits_per_token": result["valid_bits_per_token"]}
