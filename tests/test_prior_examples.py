@@ -58,3 +58,11 @@ def test_corpus_trims_to_top_frames_and_roundtrips(tmp_path, tiny_model_dir, ton
     corpus.save(tmp_path / "c.npz")
     back = CodeCorpus.load(tmp_path / "c.npz")
     assert [[c.tolist() for c in f] for f in back.files] == [[c.tolist() for c in f] for f in corpus.files]
+
+
+def test_a_reference_is_given_never_predicted():
+    reference = np.array([7, 6, 5])
+    ex = level_example(LAYOUT, 1, CODES, start=8, length=8, ratio=4, reference=reference)
+    assert LAYOUT.to_codes(ex.tokens[1:4], 1).tolist() == [7, 6, 5] and ex.tokens[4] == SEP
+    assert LAYOUT.to_codes(ex.tokens[5:7], 0).tolist() == [2, 3] and ex.tokens[7] == SEP
+    assert (ex.labels[:8] == IGNORE).all() and (ex.labels[8:] != IGNORE).all()

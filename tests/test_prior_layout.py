@@ -40,3 +40,16 @@ def test_prompts():
 def test_multi_codebook_levels_are_refused():
     with pytest.raises(TokgenError, match="one codebook"):
         TokenLayout.for_levels([LevelSpec(320, 1024, n_codebooks=2)])
+
+
+def test_an_upsampler_prompt_may_start_with_reference_codes_of_its_own_level():
+    prompt = LAYOUT.upsampler_prompt(
+        2, upper=np.array([0, 1]), context=np.array([3]), reference=np.array([1, 2])
+    )
+    assert prompt == [BOS, 28, 29, SEP, 19, 20, SEP, 30]
+    assert LAYOUT.upsampler_prompt(2, np.array([0]), np.array([3]), reference=np.zeros(0, int)) == [
+        BOS,
+        19,
+        SEP,
+        30,
+    ]

@@ -93,3 +93,30 @@ def test_window_seeds_differ_and_repeat():
     seeds = {window_seed(1, lv, s, w) for lv in range(3) for s in range(4) for w in range(50)}
     assert len(seeds) == 600 and window_seed(1, 2, 0, 3) == window_seed(1, 2, 0, 3)
     assert all(0 <= s < 2**63 for s in seeds)
+
+
+def test_an_upsampler_trained_with_a_reference_samples_with_the_primes_codes(loop_thread, tmp_path):
+    """A prior whose windows start with the prime's own-level codes: its positions cover the
+    longer prompt (a prompt beyond them would fail in the engine), and sampling runs."""
+    import torch
+
+    from tokgen.prior.model import PriorConfig
+
+    torch.manual_seed(2)
+    cfg = PriorConfig(n_ctx=16, hidden_size=64, num_layers=1, num_heads=2, reference_tokens=6)
+    model = build_prior(cfg, LAYOUT, 1, 2)
+    assert model.config.max_position_embeddings == 1 + 6 + 1 + 8 + 1 + 16
+    save_prior(model, tmp_path, {"level": 1})
+    tiny_top = build_prior(preset_config("tiny", 0), LAYOUT, 0, 1)
+    save_prior(tiny_top, tmp_path / "top", {"level": 0})
+    priors = [
+        LevelPrior(HFEngine(tmp_path / "top"), n_ctx=16),
+        LevelPrior(HFEngine(tmp_path), n_ctx=16, reference_tokens=6),
+    ]
+    try:
+        known = [np.arange(5) % 32, np.arange(10) % 32]
+        codes = run(loop_thread, priors, known, 20)
+        assert [c.size for c in codes] == [20, 40] and codes[1][:10].tolist() == known[1].tolist()
+    finally:
+        for p in priors:
+            loop_thread.run(p.engine.close())

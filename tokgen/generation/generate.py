@@ -88,7 +88,7 @@ def load_priors(
             lv.codebook_size for lv in codec.levels
         ]:
             raise TokgenError(f"prior {d} was not trained for level {level} of codec {codec.name!r}")
-        dirs.append((d, int(meta["n_ctx"])))
+        dirs.append((d, int(meta["n_ctx"]), int(meta.get("config", {}).get("reference_tokens", 0))))
     cls = engine_class(backend)
     with ThreadPoolExecutor(len(dirs) if cls.thread_safe_start else 1) as pool:
         engines = list(
@@ -102,9 +102,11 @@ def load_priors(
     # only codes from the lead window above it (one frame more would wait for a full window).
     top_hop = codec.levels[0].hop
     lead_top = math.ceil(lead_seconds * codec.sample_rate / top_hop) if lead_seconds else None
-    for level, (engine, (_, n_ctx), segment) in enumerate(zip(engines, dirs, segments, strict=True)):
+    for level, (engine, (_, n_ctx, reference), segment) in enumerate(
+        zip(engines, dirs, segments, strict=True)
+    ):
         lead = lead_top * top_hop // codec.levels[level].hop if lead_top else None
-        priors.append(LevelPrior(engine, n_ctx, hop_fraction, segment, lead))
+        priors.append(LevelPrior(engine, n_ctx, hop_fraction, segment, lead, reference))
     return priors
 
 

@@ -39,6 +39,7 @@ class LevelPrior:
     hop_fraction: float = 0.5  # share of a window that is new tokens (the rest is context)
     segment_frames: int | None = None  # new frames per parallel segment (None: one segment)
     lead_frames: int | None = None  # new frames of the very first window (None: a full one)
+    reference_tokens: int = 0  # own-level prime codes in front of every upsampler window
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class CodeBoard:
         for level, k in enumerate(known):
             self.codes[level][: k.size] = k
         self.known_frames = [k.size for k in known]  # frames known per level
+        self.initial_frames = list(self.known_frames)  # the prime's (what the request brought)
         # Per level, the waits for frames of it: (start, stop, future). A write resolves
         # only the waits it completes: a long request has hundreds of segment tasks, and
         # waking all of them on every code (one shared condition) cost ~5 ms per write.
@@ -164,6 +166,9 @@ async def sample_segment(
     """Sample one segment of ``level`` window by window, writing codes to ``board``.
     When the engine is full, its windows start in the order ``clock`` gives them."""
     ratio = hops[level - 1] // hops[level] if level else 1
+    reference = None
+    if level and prior.reference_tokens:  # the prime's codes of this level, the same in every window
+        reference = board.codes[level][: board.initial_frames[level]][-prior.reference_tokens :]
     for i, w in enumerate(plan.windows):
         context = board.codes[level][w.start : w.start + w.context]
         if level == 0:
@@ -171,7 +176,7 @@ async def sample_segment(
         else:
             lo, hi = upper_span(w, ratio, board.codes[level - 1].size)
             await board.wait_known(level - 1, lo, hi)
-            prompt = layout.upsampler_prompt(level, board.codes[level - 1][lo:hi], context)
+            prompt = layout.upsampler_prompt(level, board.codes[level - 1][lo:hi], context, reference)
         pos = w.start + w.context
         lead = (segment, i) == (0, 0)
         params = SamplingParams(

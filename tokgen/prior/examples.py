@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tokgen.prior.layout import BOS, SEP, TokenLayout
+from tokgen.prior.layout import BOS, TokenLayout
 
 IGNORE = -100  # label value transformers' loss skips
 
@@ -25,9 +25,16 @@ class Example:
 
 
 def level_example(
-    layout: TokenLayout, level: int, codes: list[np.ndarray], start: int, length: int, ratio: int
+    layout: TokenLayout,
+    level: int,
+    codes: list[np.ndarray],
+    start: int,
+    length: int,
+    ratio: int,
+    reference: np.ndarray | None = None,
 ) -> Example:
-    """The example whose own-level window is ``codes[level][start : start + length]``."""
+    """The example whose own-level window is ``codes[level][start : start + length]``;
+    an upsampler's may start with ``reference`` codes of its own level (see ``layout``)."""
     own = codes[level][start : start + length]
     own_tokens = layout.to_tokens(own, level)
     if level == 0:
@@ -35,7 +42,7 @@ def level_example(
         labels = np.concatenate([[IGNORE], own_tokens])
     else:
         upper = codes[level - 1][start // ratio : -(-(start + own.size) // ratio)]
-        prefix = np.concatenate([[BOS], layout.to_tokens(upper, level - 1), [SEP]])
+        prefix = np.asarray(layout.upsampler_prefix(level, upper, reference), dtype=np.int64)
         tokens = np.concatenate([prefix, own_tokens])
         labels = np.concatenate([np.full(prefix.size, IGNORE), own_tokens])
     return Example(tokens.astype(np.int64), labels.astype(np.int64))
@@ -52,3 +59,10 @@ def random_start(rng: np.random.Generator, n_frames: int, length: int, ratio: in
     """A random window start that is a multiple of ``ratio`` (0 if the file is short)."""
     last = max(0, n_frames - length)
     return int(rng.integers(0, last // ratio + 1)) * ratio
+
+
+def random_reference(rng: np.random.Generator, codes: np.ndarray, length: int) -> np.ndarray:
+    """``length`` consecutive codes from a random place of the same file: in training, what
+    the prime's codes are in generation (the same piece and instrument, other notes)."""
+    start = int(rng.integers(0, max(0, codes.size - length) + 1))
+    return codes[start : start + length]

@@ -14,6 +14,10 @@ Sequences:
 - upsampler for level l (l >= 1): ``BOS, level l-1 codes of the window's time span, SEP,
   level l codes ...`` (the conditioning prefix is the upper level's codes aligned with the
   window, as in Jukebox's upsamplers, given as prefix tokens instead of a conditioner net).
+  An upsampler trained with a reference (``PriorConfig.reference_tokens``) also gets
+  ``BOS, level l codes of the prime, SEP`` in front of that (VALL-E's prompt: the texture
+  and instrument to keep, the same in every window of a request, so vLLM's prefix cache
+  computes it once).
 """
 
 from __future__ import annotations
@@ -76,13 +80,25 @@ class TokenLayout:
         """Prompt of the top prior: BOS and the level-0 context codes."""
         return [BOS, *self.to_tokens(context, 0).tolist()]
 
-    def upsampler_prompt(self, level: int, upper: np.ndarray, context: np.ndarray) -> list[int]:
-        """Prompt of level ``level``'s upsampler: BOS, the aligned codes of the level above,
-        SEP, then the level's own context codes."""
+    def upsampler_prompt(
+        self, level: int, upper: np.ndarray, context: np.ndarray, reference: np.ndarray | None = None
+    ) -> list[int]:
+        """Prompt of level ``level``'s upsampler: BOS, [the reference codes of its own
+        level, SEP,] the aligned codes of the level above, SEP, then its own context codes."""
         if level < 1:
             raise TokgenError("upsamplers exist for levels 1 and below; level 0 uses top_prompt")
-        upper_tokens = self.to_tokens(upper, level - 1).tolist()
-        return [BOS, *upper_tokens, SEP, *self.to_tokens(context, level).tolist()]
+        return self.upsampler_prefix(level, upper, reference) + self.to_tokens(context, level).tolist()
+
+    def upsampler_prefix(
+        self, level: int, upper: np.ndarray, reference: np.ndarray | None = None
+    ) -> list[int]:
+        """The conditioning part of an upsampler's sequence (given, never predicted)."""
+        ref = (
+            [*self.to_tokens(reference, level).tolist(), SEP]
+            if reference is not None and reference.size
+            else []
+        )
+        return [BOS, *ref, *self.to_tokens(upper, level - 1).tolist(), SEP]
 
     def _check_level(self, level: int) -> None:
         if not 0 <= level < len(self.codebook_sizes):

@@ -24,6 +24,10 @@ class PriorConfig(BaseModel):
     hidden_size: int = Field(default=256, ge=32)
     num_layers: int = Field(default=4, ge=1)
     num_heads: int = Field(default=4, ge=1)
+    reference_tokens: int = Field(
+        default=0, ge=0, description="own-level codes of the prime in front of every upsampler window"
+    )
+    reference_dropout: float = Field(default=0.2, ge=0, le=1, description="examples trained without one")
 
     @model_validator(mode="after")
     def _head_dim(self) -> PriorConfig:
@@ -39,7 +43,7 @@ class PriorConfig(BaseModel):
 PRESETS: dict[str, tuple[PriorConfig, PriorConfig]] = {
     "default": (
         PriorConfig(n_ctx=256, hidden_size=256, num_layers=4, num_heads=4),
-        PriorConfig(n_ctx=512, hidden_size=128, num_layers=4, num_heads=2),
+        PriorConfig(n_ctx=512, hidden_size=128, num_layers=4, num_heads=2, reference_tokens=64),
     ),
     "tiny": (PriorConfig(n_ctx=16, hidden_size=64, num_layers=1, num_heads=2),) * 2,
 }
@@ -53,10 +57,12 @@ def preset_config(name: str, level: int) -> PriorConfig:
     return top if level == 0 else upsampler
 
 
-def sequence_length(level: int, n_ctx: int, ratio: int) -> int:
-    """Tokens of a full window: BOS + window for the top prior; BOS + aligned upper codes +
-    SEP + window for an upsampler."""
-    return 1 + n_ctx if level == 0 else 2 + math.ceil(n_ctx / ratio) + n_ctx
+def sequence_length(level: int, n_ctx: int, ratio: int, reference_tokens: int = 0) -> int:
+    """Tokens of a full window: BOS + window for the top prior; BOS + [reference + SEP] +
+    aligned upper codes + SEP + window for an upsampler."""
+    if level == 0:
+        return 1 + n_ctx
+    return 2 + (reference_tokens + 1 if reference_tokens else 0) + math.ceil(n_ctx / ratio) + n_ctx
 
 
 def build_prior(cfg: PriorConfig, layout: TokenLayout, level: int, ratio: int):  # -> LlamaForCausalLM
@@ -69,7 +75,7 @@ def build_prior(cfg: PriorConfig, layout: TokenLayout, level: int, ratio: int): 
         num_hidden_layers=cfg.num_layers,
         num_attention_heads=cfg.num_heads,
         num_key_value_heads=cfg.num_heads,
-        max_position_embeddings=sequence_length(level, cfg.n_ctx, ratio),
+        max_position_embeddings=sequence_length(level, cfg.n_ctx, ratio, cfg.reference_tokens),
         bos_token_id=BOS,
         pad_token_id=PAD,
         eos_token_id=None,

@@ -21,17 +21,37 @@ from pydantic import Field
 from tokgen.codec.base import Codec
 from tokgen.errors import TokgenError
 from tokgen.prior.corpus import CodeCorpus, cached_split
-from tokgen.prior.examples import IGNORE, Example, level_example, random_start, window_starts
+from tokgen.prior.examples import (
+    IGNORE,
+    Example,
+    level_example,
+    random_reference,
+    random_start,
+    window_starts,
+)
 from tokgen.prior.layout import PAD, TokenLayout
 from tokgen.prior.model import PRIOR_META, PriorConfig, build_prior, save_prior
 from tokgen.training import LoopConfig, Solver
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX or AVX-512 BF16; Linux flags)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 class PriorTrainConfig(LoopConfig):
     batch_size: int = Field(default=16, ge=1)
     lr: float = Field(default=3e-4, gt=0)
     valid_windows: int = Field(default=64, ge=1)
-    bf16: bool = Field(default=True, description="bf16 autocast for the training forward (1.7x on AMX CPUs)")
+    bf16: bool = Field(
+        default_factory=lambda: cpu_has_bf16(),
+        description="bf16 autocast for the training forward: 1.7x faster on an AMX CPU, 2.8x "
+        "slower on an AVX2-only one (shared/NOTES.md), so on by default only where the CPU has it",
+    )
 
 
 def level_ratio(codec: Codec, level: int) -> int:
@@ -51,10 +71,19 @@ def collate(examples: list[Example]) -> dict[str, torch.Tensor]:
 
 
 def validation_examples(
-    corpus: CodeCorpus, layout: TokenLayout, level: int, n_ctx: int, ratio: int, limit: int
+    corpus: CodeCorpus,
+    layout: TokenLayout,
+    level: int,
+    n_ctx: int,
+    ratio: int,
+    limit: int,
+    reference_tokens: int = 0,
 ) -> list[Example]:
+    """A fixed tiling of the valid split; an upsampler's reference is its file's last codes."""
     examples = [
-        level_example(layout, level, f, s, n_ctx, ratio)
+        level_example(
+            layout, level, f, s, n_ctx, ratio, f[level][-reference_tokens:] if reference_tokens else None
+        )
         for f in corpus.files
         for s in window_starts(f[level].size, n_ctx, ratio)
     ]
@@ -111,6 +140,7 @@ class PriorSolver(Solver):
             prior_cfg.n_ctx,
             self.ratio,
             cfg.valid_windows,
+            prior_cfg.reference_tokens if level else 0,
         )
         torch.manual_seed(cfg.seed + level)
         model = build_prior(prior_cfg, self.layout, level, self.ratio)
@@ -130,23 +160,18 @@ class PriorSolver(Solver):
 
     def train_step(self) -> tuple[torch.Tensor, dict[str, float]]:
         files = self.rng.choice(len(self.train_codes.files), size=self.tcfg.batch_size, p=self.weights)
-        n_ctx = self.prior_cfg.n_ctx
-        batch = collate(
-            [
-                level_example(
-                    self.layout,
-                    self.level,
-                    self.train_codes.files[i],
-                    random_start(self.rng, int(self.lengths[i]), n_ctx, self.ratio),
-                    n_ctx,
-                    self.ratio,
-                )
-                for i in files
-            ]
-        )
+        batch = collate([self._example(self.train_codes.files[i], int(self.lengths[i])) for i in files])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.tcfg.bf16):
             loss = self.model(**batch).loss
         return loss, {"train_bits_per_token": loss.item() / math.log(2)}
+
+    def _example(self, codes: list[np.ndarray], length: int) -> Example:
+        n_ctx, cfg = self.prior_cfg.n_ctx, self.prior_cfg
+        start = random_start(self.rng, length, n_ctx, self.ratio)
+        reference = None
+        if self.level and cfg.reference_tokens and self.rng.random() >= cfg.reference_dropout:
+            reference = random_reference(self.rng, codes[self.level], cfg.reference_tokens)
+        return level_example(self.layout, self.level, codes, start, n_ctx, self.ratio, reference)
 
     def validate(self) -> float:
         return bits_per_token(self.model, self.valid, self.tcfg.batch_size)
