@@ -51,36 +51,33 @@ def save_vqvae(model: torch.nn.Module, model_dir: Path, extra: dict | None = Non
     save_file(tensors, str(model_dir / WEIGHTS))
 
 
-def load_vqvae(model_dir: Path) -> MultiLevelVQVAE:
-    model_dir = Path(model_dir)
-    cfg = parse_vqvae_config(read_config(model_dir), model_dir / CONFIG)
-    weights = model_dir / WEIGHTS
+def load_weights(model: torch.nn.Module, model_dir: Path) -> torch.nn.Module:
+    """``model`` with the weights of ``model_dir`` (checked against it), in eval mode."""
+    weights = Path(model_dir) / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"{weights} is missing")
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"cannot read {weights}: {exc}") from exc
-    model = MultiLevelVQVAE(cfg)
     load_state_checked(model, state, weights)
     return model.eval()
+
+
+def load_vqvae(model_dir: Path) -> MultiLevelVQVAE:
+    cfg = parse_vqvae_config(read_config(model_dir), Path(model_dir) / CONFIG)
+    model = MultiLevelVQVAE(cfg)
+    load_weights(model, model_dir)
+    return model
 
 
 def load_msvq(model_dir: Path) -> MultiScaleVQ:
     """A multi-scale residual VQ codec model directory (``"kind": "msvq"``)."""
-    model_dir = Path(model_dir)
     raw = read_config(model_dir)
     try:
         cfg = MSVQConfig.model_validate({k: v for k, v in raw.items() if k in MSVQConfig.model_fields})
     except ValidationError as exc:
-        raise CheckpointError(f"invalid codec config {model_dir / CONFIG}: {exc}") from exc
-    weights = model_dir / WEIGHTS
-    if not weights.is_file():
-        raise CheckpointError(f"{weights} is missing")
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"cannot read {weights}: {exc}") from exc
+        raise CheckpointError(f"invalid codec config {Path(model_dir) / CONFIG}: {exc}") from exc
     model = MultiScaleVQ(cfg)
-    load_state_checked(model, state, weights)
-    return model.eval()
+    load_weights(model, model_dir)
+    return model
