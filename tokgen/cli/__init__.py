@@ -1,0 +1,29 @@
+"""The ``tokgen`` command line.
+
+Subcommands are thin: they parse arguments, call one function of the package and print
+the result (JSON on stdout where asked; progress and logs on stderr). A ``TokgenError``
+becomes one line on stderr and exit status 2.
+
+One module per command group, each with its ``cmd_*`` functions and a ``register`` that
+adds its subcommands: ``data``, ``codec`` (encode, decode, codec), ``prior``,
+``generate``, ``eval``, ``serve`` (serve, worker, health), ``client`` (client, jobs) and
+``bench``; ``common`` holds what they share.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from tokgen.cli import bench, client, codec, common, data, eval, generate, prior, serve
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tokgen", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in (data, codec, prior, generate, eval, serve, client, bench):
+        group.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return common.run(build_parser().parse_args(argv))

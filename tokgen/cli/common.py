@@ -1,0 +1,143 @@
+"""What several command groups share: running a command (errors and exit statuses),
+SIGTERM as KeyboardInterrupt, presets, the training-loop, sampling, segment and backend
+arguments, and the held-out corpus that evaluations default to."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias, get_args
+
+from tokgen.engine.factory import Backend
+from tokgen.errors import TokgenError
+
+if TYPE_CHECKING:
+    # What ``add_subparsers`` returns: each command group's ``register`` adds to it.
+    Subcommands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+
+# The engine backends a --backend flag accepts.
+BACKENDS: tuple[str, ...] = get_args(Backend)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the parsed command: a ``TokgenError`` becomes one line on stderr and exit
+    status 2, an interrupt (Ctrl-C or SIGTERM) status 130."""
+    try:
+        args.func(args)
+    except TokgenError as exc:
+        print(f"tokgen: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tokgen: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def interrupt_on_sigterm() -> None:
+    """Turn SIGTERM into KeyboardInterrupt, so long jobs checkpoint before they exit."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def preset(presets: dict, name: str):
+    if name not in presets:
+        raise TokgenError(f"unknown preset {name!r}; choose one of {', '.join(presets)}")
+    return presets[name]
+
+
+def loop_options(args: argparse.Namespace) -> dict:
+    """The training-loop settings both `train` commands take (see ``add_loop_arguments``)."""
+    keys = ("steps", "max_minutes", "batch_size", "seed", "checkpoint_every", "lr_decay_from")
+    return {k: getattr(args, k) for k in keys}
+
+
+def add_loop_arguments(p: argparse.ArgumentParser, batch_size: int) -> None:
+    p.add_argument("--preset", default="default")
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this long")
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument(
+        "--lr-decay-from", type=int, default=None, help="decay the LR linearly from this step to --steps"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue the run in --run")
+
+
+def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def add_mode_argument(p: argparse.ArgumentParser) -> None:
+    from tokgen.generation.generate import Mode
+
+    p.add_argument("--mode", default="primed", choices=get_args(Mode))
+
+
+def add_backend_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKENDS,
+        help="token generation engine (default auto: the TOKGEN_ENGINE_BACKEND setting, whose "
+        "default auto means vllm where installed, else hf)",
+    )
+
+
+def default_address() -> str:
+    """``host:port`` of a ``tokgen serve`` run with the default settings."""
+    from tokgen.settings import Settings, host_port
+
+    fields = Settings.model_fields
+    return host_port(fields["host"].default, fields["port"].default)
+
+
+def seconds_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds like 2 or 2,0.5, got {text!r}") from None
+
+
+def add_segment_argument(p: argparse.ArgumentParser) -> None:
+    from tokgen.generation.generate import DEFAULT_BOTTOM_SEGMENT_SECONDS, DEFAULT_SEGMENT_SECONDS
+
+    p.add_argument(
+        "--segment-seconds",
+        type=seconds_list,
+        default=None,
+        help="length of the upsampler segments sampled in parallel: one value, or one per upsampler "
+        f"(default {DEFAULT_BOTTOM_SEGMENT_SECONDS:g} s for the bottom level, {DEFAULT_SEGMENT_SECONDS:g} s "
+        "for the others; 0: one segment, no seams, slower)",
+    )
+
+
+def held_out_corpus(sample_rate: int, hours: float = 6.0, max_seconds: float = 120.0) -> Path:
+    """The test split of the default corpus (seed 0) planned for ``hours`` in all, each
+    render cut at ``max_seconds``, rendered once into the cache (a folder named after
+    those options). Test pieces are chosen by a hash of the piece id, so they are never in
+    any training split."""
+    from tokgen.data.render import MANIFEST, RenderOptions, render_dataset
+    from tokgen.settings import get_settings
+
+    name = (
+        "heldout-test"
+        if (hours, max_seconds) == (6.0, 120.0)
+        else f"heldout-test-h{hours:g}-s{max_seconds:g}"
+    )
+    out = get_settings().cache_dir / f"{name}-{sample_rate}"
+    if not (out / MANIFEST).is_file():
+        print(f"rendering held-out test audio into {out} ...", file=sys.stderr)
+        options = RenderOptions(
+            hours=hours, seed=0, sample_rate=sample_rate, max_seconds=max_seconds, only_split="test"
+        )
+        render_dataset(out, options)
+    return out

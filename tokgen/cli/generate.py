@@ -1,0 +1,114 @@
+"""``tokgen generate``: continue a prime (or saved codes) into an audio file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING
+
+from tokgen.cli.common import (
+    add_backend_argument,
+    add_mode_argument,
+    add_sampling_arguments,
+    add_segment_argument,
+)
+from tokgen.errors import TokgenError
+
+if TYPE_CHECKING:
+    from tokgen.cli.common import Subcommands
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    import asyncio
+    import time
+
+    from tqdm import tqdm
+
+    from tokgen.audio import load_audio, save_audio
+    from tokgen.codec import load_codec
+    from tokgen.codec.codes import load_codes, save_codes
+    from tokgen.generation.generate import MAX_PRIME_SECONDS, check_settings, context_kept, prepare
+    from tokgen.generation.generator import Generator
+    from tokgen.generation.sampler import CodeBoard, SamplingSettings, level_frames
+
+    # Everything is checked before the engines start (they take a while).
+    codec = load_codec(args.codec)
+    settings = SamplingSettings(args.temperature, args.top_k, args.top_p, args.seed)
+    check_settings(codec, settings)
+    prime = codes = None
+    if args.mode == "primed":
+        if not args.prime:
+            raise TokgenError("--prime is required in mode primed (or choose --mode ancestral)")
+        prime = load_audio(args.prime, codec.sample_rate, max_seconds=MAX_PRIME_SECONDS)
+    elif args.mode in ("continue", "upsample"):
+        if not args.codes:
+            raise TokgenError(f"--codes is required in mode {args.mode}")
+        saved = load_codes(args.codes)
+        saved.check_matches(codec)
+        codes = saved.codes
+    job = prepare(codec, args.mode, args.seconds, prime, codes)
+    generator = Generator.load(codec, args.priors, args.backend, args.hop_fraction, args.segment_seconds)
+    kept = context_kept(codec, generator.priors, job)
+    known_seconds = job.known[0].size * codec.levels[0].hop / codec.sample_rate
+    if known_seconds > kept[0] > 0:
+        print(
+            f"tokgen: note: the top prior's context holds the last {kept[0]:g} s of the "
+            f"{known_seconds:g} s prime; earlier audio does not shape the continuation",
+            file=sys.stderr,
+        )
+    totals = level_frames(job.top_frames, [lv.hop for lv in codec.levels])
+    bars = [
+        tqdm(total=t, initial=k.size, desc=f"level {lv}", unit="tok", file=sys.stderr, position=lv)
+        for lv, (t, k) in enumerate(zip(totals, job.known, strict=True))
+    ]
+
+    def show(board: CodeBoard, level: int) -> None:
+        bars[level].update(board.known_frames[level] - bars[level].n)
+
+    async def run():
+        async with generator:
+            started = time.monotonic()
+            return await generator.render(job, settings, on_change=show), time.monotonic() - started
+
+    try:
+        result, elapsed = asyncio.run(run())
+    finally:
+        for bar in bars:
+            bar.close()
+    audio = result.audio if args.include_prime else result.audio[result.prime_samples :]
+    save_audio(args.out, audio, codec.sample_rate)
+    if args.save_codes:
+        save_codes(args.save_codes, result.codes, codec, result.audio.size)
+    print(
+        json.dumps(
+            {
+                "output": str(args.out),
+                "mode": args.mode,
+                "backend": generator.backend,
+                "seconds": round(audio.size / codec.sample_rate, 3),
+                "prime_seconds": round(result.prime_samples / codec.sample_rate, 3),
+                "prime_seconds_in_context": kept,
+                "levels": [{"level": i, "frames": int(c.size)} for i, c in enumerate(result.codes)],
+                "generate_s": round(elapsed, 2),  # sampling and decoding (engine start-up excluded)
+            }
+        )
+    )
+
+
+def register(sub: Subcommands) -> None:
+    p = sub.add_parser("generate", help="continue a prime (or saved codes) with the priors")
+    p.add_argument("--prime", help="prime audio (WAV, FLAC or OGG)")
+    p.add_argument("--codes", help="saved codes (.npz) for modes continue and upsample")
+    p.add_argument("--seconds", type=float, required=True, help="seconds of continuation to generate")
+    p.add_argument("--out", required=True, help="audio file to write")
+    p.add_argument("--save-codes", help="also save every level's codes (.npz), prime included")
+    add_mode_argument(p)
+    p.add_argument("--include-prime", action="store_true", help="write the prime before the continuation")
+    p.add_argument("--priors", default=None, help="prior set directory: level0/, level1/, ...")
+    p.add_argument("--codec", default=None, help="codec model directory (default: shipped codec)")
+    add_backend_argument(p)
+    add_sampling_arguments(p)
+    p.add_argument("--hop-fraction", type=float, default=0.5, help="share of each window that is new")
+    add_segment_argument(p)
+    p.set_defaults(func=cmd_generate)
