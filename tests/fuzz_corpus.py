@@ -7,8 +7,10 @@ name the codec), so the corpus itself is importable at collection time (the ids)
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -71,6 +73,34 @@ def flac_of_unknown_length(seconds: float = 2.0) -> bytes:
     return bytes(data)
 
 
+def with_total_frames(flac: bytes, frames: int) -> bytes:
+    """``flac`` with STREAMINFO's total samples (36 bits) set to ``frames``: a header that
+    claims a length its data does not have."""
+    data = bytearray(flac)
+    packed = int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1)
+    data[18:26] = (packed | frames).to_bytes(8, "big")
+    return bytes(data)
+
+
+def constant_flac(rate: int, channels: int, seconds: float, value: float = 0.25) -> bytes:
+    """A real FLAC of a constant (non-silent) signal, written a block at a time: FLAC's
+    constant subframes make it a few bytes per block, however many frames it decodes to
+    (issue 17's bomb: 15 s at 655,350 Hz x 8 channels is 82 KiB, 300 MiB decoded)."""
+    block = np.full((1 << 16, channels), value, np.float32)
+    buf = io.BytesIO()
+    with sf.SoundFile(buf, "w", rate, channels, subtype="PCM_16", format="FLAC") as f:
+        left = round(rate * seconds)
+        while left:
+            f.write(block[: min(left, len(block))])
+            left -= min(left, len(block))
+    return buf.getvalue()
+
+
+def flac_claiming(rate: int, channels: int, claimed_seconds: float, real_seconds: float = 0.01) -> bytes:
+    """A FLAC of ``real_seconds`` whose header claims ``claimed_seconds``."""
+    return with_total_frames(constant_flac(rate, channels, real_seconds), round(rate * claimed_seconds))
+
+
 # ---- codes files --------------------------------------------------------------------------
 
 
@@ -95,6 +125,66 @@ def good_codes(info: pb.GetModelInfoResponse, top_frames: int = 10) -> dict[str,
 
 def codes_file(info: pb.GetModelInfoResponse, **changes: np.ndarray) -> bytes:
     return npz(good_codes(info) | changes)
+
+
+def streamed_npz(arrays: dict[str, np.ndarray], big: str, descr: str, head: bytes) -> bytes:
+    """A deflated .npz of ``arrays`` plus a 0-d entry ``big`` of dtype ``descr`` (e.g.
+    '<U100000000'): ``head``, then zeros up to its item size, written a block at a time, so
+    building a file that inflates to gigabytes stays small."""
+    itemsize = np.dtype(descr).itemsize
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for key, value in arrays.items():
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, value)
+        with zf.open(f"{big}.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_2_0(f, {"descr": descr, "fortran_order": False, "shape": ()})
+            f.write(head)
+            left, zeros = itemsize - len(head), bytes(1 << 22)
+            while left:
+                f.write(zeros[: min(left, len(zeros))])
+                left -= min(left, len(zeros))
+    return buf.getvalue()
+
+
+@functools.cache
+def _model_bomb(codec: str, arrays: tuple[tuple[str, bytes], ...], chars: int) -> bytes:
+    head = np.asarray(codec, dtype=f"<U{len(codec)}").tobytes()
+    return streamed_npz({k: np.load(io.BytesIO(v)) for k, v in arrays}, "model", f"<U{chars}", head)
+
+
+def codes_with_long_model(info: pb.GetModelInfoResponse, chars: int = 100_000_000) -> bytes:
+    """Issue 17's codes bomb: a codes file that matches ``info``'s codec, whose 0-d ``model``
+    is declared as ``chars`` characters (the codec's name, then NULs: numpy strips those,
+    so the name still matches). 100 million: 400 MB inflated, ~390 KB on the wire."""
+    arrays = {k: v for k, v in good_codes(info).items() if k != "model"}
+    return _model_bomb(info.codec, tuple((k, npy(v)) for k, v in arrays.items()), chars)
+
+
+def zip_claiming(data: bytes, name: str, size: int) -> bytes:
+    """``data`` (a zip without zip64 extras) whose central directory says member ``name``
+    inflates to ``size`` bytes."""
+    out = bytearray(data)
+    at = out.find(b"PK\x01\x02")
+    while at >= 0:
+        length = int.from_bytes(out[at + 28 : at + 30], "little")
+        if out[at + 46 : at + 46 + length] == name.encode():
+            out[at + 24 : at + 28] = size.to_bytes(4, "little")
+            return bytes(out)
+        at = out.find(b"PK\x01\x02", at + 46)
+    raise KeyError(name)
+
+
+def stored_npz(arrays: dict[str, np.ndarray], extra: int = 0) -> bytes:
+    """An uncompressed .npz written by ``zipfile`` (no zip64 extras), with ``extra`` more
+    empty members."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for key, value in arrays.items():
+            zf.writestr(f"{key}.npy", npy(value))
+        for i in range(extra):
+            zf.writestr(f"x{i}", b"")
+    return buf.getvalue()
 
 
 def npy(array: np.ndarray) -> bytes:
@@ -230,7 +320,19 @@ def corpus() -> list[Case]:
         "wav-1-sample": (encoded(np.array([0.5], np.float32)), "INVALID_ARGUMENT"),  # < one frame
         "wav-1-hz-10-frames": (wav_header(1, frames=10), "OK"),  # 10 s, resampled to 16 kHz
         "wav-1-hz-61-frames": (wav_header(1, frames=61), "INVALID_ARGUMENT"),  # 61 s > 60 s prime
-        "wav-1-mhz": (wav_header(1_000_000, frames=20000), "OK"),  # 20 ms -> 320 samples
+        # rates and channels are bounded before decoding (issue 17): 384 kHz, 8 channels
+        "wav-1-mhz": (wav_header(1_000_000, frames=20000), "INVALID_ARGUMENT"),
+        "wav-384-khz": (wav_header(384_000, frames=7680), "OK"),  # 20 ms -> 320 samples
+        "wav-384001-hz": (wav_header(384_001, frames=7680), "INVALID_ARGUMENT"),
+        "flac-655-khz-8-channels": (constant_flac(655_350, 8, 0.1), "INVALID_ARGUMENT"),
+        "wav-9-channels": (encoded(tone(channels=9)), "INVALID_ARGUMENT"),
+        # decodes to 725 MB by its header (at most 256 MiB), though its data is 10 ms
+        "flac-claims-59-s-at-384-khz-8-channels": (flac_claiming(384_000, 8, 59.0), "INVALID_ARGUMENT"),
+        # truncated: libsndfile fails past the end of its data (psf_fseek), as it always did
+        "flac-claims-59-s-at-16-khz": (flac_claiming(SR, 1, 59.0), "INVALID_ARGUMENT"),
+        # WAVE_FORMAT_EXTENSIBLE: what common tools write for 24-bit and multichannel WAV
+        "wavex-24-bit-stereo": (encoded(tone(channels=2), fmt="WAVEX", subtype="PCM_24"), "OK"),
+        "wavex-float-6-channels": (encoded(tone(channels=6), fmt="WAVEX", subtype="FLOAT"), "OK"),
         "wav-0-hz": (wav_header(0), "INVALID_ARGUMENT"),
         "wav-4ghz": (wav_header(0xFFFFFFFF), "INVALID_ARGUMENT"),
         "wav-8-channels": (encoded(tone(channels=8)), "OK"),  # mixed down
@@ -338,6 +440,52 @@ def corpus() -> list[Case]:
             cont_codes(lambda i: codes_file(i, codes_0=np.array([{}, []], dtype=object))),
             "INVALID_ARGUMENT",
             "codes",
+        ),
+        # issue 17: bounded by dtype, item size and inflated bytes before anything is read
+        Case(
+            "codes-model-of-100M-characters",
+            TOKGEN + "Continue",
+            cont_codes(codes_with_long_model),
+            "INVALID_ARGUMENT",
+            "codes",
+        ),
+        Case(
+            "codes-model-of-257-characters",
+            TOKGEN + "Continue",
+            cont_codes(lambda i: codes_with_long_model(i, 257)),
+            "INVALID_ARGUMENT",
+            "codes",
+        ),
+        Case(
+            "codes-member-claims-4GiB",
+            TOKGEN + "Continue",
+            cont_codes(lambda i: zip_claiming(stored_npz(good_codes(i)), "codes_0.npy", 0xFFFFFFF0)),
+            "INVALID_ARGUMENT",
+            "codes",
+        ),
+        Case(
+            "codes-with-40-more-entries",
+            TOKGEN + "Continue",
+            cont_codes(lambda i: stored_npz(good_codes(i), extra=40)),
+            "INVALID_ARGUMENT",
+            "codes",
+        ),
+        Case(
+            "codes-with-5000-more-entries",
+            TOKGEN + "Continue",
+            cont_codes(lambda i: stored_npz(good_codes(i), extra=5000)),
+            "INVALID_ARGUMENT",
+            "codes",
+        ),
+        Case(
+            "codes-float-sample-rate",
+            TOKGEN + "Continue",
+            cont_codes(lambda i: codes_file(i, sample_rate=np.asarray(i.sample_rate, np.float64))),
+            "INVALID_ARGUMENT",
+            "codes",
+        ),
+        Case(
+            "codes-valid-stored", TOKGEN + "Continue", cont_codes(lambda i: stored_npz(good_codes(i))), "OK"
         ),
         Case("codes-valid-continue", TOKGEN + "Continue", cont_codes(codes_file), "OK"),
         Case(
@@ -533,6 +681,20 @@ def corpus() -> list[Case]:
             submit(mode=pb.MODE_CONTINUE, seconds=1, codes=b"garbage"),
             "INVALID_ARGUMENT",
             "request.codes",
+        ),
+        Case(
+            "submit-codes-model-of-100M-characters",
+            JOBS + "SubmitJob",
+            submit(mode=pb.MODE_CONTINUE, seconds=1, codes=codes_with_long_model),
+            "INVALID_ARGUMENT",
+            "request.codes",
+        ),
+        Case(
+            "submit-prime-flac-655-khz-8-channels",
+            JOBS + "SubmitJob",
+            submit(seconds=1, prime_audio=constant_flac(655_350, 8, 0.1)),
+            "INVALID_ARGUMENT",
+            "request.prime_audio",
         ),
         Case(
             "submit-garbage-prime",

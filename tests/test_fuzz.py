@@ -39,11 +39,15 @@ from tests.fuzz_corpus import (
     Case,
     bug_codes_cases,
     codes_file,
+    codes_with_long_model,
     encoded,
+    flac_claiming,
     good_codes,
     npz,
+    stored_npz,
     tone,
     wav_header,
+    zip_claiming,
 )
 from tests.test_serve_process import Served, start_serve
 from tokgen.v1 import jobs_pb2 as jpb
@@ -255,16 +259,38 @@ VALID_TOP_P = st.one_of(st.floats(0.0, 1.0, exclude_min=True, width=32), st.samp
 # A WAV whose header fields are drawn: rate, channels, sample width, format tag, length.
 WAVS = st.builds(
     wav_header,
-    rate=st.one_of(st.sampled_from([1, 8000, 16000, 44100, 1_000_000]), st.integers(0, 2**32 - 1)),
-    channels=st.integers(0, 8),
+    rate=st.one_of(
+        st.sampled_from([1, 8000, 16000, 44100, 384_000, 384_001, 655_350, 1_000_000]),
+        st.integers(0, 2**32 - 1),
+    ),
+    channels=st.integers(0, 12),
     bits=st.sampled_from([8, 16, 24, 32]),
     frames=st.integers(0, 400),
     fmt_tag=st.sampled_from([1, 3]),
 )
+# A FLAC of 10 ms whose header claims a length: bounded by rate, channels, seconds and
+# decoded bytes (frames x channels x 4) before anything is decoded (issue 17).
+FLAC_CLAIMS = st.builds(
+    flac_claiming,
+    rate=st.sampled_from([8000, 16000, 48000, 192_000, 384_000, 655_350]),
+    channels=st.integers(1, 8),
+    claimed_seconds=st.sampled_from([0.01, 1.0, 30.0, 59.0, 61.0, 3600.0]),
+)
 VALID_WAV = encoded(tone(800))
 # Sources; a valid codes file is a builder (it names the served codec).
-PRIMES = st.one_of(st.just(VALID_WAV), WAVS, st.binary(max_size=600))
-CODES = st.one_of(st.just(codes_file), st.binary(max_size=600), st.just(b"PK\x03\x04"))
+PRIMES = st.one_of(st.just(VALID_WAV), WAVS, FLAC_CLAIMS, st.binary(max_size=600))
+# Codes files that inflate past their bounds: a long model name, a member that claims more
+# than it holds, more members than a codes file has.
+HOSTILE_CODES = st.one_of(
+    st.sampled_from([10, 256, 257, 10_000, 100_000_000]).map(
+        lambda chars: lambda info: codes_with_long_model(info, chars)
+    ),
+    st.integers(0, 2**32 - 1).map(
+        lambda size: lambda info: zip_claiming(stored_npz(good_codes(info)), "codes_0.npy", size)
+    ),
+    st.integers(0, 100).map(lambda extra: lambda info: stored_npz(good_codes(info), extra=extra)),
+)
+CODES = st.one_of(st.just(codes_file), HOSTILE_CODES, st.binary(max_size=600), st.just(b"PK\x03\x04"))
 SOURCES = st.one_of(st.none(), st.tuples(st.just("prime_audio"), PRIMES), st.tuples(st.just("codes"), CODES))
 FIELDS = ("mode", "priority", "source", "seconds", "temperature", "top_p", "top_k", "seed")
 

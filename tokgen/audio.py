@@ -17,9 +17,28 @@ import soxr
 from tokgen.errors import AudioError
 
 SUPPORTED_FORMATS = ("WAV", "FLAC", "OGG")
+# libsndfile's names for what it reads as those: WAVEX is WAVE_FORMAT_EXTENSIBLE, which
+# common tools write for 24-bit and multichannel WAV.
+_READABLE = {"WAV", "WAVEX", "FLAC", "OGG"}
 _EXTENSIONS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
 # Samples with a peak below this (about -90 dBFS) are treated as digital silence.
 SILENCE_PEAK = 3e-5
+# Bounds checked from the header, before anything is decoded (issue 17: an 82 KiB FLAC of
+# 15 s at 655,350 Hz x 8 channels decodes to 300 MiB). The decode itself is a block at a
+# time, mixed to mono and resampled as it goes, so what a file holds in memory is its
+# output at the target rate (4 bytes a sample) plus one block, whatever its rate and
+# channels.
+MAX_SAMPLE_RATE = 384_000  # the highest rate of common recording hardware (DXD is 352.8 kHz)
+MAX_CHANNELS = 8  # 7.1 surround
+MAX_DECODED_BYTES = 256 << 20  # frames x channels x 4 bytes (float32): 60 s of 384 kHz stereo
+_BLOCK_FRAMES = 1 << 15  # frames decoded at a time: at most 1 MiB at 8 channels
+
+
+def _reason(exc: Exception) -> str:
+    """libsndfile's own words, without soundfile's "Error opening <_io.BytesIO object at
+    0x...>: " (an object's repr says nothing to a caller and leaks an address)."""
+    text = getattr(exc, "error_string", None)
+    return text if isinstance(text, str) and text else str(exc).split(": ", 1)[-1]
 
 
 def _open(source: str | Path | bytes) -> sf.SoundFile:
@@ -31,10 +50,31 @@ def _open(source: str | Path | bytes) -> sf.SoundFile:
     try:
         return sf.SoundFile(io.BytesIO(source) if isinstance(source, bytes) else str(source))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        name = "audio bytes" if isinstance(source, bytes) else str(source)
+        name = "the uploaded audio" if isinstance(source, bytes) else str(source)
         raise AudioError(
-            f"cannot read {name}: not a valid {'/'.join(SUPPORTED_FORMATS)} file ({exc})"
+            f"cannot read {name}: not a valid {'/'.join(SUPPORTED_FORMATS)} file ({_reason(exc)})"
         ) from exc
+
+
+def _check_header(f: sf.SoundFile, max_seconds: float | None, max_decoded_bytes: int | None) -> int:
+    """Refuse what would be too big to decode, from the header alone; the number of frames
+    to decode."""
+    if f.format not in _READABLE:
+        raise AudioError(f"unsupported audio format {f.format}; use one of {', '.join(SUPPORTED_FORMATS)}")
+    rate, channels, frames = f.samplerate, f.channels, f.frames
+    if not 0 < rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"audio sample rate {rate} Hz is not supported; at most {MAX_SAMPLE_RATE} Hz")
+    if not 0 < channels <= MAX_CHANNELS:
+        raise AudioError(f"audio with {channels} channels is not supported; at most {MAX_CHANNELS}")
+    if max_seconds is not None and frames > max_seconds * rate:
+        raise AudioError(f"audio is {frames / rate:.1f} s long; the limit is {max_seconds:g} s")
+    decoded = frames * channels * 4
+    if max_decoded_bytes is not None and decoded > max_decoded_bytes:
+        raise AudioError(
+            f"audio decodes to {decoded / 2**20:.0f} MiB ({frames / rate:.1f} s at {rate} Hz, "
+            f"{channels} channels); the limit is {max_decoded_bytes / 2**20:g} MiB"
+        )
+    return frames
 
 
 def load_audio(
@@ -43,32 +83,48 @@ def load_audio(
     *,
     max_seconds: float | None = None,
     allow_silent: bool = False,
+    max_decoded_bytes: int | None = MAX_DECODED_BYTES,
 ) -> np.ndarray:
     """Read ``source`` (a path or encoded bytes), mix to mono and resample to ``sample_rate``.
 
-    Raises ``AudioError`` for a missing, corrupt, unsupported, empty, over-long or
+    The header is checked before anything is decoded: a supported format, a rate of at most
+    ``MAX_SAMPLE_RATE``, at most ``MAX_CHANNELS`` channels, at most ``max_seconds`` and at
+    most ``max_decoded_bytes`` once decoded (frames x channels x 4). Then only the frames
+    the header declares are decoded, a block at a time (a header that understates its
+    length cannot make us read more).
+
+    Raises ``AudioError`` for a missing, corrupt, unsupported, empty, over-long, oversized or
     (unless ``allow_silent``) silent file, so callers never see a libsndfile traceback.
     """
     with _open(source) as f:
-        if f.format not in SUPPORTED_FORMATS:
-            raise AudioError(
-                f"unsupported audio format {f.format}; use one of {', '.join(SUPPORTED_FORMATS)}"
-            )
-        if max_seconds is not None and f.frames > max_seconds * f.samplerate:
-            raise AudioError(f"audio is {f.frames / f.samplerate:.1f} s long; the limit is {max_seconds:g} s")
-        try:
-            data = f.read(dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError) as exc:
-            raise AudioError(f"audio data is truncated or corrupt: {exc}") from exc
+        frames = _check_header(f, max_seconds, max_decoded_bytes)
         rate = f.samplerate
-    if data.shape[0] == 0:
+        stream = None if rate == sample_rate else soxr.ResampleStream(rate, sample_rate, 1, "float32", "HQ")
+        parts: list[np.ndarray] = []
+        peak, read = 0.0, 0
+        while True:
+            want = min(_BLOCK_FRAMES, frames - read)
+            try:
+                block = f.read(want, dtype="float32", always_2d=True) if want > 0 else None
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                raise AudioError(f"audio data is truncated or corrupt: {_reason(exc)}") from exc
+            n = 0 if block is None else block.shape[0]
+            read += n
+            last = n < want or read >= frames
+            mono = block.mean(axis=1) if block is not None else np.zeros(0, np.float32)
+            if not np.all(np.isfinite(mono)):
+                raise AudioError("audio contains NaN or infinite samples")
+            peak = max(peak, float(np.max(np.abs(mono)))) if n else peak
+            out = mono if stream is None else stream.resample_chunk(mono, last=last)
+            if out.size:
+                parts.append(out)
+            if last:
+                break
+    if read == 0:
         raise AudioError("audio is empty (0 samples)")
-    mono = data.mean(axis=1)
-    if not np.all(np.isfinite(mono)):
-        raise AudioError("audio contains NaN or infinite samples")
-    if not allow_silent and float(np.max(np.abs(mono))) < SILENCE_PEAK:
+    if not allow_silent and peak < SILENCE_PEAK:
         raise AudioError("audio is silent (peak below -90 dBFS); nothing to encode")
-    return resample(mono, rate, sample_rate)
+    return np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
 
 
 def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:

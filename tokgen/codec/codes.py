@@ -7,9 +7,13 @@ Keys: ``codes_<level>`` (int arrays, level 0 = top), ``sample_rate``, ``hops``,
 from __future__ import annotations
 
 import io
+import math
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -62,56 +66,178 @@ def save_codes(path: str | Path, codes: list[np.ndarray], codec: Codec, num_samp
     tmp.replace(path)  # a reader never sees half a file, even if we are killed while writing
 
 
-def _shape(archive: np.lib.npyio.NpzFile, key: str) -> tuple[int, ...]:
-    """An array's shape from its header, without decompressing it (a few KB of zeros
-    can claim gigabytes)."""
-    with archive.zip.open(f"{key}.npy") as f:
-        version = np.lib.format.read_magic(f)
-        read = (
-            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+# Bounds on a codes file, checked before anything in it is decompressed: a few KB of
+# deflated zeros can claim gigabytes (issue 17), so every entry's dtype, shape and size are
+# read from its header first and the zip's own sizes are bounded too.
+MAX_LEVELS = 16  # codes_<level> arrays
+MAX_ENTRIES = MAX_LEVELS + 8  # zip members: the levels, the four fields and a few spare
+MAX_MODEL_CHARS = 256  # the codec's name
+MAX_CODES_BYTES = 256 << 20  # decompressed bytes of a whole file when no max_frames is given
+_MAX_DIRECTORY_BYTES = 64 << 10  # the zip's central directory (a tokgen file's is < 1 KiB)
+_SLACK_BYTES = 64 << 10  # headers, the scalars and the name, on top of the codes
+_NUMPY_MAGIC = b"\x93NUMPY"
+
+
+def _budget(max_frames: int | None, levels: int) -> int:
+    """The most decompressed bytes a codes file may hold: every level at most ``max_frames``
+    8-byte codes, plus headers, scalars and the name."""
+    if max_frames is None:
+        return MAX_CODES_BYTES
+    return levels * max(max_frames, 0) * 8 + _SLACK_BYTES
+
+
+def _check_directory(file: BinaryIO, what: str) -> None:
+    """Bound the zip's central directory before ``zipfile`` parses it: it makes an object per
+    entry, and 64 MiB of directory is a million entries."""
+    end = zipfile._EndRecData(file)  # type: ignore[attr-defined]  # what ZipFile itself reads
+    file.seek(0)
+    if end is None:
+        raise TokgenError(f"{what} is not a valid tokgen codes file: not a zip archive (.npz)")
+    entries, size = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]  # type: ignore[attr-defined]
+    if entries > MAX_ENTRIES or size > _MAX_DIRECTORY_BYTES:
+        raise TokgenError(
+            f"{what} is not a valid tokgen codes file: its archive lists {entries} entries in "
+            f"{size} bytes; a codes file has at most {MAX_ENTRIES}"
         )
-        shape, _, _ = read(f)
-    return tuple(shape)
+
+
+@dataclass
+class _Entry:
+    """One .npy member whose header has been read: ``read`` decompresses its data."""
+
+    key: str
+    info: zipfile.ZipInfo
+    offset: int  # where the data starts (after the magic and the header)
+    shape: tuple[int, ...]
+    fortran: bool
+    dtype: np.dtype
+    nbytes: int
+
+    def read(self, archive: zipfile.ZipFile, what: str) -> np.ndarray:
+        with archive.open(self.info) as f:
+            f.read(self.offset)
+            data = f.read(self.nbytes)
+        if len(data) != self.nbytes:
+            raise TokgenError(f"{what}: {self.key} is truncated ({len(data)} of {self.nbytes} bytes)")
+        array = np.frombuffer(data, dtype=self.dtype, count=math.prod(self.shape))
+        return array.reshape(self.shape, order="F" if self.fortran else "C")
+
+
+def _header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) -> _Entry:
+    """A member's shape and dtype from its .npy header (only its first bytes are inflated)."""
+    key = info.filename.removesuffix(".npy")
+    with archive.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            header = np.lib.format.read_array_header_1_0(f)  # numpy bounds a header at 10,000 bytes
+        elif version == (2, 0):
+            header = np.lib.format.read_array_header_2_0(f)  # numpy bounds a header at 10,000 bytes
+        else:
+            raise TokgenError(f"{what}: {key} is a .npy of version {version}; expected 1.0 or 2.0")
+        offset = f.tell()
+    shape, fortran, dtype = tuple(header[0]), bool(header[1]), np.dtype(header[2])
+    if any(d < 0 for d in shape):
+        raise TokgenError(f"{what}: {key} has a negative dimension in its shape {shape}")
+    if dtype.hasobject or dtype.names is not None or dtype.subdtype is not None:
+        raise TokgenError(f"{what}: {key} holds {dtype} data; a codes file holds integers and a name")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if offset + nbytes > info.file_size:
+        raise TokgenError(f"{what}: {key} is truncated ({info.file_size} bytes for {nbytes} of data)")
+    return _Entry(key, info, offset, shape, fortran, dtype, nbytes)
+
+
+def _check_entry(entry: _Entry, what: str, want: tuple[int, ...] | None, kinds: str, itemsize: int) -> None:
+    """``entry`` has the shape ``want`` (any 1-D one for None), a dtype of one of ``kinds`` and
+    items of at most ``itemsize`` bytes."""
+    shape_ok = len(entry.shape) == 1 if want is None else entry.shape == want
+    if not shape_ok:
+        wanted = "be 1-D" if want is None else f"have shape {want}"
+        raise TokgenError(f"{what}: {entry.key} must {wanted}, not of shape {entry.shape}")
+    if entry.dtype.kind not in kinds or entry.dtype.itemsize > itemsize:
+        kind = "a name (text)" if kinds == "U" else "integers"
+        limit = f"at most {MAX_MODEL_CHARS} characters" if kinds == "U" else f"at most {itemsize} bytes each"
+        raise TokgenError(f"{what}: {entry.key} must hold {kind}, {limit}; it holds {entry.dtype}")
 
 
 def load_codes(source: str | Path | bytes, max_frames: int | None = None) -> CodesFile:
-    """Read a codes file from a path or from its bytes (e.g. sent over the network). Every
-    array's shape is checked before it is read: one 1-D integer array per level of at
-    most ``max_frames`` codes, scalars where scalars belong."""
+    """Read a codes file from a path or from its bytes (e.g. sent over the network).
+
+    Nothing is decompressed before it is bounded: the archive's directory (at most
+    ``MAX_ENTRIES`` members), each member's declared size, and each array's header: one 1-D
+    integer array per level (at most ``MAX_LEVELS``) of at most ``max_frames`` codes, integer
+    scalars where scalars belong and a name of at most ``MAX_MODEL_CHARS`` characters; all
+    of it at most ``_budget(max_frames)`` bytes once decompressed. Anything else, object
+    (pickled) arrays included, is a ``TokgenError``."""
     if isinstance(source, bytes):
-        path: Path | str = "the codes"
-        file: Path | io.BytesIO = io.BytesIO(source)
+        what = "the codes"
+        file: BinaryIO = io.BytesIO(source)
     else:
-        path = file = Path(source)
-        if not path.is_file():
-            raise TokgenError(f"codes file not found: {path}")
+        what = str(source)
+        if not Path(source).is_file():
+            raise TokgenError(f"codes file not found: {source}")
+        file = open(source, "rb")  # noqa: SIM115 (closed below)
     try:
-        archive = np.load(file, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise TokgenError(f"{path} is a single array, not a codes file (.npz)")
-        with archive as data:
-            n = len([k for k in data.files if k.startswith("codes_")])
-            if n == 0:
-                raise TokgenError(f"{path} holds no codes_<level> arrays; was it written by `tokgen encode`?")
-            for i in range(n):
-                shape = _shape(data, f"codes_{i}")
-                if len(shape) != 1:
-                    raise TokgenError(f"{path}: codes_{i} must be 1-D, not of shape {shape}")
-                if max_frames is not None and shape[0] > max_frames:
-                    raise TokgenError(f"{path}: codes_{i} holds {shape[0]} codes, more than {max_frames}")
-            expected = {"sample_rate": (), "num_samples": (), "model": (), "hops": (n,)}
-            for key, want in expected.items():
-                if _shape(data, key) != want:
-                    raise TokgenError(f"{path}: {key} must have shape {want}, not {_shape(data, key)}")
-            codes = [data[f"codes_{i}"] for i in range(n)]
-            if not all(np.issubdtype(c.dtype, np.integer) for c in codes):
-                raise TokgenError(f"{path}: codes must be integers")
-            return CodesFile(
-                codes=[c.astype(np.int64) for c in codes],
-                sample_rate=int(data["sample_rate"]),
-                hops=[int(h) for h in data["hops"]],
-                num_samples=int(data["num_samples"]),
-                model=str(data["model"]),
-            )
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as exc:
-        raise TokgenError(f"{path} is not a valid tokgen codes file: {exc}") from exc
+        with file:
+            if file.read(len(_NUMPY_MAGIC)) == _NUMPY_MAGIC:
+                raise TokgenError(f"{what} is a single array (.npy), not a codes file (.npz)")
+            file.seek(0)
+            _check_directory(file, what)
+            with zipfile.ZipFile(file) as archive:
+                return _load(archive, what, max_frames)
+    except (OSError, ValueError, KeyError, TypeError, EOFError, RuntimeError, NotImplementedError) as exc:
+        raise TokgenError(f"{what} is not a valid tokgen codes file: {exc}") from exc
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, struct.error) as exc:
+        raise TokgenError(f"{what} is not a valid tokgen codes file: {exc}") from exc
+
+
+def _load(archive: zipfile.ZipFile, what: str, max_frames: int | None) -> CodesFile:
+    members = archive.infolist()
+    if len(members) > MAX_ENTRIES:
+        raise TokgenError(f"{what} holds {len(members)} entries; a codes file has at most {MAX_ENTRIES}")
+    by_name = {info.filename: info for info in members}
+    n = len([name for name in by_name if name.startswith("codes_")])
+    if n == 0:
+        raise TokgenError(f"{what} holds no codes_<level> arrays; was it written by `tokgen encode`?")
+    if n > MAX_LEVELS:
+        raise TokgenError(f"{what} holds {n} levels of codes; at most {MAX_LEVELS}")
+    budget = _budget(max_frames, n)
+    declared = sum(info.file_size for info in members)
+    if declared > budget:
+        raise TokgenError(
+            f"{what} declares {declared} bytes once decompressed; at most {budget} for "
+            f"{n} levels of at most {max_frames} codes"
+            if max_frames is not None
+            else f"{what} declares {declared} bytes once decompressed; at most {budget}"
+        )
+    for member in members:
+        if member.flag_bits & 0x1:
+            raise TokgenError(f"{what}: {member.filename} is encrypted")
+        if member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise TokgenError(f"{what}: {member.filename} is compressed with method {member.compress_type}")
+    wanted = {f"codes_{i}": None for i in range(n)} | {
+        "sample_rate": (),
+        "num_samples": (),
+        "hops": (n,),
+        "model": (),
+    }
+    entries: dict[str, _Entry] = {}
+    for key, shape in wanted.items():
+        info = by_name.get(f"{key}.npy")
+        if info is None:
+            raise TokgenError(f"{what} is not a valid tokgen codes file: it has no {key} entry")
+        entry = entries[key] = _header(archive, info, what)
+        if key == "model":
+            _check_entry(entry, what, shape, "U", 4 * MAX_MODEL_CHARS)
+        else:
+            _check_entry(entry, what, shape, "iu", 8)
+        if shape is None and max_frames is not None and entry.shape[0] > max_frames:
+            raise TokgenError(f"{what}: {key} holds {entry.shape[0]} codes, more than {max_frames}")
+    # Every header is checked; the data is now bounded by the budget.
+    arrays = {key: entry.read(archive, what) for key, entry in entries.items()}
+    return CodesFile(
+        codes=[arrays[f"codes_{i}"].astype(np.int64) for i in range(n)],
+        sample_rate=int(arrays["sample_rate"]),
+        hops=[int(h) for h in arrays["hops"]],
+        num_samples=int(arrays["num_samples"]),
+        model=str(arrays["model"][()]),
+    )

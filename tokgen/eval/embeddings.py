@@ -81,6 +81,17 @@ class ClassicEmbedding(Embedding):
         return out.numpy().astype(np.float64)
 
 
+def _numpy_scalar_globals() -> list:
+    """The globals a pickled numpy scalar needs (its constructor, written under numpy 1's
+    name, and the numeric dtypes), for ``torch.load(weights_only=True)``."""
+    try:
+        from numpy._core.multiarray import scalar  # type: ignore[attr-defined,unused-ignore]  # numpy 2
+    except ImportError:  # numpy 1
+        from numpy.core.multiarray import scalar  # type: ignore[attr-defined,no-redef,unused-ignore]
+    dtypes = {type(np.dtype(code)) for code in "?bhilqBHILQefdgFDG"}
+    return [(scalar, "numpy.core.multiarray.scalar"), np.dtype, *sorted(dtypes, key=lambda t: t.__name__)]
+
+
 class AisfxEmbedding(Embedding):
     """The aiSFX CrossNet's embedding network, with its published input front end:
     peak-normalised audio at 44.1 kHz, 96-band HTK mel (filters of unit area) of a
@@ -96,7 +107,10 @@ class AisfxEmbedding(Embedding):
         from aisfx.inference import get_path_modelWeights
         from aisfx.models.cnn2d import EmbeddingNet
 
-        weights, _ = torch.load(get_path_modelWeights(), map_location="cpu", weights_only=False)
+        # weights_only: the pickle may name tensors, containers and (its class table) numpy
+        # scalars and dtypes, nothing that runs code
+        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            weights, _ = torch.load(get_path_modelWeights(), map_location="cpu", weights_only=True)
         prefix = "embedding_net."
         self.net = EmbeddingNet("max", 3, 1, 64)
         self.net.load_state_dict({k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)})
