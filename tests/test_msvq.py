@@ -98,3 +98,19 @@ def test_streamed_pieces_join_into_one_decode(trained):
         pieces.append(stream.push(bottom[:n], final=n == 240, upper=[top[: -(-n // 4)]]))
     joined = np.concatenate(pieces)
     assert joined.size == whole.size and np.abs(joined - whole).max() < 1e-4
+
+
+def test_freezing_the_codes_trains_only_the_decoder(corpus, trained, tmp_path):
+    """The second stage: a run started from a model with frozen codes changes the decoder,
+    never the codes (priors trained on them stay valid)."""
+    cfg = MSVQTrainConfig(steps=3, freeze_codes=True, **SMALL)
+    train_msvq(TINY, cfg, corpus, tmp_path / "stage2", resume=False, init_from=trained / "best")
+    before, after = load_codec(trained / "best"), load_codec(tmp_path / "stage2" / "best")
+    audio = (np.random.default_rng(2).standard_normal(4000) * 0.1).astype(np.float32)
+    assert all(np.array_equal(a, b) for a, b in zip(before.encode(audio), after.encode(audio), strict=True))
+    changed = lambda name: (
+        not torch.equal(  # noqa: E731
+            before.model.state_dict()[name], after.model.state_dict()[name]
+        )
+    )
+    assert changed("decoder.head.weight") and not changed("encoder.net.0.weight")

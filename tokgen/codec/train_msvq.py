@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from tokgen.codec.checkpoint import save_vqvae
+from tokgen.codec.checkpoint import load_msvq, load_weights, save_vqvae
 from tokgen.codec.losses import multiscale_losses, waveform_loss
 from tokgen.codec.msvq import MSVQConfig, MultiScaleVQ
 from tokgen.codec.train import CropSampler
@@ -41,6 +41,11 @@ class MSVQTrainConfig(LoopConfig):
     pitch_weight: float = 1.0
     pitch_code_weight: float = 1.0  # the top codes predicting the semitone energies
     valid_crops: int = Field(default=32, ge=1)
+    freeze_codes: bool = Field(
+        default=False,
+        description="train only the decoder and the timbre encoder: the codes, and priors "
+        "trained on them, stay valid (the second stage, after the codes are fixed)",
+    )
 
 
 class PairSampler(CropSampler):
@@ -111,10 +116,25 @@ def msvq_loss(
 class MSVQSolver(Solver):
     name = "codec msvq"
 
-    def __init__(self, model_cfg: MSVQConfig, cfg: MSVQTrainConfig, data_dir: Path, run_dir: Path):
+    def __init__(
+        self,
+        model_cfg: MSVQConfig,
+        cfg: MSVQTrainConfig,
+        data_dir: Path,
+        run_dir: Path,
+        init_from: Path | None = None,
+    ):
         torch.manual_seed(cfg.seed)
         model = MultiScaleVQ(model_cfg)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.0)
+        if init_from is not None:
+            load_weights(model, init_from)
+        params = list(model.parameters())
+        if cfg.freeze_codes:
+            trained = {id(p) for m in (model.decoder, model.timbre) if m is not None for p in m.parameters()}
+            for p in params:
+                p.requires_grad_(id(p) in trained)
+            params = [p for p in params if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.0)
         super().__init__(model, opt, cfg, run_dir)
         self.model_cfg, self.tcfg = model_cfg, cfg
         sr = model_cfg.sample_rate
@@ -128,6 +148,9 @@ class MSVQSolver(Solver):
         cfg = self.tcfg
         x, ref = self.sampler.pairs(cfg.batch_size, cfg.reference_samples)
         n_levels = len(self.model_cfg.level_strides)
+        if cfg.freeze_codes:  # no EMA updates or restarts: the codebooks stay as they are
+            for q in self.model.quantizers:  # type: ignore[union-attr]
+                q.eval()
         keep = keep_levels_for(self.rng, cfg.batch_size, n_levels, cfg.dropout_fraction)
         use_ref = self.rng.random() >= cfg.no_reference_fraction
         assert isinstance(self.model, MultiScaleVQ)
@@ -158,17 +181,26 @@ class MSVQSolver(Solver):
 
 
 def train_msvq(
-    model_cfg: MSVQConfig, cfg: MSVQTrainConfig, data_dir: Path, run_dir: Path, resume: bool
+    model_cfg: MSVQConfig,
+    cfg: MSVQTrainConfig,
+    data_dir: Path,
+    run_dir: Path,
+    resume: bool,
+    init_from: Path | None = None,
 ) -> dict[str, float]:
     """Train (or with ``resume`` continue) the run in ``run_dir``; its ``config.json`` is
     the architecture, ``state.pt`` the training state and ``best/`` the exported model
-    with the lowest validation loss."""
+    with the lowest validation loss. ``init_from`` (a model directory, e.g. another run's
+    ``best/``) starts a new run from its weights and architecture."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if config_path.exists():
         if not resume:
             raise TokgenError(f"{run_dir} already holds a run; pass --resume to continue it")
         model_cfg = MSVQConfig.model_validate_json(config_path.read_text())
+    elif init_from is not None:
+        model_cfg = load_msvq(init_from).cfg
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path.write_text(model_cfg.model_dump_json(indent=2))
-    return MSVQSolver(model_cfg, cfg, data_dir, run_dir).run()
+    start = init_from if not (run_dir / "state.pt").exists() else None
+    return MSVQSolver(model_cfg, cfg, data_dir, run_dir, start).run()
