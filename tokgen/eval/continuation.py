@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from tokgen.audio import load_audio
 from tokgen.codec.base import Codec
+from tokgen.codec.pitch import pitch_class_profile, profile_correlation
 from tokgen.data.plan import split_of
 from tokgen.data.render import load_manifest
 from tokgen.errors import TokgenError
@@ -42,12 +43,11 @@ from tokgen.eval import baselines
 from tokgen.eval.classifier import TimbreClassifier
 from tokgen.eval.distances import clip_fad, fad_bootstrap, fad_infinity, inception_score, kid
 from tokgen.eval.embeddings import Embedding
-from tokgen.eval.pitch import pitch_class_profile, profile_correlation
 from tokgen.eval.structure import distinct_code_ratio, seam_flux_ratio, seam_positions
 from tokgen.generation.generate import continue_audio
 from tokgen.generation.sampler import LevelPrior, SamplingSettings
 
-# The held-out renders the command uses by default (tokgen.cli._held_out_corpus): the test
+# The held-out renders the command uses by default (tokgen.cli.common.held_out_corpus): the test
 # split of a 48 h plan (about 380 pieces, 364 of them 10 s or longer: 2 x 128 clips and to
 # spare), each render cut at 30 s (a clip needs 1 + P + S seconds).
 HELD_OUT_HOURS = 48.0
