@@ -156,5 +156,5 @@ def test_bench_engine_cli(tiny_prior):
         figures = out[batch]
         assert figures["vllm_tokens_per_s"] > 0 and figures["hf_tokens_per_s"] > 0
         assert figures["ratio"] == pytest.approx(
-            figures["vllm_tokens_per_s"] / figures["hf_tokens_per_s"], rel=0.02
-        )
+            figures["vllm_tokens_per_s"] / figures["hf_tokens_per_s"], rel=0.02, abs=0.006
+        )  # the ratio is rounded to 2 decimals: up to 0.005 off, whatever its size

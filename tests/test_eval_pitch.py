@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tokgen.eval.pitch import clipwise_correlation, key_consistency, pitch_class_profile, profile_correlation
+from tokgen.codec.pitch import clipwise_correlation, key_consistency, pitch_class_profile, profile_correlation
 
 SR = 16000
 

@@ -5,7 +5,7 @@ numbers describe what that level's codes can carry. Metrics are averaged over fi
 (weighted by duration); codebook usage is computed over all codes of the set. Besides
 spectral measures, ``key_consistency`` says how much pitch a level alone keeps: the
 correlation of the reconstruction's pitch-class profile with the input's, per 5 s clip
-(``tokgen.eval.pitch``; 1 when every clip keeps its pitch classes in proportion).
+(``tokgen.codec.pitch``; 1 when every clip keeps its pitch classes in proportion).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from tqdm import tqdm
 from tokgen.audio import load_audio
 from tokgen.codec.base import Codec
 from tokgen.codec.metrics import codebook_usage, mel_distance, si_sdr_db, spectral_convergence_db
+from tokgen.codec.pitch import clipwise_correlation
 from tokgen.data.render import split_files
 from tokgen.errors import TokgenError
-from tokgen.eval.pitch import clipwise_correlation
 
 KEY_CLIP_SECONDS = 5.0  # as the continuations' key consistency is judged (tokgen eval continuation)
 
