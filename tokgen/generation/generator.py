@@ -10,25 +10,36 @@ encoded: CPU work, run it in a thread), and go out as a stream of audio pieces
     async with await Generator.aload() as g:
         job = g.prepare(spec)
         result = await g.render(job, spec.settings)
+
+From plain Python (MusicGen's shape; the generator then runs its engines on an event loop
+of its own, in a thread):
+
+    g = Generator.load()
+    [wav] = g.generate_continuation(prime, prime_sample_rate, seconds=10, progress=True)
+    g.close()
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import secrets
+import threading
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any, TypeVar
 
 import numpy as np
 
 from tokgen.assets import DEFAULT_CODEC_DIR, DEFAULT_PRIORS_DIR
+from tokgen.audio import check_mono, resample
 from tokgen.codec import load_codec
 from tokgen.codec.base import Codec
 from tokgen.engine.factory import Backend, resolve_backend
 from tokgen.generation.generate import Continuation, Job, Mode, load_priors, prepare, sample_job
 from tokgen.generation.queued import QueuedJob
 from tokgen.generation.requests import prepare_spec
-from tokgen.generation.sampler import LevelPrior, OnChange, SamplingSettings
+from tokgen.generation.sampler import CodeBoard, LevelPrior, OnChange, SamplingSettings, level_frames
 from tokgen.generation.spec import ContinueSpec, check_continue
 from tokgen.generation.stream import stream_continuation
 from tokgen.monitoring import metrics
@@ -36,12 +47,16 @@ from tokgen.prior.layout import TokenLayout
 from tokgen.settings import Settings
 from tokgen.v1 import tokgen_pb2 as pb
 
+T = TypeVar("T")
+
 
 class Generator:
     def __init__(self, codec: Codec, priors: list[LevelPrior]):
         self.codec = codec
         self.priors = priors
         self.layout = TokenLayout.for_levels(codec.levels)
+        self._loop: asyncio.AbstractEventLoop | None = None  # for the synchronous API
+        self._thread: threading.Thread | None = None
 
     # -- loading and closing -------------------------------------------------------------
     @classmethod
@@ -149,6 +164,98 @@ class Generator:
         codes = await self.sample(job, settings, request_id, on_change)
         audio = await self.decode(codes, job.reference)
         return Continuation(codes, audio, job.start_top * self.codec.levels[0].hop)
+
+    # -- the synchronous Python API ------------------------------------------------------------
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the generator's own loop (engines bind to the loop of their
+        first request, so every synchronous call must use the same one)."""
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(
+                target=self._loop.run_forever, daemon=True, name="tokgen-generator"
+            )
+            self._thread.start()
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def generate_continuation(
+        self,
+        prime: Any,
+        prime_sample_rate: int,
+        seconds: float = 10.0,
+        *,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        progress: bool = False,
+    ) -> list[Any]:
+        """Continue each prime by ``seconds``: one prime (1-D array or tensor of float
+        samples, or (channels, samples), mixed to mono) or a list of them, all sampled
+        together so the engines batch them. Returns one array per prime at the codec's
+        sample rate (``self.codec.sample_rate``), numpy or torch like the input. Without
+        ``seed`` a fresh random one is drawn (``last_seeds`` says which, for reproducing);
+        prime i uses ``seed + i``."""
+        primes = prime if isinstance(prime, list | tuple) else [prime]
+        as_torch = type(primes[0]).__module__.startswith("torch")
+        base = secrets.randbits(62) if seed is None else seed
+        self.last_seeds = [base + i for i in range(len(primes))]
+        sr = self.codec.sample_rate
+        jobs = [self.job("primed", seconds, to_mono(p, prime_sample_rate, sr)) for p in primes]
+        settings = [SamplingSettings(temperature, top_k, top_p, s) for s in self.last_seeds]
+        for s in settings:
+            self.check_settings(s)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bottom = len(self.codec.levels) - 1
+            totals = [level_frames(j.top_frames, [lv.hop for lv in self.codec.levels])[bottom] for j in jobs]
+            bar = tqdm(
+                total=sum(totals) - sum(j.known[bottom].size for j in jobs), unit="code", desc="bottom level"
+            )
+
+        def watch(board: CodeBoard, level: int) -> None:
+            if bar is not None and level == len(board.codes) - 1:
+                bar.update(1)
+
+        async def run() -> list[Continuation]:
+            return list(
+                await asyncio.gather(
+                    *(self.render(j, s, on_change=watch) for j, s in zip(jobs, settings, strict=True))
+                )
+            )
+
+        try:
+            results = self._run(run())
+        finally:
+            if bar is not None:
+                bar.close()
+        wavs = [r.new_audio(round(seconds * sr)) for r in results]
+        if as_torch:
+            import torch
+
+            return [torch.from_numpy(w) for w in wavs]
+        return wavs
+
+    def close(self) -> None:
+        """Stop the engines (and the loop of the synchronous API)."""
+        if self._loop is None:
+            asyncio.run(self.aclose())
+            return
+        self._run(self.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        assert self._thread is not None
+        self._thread.join()
+        self._loop = None
+
+
+def to_mono(audio: Any, sample_rate: int, to_rate: int) -> np.ndarray:
+    """A prime given as numpy or torch, mono (samples,) or (channels, samples), as float32
+    mono at ``to_rate``."""
+    arr = audio.detach().cpu().numpy() if hasattr(audio, "detach") else np.asarray(audio)
+    if arr.ndim == 2:
+        arr = arr.mean(axis=0)
+    return resample(check_mono(arr.astype(np.float32, copy=False)), sample_rate, to_rate)
 
 
 async def load_generator(config: Settings, role: str) -> Generator:

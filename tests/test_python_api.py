@@ -1,0 +1,42 @@
+"""The Python API, MusicGen's shape: ``from tokgen import Generator``, load, continue a
+list of primes synchronously (numpy or torch in and out), reproducible by seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_model_dir, prior_set):
+    from tokgen import Generator
+
+    g = Generator.load(tiny_model_dir, prior_set, "hf")
+    yield g
+    g.close()
+
+
+def test_a_list_of_primes_is_continued_and_reproducible(generator, tone):
+    primes = [tone[:800], tone[800:2400]]
+    a = generator.generate_continuation(primes, 16000, seconds=0.05, seed=7)
+    assert [w.shape for w in a] == [(800,), (800,)] and generator.last_seeds == [7, 8]
+    b = generator.generate_continuation(primes, 16000, seconds=0.05, seed=7)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    c = generator.generate_continuation(primes, 16000, seconds=0.05)  # a fresh seed
+    assert generator.last_seeds[0] not in (7, 8)
+    again = generator.generate_continuation(primes, 16000, seconds=0.05, seed=generator.last_seeds[0])
+    assert all(np.array_equal(x, y) for x, y in zip(c, again, strict=True))
+
+
+def test_torch_stereo_and_other_rates_in(generator, tone):
+    stereo = torch.from_numpy(np.stack([tone[:2205], tone[:2205]]))  # 50 ms at 44.1 kHz
+    [out] = generator.generate_continuation(stereo, 44100, seconds=0.05, seed=1, progress=True)
+    assert isinstance(out, torch.Tensor) and out.shape == (800,) and torch.isfinite(out).all()
+
+
+def test_bad_primes_fail_clearly(generator):
+    from tokgen.errors import TokgenError
+
+    with pytest.raises(TokgenError, match="NaN"):
+        generator.generate_continuation(np.full(800, np.nan, np.float32), 16000, seconds=0.05)
