@@ -1,7 +1,8 @@
 """``tokgen codec eval``: per-level reconstruction metrics on held-out renders.
 
-Each test file is encoded to every level and decoded from each level alone, so a level's
-numbers describe what that level's codes can carry. Metrics are averaged over files
+Each test file is encoded to every level and decoded from each level alone (levels 0..l
+for a codec whose levels are residuals, ``msvq``), so a level's numbers describe what that
+level's codes can carry. Metrics are averaged over files
 (weighted by duration); codebook usage is computed over all codes of the set. Besides
 spectral measures, ``key_consistency`` says how much pitch a level alone keeps: the
 correlation of the reconstruction's pitch-class profile with the input's, per 5 s clip
@@ -40,7 +41,9 @@ def evaluate_codec(codec: Codec, files: list[Path], max_seconds: float | None = 
             audio = audio[: int(max_seconds * codec.sample_rate)]
         codes = codec.encode(audio)
         for lv in range(n_levels):
-            recon = codec.decode(codes[lv], lv)[: audio.size]
+            # A codec whose levels are residuals decodes level l from levels 0..l (and
+            # keeps the timbre of the file itself, as it keeps the prime's in generation).
+            recon = codec.decode_levels(codes[: lv + 1], audio)[: audio.size]
             stats = per_level[lv]
             stats["sc"].append(spectral_convergence_db(audio, recon))
             stats["si_sdr"].append(si_sdr_db(audio, recon))
