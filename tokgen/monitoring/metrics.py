@@ -36,6 +36,12 @@ TIME_TO_FIRST_AUDIO = Histogram(
     "From a Continue call's arrival to its first audio chunk",
     buckets=(0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0),
 )
+PREPARING = Gauge(
+    "tokgen_preparing",
+    "Requests decoding and encoding their prime or codes right now (stream: inside an admission "
+    "slot; job: SubmitJob, at most two at once)",
+    ["source"],
+)
 PREPARE = Histogram(
     "tokgen_prepare_seconds",
     "Decoding and encoding a request's prime or codes, before sampling starts",

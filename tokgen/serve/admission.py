@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 from tokgen.generation.spec import Priority
 
@@ -86,3 +87,25 @@ class Admission:
                 granted.set_result(None)  # the slot passes on: ``active`` is unchanged
                 return
         self.active -= 1
+
+
+class Concurrency:
+    """How many of some work run right now, and the most that ever ran at once: counted
+    where the work runs (in its worker thread, hence the lock), so it measures the bound
+    that is meant to hold it, e.g. preparations inside admission slots."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.peak = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        with self._lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.now -= 1

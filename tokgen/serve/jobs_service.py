@@ -10,10 +10,12 @@ import grpc
 
 from tokgen.errors import TokgenError
 from tokgen.generation.generator import Generator
-from tokgen.generation.spec import FieldError
+from tokgen.generation.queued import QueuedJob
+from tokgen.generation.spec import ContinueSpec, FieldError
 from tokgen.jobs.queue import JobQueue
 from tokgen.jobs.states import Job, JobState
 from tokgen.monitoring import metrics
+from tokgen.serve.admission import Concurrency
 from tokgen.serve.service import abort_invalid
 from tokgen.v1 import jobs_pb2 as jpb
 from tokgen.v1 import jobs_pb2_grpc as jpb_grpc
@@ -61,6 +63,8 @@ class JobServicer(jpb_grpc.JobServiceServicer):
         self.generator: Generator | None = None
         self.watch_every_s = watch_every_s
         self.preparing = asyncio.Semaphore(max_preparing)
+        self.preparations = Concurrency()  # counted in the threads: at most max_preparing
+        metrics.PREPARING.labels("job").set_function(lambda: self.preparations.now)
 
     def attach(self, generator: Generator) -> None:
         """The loaded models: SubmitJob prepares a request's job with them (validated,
@@ -89,7 +93,7 @@ class JobServicer(jpb_grpc.JobServiceServicer):
             await abort_invalid(context, "idempotency_key", f"at most {MAX_IDEMPOTENCY_KEY} characters")
         try:  # a bad file is refused here, not accepted and then FAILED by a worker
             async with self.preparing:
-                queued = await asyncio.to_thread(g.queued, spec)
+                queued = await asyncio.to_thread(self._prepare, g, spec)
         except FieldError as exc:
             await abort_invalid(context, f"request.{exc.field}", exc.message)
         try:
@@ -101,6 +105,10 @@ class JobServicer(jpb_grpc.JobServiceServicer):
         if created:
             metrics.JOBS_SUBMITTED.labels(spec.priority).inc()
         return jpb.SubmitJobResponse(job=job_message(await self._job(job_id, context)), created=created)
+
+    def _prepare(self, g: Generator, spec: ContinueSpec) -> QueuedJob:
+        with self.preparations.running():
+            return g.queued(spec)
 
     async def GetJob(self, request, context):
         return jpb.GetJobResponse(job=job_message(await self._job(request.job_id, context)))

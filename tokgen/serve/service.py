@@ -21,7 +21,7 @@ from tokgen.generation.generator import Generator
 from tokgen.generation.sampler import completion_times
 from tokgen.generation.spec import ContinueSpec, FieldError
 from tokgen.monitoring import metrics
-from tokgen.serve.admission import Admission, Busy
+from tokgen.serve.admission import Admission, Busy, Concurrency
 from tokgen.v1 import tokgen_pb2 as pb
 from tokgen.v1 import tokgen_pb2_grpc as pb_grpc
 
@@ -60,9 +60,11 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
         self.max_request_bytes = max_request_bytes
         self.admission = admission
         self.generator: Generator | None = None
+        self.preparations = Concurrency()  # inside admission slots: at most max_active
 
         metrics.ACTIVE.set_function(lambda: admission.active)
         metrics.WAITING.set_function(lambda: admission.waiting)
+        metrics.PREPARING.labels("stream").set_function(lambda: self.preparations.now)
 
     def attach(self, generator: Generator) -> None:
         self.generator = generator
@@ -104,13 +106,18 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
             async with self.admission.slot(spec.priority):
                 try:
                     with metrics.PREPARE.time():
-                        job = await asyncio.to_thread(g.prepare, spec, True)
+                        job = await asyncio.to_thread(self._prepare, g, spec)
                 except FieldError as exc:
                     await abort_invalid(context, exc.field, exc.message)
                 async for reply in self._stream(g, job, spec, started):
                     yield reply
         except Busy as busy:
             await abort_busy(context, busy)
+
+    def _prepare(self, g: Generator, spec: ContinueSpec) -> Job:
+        """Decode and encode the prime (in a worker thread, inside the call's slot)."""
+        with self.preparations.running():
+            return g.prepare(spec, True)
 
     async def _stream(self, g: Generator, job: Job, spec: ContinueSpec, started: float):
         """The continuation's audio as PCM chunks, then the summary. Closing this (the call
