@@ -107,3 +107,64 @@ def test_continue_prepares_its_prime_inside_its_admission_slot(
         assert servicer.preparations.peak == 1, f"{servicer.preparations.peak} preparations ran at once"
     finally:
         loop_thread.run(server.stop(None))
+
+
+# ---- 8. authenticate first --------------------------------------------------------------------
+
+KEY = "bounds-key-0123456789abcdef"
+
+
+def test_calls_without_a_valid_key_are_refused_before_their_bytes_are_parsed(loop_thread):
+    """With API keys configured, a call without a valid key gets UNAUTHENTICATED whatever
+    its bytes (garbage included, which a keyed caller gets INVALID_ARGUMENT for), and its
+    request is never deserialized: a probe method on the same server records every parse."""
+    parsed: list[int] = []
+
+    def parse(data: bytes) -> pb.GetModelInfoRequest:
+        parsed.append(len(data))
+        return pb.GetModelInfoRequest.FromString(data)
+
+    async def probe(request, context) -> bytes:
+        return b"probed"
+
+    async def start():
+        server, _, _, port = build_server("127.0.0.1:0", Admission(1, 0), api_keys=[KEY.encode()])
+        handler = grpc.unary_unary_rpc_method_handler(probe, parse, lambda reply: reply)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("test.Probe", {"Call": handler}),)
+        )
+        await server.start()
+        return server, port
+
+    server, port = loop_thread.run(start())
+    garbage = b"\xff\xff\xff\xff not a protobuf"
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+
+            def code(method: str, payload: bytes, metadata=()) -> grpc.StatusCode:
+                call = channel.unary_unary(method)
+                try:
+                    call(payload, metadata=metadata, timeout=30)
+                except grpc.RpcError as err:
+                    return err.code()
+                return grpc.StatusCode.OK
+
+            for metadata in ((), (("x-api-key", "wrong-key-0123456789abcdef"),)):
+                for payload in (garbage, b"", b"\x0a" * (1 << 20)):
+                    assert code("/test.Probe/Call", payload, metadata) == grpc.StatusCode.UNAUTHENTICATED
+                    info = code("/tokgen.v1.TokgenService/GetModelInfo", payload, metadata)
+                    assert info == grpc.StatusCode.UNAUTHENTICATED
+                stream = channel.unary_stream("/tokgen.v1.TokgenService/Continue")
+                with pytest.raises(grpc.RpcError) as err:
+                    list(stream(garbage, metadata=metadata, timeout=30))
+                assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert parsed == [], "requests without a valid key were parsed"
+            good = (("x-api-key", KEY),)
+            assert code("/test.Probe/Call", b"", good) == grpc.StatusCode.OK and parsed == [0]
+            assert code("/test.Probe/Call", garbage, good) == grpc.StatusCode.INVALID_ARGUMENT
+            assert (
+                code("/tokgen.v1.TokgenService/GetModelInfo", garbage, good)
+                == grpc.StatusCode.INVALID_ARGUMENT
+            )
+    finally:
+        loop_thread.run(server.stop(None))

@@ -2,6 +2,8 @@
 
 Keys are compared in constant time (``hmac.compare_digest``) against every configured key,
 and never logged. Health checks stay open: orchestrators probe them without credentials.
+The key is checked before the request is parsed: a call without a valid key gets
+UNAUTHENTICATED whatever its bytes, and they are not decoded.
 """
 
 from __future__ import annotations
@@ -62,4 +64,11 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         async def deny(request, context: grpc.aio.ServicerContext) -> None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid API key (x-api-key)")
 
-        return guarded(handler, deny)
+        # Refused before its bytes are parsed: no protobuf decoding, however large or
+        # malformed, for a caller without a key (grpc has still received the message).
+        return guarded(handler, deny, deserialize=unparsed)
+
+
+def unparsed(data: bytes) -> None:
+    """The deserializer of a call refused for its key: its bytes are never read."""
+    return None

@@ -49,12 +49,13 @@ def build_server(
     port speaks only TLS (mutual TLS if it names a client CA); with ``jobs``, it also
     serves ``JobService``."""
     server = grpc.aio.server(
-        # The first interceptor wraps what the others return: it counts every call, and
-        # the malformed-request guard also guards auth's denials.
+        # The first interceptor wraps what the others return: it counts every call; the
+        # API key is checked next, before the request is parsed (a denied call's bytes
+        # are never decoded), then the malformed-request guard parses it.
         interceptors=[
             CallMetricsInterceptor(),
-            MalformedRequestInterceptor(),
             *([ApiKeyInterceptor(api_keys)] if api_keys else []),
+            MalformedRequestInterceptor(),
         ],
         options=[
             ("grpc.max_receive_message_length", max_request_bytes),
