@@ -61,9 +61,12 @@ class MSVQConfig(BaseModel):
     decoder_intermediate: int = Field(default=768, ge=8)
     decoder_layers: int = Field(default=8, ge=1)
     timbre_dim: int = Field(default=128, ge=0)  # 0: no timbre conditioning
-    # Log energies per semitone at the top level's rate enter the top quantiser, and the top
-    # codes must predict them: the encoder's receptive field (~15 ms) is too short to know
-    # a low note's pitch, and pooling its phase-dependent features blurs what it knows.
+    # The top level quantises the log energies per semitone at its own rate (through a small
+    # convolution), not the encoder's latents: a "semantic" top level (AudioLM, MusicLM) whose
+    # codes must hold the notes. The encoder's receptive field (~15 ms) cannot know a low
+    # note's pitch, and average-pooling its phase-dependent latents lost what it knew (top
+    # codes learned from them kept a chroma correlation of 0.1-0.2). Its codes also predict
+    # the semitone energies back (``pitch_head``), so the decoder's input keeps them.
     pitch_features: bool = True
 
     @model_validator(mode="after")
@@ -219,7 +222,15 @@ class MultiScaleVQ(nn.Module):
         )
         self.decoder = FourierDecoder(cfg)
         self.timbre = TimbreEncoder(cfg.sample_rate, cfg.timbre_dim) if cfg.timbre_dim else None
-        self.pitch_in = nn.Conv1d(N_SEMITONES, cfg.latent_dim, 1) if cfg.pitch_features else None
+        self.pitch_in = (
+            nn.Sequential(
+                nn.Conv1d(N_SEMITONES, cfg.latent_dim, 3, padding=1),
+                nn.GELU(),
+                nn.Conv1d(cfg.latent_dim, cfg.latent_dim, 3, padding=1),
+            )
+            if cfg.pitch_features
+            else None
+        )
         self.pitch_head = nn.Conv1d(cfg.latent_dim, N_SEMITONES, 1) if cfg.pitch_features else None
 
     def features(self, audio: torch.Tensor) -> torch.Tensor | None:
@@ -247,8 +258,8 @@ class MultiScaleVQ(nn.Module):
         keep_levels: torch.Tensor | None = None,
         features: torch.Tensor | None = None,
     ) -> Quantized:
-        """Residual quantisation of encoder latents (B, D, T), with ``features`` (see
-        ``features``) added to the top level's input. ``keep_levels`` (B,) says how many
+        """Residual quantisation of encoder latents (B, D, T); with ``features`` (see
+        ``features``), the top level quantises those instead. ``keep_levels`` (B,) says how many
         levels (from the top) each example keeps in the sum (quantiser dropout); all codes
         are computed either way."""
         residual, total = z, torch.zeros_like(z)
@@ -258,7 +269,7 @@ class MultiScaleVQ(nn.Module):
         for lv, stride in enumerate(self.cfg.level_strides):
             pooled = F.avg_pool1d(residual, stride) if stride > 1 else residual
             if lv == 0 and features is not None and self.pitch_in is not None:
-                pooled = pooled + self.pitch_in(features[..., : pooled.shape[-1]])
+                pooled = self.pitch_in(features[..., : pooled.shape[-1]])
             vq = self.quantizers[lv](self.in_proj[lv](pooled))
             q = self.out_proj[lv](vq.quantized)
             if lv == 0:
