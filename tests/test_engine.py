@@ -130,7 +130,8 @@ def test_backend_resolution(monkeypatch):
 
 
 def test_bench_engine_cli(tiny_prior):
-    """`tokgen bench engine --json` runs both backends and prints the documented figures."""
+    """`tokgen bench engine --json` runs the four ways at batch 1, 16 and 64 and prints the
+    documented figures, with the CPU named."""
     import json
     import subprocess
     import sys
@@ -152,9 +153,18 @@ def test_bench_engine_cli(tiny_prior):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
-    for batch in ("batch16", "batch1"):
+    assert out["cpu"]["model"] and {"avx512_bf16", "amx_bf16"} <= set(out["cpu"])
+    assert out["flops"]["per_new_token_at_mean_context"] > 2 * out["flops"]["parameters"] * 0.5
+    for batch in ("batch1", "batch16", "batch64"):
         figures = out[batch]
-        assert figures["vllm_tokens_per_s"] > 0 and figures["hf_tokens_per_s"] > 0
+        for way in ("reference", "transformers_generate", "hf", "vllm"):
+            rate = figures[f"{way}_tokens_per_s"]
+            assert rate > 0 and figures[f"{way}_gflops"] > 0
+            steps_per_s = rate / int(batch.removeprefix("batch"))
+            assert figures[f"{way}_ms_per_step"] == pytest.approx(1000 / steps_per_s, rel=0.02, abs=0.002)
         assert figures["ratio"] == pytest.approx(
             figures["vllm_tokens_per_s"] / figures["hf_tokens_per_s"], rel=0.02, abs=0.006
         )  # the ratio is rounded to 2 decimals: up to 0.005 off, whatever its size
+        assert figures["vllm_vs_reference"] == pytest.approx(
+            figures["vllm_tokens_per_s"] / figures["reference_tokens_per_s"], rel=0.02, abs=0.006
+        )

@@ -1,28 +1,167 @@
-"""``tokgen bench engine``: vLLM vs the in-process engine on the same prior, side by side.
+"""``tokgen bench engine``: the engines against what the arithmetic allows, side by side.
 
-Throughput is new tokens per wall-clock second for ``batch`` concurrent requests of
-``prompt_tokens`` + ``new_tokens`` (sampling at temperature 1, seeds fixed). Both backends
-run in one process, one after the other, each after a warm-up request, so their ratio is
-meaningful even on a noisy machine (absolute numbers are not).
+Four ways to decode the same model, in one process, one after the other:
+
+- ``reference``: a bare decode loop in plain torch (``ReferenceLoop``, gpt-fast's
+  ``generate.py`` in shape): static KV cache tensors, attention over the real context only,
+  Gumbel-max sampling on tensors. No scheduling, no streaming: the yardstick.
+- ``transformers_generate``: ``model.generate(do_sample=True)``, what a user would run
+  without tokgen.
+- ``hf``: tokgen's in-process engine; ``vllm``: tokgen's vLLM engine.
+
+Each runs ``batch`` requests of ``prompt_tokens`` + ``new_tokens`` at once (temperature 1,
+seeds fixed) after a warm-up. Per way and batch: new tokens per wall-clock second,
+``ms_per_step`` (wall time / new tokens per request: each step gives every request one
+token; prefill included) and ``gflops`` (the model's FLOPs for all prompt and new tokens
+over the wall time; ``flops`` says how they are counted). Ratios inside one run are
+meaningful on a noisy machine; absolute numbers are not. The CPU is named in the output.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from tokgen.engine.base import Engine, SamplingParams
 from tokgen.engine.factory import create_engine
 from tokgen.prior.model import default_size_prior
 
+WAYS = ("reference", "transformers_generate", "hf", "vllm")
 
-async def throughput(engine: Engine, batch: int, prompt_tokens: int, new_tokens: int, vocab: int) -> float:
+
+class ReferenceLoop:
+    """A transformers ``LlamaForCausalLM``'s weights decoded by a bare loop: static K/V
+    tensors for ``batch`` rows of ``max_len`` positions, every row at the same position."""
+
+    def __init__(self, model: Any, batch: int, max_len: int):
+        cfg, m = model.config, model.model
+        if cfg.num_key_value_heads != cfg.num_attention_heads or cfg.attention_bias or cfg.mlp_bias:
+            raise ValueError("the reference loop handles plain Llamas only (no GQA, no biases)")
+        self.heads, self.head_dim = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
+        self.eps, self.embed = cfg.rms_norm_eps, m.embed_tokens.weight
+        self.layers = [
+            (
+                layer.input_layernorm.weight,
+                torch.cat(
+                    [
+                        layer.self_attn.q_proj.weight,
+                        layer.self_attn.k_proj.weight,
+                        layer.self_attn.v_proj.weight,
+                    ]
+                ),
+                layer.self_attn.o_proj.weight,
+                layer.post_attention_layernorm.weight,
+                torch.cat([layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight]),
+                layer.mlp.down_proj.weight,
+            )
+            for layer in m.layers
+        ]
+        self.norm, self.head = m.norm.weight, model.lm_head.weight
+        shape = (len(self.layers), batch, self.heads, max_len, self.head_dim)
+        self.k, self.v = (
+            torch.zeros(shape, dtype=self.embed.dtype),
+            torch.zeros(shape, dtype=self.embed.dtype),
+        )
+        self.cos, self.sin = (t[0] for t in m.rotary_emb(self.embed, torch.arange(max_len)[None]))
+
+    def rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+
+    def rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x1, x2 = x.chunk(2, dim=-1)
+        return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+    def forward(self, ids: torch.Tensor, start: int) -> torch.Tensor:
+        """Logits of the last position of ``ids`` (B, T), which sit at ``start``...; a
+        prefill must start at 0 (causal attention), a decode step is one token."""
+        b, t = ids.shape
+        end = start + t
+        x, cos, sin = self.embed[ids], self.cos[start:end], self.sin[start:end]
+        for i, (w_in, w_qkv, w_o, w_post, w_gu, w_down) in enumerate(self.layers):
+            qkv = F.linear(self.rms(x, w_in), w_qkv).view(b, t, 3, self.heads, self.head_dim)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)
+            self.k[i, :, :, start:end], self.v[i, :, :, start:end] = self.rope(k, cos, sin), v
+            attn = F.scaled_dot_product_attention(
+                self.rope(q, cos, sin), self.k[i, :, :, :end], self.v[i, :, :, :end], is_causal=t > 1
+            )
+            x = x + F.linear(attn.transpose(1, 2).reshape(b, t, -1), w_o)
+            gate, up = F.linear(self.rms(x, w_post), w_gu).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, w_down)
+        return F.linear(self.rms(x[:, -1], self.norm), self.head)
+
+    @torch.inference_mode()
+    def generate(
+        self, prompts: torch.Tensor, new_tokens: int, temperature: float = 1.0, seed: int = 0
+    ) -> torch.Tensor:
+        """``new_tokens`` ids per row of ``prompts`` (B, P); Gumbel-max sampling (argmax of
+        logits / T + Gumbel noise -log(-log U)), greedy at temperature 0. Uniform noise:
+        ``exponential_`` on CPU draws one sample at a time (~1 ms per step at batch 16)."""
+        gen = torch.Generator().manual_seed(seed)
+        out = torch.empty(prompts.shape[0], new_tokens, dtype=torch.long)
+        logits = self.forward(prompts, 0)
+        for i in range(new_tokens):
+            if temperature > 0:
+                gumbel = -torch.rand(logits.shape, generator=gen).log_().neg_().log_()
+                out[:, i] = (logits.float() / temperature + gumbel).argmax(-1)
+            else:
+                out[:, i] = logits.argmax(-1)
+            if i + 1 < new_tokens:
+                logits = self.forward(out[:, i : i + 1], prompts.shape[1] + i)
+        return out
+
+
+def cpu_info() -> dict:
+    """``lscpu``'s model name and whether the CPU has bf16 instructions (flags)."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        text = ""
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    flags = set(fields.get("Flags", "").split())
+    return {
+        "model": fields.get("Model name", "unknown").strip(),
+        "cpus": os.cpu_count(),
+        "avx512f": "avx512f" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "amx_bf16": "amx_bf16" in flags,
+    }
+
+
+def flops_per_token(config: Any, context: float) -> float:
+    """2 x the weights every token multiplies (all linear layers and the output head; the
+    embedding lookup is free) + attention: 4 x layers x hidden x context (scores and sum)."""
+    h, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    kv = config.num_key_value_heads * (h // config.num_attention_heads)
+    per_layer = h * (h + 2 * kv) + h * h + 3 * h * inter
+    return 2.0 * (layers * per_layer + h * config.vocab_size) + 4.0 * layers * h * context
+
+
+def work_flops(config: Any, batch: int, prompt_tokens: int, new_tokens: int) -> float:
+    """FLOPs of one run: each prompt token attends to half the prompt on average, each new
+    token to the prompt and half the new tokens."""
+    per_request = prompt_tokens * flops_per_token(config, prompt_tokens / 2) + new_tokens * flops_per_token(
+        config, prompt_tokens + new_tokens / 2
+    )
+    return batch * per_request
+
+
+def prompts_for(batch: int, prompt_tokens: int, vocab: int) -> list[list[int]]:
     rng = np.random.default_rng(0)
-    prompts = [rng.integers(3, vocab, prompt_tokens).tolist() for _ in range(batch)]
+    return [rng.integers(3, vocab, prompt_tokens).tolist() for _ in range(batch)]
+
+
+async def engine_seconds(engine: Engine, batch: int, prompt_tokens: int, new_tokens: int) -> float:
+    prompts = prompts_for(batch, prompt_tokens, engine.vocab_size)
 
     async def one(i: int, tag: str) -> int:
         n = 0
@@ -34,7 +173,38 @@ async def throughput(engine: Engine, batch: int, prompt_tokens: int, new_tokens:
     await one(0, f"warmup-{batch}")
     start = time.perf_counter()
     total = sum(await asyncio.gather(*(one(i, f"bench-{batch}") for i in range(batch))))
-    return total / (time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    assert total == batch * new_tokens, (total, batch, new_tokens)
+    return seconds
+
+
+def reference_seconds(model: Any, batch: int, prompt_tokens: int, new_tokens: int) -> float:
+    vocab = model.config.vocab_size
+    prompts = torch.tensor(prompts_for(batch, prompt_tokens, vocab))
+    loop = ReferenceLoop(model, batch, prompt_tokens + new_tokens)
+    loop.generate(prompts, min(new_tokens, 8))  # warm-up
+    start = time.perf_counter()
+    loop.generate(prompts, new_tokens)
+    return time.perf_counter() - start
+
+
+@torch.inference_mode()
+def generate_seconds(model: Any, batch: int, prompt_tokens: int, new_tokens: int) -> float:
+    vocab = model.config.vocab_size
+    prompts = torch.tensor(prompts_for(batch, prompt_tokens, vocab))
+    options = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "pad_token_id": 0}
+
+    def run(n: int) -> None:
+        torch.manual_seed(0)
+        out = model.generate(
+            prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=n, min_new_tokens=n, **options
+        )
+        assert out.shape == (batch, prompt_tokens + n)
+
+    run(min(new_tokens, 8))  # warm-up
+    start = time.perf_counter()
+    run(new_tokens)
+    return time.perf_counter() - start
 
 
 def bench_engines(
@@ -44,33 +214,61 @@ def bench_engines(
     batches: tuple[int, ...],
     dtype: str = "float32",
 ) -> dict:
+    from transformers import AutoModelForCausalLM
+
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = prior_dir or default_size_prior(Path(tmp) / "prior", prompt_tokens + new_tokens)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(model_dir), local_files_only=True, dtype=getattr(torch, dtype)
+        ).eval()
+        config = model.config
+        params = sum(p.numel() for p in model.parameters())
         result: dict = {
             "model": "random prior, default upsampler size" if prior_dir is None else str(prior_dir),
+            "cpu": cpu_info(),
+            "torch_threads": torch.get_num_threads(),
             "prompt_tokens": prompt_tokens,
             "new_tokens": new_tokens,
             "dtype": dtype,
+            "flops": {
+                "parameters": params,
+                "per_token": "2 x (linear weights + output head) + 4 x layers x hidden x context",
+                "per_new_token_at_mean_context": round(
+                    flops_per_token(config, prompt_tokens + new_tokens / 2)
+                ),
+                "gflops_counts": "prompt and new tokens",
+            },
         }
-        rates: dict[str, dict[int, float]] = {}
+        seconds: dict[str, dict[int, float]] = {way: {} for way in WAYS}
+        for b in batches:
+            seconds["reference"][b] = reference_seconds(model, b, prompt_tokens, new_tokens)
+        for b in batches:
+            seconds["transformers_generate"][b] = generate_seconds(model, b, prompt_tokens, new_tokens)
+        del model
         for backend in ("hf", "vllm"):
-            engine = create_engine(model_dir, backend, dtype=dtype)
+            # Every request of a batch in one engine batch (vLLM's limit is 64 sequences).
+            options = {"max_batch": max(batches)} if backend == "hf" else {}
+            engine = create_engine(model_dir, backend, dtype=dtype, **options)
 
             async def run(engine: Engine = engine) -> dict[int, float]:
                 try:
-                    return {
-                        b: await throughput(engine, b, prompt_tokens, new_tokens, engine.vocab_size)
-                        for b in batches
-                    }
+                    return {b: await engine_seconds(engine, b, prompt_tokens, new_tokens) for b in batches}
                 finally:
                     await engine.close()
 
-            rates[backend] = asyncio.run(run())
+            seconds[backend] = asyncio.run(run())
         for b in batches:
-            vllm, hf = rates["vllm"][b], rates["hf"][b]
-            result[f"batch{b}"] = {
-                "vllm_tokens_per_s": round(vllm, 1),
-                "hf_tokens_per_s": round(hf, 1),
-                "ratio": round(vllm / hf, 2),
-            }
+            figures: dict[str, float] = {}
+            flops = work_flops(config, b, prompt_tokens, new_tokens)
+            for way in WAYS:
+                s = seconds[way][b]
+                figures[f"{way}_tokens_per_s"] = round(b * new_tokens / s, 1)
+                figures[f"{way}_ms_per_step"] = round(1000 * s / new_tokens, 3)
+                figures[f"{way}_gflops"] = round(flops / s / 1e9, 3)
+            rate = {way: b * new_tokens / seconds[way][b] for way in WAYS}
+            figures["ratio"] = round(rate["vllm"] / rate["hf"], 2)  # vLLM / hf
+            figures["vllm_vs_reference"] = round(rate["vllm"] / rate["reference"], 2)
+            figures["hf_vs_reference"] = round(rate["hf"] / rate["reference"], 2)
+            figures["vllm_vs_transformers_generate"] = round(rate["vllm"] / rate["transformers_generate"], 2)
+            result[f"batch{b}"] = figures
         return result

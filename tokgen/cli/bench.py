@@ -20,8 +20,9 @@ def _report(result: dict, as_json: bool) -> None:
 def cmd_bench_engine(args: argparse.Namespace) -> None:
     from tokgen.bench.engine import bench_engines
 
+    batches = tuple(int(b) for b in args.batches.split(","))
     result = bench_engines(
-        Path(args.prior) if args.prior else None, args.prompt_tokens, args.new_tokens, (16, 1), args.dtype
+        Path(args.prior) if args.prior else None, args.prompt_tokens, args.new_tokens, batches, args.dtype
     )
     _report(result, args.json)
 
@@ -57,11 +58,16 @@ def cmd_bench_queue(args: argparse.Namespace) -> None:
 
 def register(sub: Subcommands) -> None:
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_cmd", required=True)
-    p = bench.add_parser("engine", help="vLLM vs in-process engine tokens/s at batch 16 and 1")
+    p = bench.add_parser(
+        "engine", help="vLLM, in-process engine, a bare reference loop and transformers generate: tokens/s"
+    )
     p.add_argument("--prior", default=None, help="prior directory (default: a random default-size prior)")
     p.add_argument("--prompt-tokens", type=int, default=256)
     p.add_argument("--new-tokens", type=int, default=512)
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="both engines")
+    p.add_argument(
+        "--batches", default="1,16,64", help="concurrent requests, comma-separated (default 1,16,64)"
+    )
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="every way")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_engine)
 
