@@ -18,7 +18,8 @@ def cmd_eval_continuation(args: argparse.Namespace) -> None:
     from tokgen.eval.classifier import load_classifier
     from tokgen.eval.continuation import HELD_OUT_HOURS, HELD_OUT_MAX_SECONDS, evaluate_continuations
     from tokgen.eval.embeddings import load_embedding
-    from tokgen.generation.generate import check_settings, load_priors
+    from tokgen.generation.generate import check_settings
+    from tokgen.generation.generator import Generator
     from tokgen.generation.sampler import SamplingSettings
 
     sampling = SamplingSettings(args.temperature, args.top_k, args.top_p, args.seed)
@@ -30,10 +31,9 @@ def cmd_eval_continuation(args: argparse.Namespace) -> None:
         data = held_out_corpus(codec.sample_rate, HELD_OUT_HOURS, HELD_OUT_MAX_SECONDS)
     embeddings = {name: load_embedding(name) for name in ("aisfx", "classic")}
     classifier = load_classifier(args.classifier)
-    priors = load_priors(args.priors, codec, args.backend)
+    generator = Generator.load(codec, args.priors, args.backend)
     result = evaluate_continuations(
-        codec,
-        priors,
+        generator,
         data,
         args.split,
         args.n,

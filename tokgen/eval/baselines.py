@@ -30,18 +30,29 @@ def code_histogram(codes: list[np.ndarray], codebook_size: int) -> np.ndarray:
     return counts / counts.sum()
 
 
-def unigram_codes(codec: Codec, probs: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
-    """Bottom-level codes drawn independently from their unigram distribution, decoded:
-    the codec's sound with none of a prior's sequence modelling."""
-    level = len(codec.levels) - 1
-    frames = -(-samples // codec.levels[level].hop)
-    codes = rng.choice(probs.size, size=frames, p=probs)
-    return codec.decode(codes, level)[:samples].astype(np.float32)
+def unigram_codes(
+    codec: Codec, probs: list[np.ndarray], samples: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Codes drawn independently from their unigram distributions (``probs``, one per level
+    decoded: the bottom level's, or every level's for a codec whose levels are residuals),
+    decoded: the codec's sound with none of a prior's sequence modelling."""
+    top = -(-samples // codec.levels[0].hop)
+    first = len(codec.levels) - len(probs)
+    codes = [
+        rng.choice(p.size, size=top * codec.levels[0].hop // codec.levels[lv].hop, p=p)
+        for lv, p in enumerate(probs, start=first)
+    ]
+    if first:
+        return codec.decode(codes[-1], len(codec.levels) - 1)[:samples].astype(np.float32)
+    return codec.decode_levels(codes)[:samples].astype(np.float32)
 
 
-def reconstruction(codec: Codec, real: np.ndarray, bottom_codes: np.ndarray | None = None) -> np.ndarray:
-    """The real continuation through the codec's bottom level: the best a prior over these
-    codes could do. ``bottom_codes``: its bottom-level codes, if already encoded."""
-    level = len(codec.levels) - 1
-    codes = codec.encode(real)[level] if bottom_codes is None else bottom_codes
-    return codec.decode(codes, level)[: real.size].astype(np.float32)
+def reconstruction(
+    codec: Codec, real: np.ndarray, codes: list[np.ndarray] | None = None, reference: np.ndarray | None = None
+) -> np.ndarray:
+    """The real continuation through the codec, decoded as generated audio is (from the
+    bottom level, or all levels for a codec whose levels are residuals, in the timbre of
+    ``reference``, the prime): the best a prior over these codes could do. ``codes``:
+    its codes of every level, if already encoded."""
+    codes = codec.encode(real) if codes is None else codes
+    return codec.decode_levels(codes, reference)[: real.size].astype(np.float32)

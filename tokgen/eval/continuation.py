@@ -44,8 +44,8 @@ from tokgen.eval.classifier import TimbreClassifier
 from tokgen.eval.distances import clip_fad, fad_bootstrap, fad_infinity, inception_score, kid
 from tokgen.eval.embeddings import Embedding
 from tokgen.eval.structure import distinct_code_ratio, seam_flux_ratio, seam_positions
-from tokgen.generation.generate import continue_audio
-from tokgen.generation.sampler import LevelPrior, SamplingSettings
+from tokgen.generation.generator import Generator
+from tokgen.generation.sampler import SamplingSettings
 
 # The held-out renders the command uses by default (tokgen.cli.common.held_out_corpus): the test
 # split of a 48 h plan (about 380 pieces, 364 of them 10 s or longer: 2 x 128 clips and to
@@ -130,8 +130,7 @@ class Generated:
 
 
 async def model_continuations(
-    codec: Codec,
-    priors: list[LevelPrior],
+    g: Generator,
     items: list[Piece],
     seconds: float,
     sampling: SamplingSettings,
@@ -142,12 +141,13 @@ async def model_continuations(
     ``real_levels`` > 0 is an ablation: the top ``real_levels`` levels are the real
     continuation's codes and only the levels below are sampled (from the prime's codes as
     context), which shows where a hierarchy loses what the codec keeps."""
+    codec = g.codec
     top_hop, bottom_hop = codec.levels[0].hop, codec.levels[-1].hop
 
     async def one(i: int, piece: Piece) -> Generated:
         settings = dataclasses.replace(sampling, seed=sampling.seed + i)
         if real_levels == 0:
-            result = await continue_audio(codec, priors, seconds, settings, "primed", piece.prime)
+            result = await g.render(g.job("primed", seconds, piece.prime), settings)
             start = result.prime_samples
             offset = 0  # the bottom level starts sampling where the continuation starts
         else:
@@ -157,7 +157,8 @@ async def model_continuations(
                 for lv, c in enumerate(codes)
             ]
             one_frame = codec.levels[0].hop / codec.sample_rate  # continue needs some new audio
-            result = await continue_audio(codec, priors, one_frame, settings, "continue", codes=known)
+            job = g.job("continue", one_frame, codes=known, reference=piece.prime)
+            result = await g.render(job, settings)
             start = piece.prime.size
             offset = piece.prime.size % top_hop  # known codes are cut back to whole top frames
         frames = -(-piece.real.size // bottom_hop)
@@ -172,21 +173,24 @@ def systems(
     items: list[Piece],
     model: list[np.ndarray],
     seed: int,
-    real_codes: list[np.ndarray] | None = None,
+    real_codes: list[list[np.ndarray]] | None = None,
 ) -> dict[str, list[np.ndarray]]:
     """The model's clips and the baselines'. ``real_codes``: the real continuations'
-    bottom-level codes, if already encoded."""
+    codes (every level), if already encoded."""
     rng = np.random.default_rng(seed)
-    bottom = codec.levels[-1]
-    encoded = real_codes if real_codes is not None else [codec.encode(p.real)[-1] for p in items]
-    probs = baselines.code_histogram(encoded, bottom.codebook_size)
+    encoded = real_codes if real_codes is not None else [codec.encode(p.real) for p in items]
+    levels = range(len(codec.levels)) if codec.uses_all_levels else [len(codec.levels) - 1]
+    probs = [
+        baselines.code_histogram([c[lv] for c in encoded], codec.levels[lv].codebook_size) for lv in levels
+    ]
     return {
         "model": model,
         "noise": [baselines.noise(p.real, rng) for p in items],
         "repeat_prime": [baselines.repeat_prime(p.prime, p.real.size) for p in items],
         "unigram_codes": [baselines.unigram_codes(codec, probs, p.real.size, rng) for p in items],
         "codec_reconstruction": [
-            baselines.reconstruction(codec, p.real, codes) for p, codes in zip(items, encoded, strict=True)
+            baselines.reconstruction(codec, p.real, codes, p.prime)
+            for p, codes in zip(items, encoded, strict=True)
         ],
     }
 
@@ -300,8 +304,7 @@ def score(
 
 
 def evaluate_continuations(
-    codec: Codec,
-    priors: list[LevelPrior],
+    g: Generator,
     data_dir: Path,
     split: str,
     n: int,
@@ -316,31 +319,28 @@ def evaluate_continuations(
     plot_clips: int = PLOT_CLIPS,
     fad_inf: bool = False,
 ) -> dict:
-    """The whole evaluation; closes the priors' engines when the model is done. ``sampling``
+    """The whole evaluation; closes the generator's engines when the model is done. ``sampling``
     is the model's; its seed also seeds the baselines and the bootstrap. ``ablations`` adds
     the systems ``model_real_levels_K``: the top K levels real, the rest sampled
     (K = 1 .. levels - 1). ``plots``: a folder for spectrograms of the first
     ``plot_clips`` primes and their continuations. ``fad_inf``: add FAD-infinity."""
+    codec = g.codec
     items, others = held_out(data_dir, split, n, prime_seconds, seconds, codec.sample_rate)
     real_levels = range(1, len(codec.levels)) if ablations else range(0)
 
     async def generate() -> list[list[Generated]]:
-        try:
-            return [
-                await model_continuations(codec, priors, items, seconds, sampling, k)
-                for k in (0, *real_levels)
-            ]
-        finally:
-            await asyncio.gather(*(p.engine.close() for p in priors))
+        async with g:
+            return [await model_continuations(g, items, seconds, sampling, k) for k in (0, *real_levels)]
 
     model, *ablated = asyncio.run(generate())
-    real_codes = [codec.encode(p.real)[-1] for p in items]
-    outputs = systems(codec, items, [g.audio for g in model], sampling.seed, real_codes)
+    real_all = [codec.encode(p.real) for p in items]
+    real_codes = [c[-1] for c in real_all]
+    outputs = systems(codec, items, [g.audio for g in model], sampling.seed, real_all)
     sampled = {"model": model} | {
         f"model_real_levels_{k}": g for k, g in zip(real_levels, ablated, strict=True)
     }
     outputs |= {name: [g.audio for g in gen] for name, gen in sampled.items() if name != "model"}
-    segment = priors[-1].segment_frames
+    segment = g.priors[-1].segment_frames
     segment_samples = segment * codec.levels[-1].hop if segment else None
     clip_samples = items[0].real.size
     seams: dict[str, list[list[int]] | None] = {

@@ -8,7 +8,6 @@ every level's codes line up; the continuation starts right after the trimmed pri
 
 from __future__ import annotations
 
-import asyncio
 import math
 import uuid
 from collections.abc import Sequence
@@ -298,20 +297,3 @@ async def sample_job(
         codec.sample_rate,
         on_change,
     )
-
-
-async def continue_audio(
-    codec: Codec,
-    priors: list[LevelPrior],
-    seconds: float,
-    settings: SamplingSettings,
-    mode: Mode = "primed",
-    prime: np.ndarray | None = None,
-    codes: list[np.ndarray] | None = None,
-) -> Continuation:
-    """``prepare``, ``sample_job`` and a decode in one call, for the evaluation (which is
-    moving to ``Generator.render``)."""
-    job = prepare(codec, mode, seconds, prime, codes)
-    out = await sample_job(codec, priors, job, settings)
-    audio = await asyncio.to_thread(codec.decode_levels, out, job.reference)
-    return Continuation(out, audio, job.start_top * codec.levels[0].hop)

@@ -117,9 +117,12 @@ class Generator:
         seconds: float,
         prime: np.ndarray | None = None,
         codes: list[np.ndarray] | None = None,
+        reference: np.ndarray | None = None,
     ) -> Job:
-        """A job from decoded audio or codes (Python callers; see ``generate.prepare``)."""
-        return prepare(self.codec, mode, seconds, prime, codes)
+        """A job from decoded audio or codes (Python callers; see ``generate.prepare``);
+        ``reference``: audio whose timbre a codec with a timbre encoder keeps (default:
+        the prime's)."""
+        return prepare(self.codec, mode, seconds, prime, codes, reference)
 
     def queued(self, spec: ContinueSpec) -> QueuedJob:
         """What the job queue stores for ``spec``: the prepared job, ready for a worker."""
