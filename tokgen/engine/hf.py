@@ -1,11 +1,14 @@
-"""In-process engine on transformers: batched waves over a KV cache.
+"""In-process engine: a transformers Llama's weights, continuously batched over a static KV cache.
 
-Requests that are waiting when a wave starts are batched together (up to ``max_batch``):
-prompts are left-padded, the wave runs one prefill and then one decode step per token for
-all its rows, and each row streams its tokens as soon as they are sampled. Requests that
-arrive during a wave wait for the next one (static batching: simpler than vLLM's
-continuous batching, which is what the ``vllm`` backend is for). Model steps run in a
-worker thread so the event loop keeps serving; an aborted row stops streaming at once.
+gpt-fast in shape (``static_llama``): one cache row per running request, preallocated;
+every engine step decodes one token for each running row (attention over the real
+context only) and prefills the requests admitted in that step (up to ``max_batch`` rows
+in all, lowest ``priority`` first), so new requests join running ones between steps as
+in vLLM. Sampling is on tensors (``sampling.sample_batch``: Gumbel-max with each
+request's own generator, no ``torch.multinomial``), so a seed fixes a request's tokens
+whatever it is batched with. Steps run in a worker thread so the event loop keeps
+serving; an aborted row stops streaming at once and leaves the batch at the next step.
+Only Llama checkpoints (all of tokgen's priors) are served; other models need ``vllm``.
 """
 
 from __future__ import annotations
@@ -18,13 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, DynamicCache
+from transformers import AutoModelForCausalLM
 
 from tokgen.engine.base import Engine, SamplingParams, StepStats
-from tokgen.engine.sampling import sample_next
+from tokgen.engine.sampling import sample_batch
+from tokgen.engine.static_llama import StaticLlama, supports
 from tokgen.errors import CheckpointError, TokgenError
-
-PAD_ID = 0
 
 
 @dataclass
@@ -33,29 +35,43 @@ class _Request:
     prompt: list[int]
     params: SamplingParams
     out: asyncio.Queue = field(default_factory=asyncio.Queue)  # list[int] chunks, then None
+    generator: torch.Generator = field(default_factory=torch.Generator)
     produced: int = 0
+    last: int = 0  # the last sampled token: the input of the row's next step
     aborted: bool = False
     done: bool = False
+
+    @property
+    def position(self) -> int:
+        """Where ``last`` goes in the row's cache."""
+        return len(self.prompt) + self.produced - 1
 
 
 class HFEngine(Engine):
     backend = "hf"
 
     def __init__(
-        self, model_dir: str | Path, *, max_batch: int = 16, dtype: str = "float32", metrics_label: str = ""
+        self, model_dir: str | Path, *, max_batch: int = 64, dtype: str = "float32", metrics_label: str = ""
     ):
         self.metrics_label = metrics_label
         try:
-            self.model = AutoModelForCausalLM.from_pretrained(
+            model = AutoModelForCausalLM.from_pretrained(
                 str(model_dir), local_files_only=True, dtype=getattr(torch, dtype)
             ).eval()
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"cannot load prior {model_dir}: {exc}") from exc
-        self.vocab_size = int(self.model.config.vocab_size)
-        self.max_model_len = int(self.model.config.max_position_embeddings)
+        if not supports(model):
+            raise CheckpointError(
+                f"the hf engine serves Llama checkpoints only; {model_dir} is "
+                f"{type(model).__name__}: use the vllm backend"
+            )
+        self.vocab_size = int(model.config.vocab_size)
+        self.max_model_len = int(model.config.max_position_embeddings)
         self.max_batch = max_batch
+        self._model = StaticLlama(model, max_batch)
         self._requests: dict[str, _Request] = {}
         self._pending: list[_Request] = []
+        self._running: list[_Request] = []  # request i owns cache row i
         self._wake = asyncio.Event()
         self._worker: asyncio.Task | None = None
 
@@ -66,6 +82,7 @@ class HFEngine(Engine):
         if request_id in self._requests:
             raise TokgenError(f"request id {request_id!r} is already running")
         req = _Request(request_id, list(prompt), params)
+        req.generator.manual_seed(params.seed if params.seed is not None else random.getrandbits(63))
         self._requests[request_id] = req
         self._pending.append(req)
         if self._worker is None or self._worker.done():
@@ -100,76 +117,80 @@ class HFEngine(Engine):
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._pending:
-                self._pending.sort(key=lambda r: r.params.priority)  # stable: first come first
-                wave = [r for r in self._pending[: self.max_batch] if not r.aborted]
-                del self._pending[: self.max_batch]
-                if wave:
-                    try:
-                        await self._run_wave(wave)
-                    except Exception as exc:  # a model error fails the wave's requests, not the engine
-                        for r in wave:
-                            if not r.done:
-                                r.done = True
-                                r.out.put_nowait(TokgenError(f"generation failed: {exc}"))
+            while self._running or self._pending:
+                admitted: list[_Request] = []
+                try:
+                    await self._step(admitted)
+                except Exception as exc:  # a model error fails the batch's requests, not the engine
+                    for r in self._running + admitted:
+                        if not r.done:
+                            r.done = True
+                            r.out.put_nowait(TokgenError(f"generation failed: {exc}"))
+                    self._running = []
 
-    async def _run_wave(self, wave: list[_Request]) -> None:
-        width = max(len(r.prompt) for r in wave)
-        ids = torch.tensor([[PAD_ID] * (width - len(r.prompt)) + r.prompt for r in wave])
-        mask = torch.tensor([[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in wave])
-        positions = (mask.cumsum(1) - 1).clamp(min=0)
-        seeds = [r.params.seed if r.params.seed is not None else random.getrandbits(63) for r in wave]
-        generators = [torch.Generator().manual_seed(s) for s in seeds]
-        params = [r.params for r in wave]
-        cache = DynamicCache()
-        prompt_tokens = sum(len(r.prompt) for r in wave)
+    async def _step(self, admitted: list[_Request]) -> None:
+        # Finished and aborted rows leave; the last running row takes each one's place.
+        moves: list[tuple[int, int, int]] = []  # (from row, to row, positions)
+        i = 0
+        while i < len(self._running):
+            r = self._running[i]
+            if not (r.done or r.aborted):
+                i += 1
+                continue
+            r.done = True
+            last = self._running.pop()
+            if last is not r:
+                self._running[i] = last
+                moves.append((len(self._running), i, last.position + 1))
+        self._pending.sort(key=lambda r: r.params.priority)  # stable: first come first
+        while self._pending and len(self._running) + len(admitted) < self.max_batch:
+            if not (r := self._pending.pop(0)).aborted:
+                admitted.append(r)
+        running = list(self._running)
+        if not running and not admitted:
+            return
         started = time.perf_counter()
-        logits = await asyncio.to_thread(self._forward, ids, mask, positions, cache)
-        while True:
-            step_s = time.perf_counter() - started
-            tokens = sample_next(logits, params, generators)
-            stepped = 0
-            for r, tok in zip(wave, tokens, strict=True):
-                if r.done:
-                    continue
-                stepped += 1
-                r.out.put_nowait([tok])
-                r.produced += 1
-                if r.produced >= r.params.max_tokens or r.aborted:
-                    r.done = True
-                    r.out.put_nowait(None)
-            running = sum(not r.done for r in wave)
-            # The wave's rows are its KV cache: a finished row's stays allocated until the wave ends.
-            self.observe_step(
-                StepStats(
-                    running=running,
-                    waiting=len(self._pending),
-                    kv_cache_usage=len(wave) / self.max_batch if running else 0.0,
-                    batch_size=stepped,
-                    generated_tokens=stepped,
-                    prompt_tokens=prompt_tokens,
-                    step_seconds=step_s,
-                )
+        tokens = await asyncio.to_thread(self._compute, moves, running, admitted)
+        step_s = time.perf_counter() - started
+        self._running += admitted
+        stepped = 0
+        for r, tok in zip(self._running, tokens, strict=True):
+            if r.done:  # aborted meanwhile
+                continue
+            stepped += 1
+            r.last = tok
+            r.produced += 1
+            r.out.put_nowait([tok])
+            if r.produced >= r.params.max_tokens:
+                r.done = True
+                r.out.put_nowait(None)
+        self.observe_step(
+            StepStats(
+                running=sum(not r.done for r in self._running),
+                waiting=len(self._pending),
+                kv_cache_usage=len(self._running) / self.max_batch,
+                batch_size=stepped,
+                generated_tokens=stepped,
+                prompt_tokens=sum(len(r.prompt) for r in admitted),
+                step_seconds=step_s if running else None,
             )
-            prompt_tokens = 0
-            if not running:
-                return
-            mask = torch.cat([mask, torch.ones(len(wave), 1, dtype=mask.dtype)], dim=1)
-            positions = positions[:, -1:] + 1
-            step = torch.tensor(tokens)[:, None]
-            started = time.perf_counter()
-            logits = await asyncio.to_thread(self._forward, step, mask, positions, cache)
-
-    @torch.inference_mode()
-    def _forward(
-        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: object
-    ) -> torch.Tensor:
-        out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
         )
-        return out.logits[:, -1]
+
+    def _compute(
+        self, moves: list[tuple[int, int, int]], running: list[_Request], admitted: list[_Request]
+    ) -> list[int]:
+        """In the worker thread: compact the cache, one decode step for ``running`` (rows
+        0 ..), prefill ``admitted`` into the rows after them, and sample every row."""
+        model = self._model
+        for src, dst, length in moves:
+            model.move_row(src, dst, length)
+        model.reserve(len(running) + len(admitted))
+        logits = []
+        if running:
+            positions = torch.tensor([r.position for r in running])
+            tokens = torch.tensor([r.last for r in running])
+            logits.append(model.decode(tokens, positions, int(positions.max()) + 1))
+        if admitted:
+            logits.append(model.prefill(len(running), [r.prompt for r in admitted]))
+        rows = running + admitted
+        return sample_batch(torch.cat(logits), [r.params for r in rows], [r.generator for r in rows])

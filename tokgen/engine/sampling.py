@@ -1,5 +1,8 @@
 """Next-token sampling for the in-process engine: temperature, top-k, top-p, a token-id
-range, and a generator per request so that a seed fixes the request's tokens."""
+range, and a generator per request so that a seed fixes the request's tokens.
+``filter_logits`` is the one-row definition; ``filter_batch`` and ``sample_batch`` do the
+same for a whole batch on tensors (Gumbel-max instead of ``torch.multinomial``, which on
+CPU cost about 1 ms per step at batch 16, a seventh of the step)."""
 
 from __future__ import annotations
 
@@ -35,16 +38,44 @@ def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     return out
 
 
-def sample_next(
+def filter_batch(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
+    """``filter_logits`` for a batch (B, V) in a few tensor operations: each row's token
+    range, temperature (greedy rows are left unscaled), top-k and top-p."""
+    out = logits.to(torch.float32, copy=True)  # the caller's logits stay as they were
+    v = out.shape[1]
+    if any(p.allowed is not None for p in params):
+        ranges = torch.tensor([p.allowed if p.allowed is not None else (0, v) for p in params])
+        ids = torch.arange(v)
+        out = out.masked_fill((ids < ranges[:, :1]) | (ids >= ranges[:, 1:]), -torch.inf)
+    temps = [p.temperature if p.temperature >= GREEDY_BELOW else 1.0 for p in params]
+    if any(t != 1.0 for t in temps):
+        out = out / torch.tensor(temps)[:, None]
+    if any(p.top_k for p in params):
+        ks = torch.tensor([p.top_k or v for p in params])
+        kth = torch.topk(out, int(ks.max()), dim=-1).values.gather(1, (ks - 1)[:, None])
+        out = out.masked_fill(out < kth, -torch.inf)
+    nucleus = [i for i, p in enumerate(params) if p.top_p < 1.0]
+    if nucleus:
+        sub = out[nucleus]
+        ordered, order = torch.sort(sub, dim=-1, descending=True)
+        probs = torch.softmax(ordered, dim=-1)
+        # Keep the smallest prefix whose mass reaches top_p (always at least one token).
+        drop = (
+            torch.cumsum(probs, dim=-1) - probs >= torch.tensor([params[i].top_p for i in nucleus])[:, None]
+        )
+        out[nucleus] = sub.scatter(1, order, ordered.masked_fill(drop, -torch.inf))
+    return out
+
+
+def sample_batch(
     logits: torch.Tensor, params: Sequence[SamplingParams], generators: Sequence[torch.Generator]
 ) -> list[int]:
-    """One token per row of ``logits`` (B, V)."""
-    tokens = []
-    for row, p, gen in zip(logits, params, generators, strict=True):
-        filtered = filter_logits(row, p)
-        if p.temperature < GREEDY_BELOW:
-            tokens.append(int(torch.argmax(filtered)))
-        else:
-            probs = torch.softmax(filtered, dim=0)
-            tokens.append(int(torch.multinomial(probs, 1, generator=gen)))
-    return tokens
+    """One token per row of ``logits`` (B, V), without ``torch.multinomial``: Gumbel-max
+    (argmax of the filtered logits plus -log(-log U)), U drawn from each row's own
+    generator, so a request's tokens depend on its seed only, not on its batch."""
+    filtered = filter_batch(logits, params)
+    sampled = [i for i, p in enumerate(params) if p.temperature >= GREEDY_BELOW]
+    if sampled:
+        u = torch.stack([torch.rand(filtered.shape[1], generator=generators[i]) for i in sampled])
+        filtered[sampled] += -u.log_().neg_().log_()
+    return filtered.argmax(-1).tolist()
