@@ -51,10 +51,12 @@ def test_dropout_does_not_change_the_codes():
     torch.manual_seed(0)
     model = MultiScaleVQ(TINY).train()
     z = torch.randn(4, TINY.latent_dim, 32)
-    model.quantize(z)  # seeds the codebooks
+    features = torch.randn(4, 84, 8)
+    model.quantizers[0].set_codebook(torch.randn(32, 84))  # the semantic top level's k-means
+    model.quantize(z, features=features)  # seeds the other codebooks
     model.eval()
-    all_codes = model.quantize(z).codes
-    dropped_codes = model.quantize(z, keep_levels=torch.tensor([1, 1, 2, 2])).codes
+    all_codes = model.quantize(z, features=features).codes
+    dropped_codes = model.quantize(z, keep_levels=torch.tensor([1, 1, 2, 2]), features=features).codes
     assert all(torch.equal(a, b) for a, b in zip(all_codes, dropped_codes, strict=True))
     keep = keep_levels_for(np.random.default_rng(0), 1000, 3, 0.5)
     assert set(keep.tolist()) == {1, 2, 3} and 0.4 < (keep < 3).float().mean() < 0.6
@@ -108,9 +110,27 @@ def test_freezing_the_codes_trains_only_the_decoder(corpus, trained, tmp_path):
     before, after = load_codec(trained / "best"), load_codec(tmp_path / "stage2" / "best")
     audio = (np.random.default_rng(2).standard_normal(4000) * 0.1).astype(np.float32)
     assert all(np.array_equal(a, b) for a, b in zip(before.encode(audio), after.encode(audio), strict=True))
-    changed = lambda name: (
-        not torch.equal(  # noqa: E731
-            before.model.state_dict()[name], after.model.state_dict()[name]
-        )
-    )
+
+    def changed(name: str) -> bool:
+        return not torch.equal(before.model.state_dict()[name], after.model.state_dict()[name])
+
     assert changed("decoder.head.weight") and not changed("encoder.net.0.weight")
+
+
+def test_kmeans_finds_separated_clusters():
+    from tokgen.codec.train_msvq import kmeans
+
+    rng = np.random.default_rng(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = centres[torch.from_numpy(rng.integers(0, 3, 600))] + 0.1 * torch.randn(600, 2)
+    found = kmeans(x, 3, 10, rng)
+    assert torch.cdist(centres, found).min(dim=1).values.max() < 0.2
+
+
+def test_the_semantic_top_codes_follow_the_notes(trained):
+    """Two tones a fifth apart get different top codes; the same tone gets the same ones."""
+    codec = load_codec(trained / "best")
+    t = np.arange(4000) / 16000
+    c4, g4 = (0.3 * np.sin(2 * np.pi * f * t).astype(np.float32) for f in (261.6, 392.0))
+    a, b, a2 = (codec.encode(x)[0][10:-10] for x in (c4, g4, c4.copy()))
+    assert np.array_equal(a, a2) and not np.array_equal(a, b)

@@ -61,12 +61,12 @@ class MSVQConfig(BaseModel):
     decoder_intermediate: int = Field(default=768, ge=8)
     decoder_layers: int = Field(default=8, ge=1)
     timbre_dim: int = Field(default=128, ge=0)  # 0: no timbre conditioning
-    # The top level quantises the log energies per semitone at its own rate (through a small
-    # convolution), not the encoder's latents: a "semantic" top level (AudioLM, MusicLM) whose
-    # codes must hold the notes. The encoder's receptive field (~15 ms) cannot know a low
-    # note's pitch, and average-pooling its phase-dependent latents lost what it knew (top
-    # codes learned from them kept a chroma correlation of 0.1-0.2). Its codes also predict
-    # the semitone energies back (``pitch_head``), so the decoder's input keeps them.
+    # A semantic top level (AudioLM, MusicLM): its codes are the nearest of k-means centroids
+    # of the log energies per semitone at the top level's rate (fitted on the training audio
+    # before training, then fixed), so they must hold the notes. Learned top codes did not:
+    # the encoder's receptive field (~15 ms) cannot know a low note's pitch, and codes
+    # learned from its pooled latents, or from the semitone energies through a learned
+    # projection, kept a chroma correlation of 0.0-0.2 with the input (k-means keeps ~0.8).
     pitch_features: bool = True
 
     @model_validator(mode="after")
@@ -215,27 +215,23 @@ class MultiScaleVQ(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = Encoder(cfg.encoder_strides, cfg.encoder_channels, cfg.latent_dim)
-        self.in_proj = nn.ModuleList(nn.Conv1d(cfg.latent_dim, cfg.code_dim, 1) for _ in cfg.level_strides)
-        self.out_proj = nn.ModuleList(nn.Conv1d(cfg.code_dim, cfg.latent_dim, 1) for _ in cfg.level_strides)
+        semantic = cfg.pitch_features
+        dims = [N_SEMITONES if semantic and lv == 0 else cfg.code_dim for lv in range(len(cfg.level_strides))]
+        self.in_proj = nn.ModuleList(
+            nn.Identity() if semantic and lv == 0 else nn.Conv1d(cfg.latent_dim, d, 1)
+            for lv, d in enumerate(dims)
+        )
+        self.out_proj = nn.ModuleList(nn.Conv1d(d, cfg.latent_dim, 1) for d in dims)
         self.quantizers = nn.ModuleList(
-            EMAVectorQuantizer(cfg.codebook_size, cfg.code_dim) for _ in cfg.level_strides
+            EMAVectorQuantizer(cfg.codebook_size, d, frozen=semantic and lv == 0) for lv, d in enumerate(dims)
         )
         self.decoder = FourierDecoder(cfg)
         self.timbre = TimbreEncoder(cfg.sample_rate, cfg.timbre_dim) if cfg.timbre_dim else None
-        self.pitch_in = (
-            nn.Sequential(
-                nn.Conv1d(N_SEMITONES, cfg.latent_dim, 3, padding=1),
-                nn.GELU(),
-                nn.Conv1d(cfg.latent_dim, cfg.latent_dim, 3, padding=1),
-            )
-            if cfg.pitch_features
-            else None
-        )
         self.pitch_head = nn.Conv1d(cfg.latent_dim, N_SEMITONES, 1) if cfg.pitch_features else None
 
     def features(self, audio: torch.Tensor) -> torch.Tensor | None:
         """What the top quantiser gets besides the encoder's latents (None: nothing)."""
-        if self.pitch_in is None:
+        if not self.cfg.pitch_features:
             return None
         return semitone_features(audio, self.cfg.sample_rate, self.cfg.hops[0])
 
@@ -258,8 +254,8 @@ class MultiScaleVQ(nn.Module):
         keep_levels: torch.Tensor | None = None,
         features: torch.Tensor | None = None,
     ) -> Quantized:
-        """Residual quantisation of encoder latents (B, D, T); with ``features`` (see
-        ``features``), the top level quantises those instead. ``keep_levels`` (B,) says how many
+        """Residual quantisation of encoder latents (B, D, T); a semantic top level
+        quantises ``features`` (see ``features``) instead. ``keep_levels`` (B,) says how many
         levels (from the top) each example keeps in the sum (quantiser dropout); all codes
         are computed either way."""
         residual, total = z, torch.zeros_like(z)
@@ -268,8 +264,10 @@ class MultiScaleVQ(nn.Module):
         top = z
         for lv, stride in enumerate(self.cfg.level_strides):
             pooled = F.avg_pool1d(residual, stride) if stride > 1 else residual
-            if lv == 0 and features is not None and self.pitch_in is not None:
-                pooled = self.pitch_in(features[..., : pooled.shape[-1]])
+            if lv == 0 and self.cfg.pitch_features:
+                if features is None:
+                    raise ValueError("a semantic top level quantises features: pass them")
+                pooled = features[..., : pooled.shape[-1]]
             vq = self.quantizers[lv](self.in_proj[lv](pooled))
             q = self.out_proj[lv](vq.quantized)
             if lv == 0:

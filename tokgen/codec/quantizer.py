@@ -40,8 +40,11 @@ class EMAVectorQuantizer(nn.Module):
         decay: float = 0.99,
         restart_fraction: float = 0.1,
         eps: float = 1e-5,
+        frozen: bool = False,
     ):
         super().__init__()
+        # A frozen codebook is set from outside (k-means) and never updated in training.
+        self.frozen = frozen
         self.codebook_size = codebook_size
         self.dim = dim
         self.decay = decay
@@ -102,11 +105,11 @@ class EMAVectorQuantizer(nn.Module):
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         b, d, t = z.shape
         x = z.permute(0, 2, 1).reshape(-1, d).float()
-        if self.training and not bool(self.initialized):
+        if self.training and not self.frozen and not bool(self.initialized):
             self._init_codebook(x.detach())
         codes = self.nearest(x.detach())
         q = self.codebook[codes]  # looked up before the update: the codes the encoder chose
-        restarted = self._ema_update(x.detach(), codes) if self.training else 0
+        restarted = self._ema_update(x.detach(), codes) if self.training and not self.frozen else 0
         commit = torch.mean((x - q.detach()) ** 2)
         q_st = x + (q - x).detach()
         probs = torch.bincount(codes, minlength=self.codebook_size).float() / codes.numel()
@@ -118,6 +121,14 @@ class EMAVectorQuantizer(nn.Module):
             perplexity=perplexity,
             restarted=restarted,
         )
+
+    @torch.no_grad()
+    def set_codebook(self, centroids: torch.Tensor) -> None:
+        """Use ``centroids`` (K, D) as the codebook, e.g. from k-means."""
+        self.codebook.copy_(centroids)
+        self.ema_sum.copy_(centroids)
+        self.ema_count.fill_(1.0)
+        self.initialized.fill_(True)
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """Codebook vectors for codes (B, T) -> (B, D, T)."""

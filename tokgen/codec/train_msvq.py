@@ -23,7 +23,7 @@ from pydantic import Field
 
 from tokgen.codec.checkpoint import load_msvq, load_weights, save_vqvae
 from tokgen.codec.losses import multiscale_losses, waveform_loss
-from tokgen.codec.msvq import MSVQConfig, MultiScaleVQ
+from tokgen.codec.msvq import MSVQConfig, MultiScaleVQ, semitone_features
 from tokgen.codec.train import CropSampler
 from tokgen.data.render import load_split
 from tokgen.errors import TokgenError
@@ -113,6 +113,43 @@ def msvq_loss(
     return loss, stats
 
 
+def kmeans(x: torch.Tensor, k: int, iters: int, rng: np.random.Generator, chunk: int = 16384) -> torch.Tensor:
+    """Lloyd's k-means of the rows of ``x`` (N, D): ``k`` centroids, started from random
+    rows; a centroid left without rows is re-seeded with a random row."""
+    centroids = x[torch.from_numpy(rng.choice(x.shape[0], size=k, replace=x.shape[0] < k))].clone()
+    for _ in range(iters):
+        assign = torch.cat(
+            [torch.cdist(x[i : i + chunk], centroids).argmin(dim=1) for i in range(0, x.shape[0], chunk)]
+        )
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
+        counts = torch.bincount(assign, minlength=k).to(x.dtype)
+        empty = counts == 0
+        centroids = sums / counts.clamp(min=1)[:, None]
+        if empty.any():
+            centroids[empty] = x[torch.from_numpy(rng.choice(x.shape[0], size=int(empty.sum())))]
+    return centroids
+
+
+def fit_semantic_codebook(
+    model: MultiScaleVQ,
+    audio: list[np.ndarray],
+    rng: np.random.Generator,
+    frames: int = 100_000,
+    iters: int = 15,
+) -> None:
+    """Set the semantic top level's codebook to k-means centroids of the training audio's
+    semitone energies (at most ``frames`` frames drawn from all files)."""
+    hop = model.cfg.hops[0]
+    feats = [
+        semitone_features(torch.from_numpy(a)[None, None], model.cfg.sample_rate, hop)[0].T
+        for a in audio
+        if a.size >= hop
+    ]
+    x = torch.cat(feats)
+    x = x[torch.from_numpy(rng.choice(x.shape[0], size=min(frames, x.shape[0]), replace=False))]
+    model.quantizers[0].set_codebook(kmeans(x, model.cfg.codebook_size, iters, rng))  # type: ignore[operator]
+
+
 class MSVQSolver(Solver):
     name = "codec msvq"
 
@@ -128,6 +165,9 @@ class MSVQSolver(Solver):
         model = MultiScaleVQ(model_cfg)
         if init_from is not None:
             load_weights(model, init_from)
+        elif model_cfg.pitch_features and not (Path(run_dir) / "state.pt").exists():
+            audio = load_split(data_dir, "train", model_cfg.sample_rate)
+            fit_semantic_codebook(model, audio, np.random.default_rng(cfg.seed + 2000))
         params = list(model.parameters())
         if cfg.freeze_codes:
             trained = {id(p) for m in (model.decoder, model.timbre) if m is not None for p in m.parameters()}
