@@ -81,6 +81,7 @@ class Fuzzed:
     documented: set[str]
     log: list[str]
     observed: Counter = field(default_factory=Counter)  # (what, code) -> calls
+    idempotency: dict[str, bytes] = field(default_factory=dict)  # key -> the request it made a job of
 
 
 @pytest.fixture(scope="module")
@@ -456,16 +457,23 @@ def test_submit_job_accepts_valid_specs_and_names_the_bad_field(fuzz, spec, key)
     payload = jpb.SubmitJobRequest(request=request, idempotency_key=key).SerializeToString()
     outcome = check(fuzz, invoke(fuzz, JOBS + "SubmitJob", payload), "SubmitJob", label=True)
     bad = {f"request.{name}" for name in violations(request, max_codebook(fuzz))}
+    same = request.SerializeToString(deterministic=True)
     if bad:
         assert outcome.code == "INVALID_ARGUMENT" and outcome.field in bad, (str(outcome), bad)
     elif len(key) > 200:
         assert (outcome.code, outcome.field) == ("INVALID_ARGUMENT", "idempotency_key"), str(outcome)
     elif outcome.code == "INVALID_ARGUMENT":  # valid fields: the prime or codes decide, as for Continue
         assert request.WhichOneof("source") and outcome.field == f"request.{request.WhichOneof('source')}"
+    elif key and fuzz.idempotency.get(key, same) != same:
+        # the key made a job of another request: an error, not that job (issue 17)
+        assert outcome.code == "ALREADY_EXISTS", str(outcome)
+        assert "different request" in outcome.error.details()
     else:
         assert outcome.code == "OK", str(outcome)
         reply = jpb.SubmitJobResponse.FromString(outcome.reply)
-        assert reply.created or key
+        assert reply.created == (key not in fuzz.idempotency), str(outcome)
+        if key:
+            fuzz.idempotency[key] = same
         cancel_job(fuzz, reply.job.job_id)  # no job piles up (this server has no worker anyway)
 
 

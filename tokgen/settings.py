@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=64 << 20, ge=1 << 16)  # a 60 s 48 kHz stereo WAV is ~11 MB
     grace_seconds: float = Field(default=10.0, ge=0)  # on SIGTERM: for in-flight streams, running jobs
     api_keys_file: Path | None = None  # one key per line; TOKGEN_API_KEYS adds comma-separated keys
+    # keys that also see every tenant's jobs; TOKGEN_OPERATOR_API_KEYS adds comma-separated ones
+    operator_keys_file: Path | None = None
     tls_cert: Path | None = None  # PEM certificate chain
     tls_key: Path | None = None  # PEM private key
     tls_client_ca: Path | None = None  # PEM CA for client certificates: mutual TLS

@@ -42,6 +42,7 @@ SERVE_OPTIONS = {
     "max_request_bytes": "largest request accepted, in bytes",
     "grace_seconds": "for in-flight streams on SIGTERM",
     "api_keys_file": "one key per line; TOKGEN_API_KEYS adds comma-separated keys",
+    "operator_keys_file": "keys that see every tenant's jobs; TOKGEN_OPERATOR_API_KEYS adds more",
     "tls_cert": "PEM certificate chain: serve TLS only",
     "tls_key": "PEM private key of --tls-cert",
     "tls_client_ca": "PEM CA: require client certificates it signed (mTLS)",

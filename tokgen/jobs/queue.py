@@ -2,13 +2,17 @@
 
 Keys (``P`` is the prefix, default ``tokgen``):
 
-- ``P:job:ID``       hash: ``record`` (the ``states.Job``, JSON), ``request`` (the
-                     ``ContinueRequest`` bytes, already validated)
-- ``P:jobs``         sorted set of job ids by submission time (listing)
+- ``P:job:ID``       hash: ``record`` (the ``states.Job``, JSON, with its owner),
+                     ``request`` (the prepared job, ``generation.queued``), ``idem`` (the
+                     idempotency key it was submitted with, if any)
+- ``P:jobs``         sorted set of job ids by submission time (listing all: operators)
+- ``P:owner:O:jobs`` the same, of owner ``O``'s jobs only (listing one tenant's)
+- ``P:owner-salt``   a random secret, made once: owner ids are keyed hashes of API keys
 - ``P:stream:PRIO``  one stream per priority; an entry ``{job: ID}`` per attempt to run
 - ``P:delayed``      sorted set of job ids by retry time (backoff); due ones are re-added
 - ``P:dead``         the dead-letter stream: ``{job, error}`` per job out of attempts
-- ``P:idem:KEY``     the job id an idempotency key created
+- ``P:idem:O:KEY``   ``ID DIGEST``: the job owner ``O``'s idempotency key created, and the
+                     digest of the request it was created for
 - ``P:result:ID``    hash ``audio`` (WAV) and ``codes`` (.npz), expiring after the TTL
 - ``P:partial:ID``   the codes a running attempt has made so far (.npz): a re-run resumes
 
@@ -23,6 +27,7 @@ may only store a result while the record still names it as the attempt's worker.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -42,7 +47,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from tokgen.errors import TokgenError
 from tokgen.jobs import states
 from tokgen.jobs.redis_server import EmbeddedRedis
-from tokgen.jobs.states import PRIORITIES, InvalidTransition, Job, JobState, Priority, RetryPolicy
+from tokgen.jobs.states import (
+    ANONYMOUS,
+    PRIORITIES,
+    InvalidTransition,
+    Job,
+    JobState,
+    Priority,
+    RetryPolicy,
+)
 from tokgen.settings import redact_url
 
 GROUP = "workers"
@@ -69,6 +82,17 @@ def decode_job(raw: bytes | str) -> Job:
     data["level_progress"] = tuple(data["level_progress"])
     data["history"] = tuple(data["history"])
     return Job(**data)
+
+
+class IdempotencyConflict(TokgenError):
+    """An idempotency key used again, by the same owner, for a different request."""
+
+    def __init__(self, key: str, job_id: str):
+        super().__init__(
+            f"idempotency key {key[:64]!r} was used for a different request (job {job_id}); "
+            "use a new key for a new request"
+        )
+        self.job_id = job_id
 
 
 def claimed_entries(reply: list) -> tuple[bytes, list[tuple[bytes, dict]]]:
@@ -160,6 +184,7 @@ class JobQueue:
         self.r: Any = client
         self.config = config or QueueConfig()
         self.turn = 0  # read_order's turn
+        self._salt: bytes | None = None
 
     # ---- keys -------------------------------------------------------------------------
     def _key(self, *parts: str) -> str:
@@ -220,30 +245,82 @@ class JobQueue:
                 except WatchError:
                     continue
 
+    # ---- owners -----------------------------------------------------------------------
+    async def owner_salt(self) -> bytes:
+        """The secret owner ids are derived with (made once, shared by every process on
+        this Redis, so a key has the same id on every server)."""
+        if self._salt is None:
+            key = self._key("owner-salt")
+            await self.r.set(key, os.urandom(32).hex(), nx=True)
+            self._salt = bytes(await self.r.get(key))
+        return self._salt
+
+    def _index(self, owner: str | None) -> str:
+        """The listing index of ``owner``'s jobs (None: every job)."""
+        return self._key("jobs") if owner is None else self._key("owner", owner, "jobs")
+
     # ---- submitting -------------------------------------------------------------------
+    def _idem(self, owner: str, idempotency_key: str) -> str:
+        return self._key("idem", owner, idempotency_key)
+
+    async def _idempotent(self, client: Any, idem: str, key: str, digest: str) -> str | None:
+        """The job ``idem`` names, if it still exists; ``IdempotencyConflict`` if it was
+        made for another request (another digest)."""
+        stored = await client.get(idem)
+        if stored is None:
+            return None
+        job_id, _, made_for = stored.decode().partition(" ")
+        if not await self.r.exists(self._key("job", job_id)):
+            return None  # expired or deleted: the key is free again
+        if made_for and digest and made_for != digest:
+            raise IdempotencyConflict(key, job_id)
+        return job_id
+
+    async def idempotent_job(self, owner: str, idempotency_key: str, digest: str) -> str | None:
+        """The job ``owner`` already submitted with this key, if any (checked before the
+        request is prepared: a retry costs a lookup); ``IdempotencyConflict`` if the key
+        was used for a different request."""
+        return await self._idempotent(self.r, self._idem(owner, idempotency_key), idempotency_key, digest)
+
     async def submit(
-        self, request: bytes, priority: Priority, idempotency_key: str | None = None
+        self,
+        request: bytes,
+        priority: Priority,
+        idempotency_key: str | None = None,
+        owner: str = ANONYMOUS,
+        digest: str = "",
     ) -> tuple[str, bool]:
-        """Queue a validated request; returns (job id, created). With an idempotency key
-        that was used before, the existing job's id (created False)."""
+        """Queue a prepared job for ``owner``; returns (job id, created). With an
+        idempotency key ``owner`` used before for the same request (same ``digest``), the
+        existing job's id (created False); for another request, ``IdempotencyConflict``.
+        Keys are per owner: another owner's key of the same name is another key."""
         if await self.unfinished() >= self.config.max_queued:
             raise TokgenError(f"the queue holds {self.config.max_queued} unfinished jobs; retry later")
         job_id = uuid.uuid4().hex
-        if idempotency_key is not None:
-            idem = self._key("idem", idempotency_key)
-            ttl = int(self.config.result_ttl_s * 2)
-            if not await self.r.set(idem, job_id, nx=True, ex=ttl):
-                existing = await self.r.get(idem)
-                if existing is not None:
-                    return existing.decode(), False
-        now = time.time()
-        job = states.submitted(job_id, priority, now)
+        idem = self._idem(owner, idempotency_key) if idempotency_key is not None else None
         async with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(self._key("job", job_id), mapping={"record": encode_job(job), "request": request})
-            pipe.zadd(self._key("jobs"), {job_id: now})
-            pipe.xadd(self.stream(priority), {"job": job_id})
-            await pipe.execute()
-        return job_id, True
+            while True:
+                try:
+                    if idem is not None and idempotency_key is not None:
+                        await pipe.watch(idem)  # two submissions with one key: one job
+                        existing = await self._idempotent(pipe, idem, idempotency_key, digest)
+                        if existing is not None:
+                            return existing, False  # leaving the block unwatches
+                    now = time.time()
+                    job = states.submitted(job_id, priority, now, owner)
+                    fields = {"record": encode_job(job), "request": request}
+                    pipe.multi()
+                    if idem is not None and idempotency_key is not None:
+                        fields["idem"] = idempotency_key
+                        pipe.set(idem, f"{job_id} {digest}", ex=int(self.config.result_ttl_s * 2))
+                    pipe.hset(self._key("job", job_id), mapping=fields)
+                    pipe.zadd(self._key("jobs"), {job_id: now})
+                    pipe.zadd(self._index(owner), {job_id: now})
+                    pipe.xadd(self.stream(priority), {"job": job_id})
+                    await pipe.execute()
+                    return job_id, True
+                except WatchError:
+                    continue
 
     async def unfinished(self) -> int:
         """Jobs queued, running or waiting to retry (finished entries leave the streams)."""
@@ -269,13 +346,16 @@ class JobQueue:
         dead = await self.r.xlen(self._key("dead"))
         return QueueDepth(queued, running, int(delayed), int(dead))
 
-    async def list_jobs(self, state: JobState | None, offset: int, size: int) -> tuple[list[Job], int | None]:
-        """Jobs newest first from position ``offset`` (of all jobs), only those in
-        ``state`` if given; and the offset of the next page (None: no more)."""
+    async def list_jobs(
+        self, state: JobState | None, offset: int, size: int, owner: str | None = None
+    ) -> tuple[list[Job], int | None]:
+        """``owner``'s jobs (None: everyone's) newest first from position ``offset``, only
+        those in ``state`` if given; and the offset of the next page (None: no more)."""
         jobs: list[Job] = []
         position = offset
+        index = self._index(owner)
         while len(jobs) < size:
-            ids = await self.r.zrevrange(self._key("jobs"), position, position + 2 * size - 1)
+            ids = await self.r.zrevrange(index, position, position + 2 * size - 1)
             if not ids:
                 return jobs, None
             for raw in ids:
@@ -285,7 +365,7 @@ class JobQueue:
                     jobs.append(job)
                     if len(jobs) == size:
                         break
-        more = await self.r.zcard(self._key("jobs")) > position
+        more = await self.r.zcard(index) > position
         return jobs, position if more else None
 
     # ---- cancelling -------------------------------------------------------------------

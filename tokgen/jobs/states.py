@@ -29,6 +29,9 @@ from typing import Any
 from tokgen.generation.spec import Priority
 
 PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
+# The owner of every job when the server has no API keys (one tenant); with keys, a job's
+# owner is the id of the key that submitted it (``serve.auth.key_id``, never the key).
+ANONYMOUS = "anonymous"
 
 
 class JobState(StrEnum):
@@ -77,6 +80,7 @@ class Job:
     level_progress: tuple[float, ...] = ()
     error: str | None = None  # the last attempt's error
     history: tuple[str, ...] = field(default=())  # "state@time" per transition, for debugging
+    owner: str = ANONYMOUS  # who may see it: the submitting API key's id
 
 
 def _to(job: Job, state: JobState, now: float, **changes: Any) -> Job:
@@ -91,8 +95,8 @@ def _require(job: Job, *states: JobState) -> None:
         raise InvalidTransition(f"job {job.id} is {job.state.value}, not {allowed}")
 
 
-def submitted(job_id: str, priority: Priority, now: float) -> Job:
-    return Job(job_id, priority, created_at=now, updated_at=now, history=(f"queued@{now:.3f}",))
+def submitted(job_id: str, priority: Priority, now: float, owner: str = ANONYMOUS) -> Job:
+    return Job(job_id, priority, created_at=now, updated_at=now, history=(f"queued@{now:.3f}",), owner=owner)
 
 
 def start(job: Job, worker: str, now: float) -> Job:

@@ -1,5 +1,11 @@
 """API keys in call metadata (``x-api-key: KEY`` or ``authorization: Bearer KEY``).
 
+The key a call presented is its identity: the interceptor hands it to the servicers through
+``caller()`` (a context variable of the call's task), and jobs belong to the id of the key
+that submitted them (``key_id``: a keyed hash; the key itself is never stored). Operator
+keys (``TOKGEN_OPERATOR_API_KEYS``, ``--operator-keys-file``) are keys too, and see every
+tenant's jobs. Without keys every call is one anonymous caller.
+
 Keys are compared in constant time (``hmac.compare_digest``) against every configured key,
 and never logged. Health checks stay open: orchestrators probe them without credentials.
 The key is checked before the request is parsed: a call without a valid key gets
@@ -8,14 +14,18 @@ UNAUTHENTICATED whatever its bytes, and they are not decoded.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
 from tokgen.errors import TokgenError
-from tokgen.serve.interceptors import guarded
+from tokgen.serve.interceptors import guarded, wrapped
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 
@@ -35,6 +45,30 @@ def load_api_keys(path: str | Path | None = None, env: str = "TOKGEN_API_KEYS") 
     return [k.encode() for k in keys]
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who makes the current call: the valid API key it presented (None: the server has
+    no keys, every call is the anonymous caller) and whether it is an operator's."""
+
+    key: bytes | None = None
+    operator: bool = False
+
+
+ANONYMOUS_CALLER = Caller()
+_CALLER: ContextVar[Caller | None] = ContextVar("tokgen_caller", default=None)
+
+
+def caller() -> Caller:
+    """The caller of the call being served (set by ``ApiKeyInterceptor``, per call)."""
+    return _CALLER.get() or ANONYMOUS_CALLER
+
+
+def key_id(salt: bytes, key: bytes) -> str:
+    """The id jobs record as their owner: HMAC-SHA256 of the key under a per-deployment
+    secret, 128 bits in hex. Stable for a key, and says nothing usable about it."""
+    return hmac.new(salt, key, hashlib.sha256).hexdigest()[:32]
+
+
 def presented_key(metadata: tuple | None) -> bytes | None:
     for name, value in metadata or ():
         if name == "x-api-key":
@@ -44,22 +78,37 @@ def presented_key(metadata: tuple | None) -> bytes | None:
     return None
 
 
-def key_is_valid(presented: bytes | None, keys: list[bytes]) -> bool:
-    # Compare against every key (no early exit), so timing says nothing about which matched.
+def matching_key(presented: bytes | None, keys: list[bytes]) -> int | None:
+    """The index of the key ``presented`` is, if any. Compares against every key (no early
+    exit), so timing says nothing about which matched."""
     results = [hmac.compare_digest(presented or b"", k) for k in keys]
-    return presented is not None and any(results)
+    return next((i for i, r in enumerate(results) if r), None) if presented is not None else None
+
+
+def key_is_valid(presented: bytes | None, keys: list[bytes]) -> bool:
+    return matching_key(presented, keys) is not None
 
 
 class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, keys: list[bytes]):
-        self.keys = keys
+    def __init__(self, keys: list[bytes], operator_keys: list[bytes] | None = None):
+        self.keys = [*keys, *(operator_keys or [])]
+        self.operators = len(keys)  # keys from this index on are operators'
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
         if handler is None or details.method.startswith(OPEN_PREFIXES):
             return handler
-        if key_is_valid(presented_key(details.invocation_metadata), self.keys):
-            return handler
+        index = matching_key(presented_key(details.invocation_metadata), self.keys)
+        if index is not None:
+            identity = Caller(self.keys[index], operator=index >= self.operators)
+
+            @asynccontextmanager
+            async def as_caller(request, context):
+                # The call runs in a task of its own: the value stays with this call.
+                _CALLER.set(identity)
+                yield
+
+            return wrapped(handler, as_caller)
 
         async def deny(request, context: grpc.aio.ServicerContext) -> None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid API key (x-api-key)")

@@ -1,10 +1,17 @@
 """``JobService`` over ``jobs.queue``: the same checks as ``Continue`` before a job is
 accepted; the prime or codes are decoded and encoded here, once, and the queue stores the
-prepared job (``generation.queued``), which workers run without parsing it again."""
+prepared job (``generation.queued``), which workers run without parsing it again.
+
+Jobs belong to the API key that submitted them (``serve.auth``: its id, never the key):
+another key's job is NOT_FOUND, with the message a missing job gets; ListJobs lists the
+caller's own; idempotency keys are the caller's own too, and one used again for another
+request is ALREADY_EXISTS. Operator keys see every job. Without keys, one anonymous owner."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from dataclasses import dataclass
 
 import grpc
 
@@ -12,10 +19,11 @@ from tokgen.errors import TokgenError
 from tokgen.generation.generator import Generator
 from tokgen.generation.queued import QueuedJob
 from tokgen.generation.spec import ContinueSpec, FieldError
-from tokgen.jobs.queue import JobQueue
-from tokgen.jobs.states import Job, JobState
+from tokgen.jobs.queue import IdempotencyConflict, JobQueue
+from tokgen.jobs.states import ANONYMOUS, Job, JobState
 from tokgen.monitoring import metrics
 from tokgen.serve.admission import Concurrency
+from tokgen.serve.auth import caller, key_id
 from tokgen.serve.service import abort_invalid
 from tokgen.v1 import jobs_pb2 as jpb
 from tokgen.v1 import jobs_pb2_grpc as jpb_grpc
@@ -54,6 +62,23 @@ def job_message(job: Job) -> jpb.Job:
     )
 
 
+@dataclass(frozen=True)
+class Tenant:
+    """The owner a call acts as: its key's id, and whether it may see every owner's jobs."""
+
+    owner: str = ANONYMOUS
+    operator: bool = False
+
+    def sees(self, job: Job) -> bool:
+        return self.operator or job.owner == self.owner
+
+
+def request_digest(request: pb.ContinueRequest) -> str:
+    """What makes two submissions the same request (deterministic bytes: field order and
+    unknown fields of the client's encoding do not matter)."""
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+
+
 class JobServicer(jpb_grpc.JobServiceServicer):
     """Registered when the server starts; takes jobs once ``attach`` gives it the token
     layout to validate them against (until then, like ``Continue``: UNAVAILABLE)."""
@@ -65,22 +90,36 @@ class JobServicer(jpb_grpc.JobServiceServicer):
         self.preparing = asyncio.Semaphore(max_preparing)
         self.preparations = Concurrency()  # counted in the threads: at most max_preparing
         metrics.PREPARING.labels("job").set_function(lambda: self.preparations.now)
+        self._owners: dict[bytes, str] = {}  # API key -> its id (as many as keys configured)
 
     def attach(self, generator: Generator) -> None:
         """The loaded models: SubmitJob prepares a request's job with them (validated,
         prime or codes decoded and encoded) before queueing it."""
         self.generator = generator
 
-    async def _job(self, job_id: str, context: grpc.aio.ServicerContext) -> Job:
+    async def _tenant(self) -> Tenant:
+        """Who the current call acts for (read before its first await: per call)."""
+        who = caller()
+        if who.key is None:
+            return Tenant(ANONYMOUS, who.operator)
+        owner = self._owners.get(who.key)
+        if owner is None:
+            owner = self._owners[who.key] = key_id(await self.queue.owner_salt(), who.key)
+        return Tenant(owner, who.operator)
+
+    async def _job(self, job_id: str, context: grpc.aio.ServicerContext, tenant: Tenant) -> Job:
+        """The job, if ``tenant`` may see it; else NOT_FOUND, as if there were none (another
+        owner's job ids are not even confirmed to exist)."""
         if not job_id:
             await abort_invalid(context, "job_id", "is required")
         job = await self.queue.get(job_id) if len(job_id) <= 64 else None
-        if job is None:
+        if job is None or not tenant.sees(job):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {job_id[:64]!r}")
         assert job is not None
         return job
 
     async def SubmitJob(self, request, context):
+        tenant = await self._tenant()
         g = self.generator
         if g is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "models are still loading; retry shortly")
@@ -91,32 +130,43 @@ class JobServicer(jpb_grpc.JobServiceServicer):
             await abort_invalid(context, f"request.{exc.field}", exc.message)
         if len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY:
             await abort_invalid(context, "idempotency_key", f"at most {MAX_IDEMPOTENCY_KEY} characters")
-        try:  # a bad file is refused here, not accepted and then FAILED by a worker
-            async with self.preparing:
-                queued = await asyncio.to_thread(self._prepare, g, spec)
-        except FieldError as exc:
-            await abort_invalid(context, f"request.{exc.field}", exc.message)
+        key, digest = request.idempotency_key or None, request_digest(request.request)
         try:
+            if key is not None:  # a retry: its job, without preparing the request again
+                existing = await self.queue.idempotent_job(tenant.owner, key, digest)
+                if existing is not None:
+                    job = await self._job(existing, context, tenant)
+                    return jpb.SubmitJobResponse(job=job_message(job), created=False)
+            try:  # a bad file is refused here, not accepted and then FAILED by a worker
+                async with self.preparing:
+                    queued = await asyncio.to_thread(self._prepare, g, spec)
+            except FieldError as exc:
+                await abort_invalid(context, f"request.{exc.field}", exc.message)
             job_id, created = await self.queue.submit(
-                queued.dumps(), spec.priority, request.idempotency_key or None
+                queued.dumps(), spec.priority, key, owner=tenant.owner, digest=digest
             )
+        except IdempotencyConflict as exc:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
         except TokgenError as exc:  # the queue is full
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         if created:
             metrics.JOBS_SUBMITTED.labels(spec.priority).inc()
-        return jpb.SubmitJobResponse(job=job_message(await self._job(job_id, context)), created=created)
+        job = await self._job(job_id, context, tenant)
+        return jpb.SubmitJobResponse(job=job_message(job), created=created)
 
     def _prepare(self, g: Generator, spec: ContinueSpec) -> QueuedJob:
         with self.preparations.running():
             return g.queued(spec)
 
     async def GetJob(self, request, context):
-        return jpb.GetJobResponse(job=job_message(await self._job(request.job_id, context)))
+        tenant = await self._tenant()
+        return jpb.GetJobResponse(job=job_message(await self._job(request.job_id, context, tenant)))
 
     async def WatchJob(self, request, context):
+        tenant = await self._tenant()
         last = None
         while True:
-            job = await self._job(request.job_id, context)
+            job = await self._job(request.job_id, context, tenant)
             if job != last:
                 yield jpb.WatchJobResponse(job=job_message(job))
                 last = job
@@ -125,10 +175,11 @@ class JobServicer(jpb_grpc.JobServiceServicer):
             await asyncio.sleep(self.watch_every_s)
 
     async def CancelJob(self, request, context):
-        await self._job(request.job_id, context)
+        await self._job(request.job_id, context, await self._tenant())
         return jpb.CancelJobResponse(job=job_message(await self.queue.cancel(request.job_id)))
 
     async def ListJobs(self, request, context):
+        tenant = await self._tenant()
         size = request.page_size or 50
         if size > MAX_PAGE:
             await abort_invalid(context, "page_size", f"at most {MAX_PAGE}, got {size}")
@@ -140,12 +191,13 @@ class JobServicer(jpb_grpc.JobServiceServicer):
         if not (token.isascii() and token.isdigit() and len(token) <= 13 and int(token) < MAX_OFFSET):
             await abort_invalid(context, "page_token", "not a token from ListJobs")
         offset = int(token)
-        jobs, next_offset = await self.queue.list_jobs(state, offset, size)
+        owner = None if tenant.operator else tenant.owner
+        jobs, next_offset = await self.queue.list_jobs(state, offset, size, owner)
         token = str(next_offset) if next_offset is not None else ""
         return jpb.ListJobsResponse(jobs=[job_message(j) for j in jobs], next_page_token=token)
 
     async def GetJobResult(self, request, context):
-        job = await self._job(request.job_id, context)
+        job = await self._job(request.job_id, context, await self._tenant())
         if job.state != JobState.SUCCEEDED:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"job {job.id} is {job.state.value}")
         result = await self.queue.result(job.id)

@@ -43,18 +43,20 @@ def build_server(
     api_keys: list[bytes] | None = None,
     tls: TlsFiles | None = None,
     jobs: JobServicer | None = None,
+    operator_keys: list[bytes] | None = None,
 ) -> tuple[grpc.aio.Server, TokgenServicer, health.aio.HealthServicer, int]:
     """A server bound to ``address`` (not started), its servicers and the bound port.
-    With ``api_keys``, every call but health checks must present one; with ``tls``, the
-    port speaks only TLS (mutual TLS if it names a client CA); with ``jobs``, it also
-    serves ``JobService``."""
+    With ``api_keys`` (or ``operator_keys``: keys that see every tenant's jobs), every
+    call but health checks must present one; with ``tls``, the port speaks only TLS
+    (mutual TLS if it names a client CA); with ``jobs``, it also serves ``JobService``."""
+    keyed = bool(api_keys or operator_keys)
     server = grpc.aio.server(
         # The first interceptor wraps what the others return: it counts every call; the
         # API key is checked next, before the request is parsed (a denied call's bytes
         # are never decoded), then the malformed-request guard parses it.
         interceptors=[
             CallMetricsInterceptor(),
-            *([ApiKeyInterceptor(api_keys)] if api_keys else []),
+            *([ApiKeyInterceptor(api_keys or [], operator_keys)] if keyed else []),
             MalformedRequestInterceptor(),
         ],
         options=[
@@ -107,7 +109,8 @@ async def serve(config: Settings, on_listening: Callable[[dict], None]) -> None:
     with the streams so that all of them batch together."""
     tls = tls_files(config.tls_cert, config.tls_key, config.tls_client_ca)
     api_keys = load_api_keys(config.api_keys_file)
-    check_exposure(config.host, tls, bool(api_keys), config.insecure)
+    operator_keys = load_api_keys(config.operator_keys_file, env="TOKGEN_OPERATOR_API_KEYS")
+    check_exposure(config.host, tls, bool(api_keys or operator_keys), config.insecure)
     queue_config = QueueConfig(lease_s=config.lease_seconds)
     async with open_queue(config.redis_url, config.cache_dir / "redis", queue_config) as (queue, redis_url):
         jobs = JobServicer(queue)
@@ -118,6 +121,7 @@ async def serve(config: Settings, on_listening: Callable[[dict], None]) -> None:
             api_keys or None,
             tls,
             jobs,
+            operator_keys or None,
         )
         metrics_port = metrics.start_metrics_server(config.host, config.metrics_port)
         servers = [server]
