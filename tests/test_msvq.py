@@ -134,3 +134,4 @@ def test_the_semantic_top_codes_follow_the_notes(trained):
     c4, g4 = (0.3 * np.sin(2 * np.pi * f * t).astype(np.float32) for f in (261.6, 392.0))
     a, b, a2 = (codec.encode(x)[0][10:-10] for x in (c4, g4, c4.copy()))
     assert np.array_equal(a, a2) and not np.array_equal(a, b)
+    assert np.array_equal(codec.encode_level(c4, 0), codec.encode(c4)[0])  # the fast path agrees

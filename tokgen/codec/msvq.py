@@ -353,6 +353,21 @@ class MSVQCodec(Codec):
         codes = self.model.quantize(z, features=self.model.features(padded)).codes
         return [c[0].numpy().astype(np.int64) for c in codes]
 
+    @torch.inference_mode()
+    def encode_level(self, audio: np.ndarray, level: int) -> np.ndarray:
+        """A semantic top level needs no encoder: its codes are the nearest centroids of
+        the semitone energies. Other levels depend on the levels above (``encode``)."""
+        if level != 0 or not self.model.cfg.pitch_features:
+            return self.encode(audio)[level]
+        x = check_mono(audio)
+        top = self.levels[0].hop
+        padded = torch.zeros(1, 1, math.ceil(x.size / top) * top)
+        padded[0, 0, : x.size] = torch.from_numpy(x)
+        features = self.model.features(padded)
+        assert features is not None
+        quantizer: EMAVectorQuantizer = self.model.quantizers[0]  # type: ignore[assignment]
+        return quantizer.nearest(features[0].T).numpy().astype(np.int64)
+
     def decode_margin(self, level: int) -> int:
         """Frames of ``level`` around a crop: the decoder's receptive field plus one top
         frame (crops are widened to whole top frames)."""
