@@ -135,3 +135,15 @@ def test_the_semantic_top_codes_follow_the_notes(trained):
     a, b, a2 = (codec.encode(x)[0][10:-10] for x in (c4, g4, c4.copy()))
     assert np.array_equal(a, a2) and not np.array_equal(a, b)
     assert np.array_equal(codec.encode_level(c4, 0), codec.encode(c4)[0])  # the fast path agrees
+
+
+def test_export_writes_the_latest_weights_and_the_warm_up_never_counts_as_best(trained, tmp_path):
+    from tokgen.codec.train_msvq import export_last
+
+    export_last(trained, tmp_path / "last")
+    assert json.loads((tmp_path / "last" / "config.json").read_text())["training_steps"] == 6
+    assert isinstance(load_codec(tmp_path / "last"), MSVQCodec)
+    log = [json.loads(line) for line in (trained / "train_log.jsonl").read_text().splitlines()]
+    best = json.loads((trained / "best" / "config.json").read_text())
+    assert best["training_steps"] > SMALL["ae_warmup_steps"]
+    assert best["valid_loss"] == min(r["valid_loss"] for r in log if "valid_loss" in r and r["step"] > 1)

@@ -180,10 +180,15 @@ class Solver(ABC):
         self.best = state.get("best", math.inf)
         return state
 
+    def comparable(self) -> bool:
+        """Whether this step's validation counts for ``best`` (not, e.g., during a warm-up
+        that validates another model than the one trained afterwards)."""
+        return True
+
     def _checkpoint(self, record: dict[str, Any]) -> None:
         valid = self.validate()
         record[self.valid_key] = valid
-        if valid < self.best:
+        if valid < self.best and self.comparable():
             self.best = valid
             self.save_best(valid)
         self.save()
@@ -215,7 +220,7 @@ class Solver(ABC):
     def finish(self) -> dict[str, float]:
         """Validate the weights the run ends with; they count for ``best`` too."""
         valid = self.validate()
-        if valid < self.best:  # a run stopped between checkpoints
+        if valid < self.best and self.comparable():  # a run stopped between checkpoints
             self.best = valid
             self.save_best(valid)
             self.save()

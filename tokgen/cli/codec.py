@@ -144,8 +144,13 @@ def cmd_codec_train(args: argparse.Namespace) -> None:
 
 def cmd_codec_export(args: argparse.Namespace) -> None:
     from tokgen.codec.train import export
+    from tokgen.codec.train_msvq import export_last
 
-    export(Path(args.run), Path(args.out))
+    run = Path(args.run)
+    if (run / "state.pt").is_file():  # a multi-scale VQ run: its latest weights
+        export_last(run, Path(args.out))
+    else:
+        export(run, Path(args.out))
     print(json.dumps({"model_dir": str(args.out)}))
 
 

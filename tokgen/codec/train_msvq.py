@@ -214,6 +214,10 @@ class MSVQSolver(Solver):
         self.model.train()
         return float(np.mean(losses))
 
+    def comparable(self) -> bool:
+        """The autoencoder warm-up validates without quantisers: not the codec."""
+        return self.step > self.tcfg.ae_warmup_steps
+
     def save_best(self, valid_loss: float) -> None:
         assert isinstance(self.model, MultiScaleVQ)
         extra = {"training_steps": self.step, "valid_loss": valid_loss}
@@ -244,3 +248,13 @@ def train_msvq(
     config_path.write_text(model_cfg.model_dump_json(indent=2))
     start = init_from if not (run_dir / "state.pt").exists() else None
     return MSVQSolver(model_cfg, cfg, data_dir, run_dir, start).run()
+
+
+def export_last(run_dir: Path, out_dir: Path) -> None:
+    """The weights a run has now (``state.pt``), as a model directory (``best/`` holds the
+    ones with the lowest validation loss)."""
+    run_dir = Path(run_dir)
+    model = MultiScaleVQ(MSVQConfig.model_validate_json((run_dir / "config.json").read_text()))
+    state = torch.load(run_dir / "state.pt", weights_only=True)
+    model.load_state_dict(state["model"])
+    save_vqvae(model, out_dir, extra={"training_steps": state["step"]})
