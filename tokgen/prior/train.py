@@ -35,12 +35,13 @@ from tokgen.training import LoopConfig, Solver
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AMX or AVX-512 BF16; Linux flags)."""
+    """Whether bf16 pays on this CPU: AMX (Linux flag ``amx_bf16``). With AVX-512 BF16 alone
+    (an AMD EPYC here) plain torch ran bf16 about 2x slower than fp32 (docs/PERFORMANCE.md)."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    return "amx_bf16" in flags
 
 
 class PriorTrainConfig(LoopConfig):
@@ -49,8 +50,8 @@ class PriorTrainConfig(LoopConfig):
     valid_windows: int = Field(default=64, ge=1)
     bf16: bool = Field(
         default_factory=lambda: cpu_has_bf16(),
-        description="bf16 autocast for the training forward: 1.7x faster on an AMX CPU, 2.8x "
-        "slower on an AVX2-only one (shared/NOTES.md), so on by default only where the CPU has it",
+        description="bf16 autocast for the training forward: 1.7x faster on an AMX CPU, 2-2.8x "
+        "slower on CPUs without AMX (shared/NOTES.md), so on by default only with AMX",
     )
 
 
