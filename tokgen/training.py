@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -17,6 +18,7 @@ from typing import IO, Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from pydantic import BaseModel, Field
 from tqdm import tqdm
 
@@ -121,13 +123,30 @@ class LoopConfig(BaseModel):
     checkpoint_every: int = Field(default=500, ge=1)
 
 
+def world() -> tuple[int, int]:
+    """(rank, number of processes): ``torchrun`` sets RANK and WORLD_SIZE; (0, 1) alone."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _average(tensors: list[torch.Tensor], size: int) -> None:
+    for t in tensors:
+        dist.all_reduce(t)
+        t.div_(size)
+
+
 class Solver(ABC):
     """The training loop every tokgen model shares (audiocraft's ``StandardSolver`` is the
     model): a subclass supplies ``train_step`` and ``validate``; the solver owns the LR
     schedule, backward / clip / step, the deadline (``max_minutes``), the progress bar, the
     jsonl log, resumable checkpoints (``state.pt``, also written when SIGTERM arrives as
     ``KeyboardInterrupt``) and keeping the best weights by validation loss
-    (``save_best``)."""
+    (``save_best``).
+
+    Under ``torchrun`` (several processes, one machine or many) it is data parallel: every
+    process draws its own batches (its RNG seeded with its rank), gradients and float
+    buffers (EMA codebooks) are averaged after each step, and rank 0 alone validates,
+    logs and writes checkpoints. ``--batch-size`` is per process: N processes at batch B
+    train like one at N x B."""
 
     name = "model"
     valid_key = "valid_loss"  # how the validation number is called in the log and result
@@ -146,6 +165,20 @@ class Solver(ABC):
         self.elapsed_s = 0.0
         self.best = math.inf
         self.log_fields: dict[str, Any] = {}  # in every log record (e.g. a codec level's level)
+        self.rank, self.world_size = world()
+        if self.world_size > 1:
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            for p in model.state_dict().values():  # every process starts from rank 0's model
+                dist.broadcast(p, 0)
+            self._reseed()
+
+    def _reseed(self) -> None:
+        """Each process its own batches: its RNGs (shared with the samplers, so changed in
+        place) depend on its rank and the step it starts from."""
+        seeds = (self.cfg.seed, self.rank, self.step)
+        self.rng.bit_generator.state = np.random.default_rng(seeds).bit_generator.state
+        torch.manual_seed(hash(seeds) % 2**31)
 
     @abstractmethod
     def train_step(self) -> tuple[torch.Tensor, dict[str, float]]:
@@ -163,6 +196,8 @@ class Solver(ABC):
         return self.run_dir / "state.pt"
 
     def save(self) -> None:
+        if self.rank:
+            return
         save_checkpoint(
             self.state_path,
             self.model,
@@ -178,6 +213,8 @@ class Solver(ABC):
         state = load_checkpoint(self.state_path, self.model, self.opt, self.rng)
         self.step, self.elapsed_s = state["step"], state.get("elapsed_s", 0.0)
         self.best = state.get("best", math.inf)
+        if self.world_size > 1:
+            self._reseed()
         return state
 
     def comparable(self) -> bool:
@@ -186,6 +223,8 @@ class Solver(ABC):
         return True
 
     def _checkpoint(self, record: dict[str, Any]) -> None:
+        if self.rank:
+            return
         valid = self.validate()
         record[self.valid_key] = valid
         if valid < self.best and self.comparable():
@@ -201,8 +240,12 @@ class Solver(ABC):
         loss, stats = self.train_step()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.world_size > 1:
+            _average([p.grad for p in self.model.parameters() if p.grad is not None], self.world_size)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.opt.step()
+        if self.world_size > 1:  # EMA codebooks, batch-norm statistics
+            _average([b for b in self.model.buffers() if b.is_floating_point()], self.world_size)
         self.step += 1
         self.elapsed_s += time.monotonic() - t0
         if self.step % cfg.log_every == 0:
@@ -219,6 +262,8 @@ class Solver(ABC):
 
     def finish(self) -> dict[str, float]:
         """Validate the weights the run ends with; they count for ``best`` too."""
+        if self.rank:
+            return {"step": self.step, self.valid_key: math.nan, "best": math.nan}
         valid = self.validate()
         if valid < self.best and self.comparable():  # a run stopped between checkpoints
             self.best = valid
@@ -244,12 +289,27 @@ def run_together(solvers: Sequence[Solver], desc: str) -> list[dict[str, float]]
     minutes = [s.cfg.max_minutes for s in solvers if s.cfg.max_minutes]
     deadline = time.monotonic() + min(minutes) * 60 if minutes else math.inf
     total = max(s.cfg.steps for s in solvers)
+    rank, size = world()
     bar = tqdm(
-        total=total, initial=min(s.step for s in solvers), desc=desc, file=sys.stderr, dynamic_ncols=True
+        total=total,
+        initial=min(s.step for s in solvers),
+        desc=desc,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        disable=rank > 0,
     )
-    log = (solvers[0].run_dir / "train_log.jsonl").open("a")
+    log = (solvers[0].run_dir / "train_log.jsonl").open("a") if rank == 0 else open(os.devnull, "w")  # noqa: SIM115
+
+    def going() -> bool:
+        go = any(s.step < s.cfg.steps for s in solvers) and time.monotonic() < deadline
+        if size > 1:  # all processes stop at the same step
+            flag = torch.tensor(int(go))
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            go = bool(flag)
+        return go
+
     try:
-        while any(s.step < s.cfg.steps for s in solvers) and time.monotonic() < deadline:
+        while going():
             for s in solvers:
                 if s.step < s.cfg.steps:
                     s.train_once(log)

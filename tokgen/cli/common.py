@@ -141,3 +141,8 @@ def held_out_corpus(sample_rate: int, hours: float = 6.0, max_seconds: float = 1
         )
         render_dataset(out, options)
     return out
+
+
+# ``torchrun ... -m tokgen prior train --run DIR`` fails: torchrun's parser takes --run for
+# an abbreviation of its --run-path. Training commands also accept --run-dir.
+RUN_DIR_NOTE = " (or --run-dir, which torchrun passes through)"
