@@ -188,7 +188,8 @@ def test_torchrun_trains_data_parallel_like_one_process_at_the_same_global_batch
     _, data = synthetic_data
 
     def train(run: Path, launcher: list[str], batch: int) -> list[dict]:
-        args = ["prior", "train", "--level", "0", "--data", str(data), "--run-dir", str(run), "--preset", "tiny"]
+        args = ["prior", "train", "--level", "0", "--data", str(data), "--run-dir", str(run)]
+        args += ["--preset", "tiny"]
         args += ["--steps", "100", "--checkpoint-every", "50", "--batch-size", str(batch), "--lr", "3e-3"]
         args += ["--codec", str(tiny_model_dir)]
         r = subprocess.run([*launcher, *args], capture_output=True, text=True, timeout=600)
