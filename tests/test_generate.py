@@ -177,3 +177,30 @@ def test_saved_levels_resume_from_whole_top_frames():
     hops = [16, 8, 2]  # 1, 2 and 8 frames per top frame
     known = [np.arange(5), np.arange(9), np.arange(37)]
     assert [k.size for k in whole_top_frames(known, hops)] == [5, 8, 32]
+
+
+def test_the_output_format_follows_the_extension_and_a_bad_one_fails_first(tmp_path, tiny_model_dir, tone):
+    import time
+
+    import soundfile as sf
+
+    sf.write(tmp_path / "p.wav", tone[:4000], 16000)
+    started = time.monotonic()
+    # No prior set exists: the extension must be refused before anything is loaded.
+    r = generate(
+        tmp_path, tiny_model_dir, tmp_path / "none", "--prime", "p.wav", "--seconds", "1", "--out", "x.mp4"
+    )
+    assert r.returncode == 2 and "x.mp4" in r.stderr and "use one of" in r.stderr
+    assert time.monotonic() - started < 30 and not (tmp_path / "x.mp4").exists()
+
+
+def test_an_mp3_continuation_decodes(tmp_path, tiny_model_dir, prior_set, tone):
+    import soundfile as sf
+
+    sf.write(tmp_path / "p.wav", tone[:4000], 16000)
+    r = generate(
+        tmp_path, tiny_model_dir, prior_set, "--prime", "p.wav", "--seconds", "0.5", "--out", "x.mp3"
+    )
+    assert r.returncode == 0, r.stderr
+    info = sf.info(tmp_path / "x.mp3")
+    assert info.format == "MP3" and info.samplerate == 16000 and info.frames >= 8000

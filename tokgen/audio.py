@@ -16,11 +16,19 @@ import soxr
 
 from tokgen.errors import AudioError
 
-SUPPORTED_FORMATS = ("WAV", "FLAC", "OGG")
+SUPPORTED_FORMATS = ("WAV", "FLAC", "OGG", "MP3")  # OGG holds Vorbis or Opus
 # libsndfile's names for what it reads as those: WAVEX is WAVE_FORMAT_EXTENSIBLE, which
 # common tools write for 24-bit and multichannel WAV.
-_READABLE = {"WAV", "WAVEX", "FLAC", "OGG"}
-_EXTENSIONS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
+_READABLE = {"WAV", "WAVEX", "FLAC", "OGG", "MP3"}
+# What a file's extension writes: (libsndfile format, subtype). Opus takes 8, 12, 16, 24
+# or 48 kHz, which covers tokgen's codecs (16 kHz).
+OUTPUT_FORMATS = {
+    ".wav": ("WAV", "PCM_16"),
+    ".flac": ("FLAC", "PCM_16"),
+    ".ogg": ("OGG", "VORBIS"),
+    ".opus": ("OGG", "OPUS"),
+    ".mp3": ("MP3", "MPEG_LAYER_III"),
+}
 # Samples with a peak below this (about -90 dBFS) are treated as digital silence.
 SILENCE_PEAK = 3e-5
 # Bounds checked from the header, before anything is decoded (issue 17: an 82 KiB FLAC of
@@ -149,13 +157,28 @@ def check_mono(audio: np.ndarray) -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
-def save_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
-    """Write mono audio; the format follows the extension (.wav, .flac or .ogg)."""
-    path = Path(path)
-    fmt = _EXTENSIONS.get(path.suffix.lower())
+def output_format(path: str | Path) -> tuple[str, str]:
+    """(format, subtype) that ``path``'s extension writes; check it before any work."""
+    fmt = OUTPUT_FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
-        raise AudioError(f"cannot write {path.name}: use a .wav, .flac or .ogg extension")
-    audio = check_mono(audio)
-    subtype = {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS"}[fmt]
+        raise AudioError(f"cannot write {Path(path).name}: use one of {', '.join(OUTPUT_FORMATS)}")
+    return fmt
+
+
+def encode_audio(audio: np.ndarray, sample_rate: int, suffix: str) -> bytes:
+    """Mono audio as the bytes of a file with extension ``suffix`` (".wav", ".mp3", ...)."""
+    fmt, subtype = output_format(f"x{suffix}")
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(check_mono(audio), -1.0, 1.0), sample_rate, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+def save_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
+    """Write mono audio; the format follows the extension (.wav, .flac, .ogg (Vorbis),
+    .opus or .mp3)."""
+    path = Path(path)
+    data = encode_audio(audio, sample_rate, path.suffix.lower())
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), np.clip(audio, -1.0, 1.0), sample_rate, format=fmt, subtype=subtype)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_bytes(data)
+    tmp.replace(path)

@@ -25,13 +25,14 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
     from tqdm import tqdm
 
-    from tokgen.audio import load_audio, save_audio
+    from tokgen.audio import load_audio, output_format, save_audio
     from tokgen.codec import load_codec
     from tokgen.codec.codes import load_codes, save_codes
     from tokgen.generation.generate import MAX_PRIME_SECONDS, check_settings, context_kept, prepare
     from tokgen.generation.generator import Generator
     from tokgen.generation.sampler import CodeBoard, SamplingSettings, level_frames
 
+    output_format(args.out)  # an unsupported extension fails now, not after the render
     # Everything is checked before the engines start (they take a while).
     codec = load_codec(args.codec)
     settings = SamplingSettings(args.temperature, args.top_k, args.top_p, args.seed)

@@ -22,12 +22,12 @@ import grpc
 import numpy as np
 import soundfile as sf
 
+from tokgen.audio import output_format
 from tokgen.errors import TokgenError
 from tokgen.v1 import jobs_pb2_grpc as jpb_grpc
 from tokgen.v1 import tokgen_pb2 as pb
 from tokgen.v1 import tokgen_pb2_grpc as pb_grpc
 
-OUTPUT_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
 MODES = {
     "primed": pb.MODE_PRIMED,
     "ancestral": pb.MODE_ANCESTRAL,
@@ -127,12 +127,9 @@ class TokgenClient:
     async def continue_to_file(
         self, request: pb.ContinueRequest, out: Path, timeout: float | None = None
     ) -> ContinueResult:
-        """Stream a continuation into ``out`` (.wav, .flac or .ogg) as its chunks arrive."""
-        fmt = OUTPUT_FORMATS.get(out.suffix.lower())
-        if fmt is None:
-            raise TokgenError(
-                f"cannot write {out.suffix or 'files without a suffix'}; use {list(OUTPUT_FORMATS)}"
-            )
+        """Stream a continuation into ``out`` (.wav, .flac, .ogg, .opus or .mp3) as its
+        chunks arrive."""
+        fmt, subtype = output_format(out)
         part = out.with_name(out.name + ".part")
         started = time.perf_counter()
         first: float | None = None
@@ -158,7 +155,7 @@ class TokgenClient:
                     if chunk.format.encoding != "s16le" or chunk.format.channels != 1:
                         raise TokgenError(f"unexpected audio format {chunk.format}")
                     part.parent.mkdir(parents=True, exist_ok=True)
-                    writer = sf.SoundFile(part, "w", chunk.format.sample_rate, 1, "PCM_16", format=fmt)
+                    writer = sf.SoundFile(part, "w", chunk.format.sample_rate, 1, subtype, format=fmt)
                 assert writer is not None
                 pcm = np.frombuffer(chunk.pcm, "<i2")
                 writer.write(pcm)

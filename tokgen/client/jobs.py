@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import soundfile as sf
 from google.protobuf.json_format import MessageToDict
 
+from tokgen.audio import encode_audio, output_format
 from tokgen.client import TokgenClient, describe_error
 from tokgen.errors import TokgenError
 from tokgen.v1 import jobs_pb2 as jpb
@@ -57,8 +60,10 @@ async def _run(args: argparse.Namespace, client: TokgenClient, request: Callable
         jobs = [job_dict(j) for j in reply.jobs]
         print(json.dumps({"jobs": jobs, "next_page_token": reply.next_page_token}))
     elif cmd == "fetch":
+        out = Path(args.out)
+        output_format(out)  # before the call: an unsupported extension fetches nothing
         reply = await stub.GetJobResult(jpb.GetJobResultRequest(job_id=args.job_id), metadata=meta)
-        _write(Path(args.out), reply.audio)
+        _write(out, reply.audio if out.suffix.lower() == ".wav" else reencode(reply.audio, out.suffix))
         if args.codes_out:
             _write(Path(args.codes_out), reply.codes)
         print(json.dumps({"job_id": args.job_id, "out": args.out, "codes": args.codes_out}))
@@ -82,3 +87,9 @@ def run_jobs_command(
         asyncio.run(main())
     except grpc.RpcError as err:
         raise TokgenError(describe_error(err)) from None
+
+
+def reencode(wav: bytes, suffix: str) -> bytes:
+    """A job's WAV result in the format of ``suffix`` (the output follows the extension)."""
+    audio, rate = sf.read(io.BytesIO(wav), dtype="float32")
+    return encode_audio(audio, rate, suffix.lower())
