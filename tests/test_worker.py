@@ -97,7 +97,8 @@ def test_twenty_jobs_two_workers_one_killed(worker_cmd, redis_server, tmp_path, 
     one result; the other worker takes the killed one's jobs over after the lease and
     resumes them from their saved codes (attempt 2, fewer tokens than a fresh render)."""
     lease = 2.0
-    fresh_tokens = 600 + 1200  # 0.6 s at hops 16 and 8 (16 kHz), from nothing
+    seconds = 2.0  # long enough that an attempt saves progress (every 1 s) before it ends
+    fresh_tokens = round(seconds * 1000) + round(seconds * 2000)  # at hops 16 and 8 (16 kHz), from nothing
 
     def start_worker() -> tuple[subprocess.Popen, str]:
         cmd = worker_cmd("--lease-seconds", str(lease), "--worker-concurrency", "4")
@@ -110,13 +111,14 @@ def test_twenty_jobs_two_workers_one_killed(worker_cmd, redis_server, tmp_path, 
         client = aioredis.Redis.from_url(redis_server.url)
         queue = JobQueue(client, QueueConfig(lease_s=lease))
         requests = [
-            pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=0.6, sampling=pb.SamplingParams(seed=i))
+            pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=seconds, sampling=pb.SamplingParams(seed=i))
             for i in range(20)
         ]
         codec = load_codec(tiny_model_dir)
-        ids = [(await queue.submit(queued(codec, r), "normal"))[0] for r in requests]
+        # Both workers up first: neither renders the whole queue while the other loads.
         (first, first_name), (second, _) = start_worker(), start_worker()
         try:
+            ids = [(await queue.submit(queued(codec, r), "normal"))[0] for r in requests]
             deadline = time.monotonic() + 120
             while True:  # until the first worker holds running jobs that saved progress
                 jobs = [await queue.get(j) for j in ids]

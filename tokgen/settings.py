@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     worker: bool = True  # `tokgen serve` also renders jobs in-process (--no-worker: API only)
     worker_concurrency: int = Field(default=4, ge=1)  # jobs one worker renders at once
     lease_seconds: float = Field(default=15.0, gt=0)  # a worker silent this long has lost its jobs
+    # A finished job's record (state, error, times; not its prime) stays this long after it
+    # finished, then expires from Redis and from listings; its result stays result_ttl_seconds
+    # (at most as long). Applied by whichever process finishes the job: set it alike on
+    # servers and workers.
+    job_retention_seconds: float = Field(default=7 * 24 * 3600.0, ge=1)
+    result_ttl_seconds: float = Field(default=24 * 3600.0, ge=1)
 
 
 def host_port(host: str, port: int) -> str:

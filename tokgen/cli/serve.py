@@ -51,6 +51,8 @@ SERVE_OPTIONS = {
     "worker": "serve the API only: no jobs rendered here",
     "worker_concurrency": "jobs the in-process worker renders at once",
     "lease_seconds": "job lease renewed while it runs",
+    "job_retention_seconds": "a finished job's record is kept this long",
+    "result_ttl_seconds": "a succeeded job's result is kept this long (at most the retention)",
 }
 
 # The fields `tokgen worker` takes as flags.
@@ -65,6 +67,8 @@ WORKER_OPTIONS = {
     "metrics_port": SERVE_OPTIONS["metrics_port"],
     "health_port": "gRPC health for probes; 0: any (unset: off)",
     "grace_seconds": "for running jobs on SIGTERM",
+    "job_retention_seconds": SERVE_OPTIONS["job_retention_seconds"],
+    "result_ttl_seconds": SERVE_OPTIONS["result_ttl_seconds"],
 }
 
 

@@ -7,14 +7,25 @@ Keys (``P`` is the prefix, default ``tokgen``):
                      idempotency key it was submitted with, if any)
 - ``P:jobs``         sorted set of job ids by submission time (listing all: operators)
 - ``P:owner:O:jobs`` the same, of owner ``O``'s jobs only (listing one tenant's)
+- ``P:state:S``, ``P:owner:O:state:S``  the same, of the jobs in state ``S`` now (kept
+                     in the transaction of every state change: a filtered listing reads
+                     only its own state's jobs)
+- ``P:expiring``     sorted set of ``OWNER STATE ID`` by the time a finished job expires:
+                     the index entries still to remove (trimmed on every submit and list)
 - ``P:owner-salt``   a random secret, made once: owner ids are keyed hashes of API keys
 - ``P:stream:PRIO``  one stream per priority; an entry ``{job: ID}`` per attempt to run
 - ``P:delayed``      sorted set of job ids by retry time (backoff); due ones are re-added
-- ``P:dead``         the dead-letter stream: ``{job, error}`` per job out of attempts
+- ``P:dead``         the dead-letter stream: ``{job, error}`` per job out of attempts (the
+                     newest ``MAX_DEAD_LETTERS``)
 - ``P:idem:O:KEY``   ``ID DIGEST``: the job owner ``O``'s idempotency key created, and the
                      digest of the request it was created for
 - ``P:result:ID``    hash ``audio`` (WAV) and ``codes`` (.npz), expiring after the TTL
 - ``P:partial:ID``   the codes a running attempt has made so far (.npz): a re-run resumes
+
+Retention: when a job finishes (succeeded, failed, cancelled, dead) the transaction that
+says so also drops its prepared request (the prime's codes), deletes its partial codes,
+and sets its record and idempotency key to expire after ``retention_s`` (its result after
+``result_ttl_s``, never later); ``trim`` then takes it out of the indexes.
 
 Delivery is at least once: a worker reads an entry (XREADGROUP), holds it while it runs
 and renews its lease by resetting the entry's idle time (XCLAIM JUSTID) every few
@@ -59,6 +70,9 @@ from tokgen.jobs.states import (
 from tokgen.settings import redact_url
 
 GROUP = "workers"
+MAX_DEAD_LETTERS = 10_000  # the dead-letter stream keeps (about) this many newest entries
+TRIM_BATCH = 1000  # expired jobs taken out of the indexes per trim
+INDEX_VERSION = b"2"  # per-owner and per-state indexes, retention (upgrade_indexes)
 
 
 def connect(url: str) -> redis.Redis:
@@ -131,7 +145,9 @@ async def open_queue(
         await check_redis(redis_url)
         client = connect(redis_url)
         try:
-            yield JobQueue(client, config), redis_url
+            queue = JobQueue(client, config)
+            await queue.upgrade_indexes()
+            yield queue, redis_url
         finally:
             await client.aclose()
     finally:
@@ -150,7 +166,8 @@ def drop_entry(pipe: Any, stream: str, entry_id: bytes) -> None:
 class QueueConfig:
     prefix: str = "tokgen"
     lease_s: float = 15.0  # an entry idle this long belongs to a lost worker
-    result_ttl_s: float = 24 * 3600.0
+    result_ttl_s: float = 24 * 3600.0  # a result's life (at most retention_s)
+    retention_s: float = 7 * 24 * 3600.0  # a finished job's record, from the moment it finished
     max_queued: int = 10_000  # submissions beyond this many unfinished jobs are refused
     policy: RetryPolicy = field(default_factory=RetryPolicy)
 
@@ -231,7 +248,7 @@ class JobQueue:
             while True:
                 try:
                     await pipe.watch(key)
-                    raw = await pipe.hget(key, "record")
+                    raw, idem = await pipe.hmget(key, ["record", "idem"])
                     if raw is None:
                         raise TokgenError(f"no job {job_id}")
                     before = decode_job(raw)
@@ -240,10 +257,59 @@ class JobQueue:
                     pipe.hset(key, "record", encode_job(after))
                     if effects is not None:
                         effects(pipe, before, after)
+                    if after.state != before.state:
+                        self._move(pipe, after, before.state)
+                    if after.state.final and not before.state.final:
+                        self._retire(pipe, after, idem.decode() if idem is not None else None)
                     await pipe.execute()
                     return before, after
                 except WatchError:
                     continue
+
+    def _move(self, pipe: Any, job: Job, was: JobState | None) -> None:
+        """Queue, on ``pipe``, the move of ``job`` into its state's indexes (out of
+        ``was``'s)."""
+        for owner in (None, job.owner):
+            if was is not None:
+                pipe.zrem(self._state_index(owner, was), job.id)
+            pipe.zadd(self._state_index(owner, job.state), {job.id: job.created_at})
+
+    def _retire(self, pipe: Any, job: Job, idempotency_key: str | None) -> None:
+        """Queue, on ``pipe``, what finishing ``job`` does to its keys: the prime leaves,
+        partial codes go, the record and idempotency key expire after the retention (the
+        result earlier, if its TTL is shorter), and the indexes drop it then (``trim``)."""
+        retention = max(1, int(self.config.retention_s))
+        key = self._key("job", job.id)
+        pipe.hdel(key, "request")
+        pipe.delete(self._key("partial", job.id))
+        pipe.expire(key, retention)
+        pipe.expire(self._key("result", job.id), self._result_ttl())
+        if idempotency_key is not None:
+            pipe.expire(self._idem(job.owner, idempotency_key), retention)
+        member = f"{job.owner} {job.state.value} {job.id}"
+        pipe.zadd(self._key("expiring"), {member: time.time() + retention})
+
+    def _result_ttl(self) -> int:
+        return max(1, int(min(self.config.result_ttl_s, self.config.retention_s)))
+
+    async def trim(self, now: float | None = None, limit: int = TRIM_BATCH) -> int:
+        """Take finished jobs whose retention is over out of the indexes (their records
+        expire in Redis itself); returns how many. Runs on every submit and listing, so
+        the indexes hold no more than the jobs retained and the unfinished."""
+        expiring = self._key("expiring")
+        now = time.time() if now is None else now
+        due = await self.r.zrangebyscore(expiring, "-inf", now, start=0, num=limit)
+        if not due:
+            return 0
+        async with self.r.pipeline(transaction=False) as pipe:
+            for raw in due:
+                owner, state, job_id = raw.decode().rsplit(" ", 2)
+                for index in (None, owner):
+                    pipe.zrem(self._index(index), job_id)
+                    pipe.zrem(self._state_index(index, JobState(state)), job_id)
+            pipe.zrem(expiring, *due)
+            await pipe.execute()
+        return len(due)
 
     # ---- owners -----------------------------------------------------------------------
     async def owner_salt(self) -> bytes:
@@ -258,6 +324,38 @@ class JobQueue:
     def _index(self, owner: str | None) -> str:
         """The listing index of ``owner``'s jobs (None: every job)."""
         return self._key("jobs") if owner is None else self._key("owner", owner, "jobs")
+
+    def _state_index(self, owner: str | None, state: JobState) -> str:
+        """The listing index of ``owner``'s jobs (None: every job) in ``state``."""
+        parts = ("state", state.value) if owner is None else ("owner", owner, "state", state.value)
+        return self._key(*parts)
+
+    async def upgrade_indexes(self) -> int:
+        """Index jobs stored by a tokgen without per-owner and per-state indexes or
+        retention (before issue 17): each gets its owner's and its state's index entries,
+        and a finished one its retention (from now) and no prime. Once per Redis (a
+        version key); safe to run from several processes at once. Returns jobs indexed."""
+        version = self._key("index-version")
+        if await self.r.get(version) == INDEX_VERSION:
+            return 0
+        done, start = 0, 0
+        while ids := await self.r.zrange(self._key("jobs"), start, start + TRIM_BATCH - 1):
+            start += len(ids)
+            for raw in ids:
+
+                def effects(pipe: Any, before: Job, after: Job) -> None:
+                    pipe.zadd(self._index(after.owner), {after.id: after.created_at})
+                    self._move(pipe, after, None)
+                    if after.state.final:
+                        self._retire(pipe, after, None)
+
+                try:
+                    await self._transition(raw.decode(), lambda job: job, effects)
+                except TokgenError:  # gone meanwhile
+                    continue
+                done += 1
+        await self.r.set(version, INDEX_VERSION)
+        return done
 
     # ---- submitting -------------------------------------------------------------------
     def _idem(self, owner: str, idempotency_key: str) -> str:
@@ -294,6 +392,7 @@ class JobQueue:
         idempotency key ``owner`` used before for the same request (same ``digest``), the
         existing job's id (created False); for another request, ``IdempotencyConflict``.
         Keys are per owner: another owner's key of the same name is another key."""
+        await self.trim()
         if await self.unfinished() >= self.config.max_queued:
             raise TokgenError(f"the queue holds {self.config.max_queued} unfinished jobs; retry later")
         job_id = uuid.uuid4().hex
@@ -312,10 +411,11 @@ class JobQueue:
                     pipe.multi()
                     if idem is not None and idempotency_key is not None:
                         fields["idem"] = idempotency_key
-                        pipe.set(idem, f"{job_id} {digest}", ex=int(self.config.result_ttl_s * 2))
+                        pipe.set(idem, f"{job_id} {digest}")  # expires with the job (_retire)
                     pipe.hset(self._key("job", job_id), mapping=fields)
                     pipe.zadd(self._key("jobs"), {job_id: now})
                     pipe.zadd(self._index(owner), {job_id: now})
+                    self._move(pipe, job, None)
                     pipe.xadd(self.stream(priority), {"job": job_id})
                     await pipe.execute()
                     return job_id, True
@@ -350,23 +450,20 @@ class JobQueue:
         self, state: JobState | None, offset: int, size: int, owner: str | None = None
     ) -> tuple[list[Job], int | None]:
         """``owner``'s jobs (None: everyone's) newest first from position ``offset``, only
-        those in ``state`` if given; and the offset of the next page (None: no more)."""
-        jobs: list[Job] = []
-        position = offset
-        index = self._index(owner)
-        while len(jobs) < size:
-            ids = await self.r.zrevrange(index, position, position + 2 * size - 1)
-            if not ids:
-                return jobs, None
+        those in ``state`` if given; and the offset of the next page (None: no more).
+        Reads one index (the owner's, or the owner's in that state) and ``size`` records:
+        never other owners' jobs or other states' history."""
+        await self.trim()
+        index = self._index(owner) if state is None else self._state_index(owner, state)
+        ids = await self.r.zrevrange(index, offset, offset + size - 1)
+        async with self.r.pipeline(transaction=False) as pipe:
             for raw in ids:
-                position += 1
-                job = await self.get(raw.decode())
-                if job is not None and (state is None or job.state == state):
-                    jobs.append(job)
-                    if len(jobs) == size:
-                        break
-        more = await self.r.zcard(index) > position
-        return jobs, position if more else None
+                pipe.hget(self._key("job", raw.decode()), "record")
+            records = await pipe.execute() if ids else []
+        jobs = [decode_job(raw) for raw in records if raw is not None]  # None: expired just now
+        jobs = [job for job in jobs if state is None or job.state == state]  # moved just now
+        more = await self.r.zcard(index) > offset + len(ids)
+        return jobs, offset + len(ids) if more else None
 
     # ---- cancelling -------------------------------------------------------------------
     async def cancel(self, job_id: str) -> Job:
@@ -486,7 +583,9 @@ class JobQueue:
         pipe.delete(self._key("partial", claim.job.id))
 
     def _dead_letter(self, pipe, job_id: str, error: str) -> None:
-        pipe.xadd(self._key("dead"), {"job": job_id, "error": error})
+        pipe.xadd(
+            self._key("dead"), {"job": job_id, "error": error}, maxlen=MAX_DEAD_LETTERS, approximate=True
+        )
 
     async def succeed(
         self, claim: Claim, worker: str, audio: bytes, codes_npz: bytes, summary: str = "{}"
@@ -498,7 +597,7 @@ class JobQueue:
         def effects(pipe, before: Job, after: Job) -> None:
             pipe.delete(result)
             pipe.hset(result, mapping={"audio": audio, "codes": codes_npz, "summary": summary})
-            pipe.expire(result, int(self.config.result_ttl_s))
+            pipe.expire(result, self._result_ttl())
             self._finish(pipe, claim)
 
         return (

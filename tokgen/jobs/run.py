@@ -21,7 +21,11 @@ from tokgen.settings import Settings, host_port, redact_url
 async def run_worker(config: Settings, on_ready: Callable[[dict], None]) -> None:
     """Health (with ``health_port``): ``live`` at once, overall SERVING once the models are
     loaded; ``/metrics`` from the start, so a scrape sees ``tokgen_redis_up`` while loading."""
-    queue_config = QueueConfig(lease_s=config.lease_seconds)
+    queue_config = QueueConfig(
+        lease_s=config.lease_seconds,
+        retention_s=config.job_retention_seconds,
+        result_ttl_s=config.result_ttl_seconds,
+    )
     async with open_queue(config.redis_url, config.cache_dir / "redis", queue_config) as (queue, url):
         generator: Generator | None = None
         stop = asyncio.Event()

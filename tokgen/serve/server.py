@@ -111,7 +111,11 @@ async def serve(config: Settings, on_listening: Callable[[dict], None]) -> None:
     api_keys = load_api_keys(config.api_keys_file)
     operator_keys = load_api_keys(config.operator_keys_file, env="TOKGEN_OPERATOR_API_KEYS")
     check_exposure(config.host, tls, bool(api_keys or operator_keys), config.insecure)
-    queue_config = QueueConfig(lease_s=config.lease_seconds)
+    queue_config = QueueConfig(
+        lease_s=config.lease_seconds,
+        retention_s=config.job_retention_seconds,
+        result_ttl_s=config.result_ttl_seconds,
+    )
     async with open_queue(config.redis_url, config.cache_dir / "redis", queue_config) as (queue, redis_url):
         jobs = JobServicer(queue)
         server, servicer, health_servicer, bound = build_server(
