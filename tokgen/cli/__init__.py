@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 
+from tokgen import __version__
 from tokgen.cli import bench, client, codec, common, data, eval, generate, prior, serve
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokgen", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"tokgen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for group in (data, codec, prior, generate, eval, serve, client, bench):
         group.register(sub)

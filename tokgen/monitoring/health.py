@@ -25,7 +25,10 @@ def health_server(host: str, port: int, servicer: health.aio.HealthServicer) -> 
     address = host_port(host, port)
     bound = server.add_insecure_port(address)
     if bound == 0:
-        raise TokgenError(f"cannot listen on {address} for health checks")
+        raise TokgenError(
+            f"cannot listen on {address} for health checks (port in use or address not local); "
+            "choose another --health-port (TOKGEN_HEALTH_PORT)"
+        )
     return server, bound
 
 

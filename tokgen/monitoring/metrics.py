@@ -22,6 +22,7 @@ import grpc
 from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
 
 import tokgen
+from tokgen.errors import TokgenError
 
 # ---- calls (server) ------------------------------------------------------------------
 REQUESTS = Counter(
@@ -159,6 +160,14 @@ def set_build_info(role: str, backend: str, codec_dir: Path, priors_dir: Path) -
 
 
 def start_metrics_server(host: str, port: int) -> int:
-    """Serve ``/metrics`` in a thread (it coexists with ``grpc.aio``); returns the port."""
-    server, _ = start_http_server(port, addr=host)
+    """Serve ``/metrics`` in a thread (it coexists with ``grpc.aio``); returns the port.
+    A port in use is one clear error naming the setting, not a traceback (two processes
+    on one host both default to 9464)."""
+    try:
+        server, _ = start_http_server(port, addr=host)
+    except OSError as exc:
+        raise TokgenError(
+            f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}); choose another "
+            "--metrics-port (TOKGEN_METRICS_PORT), or 0 for any free port"
+        ) from None
     return int(server.server_port)
