@@ -5,6 +5,7 @@ pollers and watchers; and the client's warning about keys sent in plaintext."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from concurrent.futures import ThreadPoolExecutor
 
@@ -168,3 +169,176 @@ def test_calls_without_a_valid_key_are_refused_before_their_bytes_are_parsed(loo
             )
     finally:
         loop_thread.run(server.stop(None))
+
+
+# ---- 9. concurrent RPCs, watchers, keys in plaintext ----------------------------------------
+
+
+@pytest.fixture
+def jobs_server(loop_thread, tiny_model_dir, tmp_path):
+    """A JobService server on a Redis of its own (its command counts are this test's alone);
+    ``start(**options)`` -> (stub, servicer, queue)."""
+    from tokgen.jobs.redis_server import EmbeddedRedis
+
+    codec = load_codec(tiny_model_dir)
+    redis_server = EmbeddedRedis.start(tmp_path / "redis")
+    servers = []
+
+    def start(max_concurrent_rpcs=None, **servicer_options):
+        async def go():
+            queue = JobQueue(aioredis.Redis.from_url(redis_server.url), QueueConfig(prefix="bounds"))
+            jobs = JobServicer(queue, **servicer_options)
+            server, _, _, port = build_server(
+                "127.0.0.1:0", Admission(1, 0), jobs=jobs, max_concurrent_rpcs=max_concurrent_rpcs
+            )
+            await server.start()
+            jobs.attach(Generator(codec, []))
+            return server, jobs, queue, port
+
+        server, jobs, queue, port = loop_thread.run(go())
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        servers.append((server, channel))
+        return jpb_grpc.JobServiceStub(channel), jobs, queue
+
+    yield start
+    for server, channel in servers:
+        channel.close()
+        loop_thread.run(server.stop(None))
+    redis_server.stop()
+
+
+def queued_job(stub) -> str:
+    request = jpb.SubmitJobRequest(request=pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=1))
+    return stub.SubmitJob(request, timeout=30).job.job_id
+
+
+def wait_for(condition, what: str, timeout: float = 30.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_calls_beyond_max_concurrent_rpcs_are_refused(jobs_server):
+    """Two WatchJob streams hold the server's two call slots: a third call of any kind is
+    RESOURCE_EXHAUSTED at once; when a stream ends, calls are served again."""
+    stub, jobs, _ = jobs_server(max_concurrent_rpcs=2)
+    job_id = queued_job(stub)
+    watches = [stub.WatchJob(jpb.WatchJobRequest(job_id=job_id), timeout=60) for _ in range(2)]
+    assert all(next(w).job.state == jpb.JOB_STATE_QUEUED for w in watches)  # both running
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetJob(jpb.GetJobRequest(job_id=job_id), timeout=10)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    watches[0].cancel()
+    wait_for(lambda: jobs.watchers.count == 1, "the cancelled watch kept its place")
+    assert stub.GetJob(jpb.GetJobRequest(job_id=job_id), timeout=10).job.job_id == job_id
+    watches[1].cancel()
+
+
+def test_watchers_share_one_poller(jobs_server, loop_thread):
+    """Twenty WatchJob calls on two jobs, polled every 0.1 s for 2 s: Redis sees one read
+    of each job per interval (about 40 HGETs), not one per watcher (about 400: the old
+    per-call loop); then one change reaches all twenty, and each stream ends."""
+    stub, jobs, queue = jobs_server(watch_every_s=0.1)
+    ids = [queued_job(stub), queued_job(stub)]
+    streams = [stub.WatchJob(jpb.WatchJobRequest(job_id=ids[i % 2]), timeout=60) for i in range(20)]
+    firsts = [next(s) for s in streams]
+    assert {f.job.state for f in firsts} == {jpb.JOB_STATE_QUEUED}  # all twenty watch now
+
+    async def hgets_over(seconds: float) -> tuple[int, int]:
+        await queue.r.config_resetstat()
+        polls = jobs.watchers.polls
+        await asyncio.sleep(seconds)
+        stats = await queue.r.info("commandstats")
+        return stats.get("cmdstat_hget", {}).get("calls", 0), jobs.watchers.polls - polls
+
+    hgets, polls = loop_thread.run(hgets_over(2.0))
+    print(f"\n20 watchers of 2 jobs for 2 s: {hgets} HGETs in {polls} polls")
+    assert hgets <= 2 * polls + 2, f"{hgets} HGETs in {polls} polls of 2 jobs by 20 watchers"
+    assert 10 <= polls <= 25, polls
+    for job_id in ids:
+        stub.CancelJob(jpb.CancelJobRequest(job_id=job_id), timeout=30)
+    lasts = concurrently([lambda s=s: list(s)[-1] for s in streams])
+    assert [x.job.state for x in lasts] == [jpb.JOB_STATE_CANCELLED] * 20, lasts
+    wait_for(lambda: jobs.watchers.count == 0, "finished watches kept their places")
+
+
+def test_watchers_beyond_the_bound_are_refused(jobs_server):
+    stub, jobs, _ = jobs_server(max_watchers=2)
+    job_id = queued_job(stub)
+    watches = [stub.WatchJob(jpb.WatchJobRequest(job_id=job_id), timeout=60) for _ in range(2)]
+    assert all(next(w).job.job_id == job_id for w in watches)
+    code, _ = refused(lambda: list(stub.WatchJob(jpb.WatchJobRequest(job_id=job_id), timeout=30)))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # A finished job's watch answers at once and needs no place.
+    done = queued_job(stub)
+    stub.CancelJob(jpb.CancelJobRequest(job_id=done), timeout=30)
+    replies = list(stub.WatchJob(jpb.WatchJobRequest(job_id=done), timeout=30))
+    assert [r.job.state for r in replies] == [jpb.JOB_STATE_CANCELLED]
+    watches[0].cancel()
+    wait_for(lambda: jobs.watchers.count == 1, "the cancelled watch kept its place")
+    third = stub.WatchJob(jpb.WatchJobRequest(job_id=job_id), timeout=60)
+    assert next(third).job.job_id == job_id
+    third.cancel()
+    watches[1].cancel()
+
+
+def refused(call) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as err:
+        call()
+    return err.value.code(), err.value.details()
+
+
+@pytest.mark.parametrize(
+    "server, local",
+    [
+        ("127.0.0.1:50051", True),
+        ("localhost:50051", True),
+        ("[::1]:50051", True),
+        ("dns:///localhost:50051", True),
+        ("ipv4:127.0.0.2:50051", True),
+        ("unix:/run/tokgen.sock", True),
+        ("localhost", True),
+        ("10.0.0.5:50051", False),
+        ("tokgen.example.com:443", False),
+        ("dns:///tokgen.example.com:443", False),
+        ("[2001:db8::1]:50051", False),
+        ("0.0.0.0:50051", False),
+    ],
+)
+def test_which_targets_are_local(server, local):
+    from tokgen.client import is_local
+
+    assert is_local(server) == local
+
+
+def test_the_client_warns_before_sending_a_key_in_plaintext_beyond_loopback(caplog):
+    from tokgen.client import TlsOptions, TokgenClient
+
+    async def make(server: str, key: str | None, tls: TlsOptions | None) -> list[str]:
+        caplog.clear()
+        async with TokgenClient(server, key, tls):
+            pass
+        return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+    with caplog.at_level("WARNING", logger="tokgen.client"):
+        warned = asyncio.run(make("10.0.0.5:50051", "k" * 20, None))
+        assert len(warned) == 1 and "without TLS" in warned[0] and "k" * 20 not in warned[0]
+        assert asyncio.run(make("127.0.0.1:50051", "k" * 20, None)) == []
+        assert asyncio.run(make("10.0.0.5:50051", None, None)) == []
+        assert asyncio.run(make("10.0.0.5:50051", "k" * 20, TlsOptions())) == []
+
+
+def test_the_cli_warns_on_stderr_before_sending_a_key_in_plaintext(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "tokgen", "client", "continue", "--server", "192.0.2.1:50051"]
+    cmd += ["--mode", "ancestral", "--seconds", "1", "--out", str(tmp_path / "x.wav"), "--timeout", "1"]
+    env = {**os.environ, "TOKGEN_API_KEY": "cli-key-0123456789abcdef"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+    assert "192.0.2.1:50051 without TLS" in done.stderr, done.stderr
+    assert "cli-key-0123456789abcdef" not in done.stderr + done.stdout

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     max_active: int = Field(default=8, ge=1)  # continuations generating at once (they share the engine)
     max_queued: int = Field(default=16, ge=0)  # more wait for a slot; beyond: RESOURCE_EXHAUSTED
     max_request_bytes: int = Field(default=64 << 20, ge=1 << 16)  # a 60 s 48 kHz stereo WAV is ~11 MB
+    # gRPC calls in flight at once, of every kind (beyond: RESOURCE_EXHAUSTED before the request
+    # is read); with max_request_bytes it bounds what requests in flight can hold
+    max_concurrent_rpcs: int = Field(default=128, ge=4)
+    max_watchers: int = Field(default=64, ge=1)  # WatchJob calls at once (one shared Redis poller)
     grace_seconds: float = Field(default=10.0, ge=0)  # on SIGTERM: for in-flight streams, running jobs
     api_keys_file: Path | None = None  # one key per line; TOKGEN_API_KEYS adds comma-separated keys
     # keys that also see every tenant's jobs; TOKGEN_OPERATOR_API_KEYS adds comma-separated ones

@@ -40,6 +40,8 @@ SERVE_OPTIONS = {
     "max_active": "continuations generating at once",
     "max_queued": "continuations waiting for a slot",
     "max_request_bytes": "largest request accepted, in bytes",
+    "max_concurrent_rpcs": "gRPC calls in flight at once; beyond: RESOURCE_EXHAUSTED",
+    "max_watchers": "WatchJob calls at once (one shared poller)",
     "grace_seconds": "for in-flight streams on SIGTERM",
     "api_keys_file": "one key per line; TOKGEN_API_KEYS adds comma-separated keys",
     "operator_keys_file": "keys that see every tenant's jobs; TOKGEN_OPERATOR_API_KEYS adds more",

@@ -12,6 +12,8 @@ leaves a truncated file that looks finished.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -27,6 +29,8 @@ from tokgen.errors import TokgenError
 from tokgen.v1 import jobs_pb2_grpc as jpb_grpc
 from tokgen.v1 import tokgen_pb2 as pb
 from tokgen.v1 import tokgen_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
 
 MODES = {
     "primed": pb.MODE_PRIMED,
@@ -92,9 +96,37 @@ def continue_request(
     return request
 
 
+def is_local(server: str) -> bool:
+    """Whether a gRPC target stays on this machine: a unix socket, ``localhost`` or a
+    loopback address (``127.0.0.1:50051``, ``[::1]:50051``, ``dns:///localhost:50051``)."""
+    target = server.strip()
+    if target.startswith(("unix:", "unix-abstract:")):
+        return True
+    for scheme in ("dns:///", "dns:", "ipv4:", "ipv6:"):
+        target = target.removeprefix(scheme)
+    host = target.split(",")[0]  # ipv4:a,b lists addresses: the first tells
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host[1:]
+    elif host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]  # host:port (an IPv6 address without brackets has several)
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class TokgenClient:
     def __init__(self, server: str, api_key: str | None = None, tls: TlsOptions | None = None):
         options = [("grpc.max_receive_message_length", 64 << 20)]  # a 600 s job's WAV is 19 MB
+        if api_key and tls is None and not is_local(server):
+            log.warning(
+                "sending an API key to %s without TLS: anyone on the network path can read it; "
+                "use --tls (TlsOptions) unless a trusted network or mesh encrypts the traffic",
+                server,
+            )
         if tls is None:
             self.channel = grpc.aio.insecure_channel(server, options=options)
         else:

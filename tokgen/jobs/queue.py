@@ -235,6 +235,15 @@ class JobQueue:
         raw = await self.r.hget(self._key("job", job_id), "record")
         return decode_job(raw) if raw is not None else None
 
+    async def get_many(self, job_ids: list[str]) -> list[Job | None]:
+        """Several records in one round trip (None for each that does not exist)."""
+        if not job_ids:
+            return []
+        async with self.r.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(self._key("job", job_id), "record")
+            return [decode_job(raw) if raw is not None else None for raw in await pipe.execute()]
+
     async def _transition(
         self,
         job_id: str,
@@ -456,11 +465,8 @@ class JobQueue:
         await self.trim()
         index = self._index(owner) if state is None else self._state_index(owner, state)
         ids = await self.r.zrevrange(index, offset, offset + size - 1)
-        async with self.r.pipeline(transaction=False) as pipe:
-            for raw in ids:
-                pipe.hget(self._key("job", raw.decode()), "record")
-            records = await pipe.execute() if ids else []
-        jobs = [decode_job(raw) for raw in records if raw is not None]  # None: expired just now
+        found = await self.get_many([raw.decode() for raw in ids])
+        jobs = [job for job in found if job is not None]  # None: expired just now
         jobs = [job for job in jobs if state is None or job.state == state]  # moved just now
         more = await self.r.zcard(index) > offset + len(ids)
         return jobs, offset + len(ids) if more else None

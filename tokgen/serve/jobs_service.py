@@ -25,6 +25,7 @@ from tokgen.monitoring import metrics
 from tokgen.serve.admission import Concurrency
 from tokgen.serve.auth import caller, key_id
 from tokgen.serve.service import abort_invalid
+from tokgen.serve.watch import Watchers, WatchersFull
 from tokgen.v1 import jobs_pb2 as jpb
 from tokgen.v1 import jobs_pb2_grpc as jpb_grpc
 from tokgen.v1 import tokgen_pb2 as pb
@@ -45,6 +46,7 @@ MAX_IDEMPOTENCY_KEY = 200
 # Submissions decoding and encoding a prime at once: each holds a decoded prime (up to
 # 60 s) and its codes, so many callers at once must not multiply that memory.
 MAX_PREPARING = 2
+MAX_WATCHERS = 64  # WatchJob calls at once (Settings.max_watchers)
 
 
 def job_message(job: Job) -> jpb.Job:
@@ -83,10 +85,16 @@ class JobServicer(jpb_grpc.JobServiceServicer):
     """Registered when the server starts; takes jobs once ``attach`` gives it the token
     layout to validate them against (until then, like ``Continue``: UNAVAILABLE)."""
 
-    def __init__(self, queue: JobQueue, watch_every_s: float = 0.5, max_preparing: int = MAX_PREPARING):
+    def __init__(
+        self,
+        queue: JobQueue,
+        watch_every_s: float = 0.5,
+        max_preparing: int = MAX_PREPARING,
+        max_watchers: int = MAX_WATCHERS,
+    ):
         self.queue = queue
         self.generator: Generator | None = None
-        self.watch_every_s = watch_every_s
+        self.watchers = Watchers(queue.get_many, watch_every_s, max_watchers)
         self.preparing = asyncio.Semaphore(max_preparing)
         self.preparations = Concurrency()  # counted in the threads: at most max_preparing
         metrics.PREPARING.labels("job").set_function(lambda: self.preparations.now)
@@ -163,16 +171,26 @@ class JobServicer(jpb_grpc.JobServiceServicer):
         return jpb.GetJobResponse(job=job_message(await self._job(request.job_id, context, tenant)))
 
     async def WatchJob(self, request, context):
-        tenant = await self._tenant()
-        last = None
-        while True:
-            job = await self._job(request.job_id, context, tenant)
-            if job != last:
-                yield jpb.WatchJobResponse(job=job_message(job))
-                last = job
-            if job.state.final:
-                return
-            await asyncio.sleep(self.watch_every_s)
+        """The job now, then each change the server's one poller sees (``serve.watch``),
+        until it is final. Beyond ``max_watchers`` calls at once: RESOURCE_EXHAUSTED."""
+        last = await self._job(request.job_id, context, await self._tenant())
+        if last.state.final:
+            yield jpb.WatchJobResponse(job=job_message(last))
+            return
+        try:
+            async with self.watchers.watch(last.id) as watched:
+                yield jpb.WatchJobResponse(job=job_message(last))
+                seen = 0
+                while not last.state.final:
+                    seen, job = await watched.after(seen)
+                    if job is None:  # deleted, or expired (finished long ago)
+                        await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {last.id!r}")
+                    assert job is not None
+                    if job != last:
+                        yield jpb.WatchJobResponse(job=job_message(job))
+                        last = job
+        except WatchersFull as full:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(full))
 
     async def CancelJob(self, request, context):
         await self._job(request.job_id, context, await self._tenant())

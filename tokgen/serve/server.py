@@ -44,11 +44,14 @@ def build_server(
     tls: TlsFiles | None = None,
     jobs: JobServicer | None = None,
     operator_keys: list[bytes] | None = None,
+    max_concurrent_rpcs: int | None = None,
 ) -> tuple[grpc.aio.Server, TokgenServicer, health.aio.HealthServicer, int]:
     """A server bound to ``address`` (not started), its servicers and the bound port.
     With ``api_keys`` (or ``operator_keys``: keys that see every tenant's jobs), every
     call but health checks must present one; with ``tls``, the port speaks only TLS
-    (mutual TLS if it names a client CA); with ``jobs``, it also serves ``JobService``."""
+    (mutual TLS if it names a client CA); with ``jobs``, it also serves ``JobService``.
+    Beyond ``max_concurrent_rpcs`` calls in flight, grpc answers RESOURCE_EXHAUSTED before
+    reading the request."""
     keyed = bool(api_keys or operator_keys)
     server = grpc.aio.server(
         # The first interceptor wraps what the others return: it counts every call; the
@@ -59,6 +62,7 @@ def build_server(
             *([ApiKeyInterceptor(api_keys or [], operator_keys)] if keyed else []),
             MalformedRequestInterceptor(),
         ],
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", max_request_bytes),
             # GetJobResult of a 600 s job: a 19 MB WAV and its codes
@@ -117,7 +121,7 @@ async def serve(config: Settings, on_listening: Callable[[dict], None]) -> None:
         result_ttl_s=config.result_ttl_seconds,
     )
     async with open_queue(config.redis_url, config.cache_dir / "redis", queue_config) as (queue, redis_url):
-        jobs = JobServicer(queue)
+        jobs = JobServicer(queue, max_watchers=config.max_watchers)
         server, servicer, health_servicer, bound = build_server(
             host_port(config.host, config.port),
             Admission(config.max_active, config.max_queued),
@@ -126,6 +130,7 @@ async def serve(config: Settings, on_listening: Callable[[dict], None]) -> None:
             tls,
             jobs,
             operator_keys or None,
+            config.max_concurrent_rpcs,
         )
         metrics_port = metrics.start_metrics_server(config.host, config.metrics_port)
         servers = [server]
