@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tokgen.cli.common import (
-    RUN_DIR_NOTE,
     add_loop_arguments,
+    add_run_argument,
     held_out_corpus,
     interrupt_on_sigterm,
     loop_options,
@@ -181,13 +181,7 @@ def register(sub: Subcommands) -> None:
     )
     p = codec.add_parser("train", help="train the multi-level VQ-VAE (resumable)")
     p.add_argument("--data", required=True, help="directory made by `tokgen data render`")
-    p.add_argument(
-        "--run",
-        "--run-dir",
-        dest="run",
-        required=True,
-        help="run directory for checkpoints and logs" + RUN_DIR_NOTE,
-    )
+    add_run_argument(p, "checkpoints and logs")
     p.add_argument("--levels", type=_levels, default=None, help="e.g. 0,1 (default: all)")
     p.add_argument(
         "--init-from",

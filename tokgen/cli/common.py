@@ -143,6 +143,14 @@ def held_out_corpus(sample_rate: int, hours: float = 6.0, max_seconds: float = 1
     return out
 
 
-# ``torchrun ... -m tokgen prior train --run DIR`` fails: torchrun's parser takes --run for
-# an abbreviation of its --run-path. Training commands also accept --run-dir.
-RUN_DIR_NOTE = " (or --run-dir, which torchrun passes through)"
+def add_run_argument(p: argparse.ArgumentParser, what: str) -> None:
+    """``--run`` of a training command. ``torchrun ... -m tokgen prior train --run DIR``
+    fails (torchrun's parser takes --run for an abbreviation of its --run-path), so the
+    same option is also ``--run-dir``."""
+    p.add_argument(
+        "--run",
+        "--run-dir",
+        dest="run",
+        required=True,
+        help=f"run directory ({what}); --run-dir under torchrun",
+    )

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tokgen.cli.common import RUN_DIR_NOTE, add_loop_arguments, interrupt_on_sigterm, loop_options
+from tokgen.cli.common import add_loop_arguments, add_run_argument, interrupt_on_sigterm, loop_options
 
 if TYPE_CHECKING:
     from tokgen.cli.common import Subcommands
@@ -73,13 +73,7 @@ def register(sub: Subcommands) -> None:
     p = prior.add_parser("train", help="train one level's prior on the corpus codes (resumable)")
     p.add_argument("--level", type=int, required=True, help="0 = top prior, >= 1 = upsampler")
     p.add_argument("--data", required=True, help="directory made by `tokgen data render`")
-    p.add_argument(
-        "--run",
-        "--run-dir",
-        dest="run",
-        required=True,
-        help="run directory (state, logs, model/)" + RUN_DIR_NOTE,
-    )
+    add_run_argument(p, "state, logs, model/")
     p.add_argument("--codec", default=None, help="codec model directory (default: shipped codec)")
     p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default 3e-4)")
     add_loop_arguments(p, batch_size=16)
