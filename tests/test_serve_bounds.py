@@ -118,7 +118,8 @@ KEY = "bounds-key-0123456789abcdef"
 def test_calls_without_a_valid_key_are_refused_before_their_bytes_are_parsed(loop_thread):
     """With API keys configured, a call without a valid key gets UNAUTHENTICATED whatever
     its bytes (garbage included, which a keyed caller gets INVALID_ARGUMENT for), and its
-    request is never deserialized: a probe method on the same server records every parse."""
+    request is never deserialized (a probe method on the same server records every parse)
+    nor even received."""
     parsed: list[int] = []
 
     def parse(data: bytes) -> pb.GetModelInfoRequest:
@@ -160,6 +161,12 @@ def test_calls_without_a_valid_key_are_refused_before_their_bytes_are_parsed(loo
                     list(stream(garbage, metadata=metadata, timeout=30))
                 assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
             assert parsed == [], "requests without a valid key were parsed"
+            # Not even received: a request over --max-request-bytes (64 MiB here), which a
+            # keyed caller gets RESOURCE_EXHAUSTED for once grpc has read 64 MiB of it, is
+            # UNAUTHENTICATED without a key (the handler refuses before reading anything).
+            huge = b"\0" * (65 << 20)
+            assert code("/test.Probe/Call", huge) == grpc.StatusCode.UNAUTHENTICATED
+            assert code("/test.Probe/Call", huge, (("x-api-key", KEY),)) == grpc.StatusCode.RESOURCE_EXHAUSTED
             good = (("x-api-key", KEY),)
             assert code("/test.Probe/Call", b"", good) == grpc.StatusCode.OK and parsed == [0]
             assert code("/test.Probe/Call", garbage, good) == grpc.StatusCode.INVALID_ARGUMENT

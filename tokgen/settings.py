@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     # is read); with max_request_bytes it bounds what requests in flight can hold
     max_concurrent_rpcs: int = Field(default=128, ge=4)
     max_watchers: int = Field(default=64, ge=1)  # WatchJob calls at once (one shared Redis poller)
+    # SubmitJobs decoding and encoding their prime at once (a batch job encodes all of it:
+    # ~9 MiB per second of prime with the shipped codec, 520 MiB for 60 s); more wait
+    max_preparing: int = Field(default=2, ge=1)
     grace_seconds: float = Field(default=10.0, ge=0)  # on SIGTERM: for in-flight streams, running jobs
     api_keys_file: Path | None = None  # one key per line; TOKGEN_API_KEYS adds comma-separated keys
     # keys that also see every tenant's jobs; TOKGEN_OPERATOR_API_KEYS adds comma-separated ones

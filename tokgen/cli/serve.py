@@ -42,6 +42,7 @@ SERVE_OPTIONS = {
     "max_request_bytes": "largest request accepted, in bytes",
     "max_concurrent_rpcs": "gRPC calls in flight at once; beyond: RESOURCE_EXHAUSTED",
     "max_watchers": "WatchJob calls at once (one shared poller)",
+    "max_preparing": "SubmitJobs decoding and encoding their prime at once",
     "grace_seconds": "for in-flight streams on SIGTERM",
     "api_keys_file": "one key per line; TOKGEN_API_KEYS adds comma-separated keys",
     "operator_keys_file": "keys that see every tenant's jobs; TOKGEN_OPERATOR_API_KEYS adds more",

@@ -40,7 +40,7 @@ TIME_TO_FIRST_AUDIO = Histogram(
 PREPARING = Gauge(
     "tokgen_preparing",
     "Requests decoding and encoding their prime or codes right now (stream: inside an admission "
-    "slot; job: SubmitJob, at most two at once)",
+    "slot; job: SubmitJob, at most --max-preparing at once)",
     ["source"],
 )
 PREPARE = Histogram(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from pathlib import Path
 import grpc
 
 from tokgen.errors import TokgenError
-from tokgen.serve.interceptors import guarded, wrapped
+from tokgen.serve.interceptors import wrapped
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 
@@ -110,12 +111,29 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
 
             return wrapped(handler, as_caller)
 
-        async def deny(request, context: grpc.aio.ServicerContext) -> None:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid API key (x-api-key)")
+        return denied(handler)
 
-        # Refused before its bytes are parsed: no protobuf decoding, however large or
-        # malformed, for a caller without a key (grpc has still received the message).
-        return guarded(handler, deny, deserialize=unparsed)
+
+DENIED = "missing or invalid API key (x-api-key)"
+
+
+def denied(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """A handler that refuses the call before reading its request: declared as taking a
+    request stream (the bytes on the wire are the same), so grpc hands it the call at
+    once instead of first receiving a unary request whole (up to --max-request-bytes);
+    the request is never received, buffered or parsed, whatever its size or bytes."""
+
+    async def deny_unary(requests, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, DENIED)
+
+    async def deny_stream(requests, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, DENIED)
+        yield  # pragma: no cover (abort raises): makes this an async generator
+
+    serialize = handler.response_serializer
+    if handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(deny_stream, unparsed, serialize)
+    return grpc.stream_unary_rpc_method_handler(deny_unary, unparsed, serialize)
 
 
 def unparsed(data: bytes) -> None:

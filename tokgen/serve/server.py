@@ -121,7 +121,7 @@ async def serve(config: Settings, on_listening: Callable[[dict], None]) -> None:
         result_ttl_s=config.result_ttl_seconds,
     )
     async with open_queue(config.redis_url, config.cache_dir / "redis", queue_config) as (queue, redis_url):
-        jobs = JobServicer(queue, max_watchers=config.max_watchers)
+        jobs = JobServicer(queue, max_preparing=config.max_preparing, max_watchers=config.max_watchers)
         server, servicer, health_servicer, bound = build_server(
             host_port(config.host, config.port),
             Admission(config.max_active, config.max_queued),
