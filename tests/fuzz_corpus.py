@@ -22,7 +22,8 @@ from tokgen.v1 import tokgen_pb2 as pb
 
 TOKGEN = "/tokgen.v1.TokgenService/"
 JOBS = "/tokgen.v1.JobService/"
-STREAMING = {TOKGEN + "Continue", JOBS + "WatchJob"}
+REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+STREAMING = {TOKGEN + "Continue", JOBS + "WatchJob", REFLECTION}
 MAX_REQUEST_BYTES = 1 << 20  # the fuzzed server runs with --max-request-bytes 1048576
 SR = 16000  # the tiny codec's rate
 
@@ -792,6 +793,78 @@ def corpus() -> list[Case]:
 
 
 CASES = corpus()
+
+
+# ---- a server with API keys (issue 17): the key is checked before the request is read -------
+
+ALICE, BOB, OPERATOR = (f"{name}-fuzz-key-0123456789abcdef" for name in ("alice", "bob", "operator"))
+
+
+def as_key(key: str) -> tuple[tuple[str, str], ...]:
+    return (("x-api-key", key),)
+
+
+# Credentials that are not a key of the server: none, another, almost one, one in the
+# wrong header form.
+NOT_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
+    "no-key": (),
+    "wrong-key": as_key("wrong-fuzz-key-0123456789abcdef"),
+    "key-minus-its-last-char": as_key(ALICE[:-1]),
+    "key-plus-a-char": as_key(ALICE + "x"),
+    "empty-key": as_key(""),
+    "bearer-wrong": (("authorization", "Bearer wrong-fuzz-key-0123456789abcdef"),),
+    "bearer-without-the-word": (("authorization", ALICE),),
+    "key-in-another-header": (("x-api-token", ALICE),),
+}
+# Requests of every kind: garbage, empty, valid, and over --max-request-bytes.
+KEYLESS_PAYLOADS: dict[str, Build] = {
+    "not-protobuf": raw(NOT_PROTOBUF["not-protobuf"]),
+    "empty": raw(b""),
+    "valid-ancestral": cont(**ANCESTRAL),
+    "over-max-request-bytes": raw(b"\0" * (2 * MAX_REQUEST_BYTES)),
+}
+
+
+def keyed_corpus() -> list[Case]:
+    """For the keyed server: without a valid key every method (reflection too) is
+    UNAUTHENTICATED whatever the request (never INVALID_ARGUMENT, nor RESOURCE_EXHAUSTED for
+    its size: it is not read); with a key the same bytes get what they always got."""
+    cases: list[Case] = []
+    for method in [*METHODS, REFLECTION]:
+        for who, metadata in NOT_KEYS.items():
+            for name, payload in KEYLESS_PAYLOADS.items():
+                cases.append(
+                    Case(
+                        f"{who}-{_short(method)}-{name}",
+                        method,
+                        payload,
+                        "UNAUTHENTICATED",
+                        metadata=metadata,
+                    )
+                )
+        if method != REFLECTION:
+            cases.append(
+                Case(
+                    f"alice-{_short(method)}-not-protobuf",
+                    method,
+                    KEYLESS_PAYLOADS["not-protobuf"],
+                    "INVALID_ARGUMENT",
+                    metadata=as_key(ALICE),
+                )
+            )
+        cases.append(
+            Case(
+                f"alice-{_short(method)}-over-max-request-bytes",
+                method,
+                KEYLESS_PAYLOADS["over-max-request-bytes"],
+                "RESOURCE_EXHAUSTED",
+                metadata=as_key(ALICE),
+            )
+        )
+    return cases
+
+
+KEYED_CASES = keyed_corpus()
 
 
 # ---- bugs this suite found: regressions in test_fuzz.py (each was an UNKNOWN) -------------

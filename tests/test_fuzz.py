@@ -5,7 +5,9 @@ Every call goes over the socket to one server for the module (``--no-worker``: s
 only queue; ``--max-request-bytes 1048576``: the oversize cases stay cheap). Every status
 observed must be one that docs/RELIABILITY.md documents, and never UNKNOWN or INTERNAL; after
 each corpus case the server must still be SERVING and still stream. The tests at the end are
-the bugs this suite found, fixed: they stay as regressions.
+the bugs this suite found, fixed: they stay as regressions. A second server (``keyed``) has
+two tenants' API keys and an operator's (issue 17): without a valid key every call is
+UNAUTHENTICATED whatever its bytes, and tenants never see each other's jobs.
 
 Run with ``-s`` to see the status each corpus case got and the memory numbers."""
 
@@ -16,8 +18,10 @@ import signal
 import threading
 import time
 import urllib.request
+import uuid
 from collections import Counter
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,12 +35,21 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tests.fuzz_corpus import (
+    ALICE,
+    BOB,
     CASES,
     JOBS,
+    KEYED_CASES,
     MAX_REQUEST_BYTES,
+    METHODS,
+    NOT_KEYS,
+    NOT_PROTOBUF,
+    OPERATOR,
+    REFLECTION,
     STREAMING,
     TOKGEN,
     Case,
+    as_key,
     bug_codes_cases,
     codes_file,
     codes_with_long_model,
@@ -50,6 +63,7 @@ from tests.fuzz_corpus import (
     zip_claiming,
 )
 from tests.test_serve_process import Served, start_serve
+from tokgen.serve.jobs_service import request_digest
 from tokgen.v1 import jobs_pb2 as jpb
 from tokgen.v1 import tokgen_pb2 as pb
 from tokgen.v1 import tokgen_pb2_grpc as pb_grpc
@@ -81,25 +95,23 @@ class Fuzzed:
     documented: set[str]
     log: list[str]
     observed: Counter = field(default_factory=Counter)  # (what, code) -> calls
-    idempotency: dict[str, bytes] = field(default_factory=dict)  # key -> the request it made a job of
+    idempotency: dict[str, str] = field(default_factory=dict)  # key -> the request it made a job of
 
 
-@pytest.fixture(scope="module")
-def fuzz(tmp_path_factory, tiny_model_dir, prior_set):
+@contextmanager
+def fuzzed_server(cwd: Path, tiny_model_dir: Path, prior_set: Path, *extra: str, metadata=()):
+    """A ``tokgen serve`` (``--no-worker``, 1 MiB requests) for a module's calls; on exit
+    it must stop cleanly (exit 0) with no traceback logged."""
     served = start_serve(
-        tmp_path_factory.mktemp("fuzz"),
-        tiny_model_dir,
-        prior_set,
-        "--max-request-bytes",
-        str(MAX_REQUEST_BYTES),
-        "--no-worker",
+        cwd, tiny_model_dir, prior_set, "--max-request-bytes", str(MAX_REQUEST_BYTES), "--no-worker", *extra
     )
     log: list[str] = []
     # Drain stderr: a full pipe would block the server mid-log (and read as a hang).
     drain = threading.Thread(target=lambda: log.extend(served.proc.stderr), daemon=True)
     drain.start()
     channel = grpc.insecure_channel(served.address)
-    info = pb_grpc.TokgenServiceStub(channel).GetModelInfo(pb.GetModelInfoRequest(), timeout=30)
+    stub = pb_grpc.TokgenServiceStub(channel)
+    info = stub.GetModelInfo(pb.GetModelInfoRequest(), metadata=metadata, timeout=30)
     assert info.max_request_bytes == MAX_REQUEST_BYTES
     fuzzed = Fuzzed(served, channel, info, documented_codes(), log)
     try:
@@ -120,6 +132,23 @@ def fuzz(tmp_path_factory, tiny_model_dir, prior_set):
         )
         assert code == 0, "".join(log)[-4000:]
         assert not [line for line in log if "Traceback" in line], "".join(log)[-4000:]
+
+
+@pytest.fixture(scope="module")
+def fuzz(tmp_path_factory, tiny_model_dir, prior_set):
+    with fuzzed_server(tmp_path_factory.mktemp("fuzz"), tiny_model_dir, prior_set) as fuzzed:
+        yield fuzzed
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory, tiny_model_dir, prior_set):
+    """The same server with two tenants' API keys and an operator's (issue 17)."""
+    cwd = tmp_path_factory.mktemp("keyed")
+    (cwd / "keys").write_text(f"{ALICE}\n{BOB}\n")
+    (cwd / "operators").write_text(f"{OPERATOR}\n")
+    files = ("--api-keys-file", str(cwd / "keys"), "--operator-keys-file", str(cwd / "operators"))
+    with fuzzed_server(cwd, tiny_model_dir, prior_set, *files, metadata=as_key(ALICE)) as fuzzed:
+        yield fuzzed
 
 
 # ---- calls --------------------------------------------------------------------------------
@@ -457,7 +486,7 @@ def test_submit_job_accepts_valid_specs_and_names_the_bad_field(fuzz, spec, key)
     payload = jpb.SubmitJobRequest(request=request, idempotency_key=key).SerializeToString()
     outcome = check(fuzz, invoke(fuzz, JOBS + "SubmitJob", payload), "SubmitJob", label=True)
     bad = {f"request.{name}" for name in violations(request, max_codebook(fuzz))}
-    same = request.SerializeToString(deterministic=True)
+    same = request_digest(request)  # the priority is not part of it
     if bad:
         assert outcome.code == "INVALID_ARGUMENT" and outcome.field in bad, (str(outcome), bad)
     elif len(key) > 200:
@@ -554,6 +583,134 @@ def test_health_of_odd_service_names(fuzz):
             health(fuzz, name)
         check(fuzz, Outcome(err.value.code().name, error=err.value), f"Health.Check({name[:20]!r})")
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+# ---- 4. API keys and tenants (issue 17) -----------------------------------------------------
+
+
+@pytest.mark.parametrize("case", KEYED_CASES, ids=[c.id for c in KEYED_CASES])
+def test_keyed_corpus(keyed, case: Case):
+    outcome = check(keyed, invoke(keyed, case.method, case.payload(keyed.info), case.metadata), case.id)
+    assert outcome.code == case.expected, str(outcome)
+    if case.expected == "UNAUTHENTICATED":
+        assert "API key" in outcome.error.details()
+
+
+PRINTABLE = st.characters(min_codepoint=0x21, max_codepoint=0x7E)  # what metadata values may hold
+NOT_A_KEY = st.one_of(
+    st.sampled_from(list(NOT_KEYS.values())),
+    st.text(PRINTABLE, max_size=80).map(as_key),
+    st.text(PRINTABLE, max_size=80).map(lambda k: (("authorization", f"Bearer {k}"),)),
+    st.integers(0, len(ALICE) - 1).map(lambda n: as_key(ALICE[:n] + ALICE[n + 1 :])),  # one char off
+)
+ANY_BYTES = st.one_of(
+    st.binary(max_size=3000),
+    st.sampled_from(list(NOT_PROTOBUF.values())),
+    st.integers(MAX_REQUEST_BYTES - 64, 3 * MAX_REQUEST_BYTES).map(lambda n: b"\x0a" * n),
+)
+
+
+@EXAMPLES
+@given(method=st.sampled_from([*METHODS, REFLECTION]), payload=ANY_BYTES, metadata=NOT_A_KEY)
+def test_without_a_valid_key_any_request_is_unauthenticated(keyed, method, payload, metadata):
+    """Whatever the bytes (garbage, valid, over --max-request-bytes) and whatever passes for
+    a key: UNAUTHENTICATED, before the request is read."""
+    outcome = check(keyed, invoke(keyed, method, payload, metadata), method, label=True)
+    assert outcome.code == "UNAUTHENTICATED", str(outcome)
+
+
+@pytest.fixture(scope="module")
+def tenant_jobs(keyed) -> dict[str, list[str]]:
+    """Jobs of each tenant on the keyed server: Alice's three (one cancelled), Bob's one,
+    the operator's one."""
+
+    def submit(key: str, seconds: float) -> str:
+        request = jpb.SubmitJobRequest(request=pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=seconds))
+        outcome = invoke(keyed, JOBS + "SubmitJob", request.SerializeToString(), as_key(key))
+        return jpb.SubmitJobResponse.FromString(check(keyed, outcome, "SubmitJob").reply).job.job_id
+
+    jobs = {"alice": [submit(ALICE, 0.1 + i) for i in range(3)], "bob": [submit(BOB, 1.0)]}
+    jobs["operator"] = [submit(OPERATOR, 1.0)]
+    cancel = jpb.CancelJobRequest(job_id=jobs["alice"][0]).SerializeToString()
+    assert invoke(keyed, JOBS + "CancelJob", cancel, as_key(ALICE)).code == "OK"
+    return jobs
+
+
+TENANT_KEYS = {"alice": ALICE, "bob": BOB, "operator": OPERATOR}
+
+
+@settings(EXAMPLES, max_examples=80)
+@given(
+    method=st.sampled_from(sorted(LOOKUPS)), who=st.sampled_from(sorted(TENANT_KEYS)), which=st.integers(0, 2)
+)
+def test_a_tenant_finds_only_its_own_jobs(keyed, tenant_jobs, method, who, which):
+    """Bob looking up Alice's job gets exactly what a missing job gets; Alice and the
+    operator find it. (Cancelling is among the lookups: Bob's changes nothing.)"""
+    job_id = tenant_jobs["alice"][which]
+    payload = LOOKUPS[method](job_id=job_id).SerializeToString()
+    outcome = check(
+        keyed, invoke(keyed, JOBS + method, payload, as_key(TENANT_KEYS[who])), method, label=True
+    )
+    if who == "bob":
+        missing = LOOKUPS[method](job_id="0" * 32).SerializeToString()
+        nothing = invoke(keyed, JOBS + method, missing, as_key(BOB))
+        assert outcome.code == nothing.code == "NOT_FOUND", str(outcome)
+        assert outcome.error.details().replace(job_id, "0" * 32) == nothing.error.details()
+    else:
+        assert outcome.code in ("OK", "FAILED_PRECONDITION"), str(outcome)  # no result yet: no worker
+
+
+@settings(EXAMPLES, max_examples=40)
+@given(
+    who=st.sampled_from(sorted(TENANT_KEYS)),
+    state=st.integers(0, 6),
+    page_size=st.integers(0, 4),
+    pages=st.integers(1, 4),
+)
+def test_a_listing_holds_only_the_callers_jobs(keyed, tenant_jobs, who, state, page_size, pages):
+    seen: list[str] = []
+    token = ""
+    for _ in range(pages):
+        request = jpb.ListJobsRequest(state=state, page_size=page_size, page_token=token)
+        outcome = check(
+            keyed,
+            invoke(keyed, JOBS + "ListJobs", request.SerializeToString(), as_key(TENANT_KEYS[who])),
+            "ListJobs",
+        )
+        assert outcome.code == "OK", str(outcome)
+        reply = jpb.ListJobsResponse.FromString(outcome.reply)
+        assert all(state == 0 or j.state == state for j in reply.jobs)
+        seen += [j.job_id for j in reply.jobs]
+        token = reply.next_page_token
+        if not token:
+            break
+    everyone = {j for ids in tenant_jobs.values() for j in ids}
+    own = everyone if who == "operator" else set(tenant_jobs[who])
+    assert set(seen) <= own, (who, set(seen) - own)
+    assert len(seen) == len(set(seen))  # no job twice across pages
+
+
+@settings(EXAMPLES, max_examples=30)
+@given(key=st.text(min_size=1, max_size=60))
+def test_idempotency_keys_are_per_tenant_and_bound_to_their_request(keyed, key):
+    key = f"{uuid.uuid4().hex[:8]}{key}"[:200]  # fresh for this example, arbitrary after
+
+    def submit(who: str, seconds: float) -> Outcome:
+        request = jpb.SubmitJobRequest(
+            request=pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=seconds), idempotency_key=key
+        )
+        payload = request.SerializeToString()
+        return check(keyed, invoke(keyed, JOBS + "SubmitJob", payload, as_key(TENANT_KEYS[who])), "SubmitJob")
+
+    first, again, bobs = submit("alice", 0.1), submit("alice", 0.1), submit("bob", 0.1)
+    replies = [jpb.SubmitJobResponse.FromString(o.reply) for o in (first, again, bobs)]
+    assert [r.created for r in replies] == [True, False, True]
+    assert replies[1].job.job_id == replies[0].job.job_id != replies[2].job.job_id
+    conflict = submit("alice", 0.2)
+    assert conflict.code == "ALREADY_EXISTS" and replies[0].job.job_id in conflict.error.details()
+    for who, reply in (("alice", replies[0]), ("bob", replies[2])):
+        cancel = jpb.CancelJobRequest(job_id=reply.job.job_id).SerializeToString()
+        assert invoke(keyed, JOBS + "CancelJob", cancel, as_key(TENANT_KEYS[who])).code == "OK"
 
 
 # ---- 3. memory ----------------------------------------------------------------------------

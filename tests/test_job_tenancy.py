@@ -216,7 +216,14 @@ def test_idempotency_keys_are_per_key_and_bound_to_their_request(tenants):
     assert code == grpc.StatusCode.ALREADY_EXISTS
     assert "different request" in message and first.job.job_id in message
     other = jpb.SubmitJobRequest(
-        request=pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=1.0, priority=pb.PRIORITY_HIGH),
+        request=pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=1.0, sampling=pb.SamplingParams(seed=7)),
         idempotency_key="nightly",
     )
     assert refusal(stub.SubmitJob, other, metadata=as_(ALICE))[0] == grpc.StatusCode.ALREADY_EXISTS
+    # The priority only orders the queue: a retry at another one is the same request.
+    retry = jpb.SubmitJobRequest(
+        request=pb.ContinueRequest(mode=pb.MODE_ANCESTRAL, seconds=1.0, priority=pb.PRIORITY_HIGH),
+        idempotency_key="nightly",
+    )
+    reply = stub.SubmitJob(retry, metadata=as_(ALICE))
+    assert not reply.created and reply.job.job_id == first.job.job_id

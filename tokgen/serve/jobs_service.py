@@ -78,9 +78,13 @@ class Tenant:
 
 
 def request_digest(request: pb.ContinueRequest) -> str:
-    """What makes two submissions the same request (deterministic bytes: field order and
-    unknown fields of the client's encoding do not matter)."""
-    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+    """What makes two submissions the same request: everything that decides the render
+    (deterministic bytes: the client's field order does not matter). Not the priority,
+    which only orders the queue: a retry at another priority gets the job as queued."""
+    rendered = pb.ContinueRequest()
+    rendered.CopyFrom(request)
+    rendered.ClearField("priority")
+    return hashlib.sha256(rendered.SerializeToString(deterministic=True)).hexdigest()
 
 
 class JobServicer(jpb_grpc.JobServiceServicer):
