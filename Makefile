@@ -13,7 +13,7 @@ install:
 # shipped codec and priors (all levels, through the default engine), no network.
 demo: install
 	$(BIN)/tokgen generate --prime tokgen/assets/examples/prime.flac --seconds 10 \
-		--out out/continuation.wav --save-codes out/continuation.npz
+		--out out/continuation.wav --save-codes out/continuation.npz --seed 0
 	@echo "demo: wrote out/continuation.wav (10 s after the prime) and out/continuation.npz (codes)"
 
 test: install

@@ -204,3 +204,25 @@ def test_an_mp3_continuation_decodes(tmp_path, tiny_model_dir, prior_set, tone):
     assert r.returncode == 0, r.stderr
     info = sf.info(tmp_path / "x.mp3")
     assert info.format == "MP3" and info.samplerate == 16000 and info.frames >= 8000
+
+
+def test_without_a_seed_runs_differ_and_the_reported_seed_reproduces(
+    tmp_path, tiny_model_dir, prior_set, tone
+):
+    import soundfile as sf
+
+    sf.write(tmp_path / "p.wav", tone[:4000], 16000)
+
+    def run(out: str, *extra: str) -> dict:
+        r = generate(
+            tmp_path, tiny_model_dir, prior_set, "--prime", "p.wav", "--seconds", "0.2", "--out", out, *extra
+        )
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout.splitlines()[-1])
+
+    a, b = run("a.wav"), run("b.wav")
+    assert a["seed"] != b["seed"]
+    audio = {name: sf.read(tmp_path / name)[0] for name in ("a.wav", "b.wav")}
+    assert not np.array_equal(audio["a.wav"], audio["b.wav"])
+    again = run("c.wav", "--seed", str(a["seed"]))
+    assert again["seed"] == a["seed"] and np.array_equal(sf.read(tmp_path / "c.wav")[0], audio["a.wav"])

@@ -69,11 +69,13 @@ def add_loop_arguments(p: argparse.ArgumentParser, batch_size: int) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --run")
 
 
-def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
+def add_sampling_arguments(p: argparse.ArgumentParser, seed: int | None = 0) -> None:
+    """``seed=None``: without --seed a fresh random seed is drawn (and reported)."""
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    help_text = "default: a fresh random seed, reported in the JSON" if seed is None else f"default {seed}"
+    p.add_argument("--seed", type=int, default=seed, help=help_text)
 
 
 def add_mode_argument(p: argparse.ArgumentParser) -> None:

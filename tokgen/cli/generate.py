@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 def cmd_generate(args: argparse.Namespace) -> None:
     import asyncio
+    import secrets
     import time
 
     from tqdm import tqdm
@@ -35,7 +36,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
     output_format(args.out)  # an unsupported extension fails now, not after the render
     # Everything is checked before the engines start (they take a while).
     codec = load_codec(args.codec)
-    settings = SamplingSettings(args.temperature, args.top_k, args.top_p, args.seed)
+    seed = secrets.randbits(62) if args.seed is None else args.seed  # reported: any output reproduces
+    settings = SamplingSettings(args.temperature, args.top_k, args.top_p, seed)
     check_settings(codec, settings)
     prime = codes = None
     if args.mode == "primed":
@@ -86,6 +88,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
             {
                 "output": str(args.out),
                 "mode": args.mode,
+                "seed": seed,
                 "backend": generator.backend,
                 "seconds": round(audio.size / codec.sample_rate, 3),
                 "prime_seconds": round(result.prime_samples / codec.sample_rate, 3),
@@ -109,7 +112,7 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--priors", default=None, help="prior set directory: level0/, level1/, ...")
     p.add_argument("--codec", default=None, help="codec model directory (default: shipped codec)")
     add_backend_argument(p)
-    add_sampling_arguments(p)
+    add_sampling_arguments(p, seed=None)
     p.add_argument("--hop-fraction", type=float, default=0.5, help="share of each window that is new")
     add_segment_argument(p)
     p.set_defaults(func=cmd_generate)
