@@ -162,3 +162,28 @@ def each_redis_server(request, tmp_path_factory):
     server = EmbeddedRedis.start(tmp_path_factory.mktemp("redis"), binary=binary)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def run(each_redis_server, request):
+    """Run a coroutine with a fresh queue (its own key prefix, emptied first) on a fresh
+    loop: the job-queue tests' common setting."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from tokgen.jobs.queue import JobQueue, QueueConfig
+
+    def go(scenario, **config):
+        async def main():
+            client = aioredis.Redis.from_url(each_redis_server.url)
+            prefix = f"{request.module.__name__.rsplit('_', 1)[-1]}{abs(hash(request.node.name))}"
+            await client.delete(*[k async for k in client.scan_iter(f"{prefix}:*")] or [f"{prefix}:none"])
+            try:
+                return await scenario(JobQueue(client, QueueConfig(prefix=prefix, **config)))
+            finally:
+                await client.aclose()
+
+        return asyncio.run(main())
+
+    return go

@@ -5,28 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import redis.asyncio as aioredis
 
-from tokgen.jobs.queue import JobQueue, QueueConfig, claimed_entries
+from tokgen.jobs.queue import JobQueue, claimed_entries
 from tokgen.jobs.states import InvalidTransition, JobState, RetryPolicy
-
-
-@pytest.fixture
-def run(each_redis_server, request):
-    """Run a coroutine with a fresh queue (its own key prefix) on a fresh loop."""
-
-    def go(scenario, **config):
-        async def main():
-            client = aioredis.Redis.from_url(each_redis_server.url)
-            prefix = f"t{abs(hash(request.node.name))}"
-            try:
-                return await scenario(JobQueue(client, QueueConfig(prefix=prefix, **config)))
-            finally:
-                await client.aclose()
-
-        return asyncio.run(main())
-
-    return go
 
 
 def test_xautoclaim_replies_of_redis_6_and_7():

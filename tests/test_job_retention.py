@@ -8,30 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-import pytest
-import redis.asyncio as aioredis
-
-from tokgen.jobs.queue import JobQueue, QueueConfig
+from tokgen.jobs.queue import JobQueue
 from tokgen.jobs.states import JobState, RetryPolicy
-
-
-@pytest.fixture
-def run(each_redis_server, request):
-    """Run a coroutine with a fresh queue (its own key prefix) on a fresh loop."""
-
-    def go(scenario, **config):
-        async def main():
-            client = aioredis.Redis.from_url(each_redis_server.url)
-            prefix = f"ret{abs(hash(request.node.name))}"
-            await client.delete(*[k async for k in client.scan_iter(f"{prefix}:*")] or [f"{prefix}:none"])
-            try:
-                return await scenario(JobQueue(client, QueueConfig(prefix=prefix, **config)))
-            finally:
-                await client.aclose()
-
-        return asyncio.run(main())
-
-    return go
 
 
 async def keys(q: JobQueue) -> dict[str, int]:

@@ -23,25 +23,6 @@ from tokgen.v1 import jobs_pb2 as jpb
 from tokgen.v1 import jobs_pb2_grpc as jpb_grpc
 from tokgen.v1 import tokgen_pb2 as pb
 
-
-@pytest.fixture
-def run(each_redis_server, request):
-    """Run a coroutine with a fresh queue (its own key prefix) on a fresh loop."""
-
-    def go(scenario, **config):
-        async def main():
-            client = aioredis.Redis.from_url(each_redis_server.url)
-            prefix = f"ten{abs(hash(request.node.name))}"
-            try:
-                return await scenario(JobQueue(client, QueueConfig(prefix=prefix, **config)))
-            finally:
-                await client.aclose()
-
-        return asyncio.run(main())
-
-    return go
-
-
 # ---- the queue ------------------------------------------------------------------------------
 
 
