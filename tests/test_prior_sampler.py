@@ -61,6 +61,22 @@ def test_segments_sample_side_by_side_and_reproducibly(loop_thread, priors):
     assert np.array_equal(plain[1][:16], a[1][:16]) and not np.array_equal(plain[1], a[1])
 
 
+def test_overlapped_segments_warm_up_privately_and_publish_each_frame_once(loop_thread, priors):
+    """With an overlap, a later segment starts early and drops its warm-up: every frame is
+    still written once (the board counts writes), segments still grow side by side, and
+    what a later segment publishes changes (it is no longer sampled cold)."""
+    known = [np.arange(40) % 32, np.array([3, 3])]
+    cold = [priors[0], LevelPrior(priors[1].engine, n_ctx=16, segment_frames=20)]
+    warm = [priors[0], LevelPrior(priors[1].engine, n_ctx=16, segment_frames=20, overlap_frames=6)]
+    writes = []
+    a = run(loop_thread, warm, known, 40, seed=1, on_change=lambda b, lv: writes.append(b.known_frames[1]))
+    assert writes[-1] == 80 and max(writes) == 80  # no frame published twice
+    assert np.array_equal(a[1], run(loop_thread, warm, known, 40, seed=1)[1])  # reproducible
+    c = run(loop_thread, cold, known, 40, seed=1)
+    assert np.array_equal(a[1][:22], c[1][:22])  # the first segment has no warm-up
+    assert not np.array_equal(a[1][22:42], c[1][22:42])
+
+
 def test_same_seed_same_codes(loop_thread, priors):
     known = [np.array([7]), np.array([7, 7])]
     a, b = run(loop_thread, priors, known, 12, seed=3), run(loop_thread, priors, known, 12, seed=3)

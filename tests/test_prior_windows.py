@@ -53,6 +53,15 @@ def test_segments_continue_the_prime_then_start_fresh():
     assert plan_segments(5, 5, 8, 0.5, 4) == (plan_windows(5, 5, 8, 0.5),)  # nothing to do
 
 
+def test_later_segments_warm_up_before_their_start():
+    first, second = plan_segments(5, 21, n_ctx=8, hop_fraction=0.5, segment_frames=8, overlap=3)
+    assert first.warmup == 0 and first.keep_from == 0
+    assert second.start == 10 and second.keep_from == 13  # frames 10-12 are sampled, then dropped
+    assert second.windows == (Window(10, 0, 8), Window(14, 4, 3))
+    with pytest.raises(TokgenError, match="overlap"):
+        plan_segments(5, 21, 8, 0.5, 8, overlap=8)
+
+
 def test_upper_span_covers_the_window():
     assert upper_span(Window(start=6, context=4, new=4), ratio=4, upper_frames=100) == (1, 4)
     assert upper_span(Window(start=0, context=0, new=8), ratio=4, upper_frames=1) == (0, 1)
@@ -83,16 +92,20 @@ def test_plan_properties(prime, extra, n_ctx, hop_fraction):
     n_ctx=st.integers(2, 64),
     hop_fraction=st.floats(0.01, 1.0),
     segment=st.one_of(st.none(), st.integers(1, 100)),
+    overlap=st.integers(0, 99),
 )
-def test_segment_properties(prime, extra, n_ctx, hop_fraction, segment):
-    plans = plan_segments(prime, prime + extra, n_ctx, hop_fraction, segment)
-    pos = prime
+def test_segment_properties(prime, extra, n_ctx, hop_fraction, segment, overlap):
+    overlap = min(overlap, segment - 1) if segment else 0
+    plans = plan_segments(prime, prime + extra, n_ctx, hop_fraction, segment, overlap=overlap)
+    kept = prime
     for plan in plans:
-        assert plan.prime_frames == pos  # segments tile [prime, total) in order
+        assert max(plan.prime_frames, plan.keep_from) == kept  # kept frames tile [prime, total) in order
+        pos = plan.prime_frames
         for w in plan.windows:
             assert w.start >= plan.start and w.start + w.context == pos  # never reads before its start
             assert w.new >= 1 and w.context + w.new <= n_ctx
             pos += w.new
         assert pos == plan.total_frames
-    assert pos == prime + extra
-    assert all(p.start == p.prime_frames for p in plans[1:])  # later segments know nothing
+        kept = pos
+    assert kept == prime + extra
+    assert all(p.start == p.prime_frames and p.warmup == overlap for p in plans[1:])  # later: nothing known

@@ -16,7 +16,14 @@ from tokgen.assets import EXAMPLE_PRIME
 from tokgen.audio import load_audio
 from tokgen.codec import load_codec
 from tokgen.engine.factory import Backend
-from tokgen.generation.generate import DEFAULT_PRIORS_DIR, Job, level_tokens, prepare, segment_frames
+from tokgen.generation.generate import (
+    DEFAULT_OVERLAP_SECONDS,
+    DEFAULT_PRIORS_DIR,
+    Job,
+    level_tokens,
+    prepare,
+    segment_frames,
+)
 from tokgen.generation.generator import Generator
 from tokgen.generation.sampler import SamplingSettings, completion_times
 
@@ -36,12 +43,15 @@ def bench_generate(
     seconds: float,
     concurrency: tuple[int, ...],
     segment_seconds: list[float] | float | None,
+    overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
 ) -> dict:
     codec = load_codec(codec_dir)
     prime = load_audio(EXAMPLE_PRIME, codec.sample_rate)
     job = prepare(codec, "primed", seconds, prime)
     audio_seconds = (job.top_frames - job.start_top) * codec.levels[0].hop / codec.sample_rate
-    g = Generator.load(codec, prior_dir, backend, segment_seconds=segment_seconds)
+    g = Generator.load(
+        codec, prior_dir, backend, segment_seconds=segment_seconds, overlap_seconds=overlap_seconds
+    )
 
     async def run() -> dict:
         async with g:
@@ -68,5 +78,6 @@ def bench_generate(
             f * lv.hop / codec.sample_rate if f else None
             for f, lv in zip(segment_frames(codec, segment_seconds)[1:], codec.levels[1:], strict=True)
         ],
+        "overlap_seconds": overlap_seconds,
         **timings,
     }

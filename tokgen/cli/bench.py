@@ -38,6 +38,7 @@ def cmd_bench_generate(args: argparse.Namespace) -> None:
         args.seconds,
         concurrency,
         args.segment_seconds,
+        args.overlap_seconds,
     )
     _report(result, args.json)
 

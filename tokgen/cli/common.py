@@ -110,7 +110,11 @@ def seconds_list(text: str) -> list[float]:
 
 
 def add_segment_argument(p: argparse.ArgumentParser) -> None:
-    from tokgen.generation.generate import DEFAULT_BOTTOM_SEGMENT_SECONDS, DEFAULT_SEGMENT_SECONDS
+    from tokgen.generation.generate import (
+        DEFAULT_BOTTOM_SEGMENT_SECONDS,
+        DEFAULT_OVERLAP_SECONDS,
+        DEFAULT_SEGMENT_SECONDS,
+    )
 
     p.add_argument(
         "--segment-seconds",
@@ -119,6 +123,13 @@ def add_segment_argument(p: argparse.ArgumentParser) -> None:
         help="length of the upsampler segments sampled in parallel: one value, or one per upsampler "
         f"(default {DEFAULT_BOTTOM_SEGMENT_SECONDS:g} s for the bottom level, {DEFAULT_SEGMENT_SECONDS:g} s "
         "for the others; 0: one segment, no seams, slower)",
+    )
+    p.add_argument(
+        "--overlap-seconds",
+        type=float,
+        default=DEFAULT_OVERLAP_SECONDS,
+        help="warm-up each later segment samples before its start and drops, so it does not start "
+        f"cold at the seam (default {DEFAULT_OVERLAP_SECONDS:g} s; 0: none)",
     )
 
 

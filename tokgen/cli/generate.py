@@ -51,7 +51,14 @@ def cmd_generate(args: argparse.Namespace) -> None:
         saved.check_matches(codec)
         codes = saved.codes
     job = prepare(codec, args.mode, args.seconds, prime, codes)
-    generator = Generator.load(codec, args.priors, args.backend, args.hop_fraction, args.segment_seconds)
+    generator = Generator.load(
+        codec,
+        args.priors,
+        args.backend,
+        args.hop_fraction,
+        args.segment_seconds,
+        overlap_seconds=args.overlap_seconds,
+    )
     kept = context_kept(codec, generator.priors, job)
     known_seconds = job.known[0].size * codec.levels[0].hop / codec.sample_rate
     if known_seconds > kept[0] > 0:

@@ -42,6 +42,9 @@ DEFAULT_BOTTOM_SEGMENT_SECONDS = 0.5
 # level below can start after it, so the first audio is out after ~3 short windows instead
 # of 3 full ones (docs/PERFORMANCE.md, time to first audio).
 DEFAULT_LEAD_SECONDS = 0.128  # 4 top frames; the first chunk is 94 ms (lead - decoder margin)
+# Every later segment of an upsampler first samples this much before its start and drops
+# it, so it does not start cold at the seam (``generation.windows``; docs/MODELS.md, seams).
+DEFAULT_OVERLAP_SECONDS = 0.064  # 2 top frames: 32 bottom frames, 12.5% more bottom tokens
 # Where the shipped default priors live (level0/, level1/, ...), beside the default codec.
 
 
@@ -65,6 +68,7 @@ def load_priors(
     hop_fraction: float = 0.5,
     segment_seconds: Sequence[float] | float | None = None,
     lead_seconds: float | None = DEFAULT_LEAD_SECONDS,
+    overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
     **engine_options: object,
 ) -> list[LevelPrior]:
     """One engine per level's prior, started side by side (a vLLM engine takes ~20 s).
@@ -72,7 +76,9 @@ def load_priors(
     ``segment_seconds`` splits what each upsampler generates into segments sampled in
     parallel (see ``prior.windows`` and ``segment_frames``); 0 or None keeps one segment
     per level (Jukebox's order, no seams, but one window at a time per level).
-    ``lead_seconds`` shortens the first window of each level (None: full windows)."""
+    ``lead_seconds`` shortens the first window of each level (None: full windows);
+    ``overlap_seconds`` is each later segment's warm-up (rounded to whole top frames,
+    at most half a segment)."""
     prior_dir = Path(prior_dir) if prior_dir is not None else DEFAULT_PRIORS_DIR
     if not prior_dir.is_dir():
         raise TokgenError(
@@ -101,11 +107,16 @@ def load_priors(
     # only codes from the lead window above it (one frame more would wait for a full window).
     top_hop = codec.levels[0].hop
     lead_top = math.ceil(lead_seconds * codec.sample_rate / top_hop) if lead_seconds else None
+    if not 0 <= overlap_seconds <= MAX_SECONDS:
+        raise TokgenError(f"overlap seconds must be in [0, {MAX_SECONDS:g}], got {overlap_seconds}")
+    overlap_top = round(overlap_seconds * codec.sample_rate / top_hop)
     for level, (engine, (_, n_ctx, reference), segment) in enumerate(
         zip(engines, dirs, segments, strict=True)
     ):
-        lead = lead_top * top_hop // codec.levels[level].hop if lead_top else None
-        priors.append(LevelPrior(engine, n_ctx, hop_fraction, segment, lead, reference))
+        per_top = top_hop // codec.levels[level].hop
+        lead = lead_top * per_top if lead_top else None
+        overlap = min(overlap_top * per_top, segment // 2) if segment else 0
+        priors.append(LevelPrior(engine, n_ctx, hop_fraction, segment, lead, reference, overlap))
     return priors
 
 

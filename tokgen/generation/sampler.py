@@ -40,6 +40,7 @@ class LevelPrior:
     segment_frames: int | None = None  # new frames per parallel segment (None: one segment)
     lead_frames: int | None = None  # new frames of the very first window (None: a full one)
     reference_tokens: int = 0  # own-level prime codes in front of every upsampler window
+    overlap_frames: int = 0  # warm-up frames a later segment samples before its start
 
 
 @dataclass(frozen=True)
@@ -169,8 +170,12 @@ async def sample_segment(
     reference = None
     if level and prior.reference_tokens:  # the prime's codes of this level, the same in every window
         reference = board.codes[level][: board.initial_frames[level]][-prior.reference_tokens :]
+    # The segment's own codes (its warm-up included, which the board never sees), from
+    # the known frames it starts after; windows read their context here.
+    own = np.full(plan.total_frames - plan.start, -1, dtype=np.int64)
+    own[: plan.prime_frames - plan.start] = board.codes[level][plan.start : plan.prime_frames]
     for i, w in enumerate(plan.windows):
-        context = board.codes[level][w.start : w.start + w.context]
+        context = own[w.start - plan.start : w.start - plan.start + w.context]
         if level == 0:
             prompt = layout.top_prompt(context)
         else:
@@ -190,8 +195,12 @@ async def sample_segment(
         )
         rid = f"{request_id}/L{level}/s{segment}/w{i}"
         async for chunk in prior.engine.generate(rid, prompt, params):
-            await board.write(level, pos, layout.to_codes(chunk, level))
-            pos += len(chunk)
+            codes = layout.to_codes(chunk, level)
+            own[pos - plan.start : pos - plan.start + codes.size] = codes
+            skip = min(max(plan.keep_from - pos, 0), codes.size)  # warm-up frames stay private
+            if skip < codes.size:
+                await board.write(level, pos + skip, codes[skip:])
+            pos += codes.size
 
 
 async def sample_hierarchy(
@@ -226,6 +235,7 @@ async def sample_hierarchy(
                     prior.hop_fraction,
                     prior.segment_frames,
                     prior.lead_frames,
+                    prior.overlap_frames if prior.segment_frames else 0,
                 )
                 for s, plan in enumerate(plans):
                     tasks.create_task(

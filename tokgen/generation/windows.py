@@ -12,15 +12,20 @@ frames. A longer prime's beginning is out of context; ``WindowPlan.prime_frames_
 says how much, so callers can report it instead of dropping it silently.
 
 Segments (``plan_segments``): the frames to generate may be split into segments that are
-sampled at the same time. The first segment continues the prime as above; every later one
-starts without context of its own level (an upsampler still sees the level above, which
-is what keeps it in time and in tune) and is windowed the same way inside itself.
+sampled at the same time. The first segment continues the prime as above; a later one
+cannot see what its predecessor generates (that is what lets them run side by side), so
+it starts without context of its own level (an upsampler still sees the level above,
+which is what keeps it in time and in tune) and is windowed the same way inside itself.
+Its first frames, sampled cold, are the least like the music around them, and at a seam
+they would follow the predecessor's last frames directly (audible as a flux peak every
+segment). With ``overlap`` frames a later segment starts that many frames early and
+throws them away (``WindowPlan.warmup``): at the seam it is already in its stride.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tokgen.errors import TokgenError
 
@@ -42,6 +47,12 @@ class WindowPlan:
     prime_frames: int  # frames known before the plan starts generating
     total_frames: int  # the plan generates frames [prime_frames, total_frames)
     start: int = 0  # the plan never reads a frame before this one (its segment's start)
+    warmup: int = 0  # frames [start, start + warmup) are generated, then discarded (overlap)
+
+    @property
+    def keep_from(self) -> int:
+        """The first frame this plan publishes (an earlier segment owns those before it)."""
+        return self.start + self.warmup
 
     @property
     def prime_frames_dropped(self) -> int:
@@ -99,16 +110,23 @@ def plan_segments(
     hop_fraction: float,
     segment_frames: int | None,
     lead: int | None = None,
+    overlap: int = 0,
 ) -> tuple[WindowPlan, ...]:
     """Split the frames to generate into segments of at most ``segment_frames`` new frames
     (None: a single segment), each with its own window plan; see the module docstring.
-    ``lead`` shortens the first window of the first segment (what is heard first)."""
+    ``lead`` shortens the first window of the first segment (what is heard first);
+    every later segment starts ``overlap`` frames early (its warm-up, discarded)."""
     if segment_frames is not None and segment_frames < 1:
         raise TokgenError(f"segment_frames must be >= 1 or None, got {segment_frames}")
+    if overlap < 0 or (segment_frames is not None and overlap >= segment_frames):
+        raise TokgenError(f"overlap must be in [0, segment_frames), got {overlap}")
     step = segment_frames or max(total_frames - prime_frames, 1)
     first = plan_windows(prime_frames, min(prime_frames + step, total_frames), n_ctx, hop_fraction, lead=lead)
     rest = (
-        plan_windows(b, min(b + step, total_frames), n_ctx, hop_fraction, start=b)
+        replace(
+            plan_windows(b - overlap, min(b + step, total_frames), n_ctx, hop_fraction, start=b - overlap),
+            warmup=overlap,
+        )
         for b in range(prime_frames + step, total_frames, step)
     )
     return (first, *rest)
