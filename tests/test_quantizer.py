@@ -20,6 +20,20 @@ def test_nearest_code_assignment():
     assert torch.allclose(out.quantized, torch.tensor([[[0.0, 10.0, 0.0], [0.0, 0.0, 10.0]]]))
 
 
+def test_nearest_in_blocks_matches_all_rows_at_once():
+    """Codes are searched a block of rows at a time (bounded memory); the block size must
+    not change a single code, blocks that do not divide the rows included."""
+    torch.manual_seed(0)
+    vq = _vq()
+    vq.codebook.copy_(torch.randn_like(vq.codebook))
+    x = torch.randn(1000, vq.codebook.shape[1])
+    whole = vq.nearest(x, block_rows=10**6)
+    assert torch.equal(vq.nearest(x, block_rows=7), whole)
+    expected = torch.cdist(x, vq.codebook).argmin(dim=1)
+    assert torch.equal(whole, expected)
+    assert vq.nearest(x[:0]).shape == (0,)
+
+
 def test_ema_update_moves_codebook_towards_assigned_mean():
     vq = _vq(decay=0.5, restart_fraction=0.0).train()
     z = torch.tensor([[[1.0, 1.0], [1.0, 1.0]]])  # two vectors (1, 1), both nearest to code 0

@@ -55,12 +55,19 @@ class EMAVectorQuantizer(nn.Module):
         self.register_buffer("ema_sum", torch.zeros(codebook_size, dim))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
-    def nearest(self, x: torch.Tensor) -> torch.Tensor:
-        """Index of the nearest codebook entry for each row of ``x`` (N, D)."""
-        dist = (
-            x.pow(2).sum(1, keepdim=True) - 2 * x @ self.codebook.t() + self.codebook.pow(2).sum(1)[None, :]
-        )
-        return dist.argmin(dim=1)
+    def nearest(self, x: torch.Tensor, block_rows: int = 4096) -> torch.Tensor:
+        """Index of the nearest codebook entry for each row of ``x`` (N, D). Rows go
+        ``block_rows`` at a time: the distances of all rows at once are N x codebook
+        floats (a minute of bottom-level frames against 1,024 codes: 123 MB, and the
+        arithmetic makes three of them), which dominated the memory of encoding a prime."""
+        book = self.codebook.detach()
+        book_sq = book.pow(2).sum(1)[None, :]
+        codes = [torch.zeros(0, dtype=torch.long)]
+        with torch.no_grad():  # an argmin has no gradient
+            for rows in x.detach().split(block_rows):
+                dist = rows.pow(2).sum(1, keepdim=True) - 2 * rows @ book.t() + book_sq
+                codes.append(dist.argmin(dim=1))
+        return torch.cat(codes)
 
     def _random_rows(self, x: torch.Tensor, n: int) -> torch.Tensor:
         idx = torch.randint(0, x.shape[0], (n,), device=x.device)

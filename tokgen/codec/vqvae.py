@@ -106,7 +106,7 @@ class VQVAECodec(Codec):
 
     model: MultiLevelVQVAE
     name: str = "vqvae"
-    chunk_seconds: float = 20.0
+    chunk_seconds: float = 10.0
     levels: tuple[LevelSpec, ...] = field(init=False)
     sample_rate: int = field(init=False)
 
