@@ -37,10 +37,9 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for seconds in args.seconds:
-        out = subprocess.run(
-            [sys.executable, "-c", CHILD, args.codec, str(seconds)], check=True, capture_output=True, text=True
-        ).stdout.split()
-        rows.append({"codec": out[0], "prime_s": seconds, "peak_growth_mib": float(out[1]), "seconds": float(out[2])})
+        command = [sys.executable, "-c", CHILD, args.codec, str(seconds)]
+        name, grew, took = subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()
+        rows.append({"codec": name, "prime_s": seconds, "peak_mib": float(grew), "took_s": float(took)})
     print(json.dumps(rows))
 
 
