@@ -6,6 +6,7 @@ per owner, idempotency keys are per owner and bound to their request."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import grpc
 import pytest
@@ -13,7 +14,7 @@ import redis.asyncio as aioredis
 
 from tokgen.codec import load_codec
 from tokgen.generation.generator import Generator
-from tokgen.jobs.queue import IdempotencyConflict, JobQueue, QueueConfig
+from tokgen.jobs.queue import IdempotencyConflict, JobQueue, QueueConfig, QueueFull
 from tokgen.jobs.states import ANONYMOUS
 from tokgen.serve.admission import Admission
 from tokgen.serve.auth import key_id
@@ -61,6 +62,23 @@ def test_one_idempotency_key_submitted_at_once_makes_one_job(run):
         return await q.unfinished()
 
     assert run(scenario) == 1
+
+
+def test_one_owner_cannot_fill_the_queue(run):
+    """At ``max_per_owner`` unfinished jobs an owner is refused, others are not, and a
+    finished (here: cancelled) job frees its place."""
+
+    async def scenario(q: JobQueue):
+        mine = [(await q.submit(b"r", "normal", owner="alice"))[0] for _ in range(2)]
+        with pytest.raises(QueueFull, match="limit per key"):
+            await q.submit(b"r", "normal", owner="alice")
+        await q.submit(b"r", "normal", owner="bob")
+        assert (await q.unfinished_of("alice"), await q.unfinished_of("bob")) == (2, 1)
+        await q.cancel(mine[0])
+        await q.submit(b"r", "normal", owner="alice")
+        assert await q.unfinished_of("alice") == 2
+
+    run(scenario, max_per_owner=2)
 
 
 # ---- the service ----------------------------------------------------------------------------
@@ -208,3 +226,18 @@ def test_idempotency_keys_are_per_key_and_bound_to_their_request(tenants):
     )
     reply = stub.SubmitJob(retry, metadata=as_(ALICE))
     assert not reply.created and reply.job.job_id == first.job.job_id
+
+
+def test_a_key_at_its_job_limit_is_refused_before_its_request_is_prepared(tenants):
+    stub, queue = tenants
+    queue.config = replace(queue.config, max_per_owner=1)
+    stub.SubmitJob(submit(), metadata=as_(ALICE))
+    code, details = refusal(stub.SubmitJob, submit(), metadata=as_(ALICE))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit per key" in details
+    # An undecodable prime is not even read: the refusal comes before preparation.
+    garbage = jpb.SubmitJobRequest(
+        request=pb.ContinueRequest(mode=pb.MODE_PRIMED, seconds=1.0, prime_audio=b"x" * 64)
+    )
+    assert refusal(stub.SubmitJob, garbage, metadata=as_(ALICE))[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert refusal(stub.SubmitJob, garbage, metadata=as_(BOB))[0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert stub.SubmitJob(submit(), metadata=as_(BOB)).created  # the other tenant is not affected

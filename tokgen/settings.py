@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"  # beyond loopback, TLS and API keys are required (see --insecure)
     port: int = Field(default=50051, ge=0, le=65535)  # 0: any free port
     metrics_port: int = Field(default=9464, ge=0, le=65535)  # Prometheus /metrics; 0: any free port
+    # the HTTP/JSON API and the web page at / (same models, keys, admission and TLS); unset: off
+    http_port: int | None = Field(default=None, ge=0, le=65535)
     # gRPC health alone, plaintext, for probes (the API port may need TLS and keys); unset: off
     health_port: int | None = Field(default=None, ge=0, le=65535)
     max_active: int = Field(default=8, ge=1)  # continuations generating at once (they share the engine)
@@ -67,6 +69,9 @@ class Settings(BaseSettings):
     # servers and workers.
     job_retention_seconds: float = Field(default=7 * 24 * 3600.0, ge=1)
     result_ttl_seconds: float = Field(default=24 * 3600.0, ge=1)
+    # Unfinished jobs (queued or running) one API key may have; beyond: RESOURCE_EXHAUSTED,
+    # so that one tenant cannot fill the queue's 10,000 for everyone.
+    max_jobs_per_key: int = Field(default=1000, ge=1)
 
 
 def host_port(host: str, port: int) -> str:

@@ -33,6 +33,7 @@ SERVE_OPTIONS = {
     "host": "address to bind",
     "port": "gRPC port; 0: any free port, printed",
     "metrics_port": "Prometheus /metrics port; 0: any",
+    "http_port": "HTTP API and web page (same models, keys and admission); 0: any (unset: off)",
     "health_port": "plaintext gRPC health for probes; 0: any (unset: off)",
     "priors": "prior set directory (unset: the shipped priors)",
     "codec": "codec model directory (unset: the shipped codec)",
@@ -56,6 +57,7 @@ SERVE_OPTIONS = {
     "lease_seconds": "job lease renewed while it runs",
     "job_retention_seconds": "a finished job's record is kept this long",
     "result_ttl_seconds": "a succeeded job's result is kept this long (at most the retention)",
+    "max_jobs_per_key": "unfinished jobs one API key may have queued or running",
 }
 
 # The fields `tokgen worker` takes as flags.
@@ -176,7 +178,7 @@ def cmd_health(args: argparse.Namespace) -> None:
 def register(sub: Subcommands) -> None:
     p = sub.add_parser(
         "serve",
-        help="serve streamed continuations over gRPC (tokgen.v1.TokgenService)",
+        help="serve streamed continuations over gRPC (tokgen.v1.TokgenService) and optionally HTTP",
         description="Every option also reads its environment variable (shown); a flag wins.",
     )
     add_settings_options(p, SERVE_OPTIONS)

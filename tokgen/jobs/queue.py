@@ -98,6 +98,10 @@ def decode_job(raw: bytes | str) -> Job:
     return Job(**data)
 
 
+class QueueFull(TokgenError):
+    """No room for a submission: the queue's, or its owner's, unfinished jobs are at their limit."""
+
+
 class IdempotencyConflict(TokgenError):
     """An idempotency key used again, by the same owner, for a different request."""
 
@@ -169,6 +173,7 @@ class QueueConfig:
     result_ttl_s: float = 24 * 3600.0  # a result's life (at most retention_s)
     retention_s: float = 7 * 24 * 3600.0  # a finished job's record, from the moment it finished
     max_queued: int = 10_000  # submissions beyond this many unfinished jobs are refused
+    max_per_owner: int = 1_000  # ... and beyond this many of one owner's (one API key)
     policy: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -402,8 +407,7 @@ class JobQueue:
         existing job's id (created False); for another request, ``IdempotencyConflict``.
         Keys are per owner: another owner's key of the same name is another key."""
         await self.trim()
-        if await self.unfinished() >= self.config.max_queued:
-            raise TokgenError(f"the queue holds {self.config.max_queued} unfinished jobs; retry later")
+        await self.check_room(owner)
         job_id = uuid.uuid4().hex
         idem = self._idem(owner, idempotency_key) if idempotency_key is not None else None
         async with self.r.pipeline(transaction=True) as pipe:
@@ -430,6 +434,25 @@ class JobQueue:
                     return job_id, True
                 except WatchError:
                     continue
+
+    async def check_room(self, owner: str) -> None:
+        """Refuse (``QueueFull``) a submission the queue has no room for: it holds
+        ``max_queued`` unfinished jobs, or ``owner`` has ``max_per_owner`` of them (so one
+        tenant cannot fill the queue for all). Servers ask before preparing a job, and
+        ``submit`` asks again; submissions racing past the check overshoot by at most
+        the submissions in flight."""
+        if await self.unfinished() >= self.config.max_queued:
+            raise QueueFull(f"the queue holds {self.config.max_queued} unfinished jobs; retry later")
+        if await self.unfinished_of(owner) >= self.config.max_per_owner:
+            raise QueueFull(
+                f"this API key already has {self.config.max_per_owner} unfinished jobs, the limit per key; "
+                "retry when some have finished (or cancel some)"
+            )
+
+    async def unfinished_of(self, owner: str) -> int:
+        """``owner``'s jobs queued or running (a retry waiting out its backoff is queued)."""
+        counts = [await self.r.zcard(self._state_index(owner, s)) for s in JobState if not s.final]
+        return sum(counts)
 
     async def unfinished(self) -> int:
         """Jobs queued, running or waiting to retry (finished entries leave the streams)."""

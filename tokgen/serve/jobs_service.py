@@ -15,11 +15,10 @@ from dataclasses import dataclass
 
 import grpc
 
-from tokgen.errors import TokgenError
 from tokgen.generation.generator import Generator
 from tokgen.generation.queued import QueuedJob
 from tokgen.generation.spec import ContinueSpec, FieldError
-from tokgen.jobs.queue import IdempotencyConflict, JobQueue
+from tokgen.jobs.queue import IdempotencyConflict, JobQueue, QueueFull
 from tokgen.jobs.states import ANONYMOUS, Job, JobState
 from tokgen.monitoring import metrics
 from tokgen.serve.admission import Concurrency
@@ -151,6 +150,7 @@ class JobServicer(jpb_grpc.JobServiceServicer):
                 if existing is not None:
                     job = await self._job(existing, context, tenant)
                     return jpb.SubmitJobResponse(job=job_message(job), created=False)
+            await self.queue.check_room(tenant.owner)  # before the work of preparing
             try:  # a bad file is refused here, not accepted and then FAILED by a worker
                 async with self.preparing:
                     queued = await asyncio.to_thread(self._prepare, g, spec)
@@ -161,7 +161,7 @@ class JobServicer(jpb_grpc.JobServiceServicer):
             )
         except IdempotencyConflict as exc:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
-        except TokgenError as exc:  # the queue is full
+        except QueueFull as exc:  # the queue's or the key's unfinished jobs are at their limit
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         if created:
             metrics.JOBS_SUBMITTED.labels(spec.priority).inc()

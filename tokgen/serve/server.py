@@ -1,4 +1,6 @@
-"""The ``grpc.aio`` server: TokgenService plus standard health and reflection.
+"""The ``grpc.aio`` server: TokgenService plus standard health and reflection; with
+``--http-port``, the HTTP API and page (``serve/http.py``) in the same event loop, over the
+same servicers.
 
 Health: the service name ``live`` is SERVING as soon as the server listens; the overall
 status ("") and ``tokgen.v1.TokgenService`` become SERVING only once the engines and
@@ -24,6 +26,7 @@ from tokgen.monitoring import metrics
 from tokgen.monitoring.health import LIVE, health_server, set_status
 from tokgen.serve.admission import Admission
 from tokgen.serve.auth import ApiKeyInterceptor, load_api_keys
+from tokgen.serve.http import HttpApi, HttpServer
 from tokgen.serve.interceptors import CallMetricsInterceptor, MalformedRequestInterceptor
 from tokgen.serve.jobs_service import JobServicer
 from tokgen.serve.security import TlsFiles, check_exposure, tls_files
@@ -119,6 +122,7 @@ async def serve(config: Settings, on_listening: Callable[[dict], None]) -> None:
         lease_s=config.lease_seconds,
         retention_s=config.job_retention_seconds,
         result_ttl_s=config.result_ttl_seconds,
+        max_per_owner=config.max_jobs_per_key,
     )
     async with open_queue(config.redis_url, config.cache_dir / "redis", queue_config) as (queue, redis_url):
         jobs = JobServicer(queue, max_preparing=config.max_preparing, max_watchers=config.max_watchers)
@@ -133,12 +137,19 @@ async def serve(config: Settings, on_listening: Callable[[dict], None]) -> None:
             config.max_concurrent_rpcs,
         )
         metrics_port = metrics.start_metrics_server(config.host, config.metrics_port)
-        servers = [server]
+        servers: list[grpc.aio.Server | HttpServer] = [server]
         where = {
             "listening": host_port(config.host, bound),
             "metrics": host_port(config.host, metrics_port),
             "redis": redact_url(redis_url),
         }
+        if config.http_port is not None:  # the same servicers, keys and TLS over HTTP
+            api = HttpApi(servicer, jobs, api_keys or None, operator_keys or None)
+            http = HttpServer(
+                api, config.host, config.http_port, tls, config.max_concurrent_rpcs, config.grace_seconds
+            )
+            servers.append(http)
+            where["http"] = host_port(config.host, http.port)
         if config.health_port is not None:
             probe_server, probe_port = health_server(config.host, config.health_port, health_servicer)
             servers.append(probe_server)
