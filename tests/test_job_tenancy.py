@@ -241,3 +241,20 @@ def test_a_key_at_its_job_limit_is_refused_before_its_request_is_prepared(tenant
     assert refusal(stub.SubmitJob, garbage, metadata=as_(ALICE))[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert refusal(stub.SubmitJob, garbage, metadata=as_(BOB))[0] == grpc.StatusCode.INVALID_ARGUMENT
     assert stub.SubmitJob(submit(), metadata=as_(BOB)).created  # the other tenant is not affected
+
+
+def test_a_job_keeps_the_seed_it_renders_with(tenants):
+    """Given or drawn, the seed is on the job from submission on (GetJob, listings), and an
+    idempotent resubmission of an unseeded request returns the first job's seed."""
+    stub, _ = tenants
+    seeded = submit()
+    seeded.request.sampling.seed = 7
+    job = stub.SubmitJob(seeded, metadata=as_(ALICE)).job
+    assert (
+        job.seed == 7 and stub.GetJob(jpb.GetJobRequest(job_id=job.job_id), metadata=as_(ALICE)).job.seed == 7
+    )
+    a, b = (stub.SubmitJob(submit(), metadata=as_(ALICE)).job for _ in range(2))
+    assert a.HasField("seed") and b.HasField("seed") and a.seed != b.seed
+    first = stub.SubmitJob(submit(key="again"), metadata=as_(ALICE)).job
+    again = stub.SubmitJob(submit(key="again"), metadata=as_(ALICE))
+    assert not again.created and again.job.seed == first.seed

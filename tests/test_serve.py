@@ -87,6 +87,25 @@ def test_continue_streams_the_rendered_audio(served, tone):
         <= 1
     )
     assert summary.audio_seconds == pytest.approx(0.1) and [lv.tokens for lv in summary.levels] == [100, 200]
+    assert summary.seed == 3
+
+
+def test_an_unseeded_stream_gets_a_fresh_seed_and_reports_it(served, tone):
+    """No seed: each call draws its own (callers no longer all get seed 0's audio), and
+    the seed in the summary reproduces the stream exactly."""
+    codec, priors, servicer, health, channel, loop_thread = served
+    loop_thread.run(mark_ready(servicer, health, Generator(codec, priors)))
+    stub = pb_grpc.TokgenServiceStub(channel)
+
+    def stream(sampling):
+        request = pb.ContinueRequest(prime_audio=wav(tone[:800]), seconds=0.1, sampling=sampling)
+        replies = list(stub.Continue(request, timeout=120))
+        return b"".join(r.chunk.pcm for r in replies[:-1]), replies[-1].summary.seed
+
+    (a, seed_a), (b, seed_b) = stream(pb.SamplingParams()), stream(pb.SamplingParams(top_k=0))
+    assert seed_a != seed_b and a != b
+    assert stream(pb.SamplingParams(seed=seed_a)) == (a, seed_a)
+    assert stream(pb.SamplingParams(seed=0))[1] == 0  # a seed of 0 is a seed, not "none"
 
 
 ANCESTRAL = {"mode": pb.MODE_ANCESTRAL, "seconds": 1}

@@ -62,6 +62,7 @@ def cmd_client_continue(args: argparse.Namespace) -> None:
         "time_to_first_audio_s": round(result.time_to_first_audio_s, 3),
         "total_s": round(result.total_s, 3),
         "tokens": [lv.tokens for lv in result.summary.levels],
+        "seed": result.summary.seed,  # sending it back reproduces the audio
     }
     if args.json:
         print(json.dumps(report))
@@ -115,7 +116,7 @@ def _add_request_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codes", help="saved codes (.npz); modes continue and upsample")
     p.add_argument("--seconds", type=float, required=True, help="seconds of continuation to generate")
     add_mode_argument(p)
-    add_sampling_arguments(p)
+    add_sampling_arguments(p, seed=None)
     p.add_argument("--priority", default="normal", choices=["high", "normal", "low"])
 
 

@@ -76,11 +76,12 @@ def continue_request(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
-    seed: int = 0,
+    seed: int | None = None,
     priority: str = "normal",
 ) -> pb.ContinueRequest:
     """A ``ContinueRequest`` from local files. The server validates every field; this only
-    reads the files and maps names to enum values."""
+    reads the files and maps names to enum values. Without ``seed`` the server draws one
+    and reports it (``Summary.seed``, ``Job.seed``)."""
     if mode not in MODES or priority not in PRIORITIES:
         raise TokgenError(f"mode must be one of {list(MODES)} and priority one of {list(PRIORITIES)}")
     request = pb.ContinueRequest(
@@ -88,7 +89,7 @@ def continue_request(
         mode=MODES[mode],
         priority=PRIORITIES[priority],
         sampling=pb.SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed),
-    )
+    )  # seed=None leaves the field unset
     if prime is not None:
         request.prime_audio = _read(prime) or b""
     if codes is not None:

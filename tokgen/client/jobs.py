@@ -25,6 +25,8 @@ def job_dict(job: jpb.Job) -> dict:
     out = MessageToDict(job, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
     out["state"] = jpb.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
     out["priority"] = out["priority"].removeprefix("PRIORITY_").lower()
+    if job.HasField("seed"):  # proto JSON writes a uint64 as a string
+        out["seed"] = job.seed
     return out
 
 

@@ -7,6 +7,7 @@ Every problem is a ``FieldError`` naming the offending field, which the servicer
 from __future__ import annotations
 
 import math
+import secrets
 from dataclasses import dataclass
 from typing import Literal
 
@@ -85,7 +86,9 @@ def check_continue(req: pb.ContinueRequest, vocab_size: int, codebook_size: int)
         )
     if s.seed >= 2**63:
         raise FieldError("sampling.seed", f"must be below 2**63, got {s.seed}")
-    settings = SamplingSettings(temperature, s.top_k, top_p, s.seed)
+    # No seed: a fresh one, which the reply reports, so every output can be reproduced.
+    seed = s.seed if s.HasField("seed") else secrets.randbits(62)
+    settings = SamplingSettings(temperature, s.top_k, top_p, seed)
     settings.check(vocab_size)
     return ContinueSpec(
         mode,

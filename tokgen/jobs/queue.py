@@ -401,8 +401,10 @@ class JobQueue:
         idempotency_key: str | None = None,
         owner: str = ANONYMOUS,
         digest: str = "",
+        seed: int | None = None,
     ) -> tuple[str, bool]:
-        """Queue a prepared job for ``owner``; returns (job id, created). With an
+        """Queue a prepared job for ``owner`` (``seed``: what it renders with, shown with
+        it); returns (job id, created). With an
         idempotency key ``owner`` used before for the same request (same ``digest``), the
         existing job's id (created False); for another request, ``IdempotencyConflict``.
         Keys are per owner: another owner's key of the same name is another key."""
@@ -419,7 +421,7 @@ class JobQueue:
                         if existing is not None:
                             return existing, False  # leaving the block unwatches
                     now = time.time()
-                    job = states.submitted(job_id, priority, now, owner)
+                    job = states.submitted(job_id, priority, now, owner, seed)
                     fields = {"record": encode_job(job), "request": request}
                     pipe.multi()
                     if idem is not None and idempotency_key is not None:

@@ -81,6 +81,7 @@ class Job:
     error: str | None = None  # the last attempt's error
     history: tuple[str, ...] = field(default=())  # "state@time" per transition, for debugging
     owner: str = ANONYMOUS  # who may see it: the submitting API key's id
+    seed: int | None = None  # what it renders with (None: a record from before seeds were kept)
 
 
 def _to(job: Job, state: JobState, now: float, **changes: Any) -> Job:
@@ -95,8 +96,11 @@ def _require(job: Job, *states: JobState) -> None:
         raise InvalidTransition(f"job {job.id} is {job.state.value}, not {allowed}")
 
 
-def submitted(job_id: str, priority: Priority, now: float, owner: str = ANONYMOUS) -> Job:
-    return Job(job_id, priority, created_at=now, updated_at=now, history=(f"queued@{now:.3f}",), owner=owner)
+def submitted(
+    job_id: str, priority: Priority, now: float, owner: str = ANONYMOUS, seed: int | None = None
+) -> Job:
+    history = (f"queued@{now:.3f}",)
+    return Job(job_id, priority, created_at=now, updated_at=now, history=history, owner=owner, seed=seed)
 
 
 def start(job: Job, worker: str, now: float) -> Job:

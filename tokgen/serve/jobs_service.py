@@ -62,6 +62,7 @@ def job_message(job: Job) -> jpb.Job:
         created_at=job.created_at,
         updated_at=job.updated_at,
         cancel_requested=job.cancel_requested,
+        seed=job.seed,
     )
 
 
@@ -157,7 +158,7 @@ class JobServicer(jpb_grpc.JobServiceServicer):
             except FieldError as exc:
                 await abort_invalid(context, f"request.{exc.field}", exc.message)
             job_id, created = await self.queue.submit(
-                queued.dumps(), spec.priority, key, owner=tenant.owner, digest=digest
+                queued.dumps(), spec.priority, key, owner=tenant.owner, digest=digest, seed=spec.settings.seed
             )
         except IdempotencyConflict as exc:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))

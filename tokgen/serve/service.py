@@ -156,5 +156,6 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
                 time_to_first_audio_seconds=first or 0.0,
                 total_seconds=time.perf_counter() - started,
                 prime_seconds_in_context=context_kept(codec, g.priors, job),
+                seed=spec.settings.seed,
             )
         )

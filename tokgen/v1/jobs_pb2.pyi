@@ -26,7 +26,7 @@ JOB_STATE_CANCELLED: JobState
 JOB_STATE_DEAD: JobState
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "state", "priority", "attempts", "progress", "level_progress", "error", "created_at", "updated_at", "cancel_requested")
+    __slots__ = ("job_id", "state", "priority", "attempts", "progress", "level_progress", "error", "created_at", "updated_at", "cancel_requested", "seed")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,7 @@ class Job(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: JobState
     priority: _tokgen_pb2.Priority
@@ -47,7 +48,8 @@ class Job(_message.Message):
     created_at: float
     updated_at: float
     cancel_requested: bool
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., priority: _Optional[_Union[_tokgen_pb2.Priority, str]] = ..., attempts: _Optional[int] = ..., progress: _Optional[float] = ..., level_progress: _Optional[_Iterable[float]] = ..., error: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., cancel_requested: _Optional[bool] = ...) -> None: ...
+    seed: int
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., priority: _Optional[_Union[_tokgen_pb2.Priority, str]] = ..., attempts: _Optional[int] = ..., progress: _Optional[float] = ..., level_progress: _Optional[_Iterable[float]] = ..., error: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., cancel_requested: _Optional[bool] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("request", "idempotency_key")

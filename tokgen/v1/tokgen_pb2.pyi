@@ -90,18 +90,20 @@ class LevelStats(_message.Message):
     def __init__(self, level: _Optional[int] = ..., tokens: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class Summary(_message.Message):
-    __slots__ = ("levels", "audio_seconds", "time_to_first_audio_seconds", "total_seconds", "prime_seconds_in_context")
+    __slots__ = ("levels", "audio_seconds", "time_to_first_audio_seconds", "total_seconds", "prime_seconds_in_context", "seed")
     LEVELS_FIELD_NUMBER: _ClassVar[int]
     AUDIO_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TIME_TO_FIRST_AUDIO_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PRIME_SECONDS_IN_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
     levels: _containers.RepeatedCompositeFieldContainer[LevelStats]
     audio_seconds: float
     time_to_first_audio_seconds: float
     total_seconds: float
     prime_seconds_in_context: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, levels: _Optional[_Iterable[_Union[LevelStats, _Mapping]]] = ..., audio_seconds: _Optional[float] = ..., time_to_first_audio_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ..., prime_seconds_in_context: _Optional[_Iterable[float]] = ...) -> None: ...
+    seed: int
+    def __init__(self, levels: _Optional[_Iterable[_Union[LevelStats, _Mapping]]] = ..., audio_seconds: _Optional[float] = ..., time_to_first_audio_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ..., prime_seconds_in_context: _Optional[_Iterable[float]] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class ContinueResponse(_message.Message):
     __slots__ = ("chunk", "summary")
