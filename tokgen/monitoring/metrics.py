@@ -30,6 +30,13 @@ REQUESTS = Counter(
     "gRPC calls by method and final status code (health checks excluded)",
     ["method", "code"],
 )
+# The HTTP API (``tokgen serve --http-port``) serves through the same servicers, so the
+# series below count its continuations too; this counts its requests, by route template.
+HTTP_REQUESTS = Counter(
+    "tokgen_http_requests",
+    "HTTP API requests by method, route and status code (the page and /healthz included)",
+    ["method", "route", "code"],
+)
 ACTIVE = Gauge("tokgen_requests_active", "Continuations holding an admission slot (generating)")
 WAITING = Gauge("tokgen_requests_waiting", "Continuations waiting for an admission slot")
 TIME_TO_FIRST_AUDIO = Histogram(

@@ -90,6 +90,19 @@ def key_is_valid(presented: bytes | None, keys: list[bytes]) -> bool:
     return matching_key(presented, keys) is not None
 
 
+def identify(presented: bytes | None, keys: list[bytes], first_operator: int) -> Caller | None:
+    """The caller a presented key makes, or None if it is no key of ``keys`` (those from
+    index ``first_operator`` on are operators'). Every transport identifies callers so."""
+    index = matching_key(presented, keys)
+    return None if index is None else Caller(keys[index], operator=index >= first_operator)
+
+
+def act_as(identity: Caller) -> None:
+    """Make ``identity`` the caller of the current task (and of the tasks it starts): for a
+    transport without interceptors (HTTP), which identifies each request itself."""
+    _CALLER.set(identity)
+
+
 class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, keys: list[bytes], operator_keys: list[bytes] | None = None):
         self.keys = [*keys, *(operator_keys or [])]
@@ -99,9 +112,8 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or details.method.startswith(OPEN_PREFIXES):
             return handler
-        index = matching_key(presented_key(details.invocation_metadata), self.keys)
-        if index is not None:
-            identity = Caller(self.keys[index], operator=index >= self.operators)
+        identity = identify(presented_key(details.invocation_metadata), self.keys, self.operators)
+        if identity is not None:
 
             @asynccontextmanager
             async def as_caller(request, context):
