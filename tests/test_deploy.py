@@ -1,10 +1,15 @@
 """deploy/ checked offline: Kubernetes manifests against the API schemas that
 kubernetes-validate ships, Dockerfiles with hadolint, and cross-checks between the
 manifests, the Dockerfiles, compose.yaml and tokgen's own settings (names, ports, probes,
-grace periods) that a schema cannot see."""
+grace periods) that a schema cannot see. The autoscalers are checked against what tokgen
+really exports and uses (its gauges, the queue's stream names), the NetworkPolicies
+against the pods' labels, every Secret reference against the shipped Secrets, and the
+alert rules against the scrape jobs deploy/ ships and their PrometheusRule copy."""
 
 from __future__ import annotations
 
+import base64
+import importlib.util
 import json
 import os
 import re
@@ -13,11 +18,14 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
 import yaml
 
+from tokgen.jobs.queue import GROUP, JobQueue
+from tokgen.jobs.states import PRIORITIES
 from tokgen.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,8 +35,19 @@ COMPOSE = DEPLOY / "compose.yaml"
 DOCKERFILES = {"cpu": DEPLOY / "docker" / "Dockerfile.cpu", "gpu": DEPLOY / "docker" / "Dockerfile.gpu"}
 
 K8S_VERSION = "1.30"  # the oldest Kubernetes the manifests must work on (gRPC probes: 1.27+)
-# Kinds without a schema in kubernetes-validate: checked structurally instead.
-NO_SCHEMA = {("monitoring.coreos.com/v1", "PodMonitor"), ("kustomize.config.k8s.io/v1beta1", "Kustomization")}
+PROMETHEUS = DEPLOY / "prometheus"
+ADAPTER = K8S / "prometheus-adapter" / "config.yaml"
+PROMTOOL = shutil.which("promtool")
+
+# Kinds without a schema in kubernetes-validate (CRDs of other projects): checked
+# structurally instead.
+NO_SCHEMA = {
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+    ("keda.sh/v1alpha1", "ScaledObject"),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"),
+    ("kustomize.config.k8s.io/v1beta1", "Kustomization"),
+}
 CLUSTER_SCOPED = {"Namespace", "Kustomization"}
 API_PORTS = {50051, 9464, 8081}  # gRPC API, Prometheus /metrics, plaintext gRPC health
 # Read straight from the environment as comma-separated keys (tokgen.serve.auth), not a field.
@@ -132,6 +151,153 @@ def prestop_seconds(container: dict) -> float:
     return float(command[1]) if command[:1] == ["sleep"] else 0.0
 
 
+def secret_value(name: str, key: str) -> str:
+    """A key of a Secret shipped in deploy/k8s (stringData or base64 data)."""
+    secret = one("Secret", name)
+    if key in secret.get("stringData", {}):
+        return secret["stringData"][key]
+    return base64.b64decode(secret["data"][key]).decode()
+
+
+ENV_REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes' ``$(NAME)`` expansion in env values, command and args: from the
+    variables defined before; ``$$`` escapes; an undefined reference stays as written."""
+
+    def sub(m: re.Match) -> str:
+        return "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0))
+
+    return ENV_REFERENCE.sub(sub, value)
+
+
+def container_env(container: dict) -> dict[str, str]:
+    """The environment Kubernetes gives a container: envFrom ConfigMaps, then each env
+    entry in order (a later one wins), secretKeyRef values read from the shipped Secrets,
+    ``$(NAME)`` expanded from what was defined before it."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(one("ConfigMap", source["configMapRef"]["name"])["data"])
+    for entry in container.get("env", []):
+        if "value" in entry:
+            env[entry["name"]] = expand(entry["value"], env)
+        else:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            env[entry["name"]] = secret_value(ref["name"], ref["key"])
+    return env
+
+
+def pod_env(workload: dict) -> dict[str, str]:
+    [c] = workload["spec"]["template"]["spec"]["containers"]
+    return container_env(c)
+
+
+def walk(node: Any, key: str) -> list[Any]:
+    """Every value stored under ``key``, at any depth of a manifest."""
+    found = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == key:
+                found.append(v)
+            found.extend(walk(v, key))
+    elif isinstance(node, list):
+        for v in node:
+            found.extend(walk(v, key))
+    return found
+
+
+def pod_labels(workload: dict) -> dict[str, str]:
+    return workload["spec"]["template"]["metadata"]["labels"]
+
+
+def pdb_min_available(workload: dict) -> int:
+    [pdb] = [
+        p for p in of_kind("PodDisruptionBudget") if selects(p["spec"]["selector"], pod_labels(workload))
+    ]
+    return pdb["spec"]["minAvailable"]
+
+
+def sanitize(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", label)
+
+
+def pod_targets(workload: dict) -> list[dict[str, str]]:
+    """The targets Prometheus' Kubernetes discovery (role pod) makes of one pod of
+    ``workload``: one per declared container port, with its __meta_kubernetes_* labels."""
+    meta = workload["spec"]["template"]["metadata"]
+    pod = {
+        "__meta_kubernetes_namespace": workload["metadata"]["namespace"],
+        "__meta_kubernetes_pod_name": f"{workload['metadata']['name']}-0",
+        "__meta_kubernetes_pod_phase": "Running",
+    }
+    for k, v in meta["labels"].items():
+        pod[f"__meta_kubernetes_pod_label_{sanitize(k)}"] = v
+        pod[f"__meta_kubernetes_pod_labelpresent_{sanitize(k)}"] = "true"
+    for k, v in meta.get("annotations", {}).items():
+        pod[f"__meta_kubernetes_pod_annotation_{sanitize(k)}"] = v
+    return [
+        pod
+        | {
+            "__address__": f"10.0.0.1:{p['containerPort']}",
+            "__meta_kubernetes_pod_container_port_name": p.get("name", ""),
+            "__meta_kubernetes_pod_container_port_number": str(p["containerPort"]),
+        }
+        for p in container_ports(workload)
+    ]
+
+
+def relabel(labels: dict[str, str], configs: list[dict]) -> dict[str, str] | None:
+    """Prometheus' relabeling (replace, keep, drop) of one target; None: dropped. Reads
+    both spellings: Prometheus' source_labels and the Operator's sourceLabels."""
+    labels = dict(labels)
+    for c in configs:
+
+        def get(snake: str, default: Any = None, c: dict = c) -> Any:
+            camel = re.sub(r"_(\w)", lambda m: m.group(1).upper(), snake)
+            return c.get(snake, c.get(camel, default))
+
+        value = get("separator", ";").join(labels.get(s, "") for s in get("source_labels", []))
+        match = re.fullmatch(str(get("regex", "(.*)")), value)
+        action = get("action", "replace").lower()
+        if (action == "keep" and not match) or (action == "drop" and match):
+            return None
+        if action == "replace" and match:
+            groups = match
+
+            def group(m: re.Match, groups: re.Match = groups) -> str:
+                ref = m.group(1)
+                return groups.group(int(ref) if ref.isdigit() else ref) or ""
+
+            new = re.sub(r"\$\{?(\w+)\}?", group, get("replacement", "$1"))
+            target = get("target_label")
+            if new:
+                labels[target] = new
+            else:
+                labels.pop(target, None)
+    return labels
+
+
+def alert_rule(name: str) -> dict:
+    groups = yaml.safe_load((PROMETHEUS / "rules" / "tokgen.rules.yml").read_text())["groups"]
+    [rule] = [r for g in groups for r in g["rules"] if r.get("alert") == name]
+    return rule
+
+
+def exported_gauges() -> set[str]:
+    from prometheus_client import REGISTRY
+
+    import tokgen.monitoring.metrics  # noqa: F401  (registers every tokgen series)
+
+    return {family.name for family in REGISTRY.collect() if family.type == "gauge"}
+
+
+def promtool_check(kind: str, path: Path) -> None:
+    assert PROMTOOL is not None
+    done = subprocess.run([PROMTOOL, "check", kind, str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 @pytest.mark.parametrize(
     "path", [f for f in k8s_files() if f.name != "kustomization.yaml"], ids=lambda p: p.name
 )
@@ -178,7 +344,8 @@ def test_configmap_holds_real_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = check_settings(data, "ConfigMap tokgen-config", monkeypatch)
     assert settings.host == "0.0.0.0"
     assert {settings.port, settings.metrics_port, settings.health_port} == API_PORTS
-    assert settings.redis_url and settings.redis_url.startswith("redis://redis:")
+    # the Redis URL carries the password: each Deployment builds it from the Secret
+    assert not {"TOKGEN_REDIS_URL", "REDIS_URL"} & data.keys()
     # beyond loopback the server needs both TLS and API keys (no --insecure in production)
     assert settings.tls_cert and settings.tls_key and settings.api_keys_file
     assert not settings.insecure
@@ -248,7 +415,11 @@ def test_server_and_worker_roles() -> None:
     assert worker["args"] == ["worker"]
     assert worker["image"] == "tokgen:gpu"
     assert int(worker["resources"]["limits"]["nvidia.com/gpu"]) == 1
-    assert roles["server"]["spec"]["replicas"] >= 2
+    # the autoscalers own the replica counts (server-hpa.yaml, worker-scaledobject.yaml)
+    for role in ("server", "worker"):
+        assert "replicas" not in roles[role]["spec"], f"{role}: `kubectl apply` would reset the autoscaler"
+    assert one("HorizontalPodAutoscaler", "tokgen-server")["spec"]["minReplicas"] >= 2
+    assert one("ScaledObject", "tokgen-worker")["spec"]["minReplicaCount"] >= 2
 
 
 def test_secret_files_are_mounted_where_the_config_points() -> None:
@@ -290,10 +461,10 @@ def test_services_select_pods_and_target_declared_ports() -> None:
     # a StatefulSet's governing Service must exist
     for sts in of_kind("StatefulSet"):
         one("Service", sts["spec"]["serviceName"])
-    # the Redis URL in the config names the Redis Service and its port
-    url = config()["TOKGEN_REDIS_URL"]
-    host, port = re.match(r"redis://([^:/]+):(\d+)/", url).groups()
-    assert int(port) in {p["port"] for p in one("Service", host)["spec"]["ports"]}
+    # the Redis URL of every tokgen pod names the Redis Service and its port
+    for role, d in tokgen_deployments().items():
+        url = urlsplit(pod_env(d)["TOKGEN_REDIS_URL"])
+        assert url.port in {p["port"] for p in one("Service", url.hostname)["spec"]["ports"]}, role
 
 
 def test_redis_persists_jobs() -> None:
@@ -330,6 +501,388 @@ def test_podmonitor_scrapes_server_and_worker() -> None:
         assert ep["port"] == "metrics" and ep.get("path", "/metrics") == "/metrics"
         for w in selected:
             assert "metrics" in {p.get("name") for p in container_ports(w)}, w["metadata"]["name"]
+
+
+# ---------------------------------------------------------------- Autoscaling, access, alerts
+
+
+def test_every_deploy_yaml_parses_and_names_its_objects() -> None:
+    files = sorted({*DEPLOY.rglob("*.yaml"), *DEPLOY.rglob("*.yml")})
+    assert len(files) > 10
+    for f in files:
+        docs = [d for d in yaml.safe_load_all(f.read_text()) if d is not None]
+        assert docs, f"{f}: empty"
+        if f.is_relative_to(K8S):
+            for d in docs:
+                assert d.get("apiVersion") and d.get("kind"), f
+                if d["kind"] != "Kustomization":
+                    assert d["metadata"]["name"], f
+
+
+def test_every_secret_reference_names_a_shipped_secret_and_key() -> None:
+    shipped = {
+        s["metadata"]["name"]: {*s.get("stringData", {}), *s.get("data", {})} for s in of_kind("Secret")
+    }
+    refs = []
+    for doc in all_k8s():
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        refs += [(where, r["name"], r["key"]) for r in walk(doc, "secretKeyRef")]  # env
+        refs += [(where, r["name"], r["key"]) for rs in walk(doc, "secretTargetRef") for r in rs]  # KEDA
+    assert len(refs) >= 5
+    for where, name, key in refs:
+        assert name in shipped, f"{where}: Secret {name} is not in deploy/k8s"
+        assert key in shipped[name], f"{where}: Secret {name} has no key {key!r}"
+
+
+def test_every_env_reference_is_defined_before_use() -> None:
+    for w in workloads():
+        for c in w["spec"]["template"]["spec"]["containers"]:
+            env = container_env(c)
+            for text in [*env.values(), *(expand(a, env) for a in c.get("command", []) + c.get("args", []))]:
+                assert not ENV_REFERENCE.search(text.replace("$$", "")), f"{w['metadata']['name']}: {text}"
+
+
+def test_redis_requires_the_secret_password_and_tokgen_pods_send_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    [sts] = of_kind("StatefulSet")
+    [redis] = sts["spec"]["template"]["spec"]["containers"]
+    password = secret_value("tokgen-redis", "password")
+    secret_env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in redis["env"] if "valueFrom" in e}
+    assert secret_env["REDIS_PASSWORD"] == {"name": "tokgen-redis", "key": "password"}
+    env = container_env(redis)
+    args = [expand(a, env) for a in redis["args"]]
+    assert args[0] == "redis-server" and args[args.index("--requirepass") + 1] == password
+    assert env["REDISCLI_AUTH"] == password, "the probes' redis-cli must authenticate"
+    for role, d in tokgen_deployments().items():
+        [c] = d["spec"]["template"]["spec"]["containers"]
+        names = [e["name"] for e in c["env"]]
+        # $(REDIS_PASSWORD) only expands from entries above it
+        assert names.index("REDIS_PASSWORD") < names.index("TOKGEN_REDIS_URL"), role
+        settings = check_settings(pod_env(d), f"{role} env", monkeypatch)
+        assert settings.redis_url is not None
+        url = urlsplit(settings.redis_url)
+        assert (url.scheme, url.username, url.password) == ("redis", "", password), role
+        assert url.hostname == sts["spec"]["serviceName"], role
+
+
+def test_redis_refuses_the_placeholder_password(tmp_path: Path) -> None:
+    """The container's command runs the image's entrypoint only with a real password."""
+    sh = shutil.which("sh")
+    if sh is None:
+        pytest.skip("no sh")
+    [sts] = of_kind("StatefulSet")
+    [redis] = sts["spec"]["template"]["spec"]["containers"]
+    assert redis["command"][:2] == ["sh", "-c"]
+    entrypoint = tmp_path / "docker-entrypoint.sh"
+    entrypoint.write_text('#!/bin/sh\necho "$@"\n')
+    entrypoint.chmod(0o755)
+
+    def start(password: str) -> subprocess.CompletedProcess:
+        env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "REDIS_PASSWORD": password}
+        args = [expand(a, env) for a in redis["args"]]
+        cmd = [sh, *redis["command"][1:], *args]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30)
+
+    for password in (secret_value("tokgen-redis", "password"), ""):
+        done = start(password)
+        assert done.returncode != 0 and "tokgen-redis" in done.stderr, (password, done)
+    done = start("0123456789abcdef" * 4)
+    assert done.returncode == 0, done.stderr
+    started = done.stdout.split()
+    assert (
+        started[:1] == ["redis-server"]
+        and started[started.index("--requirepass") + 1] == "0123456789abcdef" * 4
+    )
+
+
+def test_server_hpa_scales_the_server_on_its_admission_gauges(monkeypatch: pytest.MonkeyPatch) -> None:
+    hpa = one("HorizontalPodAutoscaler", "tokgen-server")
+    server = tokgen_deployments()["server"]
+    ref = hpa["spec"]["scaleTargetRef"]
+    assert (ref["apiVersion"], ref["kind"], ref["name"]) == (
+        "apps/v1",
+        "Deployment",
+        server["metadata"]["name"],
+    )
+    metrics = hpa["spec"]["metrics"]
+    assert all(m["type"] == "Pods" and m["pods"]["target"]["type"] == "AverageValue" for m in metrics)
+    targets = {m["pods"]["metric"]["name"]: float(m["pods"]["target"]["averageValue"]) for m in metrics}
+    assert "tokgen_requests_waiting" in targets
+    assert set(targets) <= exported_gauges(), f"not gauges tokgen exports: {set(targets) - exported_gauges()}"
+    settings = check_settings(pod_env(server), "server env", monkeypatch)
+    # scale out long before a pod sheds load (beyond max_queued waiting) ...
+    assert 0 < targets["tokgen_requests_waiting"] < settings.max_queued
+    # ... and before every slot is taken
+    if "tokgen_requests_active" in targets:
+        assert 0 < targets["tokgen_requests_active"] < settings.max_active
+    spec = hpa["spec"]
+    assert spec["minReplicas"] > pdb_min_available(server), "a drain must be able to evict one"
+    assert spec["maxReplicas"] > spec["minReplicas"]
+    assert spec["behavior"]["scaleUp"]["stabilizationWindowSeconds"] > 0
+    assert spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 300
+
+
+def adapter_rules() -> list[dict]:
+    [cm] = k8s_docs(ADAPTER)
+    return yaml.safe_load(cm["data"]["config.yaml"])["rules"]
+
+
+def test_prometheus_adapter_serves_the_hpa_metrics(tmp_path: Path) -> None:
+    [cm] = k8s_docs(ADAPTER)
+    kubernetes_validate.validate(cm, K8S_VERSION, strict=True)
+    hpa = one("HorizontalPodAutoscaler", "tokgen-server")
+    queries = []
+    for metric in [m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"]]:
+        served = []
+        for rule in adapter_rules():
+            series = re.search(r'__name__=~"([^"]+)"', rule["seriesQuery"])
+            pattern = series.group(1) if series else re.escape(rule["seriesQuery"].split("{")[0])
+            if not re.fullmatch(pattern, metric):
+                continue
+            naming = rule.get("name", {})
+            as_ = re.sub(r"\$\{?(\d+)\}?", r"\\g<\1>", naming.get("as", "$0").replace("$0", "${0}"))
+            if re.sub(naming.get("matches", "^(.*)$"), as_, metric) == metric:
+                served.append(rule)
+        assert len(served) == 1, f"{metric}: served by {len(served)} adapter rules"
+        [rule] = served
+        # the HPA asks for pods of a namespace: the series need both labels, mapped
+        assert {'namespace!=""', 'pod!=""'} <= set(re.findall(r'\w+!=""', rule["seriesQuery"]))
+        assert rule["resources"]["overrides"] == {
+            "namespace": {"resource": "namespace"},
+            "pod": {"resource": "pod"},
+        }
+        query = rule["metricsQuery"]
+        assert {"<<.Series>>", "<<.LabelMatchers>>", "<<.GroupBy>>"} <= set(re.findall(r"<<\.\w+>>", query))
+        queries.append(
+            query.replace("<<.Series>>", metric)
+            .replace("<<.LabelMatchers>>", 'namespace="tokgen",pod=~"tokgen-server-a|tokgen-server-b"')
+            .replace("<<.GroupBy>>", "pod")
+        )
+    if PROMTOOL is None:
+        pytest.skip("promtool not installed: the adapter's PromQL is not syntax-checked")
+    rules = {
+        "groups": [
+            {"name": "adapter", "rules": [{"record": f"q{i}", "expr": q} for i, q in enumerate(queries)]}
+        ]
+    }
+    (tmp_path / "adapter.rules.yml").write_text(yaml.safe_dump(rules))
+    promtool_check("rules", tmp_path / "adapter.rules.yml")
+
+
+def test_worker_scaledobject_counts_the_queue_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    so = one("ScaledObject", "tokgen-worker")
+    worker = tokgen_deployments()["worker"]
+    ref = so["spec"]["scaleTargetRef"]
+    assert ref.get("kind", "Deployment") == "Deployment" and ref["name"] == worker["metadata"]["name"]
+    triggers = so["spec"]["triggers"]
+    assert {t["type"] for t in triggers} == {"redis-streams"}
+    # one trigger per priority stream, named as tokgen/jobs/queue.py names them
+    queue = JobQueue(None)  # only its key names are used: no client needed
+    assert sorted(t["metadata"]["stream"] for t in triggers) == sorted(queue.stream(p) for p in PRIORITIES)
+    settings = check_settings(pod_env(worker), "worker env", monkeypatch)
+    assert settings.redis_url is not None
+    url = urlsplit(settings.redis_url)
+    redis = one("Service", url.hostname)
+    for t in triggers:
+        meta = t["metadata"]
+        # XLEN: the jobs queued plus running. KEDA counts XPENDING (running only) or the
+        # lag (unread only) instead once a consumerGroup (the queue's is GROUP) is set.
+        assert "consumerGroup" not in meta, f"{meta['stream']}: counts group {GROUP!r}'s entries only"
+        assert not {"pendingEntriesCount", "lagCount"} & meta.keys()
+        assert float(meta["streamLength"]) == settings.worker_concurrency
+        host, port = meta["address"].rsplit(":", 1)
+        # the operator runs in another namespace: the Service's namespaced name
+        assert host.split(".")[:3] == [redis["metadata"]["name"], redis["metadata"]["namespace"], "svc"]
+        assert int(port) == url.port and int(meta.get("databaseIndex", 0)) == int(url.path.strip("/") or 0)
+        auth = one("TriggerAuthentication", t["authenticationRef"]["name"])
+        [secret] = auth["spec"]["secretTargetRef"]
+        assert secret["parameter"] == "password"
+        assert secret_value(secret["name"], secret["key"]) == url.password
+    # the streams are summed (the HPA alone would take the largest) per worker slot
+    modifiers = so["spec"]["advanced"]["scalingModifiers"]
+    assert sorted(re.split(r"\s*\+\s*", modifiers["formula"].strip())) == sorted(t["name"] for t in triggers)
+    assert modifiers["metricType"] == "AverageValue"
+    assert float(modifiers["target"]) == settings.worker_concurrency
+    assert so["spec"]["minReplicaCount"] > pdb_min_available(worker), "a drain must be able to evict one"
+    assert so["spec"]["maxReplicaCount"] > so["spec"]["minReplicaCount"]
+
+
+def matches(selector: dict, labels: dict[str, str]) -> bool:
+    """A NetworkPolicy's pod selector: the empty one selects every pod."""
+    return not selector or selects(selector, labels)
+
+
+def policies_for(workload: dict) -> list[dict]:
+    return [
+        np
+        for np in of_kind("NetworkPolicy")
+        if matches(np["spec"]["podSelector"], pod_labels(workload)) and "Ingress" in np["spec"]["policyTypes"]
+    ]
+
+
+def admits_port(rule: dict, port: dict) -> bool:
+    allowed = rule.get("ports")
+    return not allowed or any(
+        p.get("protocol", "TCP") == port.get("protocol", "TCP")
+        and p["port"] in (port["containerPort"], port.get("name"))
+        for p in allowed
+    )
+
+
+def test_network_policies_isolate_every_pod_and_name_their_peers() -> None:
+    for w in workloads():
+        name = w["metadata"]["name"]
+        assert policies_for(w), f"{name}: no NetworkPolicy selects it: anyone can connect"
+        for np in policies_for(w):
+            for rule in np["spec"].get("ingress", []):
+                assert rule.get("from"), (
+                    f"NetworkPolicy {np['metadata']['name']}: a rule without `from` admits anyone"
+                )
+                for peer in rule["from"]:
+                    assert "ipBlock" not in peer, np["metadata"]["name"]
+                    if "namespaceSelector" in peer:  # other namespaces: their pods by label, not all of them
+                        assert peer["namespaceSelector"] and peer.get("podSelector"), np["metadata"]["name"]
+
+
+def test_only_tokgen_pods_and_keda_reach_redis() -> None:
+    [sts] = of_kind("StatefulSet")
+    [np] = policies_for(sts)
+    redis_port = {p["containerPort"] for p in container_ports(sts)}
+    in_namespace, elsewhere = set(), []
+    for rule in np["spec"]["ingress"]:
+        assert rule["ports"] and all(
+            any(admits_port({"ports": [p]}, c) for c in container_ports(sts)) for p in rule["ports"]
+        )
+        assert any(admits_port(rule, {"containerPort": port}) for port in redis_port)
+        for peer in rule["from"]:
+            if "namespaceSelector" in peer:
+                elsewhere.append(peer)
+            else:
+                in_namespace |= {
+                    w["metadata"]["name"] for w in workloads() if matches(peer["podSelector"], pod_labels(w))
+                }
+    assert in_namespace == {d["metadata"]["name"] for d in tokgen_deployments().values()}
+    # the ScaledObject's scaler reads the streams from KEDA's operator pod
+    assert [p["podSelector"]["matchLabels"] for p in elsewhere] == [
+        {"app.kubernetes.io/name": "keda-operator"}
+    ]
+
+
+def test_tokgen_policies_open_every_served_port_but_health() -> None:
+    health = int(config()["TOKGEN_HEALTH_PORT"])  # the kubelet's (from the node: always allowed)
+    for role, d in tokgen_deployments().items():
+        [np] = policies_for(d)
+        rules = np["spec"]["ingress"]
+        for port in container_ports(d):
+            admitted = [r for r in rules if admits_port(r, port)]
+            if port["containerPort"] == health:
+                assert not admitted, f"{role}: plaintext health is for the kubelet only"
+            else:
+                assert admitted, f"{role}: port {port.get('name')} ({port['containerPort']}) admits no one"
+    # in-namespace clients reach the API
+    server = tokgen_deployments()["server"]
+    [np] = policies_for(server)
+    [grpc] = [p for p in container_ports(server) if p["name"] == "grpc"]
+    assert any(admits_port(r, grpc) and {"podSelector": {}} in r["from"] for r in np["spec"]["ingress"])
+
+
+def load_prometheusrule_generator() -> Any:
+    spec = importlib.util.spec_from_file_location("prometheusrule", PROMETHEUS / "prometheusrule.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_prometheusrule_is_generated_from_the_rules_file(tmp_path: Path) -> None:
+    rules_file = PROMETHEUS / "rules" / "tokgen.rules.yml"
+    manifest = K8S / "prometheusrule.yaml"
+    generator = load_prometheusrule_generator()
+    assert manifest.read_text() == generator.render(rules_file.read_text()), (
+        "deploy/k8s/prometheusrule.yaml is out of date: run python deploy/prometheus/prometheusrule.py"
+    )
+    [rule] = k8s_docs(manifest)
+    assert (rule["apiVersion"], rule["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
+    assert rule["spec"]["groups"] == yaml.safe_load(rules_file.read_text())["groups"]
+    if PROMTOOL is None:
+        pytest.skip("promtool not installed")
+    (tmp_path / "spec.yml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    promtool_check("rules", tmp_path / "spec.yml")
+
+
+def podmonitor_jobs() -> set[str]:
+    """The job label the Prometheus Operator gives each pod the PodMonitor selects: its
+    default (namespace/name), then the endpoint's relabelings."""
+    [pm] = k8s_docs(K8S / "podmonitor.yaml")
+    [endpoint] = pm["spec"]["podMetricsEndpoints"]
+    default = {"job": f"{pm['metadata']['namespace']}/{pm['metadata']['name']}"}
+    jobs = set()
+    for w in pods_selected(pm["spec"]["selector"]):
+        for target in pod_targets(w):
+            if target["__meta_kubernetes_pod_container_port_name"] == endpoint["port"]:
+                labels = relabel(target | default, endpoint.get("relabelings", []))
+                assert labels is not None
+                jobs.add(labels["job"])
+    return jobs
+
+
+def test_target_down_selects_exactly_the_scrape_jobs_deploy_ships() -> None:
+    def config_jobs(name: str) -> set[str]:
+        return {j["job_name"] for j in yaml.safe_load((PROMETHEUS / name).read_text())["scrape_configs"]}
+
+    shipped = {
+        "prometheus.yml (Compose)": config_jobs("prometheus.yml"),
+        "prometheus-kubernetes.yml": config_jobs("prometheus-kubernetes.yml"),
+        "k8s/podmonitor.yaml": podmonitor_jobs(),
+    }
+    roles = {f"tokgen-{role}" for role in tokgen_deployments()}
+    for source, jobs in shipped.items():
+        assert jobs == roles, f"{source}: jobs {sorted(jobs)}, not {sorted(roles)}"
+    expr = alert_rule("TokgenTargetDown")["expr"]
+    matched = re.fullmatch(r'up\{job(=~|=)"([^"]+)"\} == 0', expr)
+    assert matched, expr
+    op, value = matched.groups()
+    # Prometheus anchors the regex: it selects these names and nothing else
+    assert (set(value.split("|")) if op == "=~" else {value}) == roles
+    assert all(re.fullmatch(value, job) for job in roles)
+
+
+def test_kubernetes_scrape_config_names_the_jobs_and_labels_pods(tmp_path: Path) -> None:
+    path = PROMETHEUS / "prometheus-kubernetes.yml"
+    config_doc = yaml.safe_load(path.read_text())
+    roles = tokgen_deployments()
+    for job in config_doc["scrape_configs"]:
+        [sd] = job["kubernetes_sd_configs"]
+        assert sd["role"] == "pod" and sd["namespaces"]["names"] == ["tokgen"]
+        kept = []
+        for w in workloads():
+            for target in pod_targets(w):
+                labels = relabel(target, job["relabel_configs"])
+                if labels is not None:
+                    kept.append((w["metadata"]["name"], labels))
+        role = job["job_name"].removeprefix("tokgen-")
+        # one target per pod of its role, on the metrics port, with the labels the
+        # adapter maps to pods (prometheus-adapter/config.yaml)
+        assert [name for name, _ in kept] == [roles[role]["metadata"]["name"]], job["job_name"]
+        [(_, labels)] = kept
+        assert labels["__address__"].endswith(f":{config()['TOKGEN_METRICS_PORT']}")
+        assert labels.get("__metrics_path__") == "/metrics"
+        assert labels["namespace"] == "tokgen" and labels["pod"]
+    if PROMTOOL is None:
+        pytest.skip("promtool not installed")
+    done = subprocess.run(
+        [PROMTOOL, "check", "config", str(path)], capture_output=True, text=True, timeout=60
+    )
+    if "kubernetes_sd_configs not found" in done.stdout + done.stderr:
+        # Debian builds Prometheus without Kubernetes discovery: check everything else,
+        # with static targets in place of the discovery
+        for job in config_doc["scrape_configs"]:
+            del job["kubernetes_sd_configs"]
+            job["static_configs"] = [{"targets": ["10.0.0.1:9464"]}]
+        config_doc["rule_files"] = [str(PROMETHEUS / r) for r in config_doc["rule_files"]]
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config_doc))
+        promtool_check("config", tmp_path / "prometheus.yml")
+    else:
+        assert done.returncode == 0, done.stdout + done.stderr
 
 
 # ---------------------------------------------------------------- Dockerfiles
