@@ -147,3 +147,39 @@ def test_export_writes_the_latest_weights_and_the_warm_up_never_counts_as_best(t
     best = json.loads((trained / "best" / "config.json").read_text())
     assert best["training_steps"] > SMALL["ae_warmup_steps"]
     assert best["valid_loss"] == min(r["valid_loss"] for r in log if "valid_loss" in r and r["step"] > 1)
+
+
+def test_a_prior_set_without_the_bottom_level_generates_from_the_top_levels(trained, tmp_path, loop_thread):
+    """Fewer priors than codec levels: the generator encodes and decodes the codec's top
+    levels only (``TopLevels``), sampling no bottom codes at all."""
+    from tokgen.codec.top_levels import TopLevels
+    from tokgen.generation.generate import codec_for_priors
+    from tokgen.generation.generator import Generator
+    from tokgen.generation.sampler import SamplingSettings
+    from tokgen.prior.layout import TokenLayout
+    from tokgen.prior.model import build_prior, preset_config, save_prior
+
+    codec = load_codec(trained / "best")
+    layout = TokenLayout.for_levels(codec.levels)  # trained on the whole codec's ids
+    n_ctx = preset_config("tiny", 0).n_ctx
+    meta = {"level": 0, "n_ctx": n_ctx, "codec": codec.name, "codebook_sizes": list(layout.codebook_sizes)}
+    torch.manual_seed(0)
+    save_prior(build_prior(preset_config("tiny", 0), layout, 0, 1), tmp_path / "priors" / "level0", meta)
+    view = codec_for_priors(codec, tmp_path / "priors")
+    assert isinstance(view, TopLevels) and view.levels == codec.levels[:1] and view.name == codec.name
+    prime = (np.random.default_rng(2).standard_normal(1600) * 0.1).astype(np.float32)
+    assert np.array_equal(view.encode(prime)[0], codec.encode(prime)[0])
+    g = Generator.load(codec, tmp_path / "priors", "hf")
+    assert g.codec.levels == codec.levels[:1]
+    out = loop_thread.run(g.render(g.job("primed", 0.2, prime), SamplingSettings(seed=1)))
+    loop_thread.run(g.aclose())
+    assert len(out.codes) == 1 and out.audio.size == out.codes[0].size * 32 and np.isfinite(out.audio).all()
+    with pytest.raises(TokgenError, match="this view of .* has 1"):
+        view.decode_levels([out.codes[0], out.codes[0]])
+
+
+def test_a_codec_whose_levels_stand_alone_has_no_top_levels_view(tiny_model_dir):
+    from tokgen.codec.top_levels import TopLevels
+
+    with pytest.raises(TokgenError, match="each level alone"):
+        TopLevels(load_codec(tiny_model_dir), 1)

@@ -29,13 +29,19 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from tokgen.audio import load_audio, output_format, save_audio
     from tokgen.codec import load_codec
     from tokgen.codec.codes import load_codes, save_codes
-    from tokgen.generation.generate import MAX_PRIME_SECONDS, check_settings, context_kept, prepare
+    from tokgen.generation.generate import (
+        MAX_PRIME_SECONDS,
+        check_settings,
+        codec_for_priors,
+        context_kept,
+        prepare,
+    )
     from tokgen.generation.generator import Generator
     from tokgen.generation.sampler import CodeBoard, SamplingSettings, level_frames
 
     output_format(args.out)  # an unsupported extension fails now, not after the render
     # Everything is checked before the engines start (they take a while).
-    codec = load_codec(args.codec)
+    codec = codec_for_priors(load_codec(args.codec), args.priors)  # the levels the priors generate
     seed = secrets.randbits(62) if args.seed is None else args.seed  # reported: any output reproduces
     settings = SamplingSettings(args.temperature, args.top_k, args.top_p, seed)
     check_settings(codec, settings)

@@ -20,6 +20,7 @@ import numpy as np
 
 from tokgen.assets import DEFAULT_PRIORS_DIR
 from tokgen.codec.base import Codec
+from tokgen.codec.top_levels import TopLevels
 from tokgen.engine.factory import Backend, engine_class
 from tokgen.errors import TokgenError
 from tokgen.generation.sampler import LevelPrior, OnChange, SamplingSettings, level_frames, sample_hierarchy
@@ -38,6 +39,7 @@ REFERENCE_SECONDS = 2.0  # longest prime; the top prior keeps at most its window
 # seams matter least (the level above carries the notes), so it gets the short segments.
 DEFAULT_SEGMENT_SECONDS = 2.0
 DEFAULT_BOTTOM_SEGMENT_SECONDS = 0.5
+FAST_LEVEL_RATE = 250.0  # frames per second above which a level is "the bottom": short segments
 # The first window of every level generates only this much (then windows are full): the
 # level below can start after it, so the first audio is out after ~3 short windows instead
 # of 3 full ones (docs/PERFORMANCE.md, time to first audio).
@@ -85,12 +87,15 @@ def load_priors(
             f"no prior set at {prior_dir}: train one with `tokgen prior train` or pass --priors"
         )
     segments = segment_frames(codec, segment_seconds)
+    # Priors of a codec's top levels were trained on the whole codec's token layout (the
+    # same ids for those levels): check them against the whole codec.
+    full = codec.inner if isinstance(codec, TopLevels) else codec
     dirs = []
     for level in range(len(codec.levels)):
         d = prior_dir / f"level{level}"
         meta = read_prior_meta(d)
         if meta.get("level") != level or meta.get("codebook_sizes") != [
-            lv.codebook_size for lv in codec.levels
+            lv.codebook_size for lv in full.levels
         ]:
             raise TokgenError(f"prior {d} was not trained for level {level} of codec {codec.name!r}")
         dirs.append((d, int(meta["n_ctx"]), int(meta.get("config", {}).get("reference_tokens", 0))))
@@ -120,13 +125,34 @@ def load_priors(
     return priors
 
 
+def prior_levels(prior_dir: str | Path | None) -> int:
+    """Levels of a prior set (``level0/``, ``level1/``, ... without a gap)."""
+    prior_dir = Path(prior_dir) if prior_dir is not None else DEFAULT_PRIORS_DIR
+    n = 0
+    while (prior_dir / f"level{n}").is_dir():
+        n += 1
+    return n
+
+
+def codec_for_priors(codec: Codec, prior_dir: str | Path | None) -> Codec:
+    """``codec``, or its top levels (``TopLevels``) when the prior set stops above its
+    bottom level: what the generator encodes primes with and decodes codes from."""
+    n = prior_levels(prior_dir)
+    return TopLevels(codec, n) if 0 < n < len(codec.levels) else codec
+
+
 def segment_frames(codec: Codec, seconds: Sequence[float] | float | None) -> list[int | None]:
     """Segment length in frames per level from seconds: one value for every upsampler, or
     one per upsampler (levels 1, 2, ...), 0 meaning one segment; None: the defaults above.
     The top level is never split: it carries the long-range structure and is cheap."""
     n_up = len(codec.levels) - 1
     if seconds is None:
-        values = [DEFAULT_SEGMENT_SECONDS] * (n_up - 1) + [DEFAULT_BOTTOM_SEGMENT_SECONDS]
+        values = [
+            DEFAULT_BOTTOM_SEGMENT_SECONDS
+            if codec.sample_rate / lv.hop > FAST_LEVEL_RATE
+            else DEFAULT_SEGMENT_SECONDS
+            for lv in codec.levels[1:]
+        ]
     elif isinstance(seconds, int | float):
         values = [seconds] * n_up
     else:

@@ -36,7 +36,15 @@ from tokgen.audio import check_mono, resample
 from tokgen.codec import load_codec
 from tokgen.codec.base import Codec
 from tokgen.engine.factory import Backend, resolve_backend
-from tokgen.generation.generate import Continuation, Job, Mode, load_priors, prepare, sample_job
+from tokgen.generation.generate import (
+    Continuation,
+    Job,
+    Mode,
+    codec_for_priors,
+    load_priors,
+    prepare,
+    sample_job,
+)
 from tokgen.generation.queued import QueuedJob
 from tokgen.generation.requests import prepare_spec
 from tokgen.generation.sampler import CodeBoard, LevelPrior, OnChange, SamplingSettings, level_frames
@@ -71,8 +79,9 @@ class Generator:
     ) -> Generator:
         """The codec (default: shipped) and one engine per level's prior (default:
         shipped priors). Blocking: engines start side by side, a vLLM one in ~20 s. A
-        loaded ``Codec`` may be passed (callers that check a request before engines start)."""
-        loaded = codec if isinstance(codec, Codec) else load_codec(codec)
+        loaded ``Codec`` may be passed (callers that check a request before engines start).
+        A prior set with fewer levels than the codec uses its top levels (``TopLevels``)."""
+        loaded = codec_for_priors(codec if isinstance(codec, Codec) else load_codec(codec), priors)
         levels = load_priors(priors, loaded, backend, hop_fraction, segment_seconds, **engine_options)  # type: ignore[arg-type]
         return cls(loaded, levels)
 
