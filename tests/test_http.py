@@ -5,12 +5,14 @@ headless Chromium driven through selenium."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -24,6 +26,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.test_serve_security import pki  # noqa: F401 (a fixture: a throwaway CA and certificates)
+from tokgen.serve.admission import Admission
+from tokgen.serve.http import HttpApi, HttpServer
+from tokgen.serve.security import TlsFiles
+from tokgen.serve.service import TokgenServicer
 from tokgen.v1 import tokgen_pb2 as pb
 from tokgen.v1 import tokgen_pb2_grpc as pb_grpc
 
@@ -348,6 +355,31 @@ def test_health_metrics_and_the_page(server):
         line for line in metrics.splitlines() if line.startswith("tokgen_time_to_first_audio_seconds_count")
     )
     assert float(count.split()[-1]) >= 1  # the HTTP continuations, through the same servicer
+
+
+def test_the_http_port_speaks_tls_and_mutual_tls_from_the_grpc_ports_files(pki):  # noqa: F811
+    """No models needed: /healthz answers (503, still loading) once the handshake is done."""
+
+    async def healthz(tls: TlsFiles, scheme: str = "https", client_cert: bool = False) -> int:
+        server = HttpServer(HttpApi(TokgenServicer(1 << 20, Admission(1, 0)), None), "127.0.0.1", 0, tls)
+        await server.start()
+        try:
+            trust = ssl.create_default_context(cafile=str(pki["ca"]))
+            if client_cert:
+                trust.load_cert_chain(pki["client_cert"], pki["client_key"])
+            async with httpx.AsyncClient(verify=trust, timeout=10) as client:
+                return (await client.get(f"{scheme}://127.0.0.1:{server.port}/healthz")).status_code
+        finally:
+            await server.stop(1)
+
+    tls = TlsFiles(pki["server_cert"], pki["server_key"])
+    assert asyncio.run(healthz(tls)) == 503
+    with pytest.raises(httpx.TransportError):
+        asyncio.run(healthz(tls, scheme="http"))  # plaintext to the TLS port
+    mutual = TlsFiles(pki["server_cert"], pki["server_key"], pki["ca"])
+    assert asyncio.run(healthz(mutual, client_cert=True)) == 503
+    with pytest.raises(httpx.TransportError):
+        asyncio.run(healthz(mutual))  # no client certificate
 
 
 def chromium():

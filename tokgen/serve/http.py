@@ -99,7 +99,7 @@ MODES = {
 PRIORITIES = {"high": pb.PRIORITY_HIGH, "normal": pb.PRIORITY_NORMAL, "low": pb.PRIORITY_LOW}
 FORM_OVERHEAD = 64 << 10  # multipart boundaries, part headers and the small fields
 T = TypeVar("T")
-SEED_BITS = 62  # a fresh seed when none is given: what `tokgen generate` draws too
+SEED_BITS = 62  # a fresh seed when none is given: what the gRPC spec and `tokgen generate` draw
 
 
 class CallAborted(Exception):
@@ -209,18 +209,10 @@ async def _file(form: FormData, name: str, limit: int) -> bytes | None:
     return await value.read()
 
 
-def derived_seed(idempotency_key: str) -> int:
-    """The seed of a job submitted with an idempotency key and no seed: drawn from the key,
-    so that a retry is the same request (a fresh seed would make it another one)."""
-    return int.from_bytes(hashlib.sha256(idempotency_key.encode()).digest()[:8], "big") >> (64 - SEED_BITS)
-
-
-async def continue_request(
-    form: FormData, max_bytes: int, idempotency_key: str | None = None
-) -> tuple[pb.ContinueRequest, int]:
-    """The ``ContinueRequest`` a form stands for, and its seed. Only the form's syntax is
-    checked here (numbers are numbers, names are known); the servicer validates the request
-    as it does every gRPC one."""
+async def continue_request(form: FormData, max_bytes: int) -> pb.ContinueRequest:
+    """The ``ContinueRequest`` a form stands for. Only the form's syntax is checked here
+    (numbers are numbers, names are known); the servicer validates the request as it does
+    every gRPC one (and, as there, a request without a seed gets a fresh one)."""
     request = pb.ContinueRequest()
     prime, codes = await _file(form, "prime", max_bytes), await _file(form, "codes", max_bytes)
     if prime is not None:
@@ -239,11 +231,9 @@ async def continue_request(
         request.sampling.top_p = top_p
     if (top_k := _int(form, "top_k", 2**32)) is not None:
         request.sampling.top_k = top_k
-    seed = _int(form, "seed", 2**63)
-    if seed is None:
-        seed = derived_seed(idempotency_key) if idempotency_key else secrets.randbits(SEED_BITS)
-    request.sampling.seed = seed
-    return request, seed
+    if (seed := _int(form, "seed", 2**63)) is not None:
+        request.sampling.seed = seed
+    return request
 
 
 def audio_format(value: str | None) -> str:
@@ -363,7 +353,10 @@ class HttpApi:
     async def continuations(self, request: Request) -> Response:
         self._authenticate(request)
         form = await self._form(request)
-        continuation, seed = await continue_request(form, self.max_bytes)
+        continuation = await continue_request(form, self.max_bytes)
+        if not continuation.sampling.HasField("seed"):  # drawn here: its header goes out first
+            continuation.sampling.seed = secrets.randbits(SEED_BITS)
+        seed = continuation.sampling.seed
         fmt = audio_format(_text(form, "format"))
         replies = self.streams.Continue(continuation, HttpCall())
         try:  # validated, admitted, prepared, first audio: errors until here get their status
@@ -401,10 +394,11 @@ class HttpApi:
         key = _text(form, "idempotency_key") or request.headers.get("idempotency-key") or ""
         if len(key) > MAX_IDEMPOTENCY_KEY:
             raise FieldError("idempotency_key", f"at most {MAX_IDEMPOTENCY_KEY} characters")
-        continuation, seed = await continue_request(form, self.max_bytes, key)
+        continuation = await continue_request(form, self.max_bytes)
         reply = await jobs.SubmitJob(
             jpb.SubmitJobRequest(request=continuation, idempotency_key=key), HttpCall()
         )
+        seed = reply.job.seed  # kept on the job: a retry with the idempotency key gets it too
         return JSONResponse(
             {"job": job_dict(reply.job), "created": reply.created, "seed": seed},
             status_code=201 if reply.created else 200,
