@@ -85,3 +85,38 @@ def test_save_rejects_bad_shapes_and_extensions(tmp_path, tone):
     assert not (tmp_path / "x.mp4").exists()
     with pytest.raises(AudioError, match="NaN"):
         save_audio(tmp_path / "x.wav", np.full(10, np.nan, np.float32), 16000)
+
+
+@pytest.mark.parametrize("rate", [16000, 44100, 22050])
+def test_a_tail_decode_gives_the_whole_decodes_end(rate):
+    """``tail_seconds`` decodes only the end of a file: the result is as long as the whole
+    decode, zeros before the tail, and the tail's samples are the whole decode's (beyond
+    the resampler's start-up)."""
+    rng = np.random.default_rng(0)
+    audio = (rng.standard_normal(rate * 12) * 0.1).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, audio, rate, format="FLAC")
+    whole = load_audio(buf.getvalue(), 16000)
+    tail = load_audio(buf.getvalue(), 16000, tail_seconds=3.0)
+    assert tail.size == whole.size
+    assert not tail[: whole.size - 16000 * 4].any()  # 12 s file, at most 3 s (+ a step) decoded
+    np.testing.assert_allclose(tail[-16000 * 2 :], whole[-16000 * 2 :], atol=1e-5)
+    assert np.array_equal(load_audio(buf.getvalue(), 16000, tail_seconds=60.0), whole)
+
+
+def test_a_tail_decode_never_reads_the_head():
+    """NaNs in the first half: the whole decode refuses the file, a tail decode of the
+    second half does not even see them. The silence check then judges the tail."""
+    audio = np.full(16000 * 4, 0.1, np.float32)
+    audio[:16000] = np.nan
+    buf = io.BytesIO()
+    sf.write(buf, audio, 16000, format="WAV", subtype="FLOAT")
+    with pytest.raises(AudioError, match="NaN"):
+        load_audio(buf.getvalue(), 16000)
+    assert load_audio(buf.getvalue(), 16000, tail_seconds=2.0)[-1] == pytest.approx(0.1)
+    audio[:] = 0.1
+    audio[-16000 * 2 :] = 0.0
+    buf = io.BytesIO()
+    sf.write(buf, audio, 16000, format="WAV", subtype="FLOAT")
+    with pytest.raises(AudioError, match="end of the audio"):
+        load_audio(buf.getvalue(), 16000, tail_seconds=1.0)

@@ -121,3 +121,29 @@ def test_closing_a_stream_early_leaves_the_engine_serving(loop_thread, engine, c
         render(codec, priors_on(engine), prepare(codec, "primed", 0.02, tone[:800]), SamplingSettings())
     )
     assert out.audio.size > 0
+
+
+def test_a_stream_decodes_only_the_end_of_its_prime_and_gets_the_same_codes(engine, codec):
+    """Streaming prepares a prime from its last seconds only (``prime_tail_seconds``): the
+    codes the priors read, and the timbre reference, are those of the whole prime."""
+    import io
+
+    import soundfile as sf
+
+    from tokgen.audio import load_audio
+    from tokgen.generation.generate import encode_prime_context, prime_tail_seconds
+    from tokgen.generation.requests import prepare_spec
+    from tokgen.generation.spec import ContinueSpec
+
+    priors = priors_on(engine, segment_frames=40)
+    rng = np.random.default_rng(3)
+    buf = io.BytesIO()
+    sf.write(buf, (rng.standard_normal(44100 * 8) * 0.1).astype(np.float32), 44100, format="FLAC")
+    assert prime_tail_seconds(codec, priors) < 3.0  # so most of the 8 s are never decoded
+    spec = ContinueSpec("primed", 0.1, SamplingSettings(seed=1), buf.getvalue(), None)
+    job = prepare_spec(codec, spec, priors)
+    whole = load_audio(buf.getvalue(), codec.sample_rate)
+    expected = encode_prime_context(codec, priors, whole)
+    assert [k.size for k in job.known] == [e.size for e in expected]
+    assert all(np.array_equal(k, e) for k, e in zip(job.known, expected, strict=True))
+    np.testing.assert_allclose(job.reference, whole[-job.reference.size :], atol=1e-5)

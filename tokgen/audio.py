@@ -8,6 +8,7 @@ knows about files, channels and formats.
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,7 @@ def load_audio(
     max_seconds: float | None = None,
     allow_silent: bool = False,
     max_decoded_bytes: int | None = MAX_DECODED_BYTES,
+    tail_seconds: float | None = None,
 ) -> np.ndarray:
     """Read ``source`` (a path or encoded bytes), mix to mono and resample to ``sample_rate``.
 
@@ -100,6 +102,13 @@ def load_audio(
     most ``max_decoded_bytes`` once decoded (frames x channels x 4). Then only the frames
     the header declares are decoded, a block at a time (a header that understates its
     length cannot make us read more).
+
+    ``tail_seconds``: decode only (about) the last that many seconds, where the file can
+    seek; the result still spans the whole file, zeros before the tail. A streamed
+    continuation reads only the end of its prime (what the priors see): a long prime then
+    costs what a short one does. The tail starts on an input frame that maps to a whole
+    output sample, so its samples are the whole decode's, up to the resampler's start-up
+    (callers ask for a margin more than they use).
 
     Raises ``AudioError`` for a missing, corrupt, unsupported, empty, over-long, oversized or
     (unless ``allow_silent``) silent file, so callers never see a libsndfile traceback.
@@ -110,6 +119,14 @@ def load_audio(
         stream = None if rate == sample_rate else soxr.ResampleStream(rate, sample_rate, 1, "float32", "HQ")
         parts: list[np.ndarray] = []
         peak, read = 0.0, 0
+        skip = _tail_start(frames, rate, sample_rate, tail_seconds) if f.seekable() else 0
+        if skip:
+            try:
+                f.seek(skip)
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                raise AudioError(f"audio data is truncated or corrupt: {_reason(exc)}") from exc
+            read = skip
+            parts.append(np.zeros(skip * sample_rate // rate, np.float32))
         while True:
             want = min(_BLOCK_FRAMES, frames - read)
             try:
@@ -128,11 +145,26 @@ def load_audio(
                 parts.append(out)
             if last:
                 break
-    if read == 0:
+    if read == skip:
         raise AudioError("audio is empty (0 samples)")
     if not allow_silent and peak < SILENCE_PEAK:
+        if skip:
+            raise AudioError(
+                f"the end of the audio (its last {(read - skip) / rate:.1f} s, all that the model hears "
+                "of a prime) is silent (peak below -90 dBFS)"
+            )
         raise AudioError("audio is silent (peak below -90 dBFS); nothing to encode")
     return np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
+
+
+def _tail_start(frames: int, rate: int, sample_rate: int, tail_seconds: float | None) -> int:
+    """The input frame a tail decode starts at: 0 (everything), or a frame at least
+    ``tail_seconds`` before the end that falls on a whole output sample."""
+    if tail_seconds is None:
+        return 0
+    step = rate // math.gcd(rate, sample_rate)  # input frames per whole number of output samples
+    start = frames - math.ceil(tail_seconds * rate)
+    return max(0, start // step * step)
 
 
 def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:

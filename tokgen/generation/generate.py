@@ -275,8 +275,30 @@ def context_kept(codec: Codec, priors: list[LevelPrior], job: Job) -> list[float
     return kept
 
 
+ENCODE_MARGIN_SECONDS = 0.25  # more than an encoder's receptive field (0.18 s for the VQ-VAE)
+
+
+def samples_seen(codec: Codec, priors: list[LevelPrior]) -> list[int]:
+    """Per level, how many samples at the end of a prime its first window keeps as context."""
+    return [
+        (p.n_ctx - window_hop(p.n_ctx, p.hop_fraction)) * lv.hop
+        for p, lv in zip(priors, codec.levels, strict=True)
+    ]
+
+
+def prime_tail_seconds(codec: Codec, priors: list[LevelPrior], margin_seconds: float = 0.5) -> float:
+    """Seconds at the end of a prime that a stream uses: what the priors see (see
+    ``encode_prime_context``, with its margin), the timbre reference, the top
+    frame the prime is cut back to, and ``margin_seconds`` for the resampler's start-up
+    (``load_audio(tail_seconds=...)``)."""
+    seen = max(
+        max(samples_seen(codec, priors)) / codec.sample_rate + ENCODE_MARGIN_SECONDS, REFERENCE_SECONDS
+    )
+    return seen + codec.levels[0].hop / codec.sample_rate + margin_seconds
+
+
 def encode_prime_context(
-    codec: Codec, priors: list[LevelPrior], prime: np.ndarray, margin_seconds: float = 0.25
+    codec: Codec, priors: list[LevelPrior], prime: np.ndarray, margin_seconds: float = ENCODE_MARGIN_SECONDS
 ) -> list[np.ndarray]:
     """Codes of ``prime`` as far as the priors can see them, for a service: each level
     encodes only the end of the prime that its windows (or the windows of the levels
@@ -288,10 +310,7 @@ def encode_prime_context(
     whole = prime[: prime.size - prime.size % top_hop]
     if whole.size == 0:
         raise TokgenError(short_prime_message(codec))
-    seen = [
-        (p.n_ctx - window_hop(p.n_ctx, p.hop_fraction)) * lv.hop
-        for p, lv in zip(priors, codec.levels, strict=True)
-    ]
+    seen = samples_seen(codec, priors)
     codes = []
     for level, spec in enumerate(codec.levels):
         samples = max(seen[level:]) + margin_seconds * codec.sample_rate

@@ -9,7 +9,14 @@ from tokgen.audio import load_audio
 from tokgen.codec.base import Codec
 from tokgen.codec.codes import load_codes
 from tokgen.errors import TokgenError
-from tokgen.generation.generate import MAX_PRIME_SECONDS, MAX_SECONDS, Job, encode_prime_context, prepare
+from tokgen.generation.generate import (
+    MAX_PRIME_SECONDS,
+    MAX_SECONDS,
+    Job,
+    encode_prime_context,
+    prepare,
+    prime_tail_seconds,
+)
 from tokgen.generation.sampler import LevelPrior
 from tokgen.generation.spec import ContinueSpec, FieldError
 
@@ -25,7 +32,12 @@ def prepare_spec(codec: Codec, spec: ContinueSpec, context_of: list[LevelPrior] 
     mode, prime, codes, reference = spec.mode, None, None, None
     try:
         if spec.prime_audio is not None:
-            prime = load_audio(spec.prime_audio, codec.sample_rate, max_seconds=MAX_PRIME_SECONDS)
+            # A stream decodes only the end of its prime (what the priors see); a batch job
+            # returns the whole prime's codes, so it decodes all of it.
+            tail = prime_tail_seconds(codec, context_of) if context_of is not None else None
+            prime = load_audio(
+                spec.prime_audio, codec.sample_rate, max_seconds=MAX_PRIME_SECONDS, tail_seconds=tail
+            )
             if context_of is not None:
                 reference = prime
                 mode, codes, prime = "continue", encode_prime_context(codec, context_of, prime), None
