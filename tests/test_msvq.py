@@ -174,7 +174,7 @@ def test_a_prior_set_without_the_bottom_level_generates_from_the_top_levels(trai
     out = loop_thread.run(g.render(g.job("primed", 0.2, prime), SamplingSettings(seed=1)))
     loop_thread.run(g.aclose())
     assert len(out.codes) == 1 and out.audio.size == out.codes[0].size * 32 and np.isfinite(out.audio).all()
-    with pytest.raises(TokgenError, match="this view of .* has 1"):
+    with pytest.raises(TokgenError, match=r"this view of .* has 1"):
         view.decode_levels([out.codes[0], out.codes[0]])
 
 
