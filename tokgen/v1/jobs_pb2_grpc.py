@@ -74,7 +74,9 @@ class JobServiceServicer:
     """
 
     def SubmitJob(self, request, context):
-        """Queue a render. With an idempotency key used before, returns that job instead.
+        """Queue a render. With an idempotency key this API key used before for the same
+        request, returns that job instead. RESOURCE_EXHAUSTED when the queue, or this API
+        key's share of it, is full.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
