@@ -20,7 +20,9 @@ PRIME = Path(str(resources.files("tokgen") / "assets" / "examples" / "prime.flac
 def test_shipped_model_is_small_and_complete():
     files = {p.name: p.stat().st_size for p in DEFAULT_CODEC_DIR.iterdir()}
     assert {"config.json", "model.safetensors"} <= set(files)
-    assert sum(files.values()) < 15 * 2**20
+    models = Path(str(resources.files("tokgen") / "assets" / "models"))
+    total = sum(f.stat().st_size for f in models.rglob("*") if f.is_file())
+    assert total < 60 * 10**6, total  # codec, priors and classifier: committable, offline
     codec = load_codec()
     assert codec.sample_rate == 16000 and [lv.hop for lv in codec.levels] == [512, 128, 32]
 
@@ -30,7 +32,7 @@ def test_cli_roundtrip_from_another_directory(tmp_path):
     run = {"capture_output": True, "text": True, "cwd": tmp_path, "env": env, "timeout": 300}
     enc = subprocess.run([sys.executable, "-m", "tokgen", "encode", str(PRIME), "p.npz"], **run)
     assert enc.returncode == 0, enc.stderr
-    assert json.loads(enc.stdout)["model"] == "tokgen-vqvae-default"
+    assert json.loads(enc.stdout)["model"] == load_codec().name
     dec = subprocess.run([sys.executable, "-m", "tokgen", "decode", "p.npz", "p.wav"], **run)
     assert dec.returncode == 0, dec.stderr
     assert sf.info(tmp_path / "p.wav").frames == sf.info(PRIME).frames
@@ -45,10 +47,17 @@ def test_levels_ordered_on_the_example_prime():
     codes = codec.encode(audio)
     sc, mel = [], []
     for level, c in enumerate(codes):
-        recon = codec.decode(c, level)[: audio.size]
+        # A residual codec decodes a level together with those above it.
+        recon = (
+            codec.decode_levels(codes[: level + 1], audio)
+            if codec.uses_all_levels
+            else codec.decode(c, level)
+        )
+        recon = recon[: audio.size]
         sc.append(spectral_convergence_db(audio, recon))
         mel.append(mel_distance(audio, recon, codec.sample_rate))
     assert sc[0] > sc[1] > sc[2], sc
     assert mel[2] < min(mel[0], mel[1]), mel
     assert sc[2] < -6.0, sc
-    assert np.all([np.unique(c).size > 50 for c in codes])  # no collapsed codebook
+    # No collapsed codebook (a semantic top level names chords: 12 s of solo piano has ~40).
+    assert np.all([np.unique(c).size > 30 for c in codes])

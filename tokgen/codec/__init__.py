@@ -33,7 +33,9 @@ def load_codec(path: str | Path | None = None) -> Codec:
         from tokgen.codec.checkpoint import load_msvq
         from tokgen.codec.msvq import MSVQCodec
 
-        return MSVQCodec(load_msvq(model_dir), name=f"msvq:{model_dir.name}")
+        return MSVQCodec(
+            load_msvq(model_dir), name="tokgen-msvq-default" if path is None else f"msvq:{model_dir.name}"
+        )
     if config.get("kind") == "vqvae":
         name = "tokgen-vqvae-default" if path is None else f"vqvae:{model_dir.name}"
         return VQVAECodec(load_vqvae(model_dir), name=name)
