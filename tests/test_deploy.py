@@ -49,7 +49,7 @@ NO_SCHEMA = {
     ("kustomize.config.k8s.io/v1beta1", "Kustomization"),
 }
 CLUSTER_SCOPED = {"Namespace", "Kustomization"}
-API_PORTS = {50051, 9464, 8081}  # gRPC API, Prometheus /metrics, plaintext gRPC health
+API_PORTS = {50051, 8080, 9464, 8081}  # gRPC API, HTTP API, Prometheus /metrics, plaintext gRPC health
 # Read straight from the environment as comma-separated keys (tokgen.serve.auth), not a field.
 ENV_ONLY_SETTINGS = {"TOKGEN_API_KEYS"}
 # Secrets the manifests reference but deliberately do not ship (created with kubectl).
@@ -343,7 +343,7 @@ def test_configmap_holds_real_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert all(n.startswith("TOKGEN_") for n in data), "ConfigMap: only TOKGEN_* settings"
     settings = check_settings(data, "ConfigMap tokgen-config", monkeypatch)
     assert settings.host == "0.0.0.0"
-    assert {settings.port, settings.metrics_port, settings.health_port} == API_PORTS
+    assert {settings.port, settings.http_port, settings.metrics_port, settings.health_port} == API_PORTS
     # the Redis URL carries the password: each Deployment builds it from the Secret
     assert not {"TOKGEN_REDIS_URL", "REDIS_URL"} & data.keys()
     # beyond loopback the server needs both TLS and API keys (no --insecure in production)
