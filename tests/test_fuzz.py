@@ -14,8 +14,8 @@ Run with ``-s`` to see the status each corpus case got and the memory numbers.""
 from __future__ import annotations
 
 import math
+import re
 import signal
-import threading
 import time
 import urllib.request
 import uuid
@@ -105,10 +105,7 @@ def fuzzed_server(cwd: Path, tiny_model_dir: Path, prior_set: Path, *extra: str,
     served = start_serve(
         cwd, tiny_model_dir, prior_set, "--max-request-bytes", str(MAX_REQUEST_BYTES), "--no-worker", *extra
     )
-    log: list[str] = []
-    # Drain stderr: a full pipe would block the server mid-log (and read as a hang).
-    drain = threading.Thread(target=lambda: log.extend(served.proc.stderr), daemon=True)
-    drain.start()
+    log = served.log  # its stderr, drained as it comes
     channel = grpc.insecure_channel(served.address)
     stub = pb_grpc.TokgenServiceStub(channel)
     info = stub.GetModelInfo(pb.GetModelInfoRequest(), metadata=metadata, timeout=30)
@@ -123,7 +120,7 @@ def fuzzed_server(cwd: Path, tiny_model_dir: Path, prior_set: Path, *extra: str,
             code = served.proc.wait(timeout=60)
         finally:
             served.proc.kill()
-            drain.join(timeout=10)
+            served.drain.join(timeout=10)
             served.proc.stdout.close()
             served.proc.stderr.close()
         print(
@@ -223,8 +220,10 @@ def cancel_job(fx: Fuzzed, job_id: str) -> None:
 
 
 def metric(fx: Fuzzed, name: str) -> float:
+    """The value of the series ``name`` (``family{labels}``, the ``model`` label left out)."""
     text = urllib.request.urlopen(f"http://{fx.served.metrics}/metrics", timeout=10).read().decode()
-    return float(next(line for line in text.splitlines() if line.startswith(name + " ")).split()[-1])
+    lines = (re.sub(r',?model="[^"]*"', "", line) for line in text.splitlines())
+    return float(next(line for line in lines if line.startswith(name + " ")).split()[-1])
 
 
 # ---- what the server must say about a ContinueRequest (its documented checks) -------------

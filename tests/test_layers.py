@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "v1": 1,  # generated protobuf code
     "audio": 2,
     "monitoring": 2,  # metric definitions and health: imported by every layer above
+    "logs": 2,  # logging set-up (by the CLI) and the request id of the call being served
     "training": 2,
     "data": 3,
     "codec": 4,

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -31,6 +32,12 @@ class Served:
         self.metrics = where["metrics"]
         self.redis = where["redis"]
         self.health = where.get("health")  # with --health-port
+        self.http = where.get("http")  # with --http-port
+        # Its stderr (a line per call, the access log), read as it comes: a full pipe would
+        # block the server mid-log (and read as a hang).
+        self.log: list[str] = []
+        self.drain = threading.Thread(target=lambda: self.log.extend(proc.stderr), daemon=True)
+        self.drain.start()
 
 
 def start_serve(cwd: Path, tiny_model_dir: Path, prior_set: Path, *extra: str) -> Served:
@@ -54,6 +61,7 @@ def stop(served: Served) -> int:
         return served.proc.wait(timeout=60)
     finally:
         served.proc.kill()
+        served.drain.join(timeout=10)
         served.proc.stdout.close()
         served.proc.stderr.close()
 
@@ -86,7 +94,7 @@ def test_client_continue_writes_the_requested_length(server, tmp_path, tone, cap
 
 def test_client_reports_an_unreachable_server(tmp_path, capsys):
     args = ["client", "continue", "--server", "127.0.0.1:9", "--mode", "ancestral", "--seconds", "1"]
-    assert main([*args, "--out", str(tmp_path / "x.wav"), "--timeout", "5"]) == 2
+    assert main([*args, "--out", str(tmp_path / "x.wav"), "--timeout", "5"]) == 3  # Exit.UNAVAILABLE
     assert "UNAVAILABLE" in capsys.readouterr().err
 
 
@@ -96,7 +104,7 @@ def test_the_metrics_port_serves_prometheus_text(server):
         replies = list(pb_grpc.TokgenServiceStub(channel).Continue(request, timeout=60))
     assert replies[-1].WhichOneof("event") == "summary"
     text = urllib.request.urlopen(f"http://{server.metrics}/metrics", timeout=10).read().decode()
-    assert 'tokgen_requests_total{code="OK",method="Continue"}' in text
+    assert 'tokgen_requests_total{code="OK",method="Continue",model="' in text
     count = next(
         line for line in text.splitlines() if line.startswith("tokgen_time_to_first_audio_seconds_count")
     )
@@ -201,7 +209,7 @@ def test_jobs_through_the_embedded_queue_and_worker(server, tmp_path, tone, caps
     # bad specs are refused before queueing, naming the field; unknown jobs are NOT_FOUND
     assert main(["jobs", "submit", *conn, "--mode", "ancestral", "--seconds", "700"]) == 2
     assert "INVALID_ARGUMENT: request.seconds" in capsys.readouterr().err
-    assert main(["jobs", "status", "nope", *conn]) == 2
+    assert main(["jobs", "status", "nope", *conn]) == 5  # Exit.NOT_FOUND
     assert "NOT_FOUND" in capsys.readouterr().err
-    assert main(["jobs", "fetch", "nope", *conn, "--out", str(tmp_path / "x.wav")]) == 2
+    assert main(["jobs", "fetch", "nope", *conn, "--out", str(tmp_path / "x.wav")]) == 5
     capsys.readouterr()

@@ -3,18 +3,38 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tokgen.errors import TokgenError
 
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["text", "json"]
 
-class Settings(BaseSettings):
+
+class LogSettings(BaseSettings):
+    """How a process logs (``tokgen.logs``). A class of its own because every command reads
+    it before it does anything else: a bad unrelated setting (say ``TOKGEN_PORT``) must not
+    keep ``tokgen encode`` from starting. ``Settings`` includes these fields."""
+
     model_config = SettingsConfigDict(env_prefix="TOKGEN_", populate_by_name=True)
 
+    # debug also shows tracebacks of unexpected errors and third-party libraries' INFO lines
+    log_level: LogLevel = "info"
+    # text: one line per record for people; json: one JSON object per line for log shippers
+    log_format: LogFormat = "text"
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lowercase(cls, value: object) -> object:
+        """``TOKGEN_LOG_LEVEL=INFO`` is as good as ``info``."""
+        return value.lower() if isinstance(value, str) else value
+
+
+class Settings(LogSettings):
     # Where derived data is cached (e.g. the held-out renders `codec eval` makes).
     cache_dir: Path = Path.home() / ".cache" / "tokgen"
     # Token generation engine when none is named: auto = vllm where importable, else hf.
@@ -110,8 +130,20 @@ def redact_url(url: str) -> str:
 
 
 def get_settings() -> Settings:
+    return _read(Settings)
+
+
+def get_log_settings() -> LogSettings:
+    return _read(LogSettings)
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def _read(kind: type[SettingsT]) -> SettingsT:
+    """``kind`` from the environment; a bad value is one ``TokgenError`` naming its variable."""
     try:
-        return Settings()
+        return kind()
     except ValidationError as exc:
         problems = "; ".join(
             f"TOKGEN_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,8 +16,6 @@ if TYPE_CHECKING:
 
 
 def _client(args: argparse.Namespace):
-    import os
-
     from tokgen.client import TlsOptions, TokgenClient
 
     key = os.environ.get("TOKGEN_API_KEY")
@@ -79,7 +78,7 @@ def cmd_client_info(args: argparse.Namespace) -> None:
     import grpc
     from google.protobuf.json_format import MessageToDict
 
-    from tokgen.client import describe_error
+    from tokgen.client import server_error
 
     async def run():
         async with _client(args) as client:
@@ -88,7 +87,7 @@ def cmd_client_info(args: argparse.Namespace) -> None:
     try:
         info = asyncio.run(run())
     except grpc.RpcError as err:
-        raise TokgenError(describe_error(err)) from None
+        raise server_error(err) from None
     print(
         json.dumps(
             MessageToDict(info, preserving_proto_field_name=True, always_print_fields_with_no_presence=True),
@@ -121,7 +120,11 @@ def _add_request_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _add_connection_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", default=default_address(), help="HOST:PORT of `tokgen serve`")
+    p.add_argument(
+        "--server",
+        default=os.environ.get("TOKGEN_SERVER") or default_address(),
+        help=f"HOST:PORT of `tokgen serve` (default: the TOKGEN_SERVER variable, else {default_address()})",
+    )
     p.add_argument("--api-key-file", help="file holding the API key (or set TOKGEN_API_KEY)")
     p.add_argument("--tls", action="store_true", help="connect with TLS, trusting the system's CAs")
     p.add_argument("--tls-ca", help="PEM CA to trust for the server (implies --tls)")

@@ -1,38 +1,89 @@
-"""What several command groups share: running a command (errors and exit statuses),
-SIGTERM as KeyboardInterrupt, presets, the training-loop, sampling, segment and backend
-arguments, and the held-out corpus that evaluations default to."""
+"""What several command groups share: running a command (logging, errors and exit
+statuses), the logging options, SIGTERM as KeyboardInterrupt, presets, the training-loop,
+sampling, segment and backend arguments, and the held-out corpus that evaluations default
+to."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias, get_args
 
+from tokgen import logs
+from tokgen.cli.exits import Exit, exit_status
 from tokgen.engine.factory import Backend
 from tokgen.errors import TokgenError
+from tokgen.settings import get_log_settings
 
 if TYPE_CHECKING:
     # What ``add_subparsers`` returns: each command group's ``register`` adds to it.
     Subcommands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+
+log = logging.getLogger("tokgen.cli")
 
 # The engine backends a --backend flag accepts.
 BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the parsed command: a ``TokgenError`` becomes one line on stderr and exit
-    status 2, an interrupt (Ctrl-C or SIGTERM) status 130."""
+    """Configure logging, then run the parsed command; returns its exit status
+    (``tokgen.cli.exits``). A ``TokgenError`` is one line on stderr, an unexpected error
+    too (its traceback only at ``--log-level debug``), an interrupt (Ctrl-C or SIGTERM)
+    status 130."""
     try:
+        log_settings = get_log_settings()
+        logs.configure(
+            getattr(args, "log_level", log_settings.log_level),
+            getattr(args, "log_format", log_settings.log_format),
+        )
         args.func(args)
     except TokgenError as exc:
-        print(f"tokgen: error: {exc}", file=sys.stderr)
-        return 2
+        _report(f"tokgen: error: {exc}")
+        return exit_status(exc)
     except KeyboardInterrupt:
-        print("tokgen: interrupted", file=sys.stderr)
-        return 130
-    return 0
+        _report("tokgen: interrupted")
+        return Exit.INTERRUPTED
+    except Exception as exc:
+        log.debug("unexpected error", exc_info=True)
+        hint = "" if log.isEnabledFor(logging.DEBUG) else " (--log-level debug shows the traceback)"
+        _report(f"tokgen: internal error: {type(exc).__name__}: {exc}{hint}")
+        return Exit.INTERNAL
+    return Exit.OK
+
+
+def _report(line: str) -> None:
+    """The one line a failed command ends with: plain on stderr, or a JSON record there
+    when the logs are JSON lines (so that stderr stays parseable)."""
+    if logs.json_lines():
+        log.error(line)
+    else:
+        print(logs.redact(line), file=sys.stderr)
+
+
+def add_logging_options(parser: argparse.ArgumentParser) -> None:
+    """``--log-level`` and ``--log-format``, on every command (before or after its name).
+    They default to "not given", so that one given anywhere is kept and the environment
+    (``TOKGEN_LOG_LEVEL``, ``TOKGEN_LOG_FORMAT``) decides otherwise."""
+    from tokgen.settings import LogSettings
+
+    fields = LogSettings.model_fields
+    parser.add_argument(
+        "--log-level",
+        choices=logs.LEVELS,
+        default=argparse.SUPPRESS,
+        help=f"log records at this level and above, on stderr (default {fields['log_level'].default}; "
+        "debug also shows tracebacks and third-party INFO lines) [env TOKGEN_LOG_LEVEL]",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default=argparse.SUPPRESS,
+        help=f"text lines, or one JSON object per line (default {fields['log_format'].default}) "
+        "[env TOKGEN_LOG_FORMAT]",
+    )
 
 
 def interrupt_on_sigterm() -> None:

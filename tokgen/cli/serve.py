@@ -17,6 +17,7 @@ from pydantic import AliasChoices
 from pydantic.fields import FieldInfo
 
 from tokgen.cli.common import default_address
+from tokgen.cli.exits import Exit
 from tokgen.errors import TokgenError
 from tokgen.settings import Settings
 
@@ -161,18 +162,19 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_health(args: argparse.Namespace) -> None:
-    """Exit 0 if SERVING, else 1, also when nothing answers: Docker's HEALTHCHECK reads 1
-    as unhealthy and reserves 2, the code other tokgen errors exit with."""
+    """Exit 0 if SERVING, else 1 (``Exit.NOT_SERVING``), also when nothing answers:
+    Docker's HEALTHCHECK reads 1 as unhealthy and reserves 2, the code other tokgen errors
+    exit with."""
     from tokgen.monitoring.health import check
 
     try:
         status = check(args.address, args.service, args.timeout)
     except TokgenError as exc:
         print(f"tokgen: {exc}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(Exit.NOT_SERVING)
     print(status)
     if status != "SERVING":
-        sys.exit(1)
+        sys.exit(Exit.NOT_SERVING)
 
 
 def register(sub: Subcommands) -> None:

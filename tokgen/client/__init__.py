@@ -25,7 +25,7 @@ import numpy as np
 import soundfile as sf
 
 from tokgen.audio import output_format
-from tokgen.errors import TokgenError
+from tokgen.errors import ServerError, TokgenError
 from tokgen.v1 import jobs_pb2_grpc as jpb_grpc
 from tokgen.v1 import tokgen_pb2 as pb
 from tokgen.v1 import tokgen_pb2_grpc as pb_grpc
@@ -196,7 +196,7 @@ class TokgenClient:
                 samples += pcm.size
             raise TokgenError("the stream ended without a summary")
         except grpc.aio.AioRpcError as err:
-            raise TokgenError(describe_error(err)) from None
+            raise server_error(err) from None
         finally:
             if writer is not None and not writer.closed:
                 writer.close()
@@ -204,11 +204,32 @@ class TokgenClient:
 
 
 def describe_error(err: grpc.RpcError) -> str:
-    """One line a user can act on: the code and message (which names the field at fault)."""
+    """One line a user can act on: the code and message (which names the field at fault),
+    and the server's id of the call, which its operator finds in the access log."""
     text = f"{err.code().name}: {err.details()}"
     if err.code() == grpc.StatusCode.UNAVAILABLE:
         text += " (is `tokgen serve` running there, and ready?)"
+    if rid := request_id_of(err):
+        text += f" [request id {rid}]"
     return text
+
+
+def request_id_of(call: grpc.RpcError) -> str | None:
+    """The ``x-request-id`` the server sent back for a call (None if it never answered).
+    The server sends it as initial metadata; when a call fails before any reply, gRPC may
+    deliver the two as one "trailers-only" response, the id then among the trailers."""
+    for part in ("initial_metadata", "trailing_metadata"):
+        metadata = getattr(call, part, None)
+        for key, value in (metadata() if metadata else None) or ():
+            if key == "x-request-id" and isinstance(value, str):
+                return value
+    return None
+
+
+def server_error(err: grpc.RpcError) -> ServerError:
+    """``err`` as the ``ServerError`` the command line reports (its status names the code,
+    which decides the exit status)."""
+    return ServerError(describe_error(err), err.code().name)
 
 
 def _read(path: Path | None) -> bytes | None:

@@ -16,8 +16,7 @@ import soundfile as sf
 from google.protobuf.json_format import MessageToDict
 
 from tokgen.audio import encode_audio, output_format
-from tokgen.client import TokgenClient, describe_error
-from tokgen.errors import TokgenError
+from tokgen.client import TokgenClient, server_error
 from tokgen.v1 import jobs_pb2 as jpb
 
 
@@ -88,7 +87,7 @@ def run_jobs_command(
     try:
         asyncio.run(main())
     except grpc.RpcError as err:
-        raise TokgenError(describe_error(err)) from None
+        raise server_error(err) from None
 
 
 def reencode(wav: bytes, suffix: str) -> bytes:

@@ -2,9 +2,13 @@
 
 Names follow the conventions vLLM, TGI and Triton use: a ``tokgen_`` prefix, base units
 (seconds, ratios 0-1), ``_total`` counters, and labels of low cardinality only (gRPC
-method and status code, job priority and state, prior level, audio source: never request
-ids, job ids or clients). Buckets are chosen per metric: engine steps and chunk gaps are
-milliseconds, streams seconds, jobs up to an hour.
+method and status code, job priority and state, prior level, audio source, the served
+model: never request ids, job ids or clients). Buckets are chosen per metric: engine steps
+and chunk gaps are milliseconds, streams seconds, jobs up to an hour.
+
+The server's request and latency series carry a ``model`` label (``set_serving_model``):
+one value per process, so that two model versions behind one Prometheus (a canary, a
+rollout) are told apart in the same queries.
 
 Which process exports what: the server the ``requests``/``time_to_first_audio`` family;
 a worker (also the one inside ``tokgen serve`` unless ``--no-worker``) the job attempts
@@ -15,6 +19,7 @@ cluster-wide (every process reports the same value: aggregate them with ``max``)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -28,20 +33,21 @@ from tokgen.errors import TokgenError
 REQUESTS = Counter(
     "tokgen_requests",
     "gRPC calls by method and final status code (health checks excluded)",
-    ["method", "code"],
+    ["method", "code", "model"],
 )
 # The HTTP API (``tokgen serve --http-port``) serves through the same servicers, so the
 # series below count its continuations too; this counts its requests, by route template.
 HTTP_REQUESTS = Counter(
     "tokgen_http_requests",
     "HTTP API requests by method, route and status code (the page and /healthz included)",
-    ["method", "route", "code"],
+    ["method", "route", "code", "model"],
 )
 ACTIVE = Gauge("tokgen_requests_active", "Continuations holding an admission slot (generating)")
 WAITING = Gauge("tokgen_requests_waiting", "Continuations waiting for an admission slot")
 TIME_TO_FIRST_AUDIO = Histogram(
     "tokgen_time_to_first_audio_seconds",
     "From a Continue call's arrival to its first audio chunk",
+    ["model"],
     buckets=(0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0),
 )
 PREPARING = Gauge(
@@ -53,16 +59,19 @@ PREPARING = Gauge(
 PREPARE = Histogram(
     "tokgen_prepare_seconds",
     "Decoding and encoding a request's prime or codes, before sampling starts",
+    ["model"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 CHUNK_GAP = Histogram(
     "tokgen_inter_chunk_seconds",
     "Between consecutive audio chunks of one stream",
+    ["model"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 REQUEST_DURATION = Histogram(
     "tokgen_request_duration_seconds",
     "Whole Continue calls that completed, arrival to summary",
+    ["model"],
     buckets=(0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0),
 )
 
@@ -139,19 +148,50 @@ BATCH_SIZE = Histogram(
 BUILD = Info("tokgen_build", "Version, role, engine backend and model ids of this process")
 
 
+# The ``model`` label of this process' request and latency series (``set_serving_model``);
+# "unknown" in a server built without it (tests, embedding code).
+_serving_model = "unknown"
+
+
+def set_serving_model(codec_dir: Path, priors_dir: Path) -> str:
+    """Label the request and latency series with the models this server serves:
+    ``CODEC_ID+PRIORS_ID``, the ids ``tokgen_build_info`` shows (``model_id``), e.g.
+    ``codec@0a1b2c3d4e5f+priors@5f4e3d2c1b0a``. Reads the weights to hash them (cached, and
+    ``set_build_info`` then reuses the hashes): call it in a thread. Returns the label."""
+    global _serving_model
+    _serving_model = f"{model_id(codec_dir)}+{model_id(priors_dir)}"
+    return _serving_model
+
+
+def serving_model() -> str:
+    """The ``model`` label value of this process' request and latency series."""
+    return _serving_model
+
+
 def count_call(method: str, code: grpc.StatusCode) -> None:
-    REQUESTS.labels(method, code.name).inc()
+    REQUESTS.labels(method, code.name, _serving_model).inc()
 
 
 def model_id(directory: Path) -> str:
     """``name@hash``: the folder's name and the first 12 hex digits of the SHA-256 of its
     weights (every ``*.safetensors`` below it), so a dashboard shows which models run."""
+    files = tuple(
+        (str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(directory.rglob("*.safetensors"))
+    )
+    return f"{directory.name}@{_weights_digest(files)}"
+
+
+@functools.lru_cache(maxsize=32)
+def _weights_digest(files: tuple[tuple[str, int, int], ...]) -> str:
+    """The first 12 hex digits of the SHA-256 of ``files`` (path, size, mtime), read in
+    order. Cached on exactly those: a server hashes its weights once for its metrics' model
+    label and once for its build info, and the weights may be gigabytes."""
     digest = hashlib.sha256()
-    for path in sorted(directory.rglob("*.safetensors")):
-        with path.open("rb") as f:
+    for path, _, _ in files:
+        with open(path, "rb") as f:
             while block := f.read(1 << 20):
                 digest.update(block)
-    return f"{directory.name}@{digest.hexdigest()[:12]}"
+    return digest.hexdigest()[:12]
 
 
 def set_build_info(role: str, backend: str, codec_dir: Path, priors_dir: Path) -> None:

@@ -36,9 +36,11 @@ import re
 import secrets
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterator, Mapping
 from importlib import resources
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import grpc
 import uvicorn
@@ -55,12 +57,15 @@ from tokgen.audio import encode_audio, load_audio
 from tokgen.client.jobs import job_dict
 from tokgen.errors import TokgenError
 from tokgen.generation.spec import FieldError
+from tokgen.logs import REQUEST_ID
 from tokgen.monitoring import metrics
+from tokgen.serve.access_log import REQUEST_ID_KEY, log_call, request_id
 from tokgen.serve.audio_stream import CONTENT_TYPES, FORMATS, StreamEncoder
 from tokgen.serve.auth import ANONYMOUS_CALLER, DENIED, Caller, act_as, identify, presented_key
 from tokgen.serve.jobs_service import MAX_IDEMPOTENCY_KEY, JobServicer
 from tokgen.serve.security import TlsFiles
 from tokgen.serve.service import RETRY_AFTER_S, TokgenServicer
+from tokgen.settings import host_port
 from tokgen.v1 import jobs_pb2 as jpb
 from tokgen.v1 import tokgen_pb2 as pb
 
@@ -287,22 +292,35 @@ class HttpApi:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The ASGI entry: the app, with every request counted by route and status."""
+        """The ASGI entry: the app, with every request counted by route and status and
+        logged with its request id (``access_log``), which its response carries too."""
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         status = 500  # what the client sees if the app fails before answering
+        given = dict(scope["headers"]).get(REQUEST_ID_KEY.encode(), b"").decode("latin-1")
+        rid = request_id(given)
+        token = REQUEST_ID.set(rid)
+        started = time.perf_counter()
 
         async def counting(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                headers = [*message.get("headers", ()), (REQUEST_ID_KEY.encode(), rid.encode())]
+                message = {**message, "headers": headers}
             await send(message)
 
         try:
             await self.app(scope, receive, counting)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            metrics.HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
+            metrics.HTTP_REQUESTS.labels(scope["method"], route, str(status), metrics.serving_model()).inc()
+            client = scope.get("client")
+            peer = host_port(client[0], client[1]) if client else "-"
+            duration = time.perf_counter() - started
+            path = quote(scope["path"])  # as sent: a decoded %0A must not start a new log line
+            log_call("http", scope["method"], status, duration, peer, rid, path, route == "/healthz")
+            REQUEST_ID.reset(token)
 
     # -- the pieces every /v1 route shares ------------------------------------------------
     def _authenticate(self, request: Request) -> None:

@@ -17,6 +17,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tokgen.assets import DEFAULT_CODEC_DIR, DEFAULT_PRIORS_DIR
 from tokgen.errors import TokgenError
 from tokgen.generation.generator import Generator, load_generator
 from tokgen.jobs.gauges import sample_queue
@@ -24,6 +25,7 @@ from tokgen.jobs.queue import QueueConfig, open_queue
 from tokgen.jobs.worker import Worker
 from tokgen.monitoring import metrics
 from tokgen.monitoring.health import LIVE, health_server, set_status
+from tokgen.serve.access_log import AccessLogInterceptor
 from tokgen.serve.admission import Admission
 from tokgen.serve.auth import ApiKeyInterceptor, load_api_keys
 from tokgen.serve.http import HttpApi, HttpServer
@@ -57,10 +59,11 @@ def build_server(
     reading the request."""
     keyed = bool(api_keys or operator_keys)
     server = grpc.aio.server(
-        # The first interceptor wraps what the others return: it counts every call; the
-        # API key is checked next, before the request is parsed (a denied call's bytes
-        # are never decoded), then the malformed-request guard parses it.
+        # The first interceptor wraps what the others return: it logs every call, the
+        # second counts it; the API key is checked next, before the request is parsed (a
+        # denied call's bytes are never decoded), then the malformed-request guard parses it.
         interceptors=[
+            AccessLogInterceptor(),
             CallMetricsInterceptor(),
             *([ApiKeyInterceptor(api_keys or [], operator_keys)] if keyed else []),
             MalformedRequestInterceptor(),
@@ -124,6 +127,8 @@ async def serve(config: Settings, on_listening: Callable[[dict], None]) -> None:
         result_ttl_s=config.result_ttl_seconds,
         max_per_owner=config.max_jobs_per_key,
     )
+    codec_dir, priors_dir = config.codec or DEFAULT_CODEC_DIR, config.priors or DEFAULT_PRIORS_DIR
+    await asyncio.to_thread(metrics.set_serving_model, codec_dir, priors_dir)  # before the first call
     async with open_queue(config.redis_url, config.cache_dir / "redis", queue_config) as (queue, redis_url):
         jobs = JobServicer(queue, max_preparing=config.max_preparing, max_watchers=config.max_watchers)
         server, servicer, health_servicer, bound = build_server(

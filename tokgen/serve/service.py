@@ -94,7 +94,7 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
         started = time.perf_counter()
         async for reply in self._continue(request, context, started):
             yield reply
-        metrics.REQUEST_DURATION.observe(time.perf_counter() - started)
+        metrics.REQUEST_DURATION.labels(metrics.serving_model()).observe(time.perf_counter() - started)
 
     async def _continue(self, request, context, started: float):
         g = await self._check_ready(context)
@@ -105,7 +105,7 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
         try:
             async with self.admission.slot(spec.priority):
                 try:
-                    with metrics.PREPARE.time():
+                    with metrics.PREPARE.labels(metrics.serving_model()).time():
                         job = await asyncio.to_thread(self._prepare, g, spec)
                 except FieldError as exc:
                     await abort_invalid(context, exc.field, exc.message)
@@ -136,9 +136,9 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
             now = time.perf_counter()
             if first is None:
                 first = now - started
-                metrics.TIME_TO_FIRST_AUDIO.observe(first)
+                metrics.TIME_TO_FIRST_AUDIO.labels(metrics.serving_model()).observe(first)
             else:
-                metrics.CHUNK_GAP.observe(now - last)
+                metrics.CHUNK_GAP.labels(metrics.serving_model()).observe(now - last)
             last = now
             yield pb.ContinueResponse(
                 chunk=pb.AudioChunk(format=fmt, pcm=pcm16(piece), offset_seconds=sent / sr)
