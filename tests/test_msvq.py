@@ -183,3 +183,19 @@ def test_a_codec_whose_levels_stand_alone_has_no_top_levels_view(tiny_model_dir)
 
     with pytest.raises(TokgenError, match="each level alone"):
         TopLevels(load_codec(tiny_model_dir), 1)
+
+
+def test_filter_banks_first_built_in_inference_mode_still_train():
+    """The cached semitone and mel filters serve encoding (inference mode) and training
+    losses alike: whichever builds them first, autograd can use them (an encode before a
+    training run in one process used to break the training)."""
+    from tokgen.codec import spectral
+
+    with torch.inference_mode():  # n_fft 254: a size no other test asks for, so built here
+        spectral.semitone_filterbank(254, 16000)
+        spectral.mel_filterbank(254, 40, 16000)
+    mag = torch.rand(1, 128, 5, requires_grad=True)
+    (
+        spectral.log_semitones(mag, 16000).sum() + spectral.log_mel_from_magnitude(mag, 16000, 40).sum()
+    ).backward()
+    assert mag.grad is not None and torch.isfinite(mag.grad).all()

@@ -140,8 +140,8 @@ def configure(level: LogLevel = "info", fmt: LogFormat = "text") -> None:
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(_with_request_id)
     root = logging.getLogger()
-    if _handler is not None:
-        root.removeHandler(_handler)
+    for old in [h for h in root.handlers if isinstance(h, StderrHandler)]:  # ours, however it got there
+        root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric)
     _handler = handler

@@ -20,6 +20,7 @@ from tokgen.generation.generate import (
     DEFAULT_OVERLAP_SECONDS,
     DEFAULT_PRIORS_DIR,
     Job,
+    codec_for_priors,
     level_tokens,
     prepare,
     segment_frames,
@@ -45,7 +46,7 @@ def bench_generate(
     segment_seconds: list[float] | float | None,
     overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
 ) -> dict:
-    codec = load_codec(codec_dir)
+    codec = codec_for_priors(load_codec(codec_dir), prior_dir)  # the levels the priors generate
     prime = load_audio(EXAMPLE_PRIME, codec.sample_rate)
     job = prepare(codec, "primed", seconds, prime)
     audio_seconds = (job.top_frames - job.start_top) * codec.levels[0].hop / codec.sample_rate

@@ -5,6 +5,7 @@ librosa is needed)."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 
@@ -29,7 +30,21 @@ def _mel_to_hz(m: torch.Tensor) -> torch.Tensor:
     return 700.0 * (10 ** (m / 2595.0) - 1.0)
 
 
-@functools.lru_cache(maxsize=16)
+def filter_cache(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``lru_cache`` for filter banks, built outside inference mode: one cached tensor
+    serves encoding (inference mode) and training (autograd refuses an inference tensor),
+    whichever asks first."""
+    cached = functools.lru_cache(maxsize=16)(fn)
+
+    @functools.wraps(fn)
+    def build(*args: int) -> torch.Tensor:
+        with torch.inference_mode(False):
+            return cached(*args)
+
+    return build
+
+
+@filter_cache
 def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int) -> torch.Tensor:
     """Triangular HTK-style mel filters, (n_mels, n_fft // 2 + 1)."""
     freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
@@ -56,7 +71,7 @@ def mel_l1(mx: torch.Tensor, my: torch.Tensor, sample_rate: int, n_mels: int) ->
     return diff.abs().mean(dim=(-2, -1))
 
 
-@functools.lru_cache(maxsize=8)
+@filter_cache
 def semitone_filterbank(
     n_fft: int, sample_rate: int, low_midi: int = 24, n_semitones: int = 84
 ) -> torch.Tensor:

@@ -108,6 +108,9 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
             error: BaseException | None = None
             try:
                 await context.send_initial_metadata(((REQUEST_ID_KEY, rid),))
+                # In the trailers too: a call refused at once may reach the client without
+                # its initial metadata (seen under load), and abort() keeps these trailers.
+                context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
                 yield
             except BaseException as exc:
                 error = exc
