@@ -117,6 +117,16 @@ def test_freezing_the_codes_trains_only_the_decoder(corpus, trained, tmp_path):
     assert changed("decoder.head.weight") and not changed("encoder.net.0.weight")
 
 
+def test_a_frozen_codes_run_has_no_autoencoder_warm_up(corpus, trained, tmp_path):
+    """The warm-up trains on unquantised latents, for an encoder still learning; a stage-two
+    decoder must see quantised ones from its first step (perplexities are logged then)."""
+    small = {**SMALL, "ae_warmup_steps": 10, "log_every": 1}
+    cfg = MSVQTrainConfig(steps=2, freeze_codes=True, **small)
+    train_msvq(TINY, cfg, corpus, tmp_path / "stage2", resume=False, init_from=trained / "best")
+    first = json.loads((tmp_path / "stage2" / "train_log.jsonl").read_text().splitlines()[0])
+    assert "perplexity0" in first
+
+
 def test_kmeans_finds_separated_clusters():
     from tokgen.codec.train_msvq import kmeans
 

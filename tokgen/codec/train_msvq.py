@@ -194,9 +194,10 @@ class MSVQSolver(Solver):
         keep = keep_levels_for(self.rng, cfg.batch_size, n_levels, cfg.dropout_fraction)
         use_ref = self.rng.random() >= cfg.no_reference_fraction
         assert isinstance(self.model, MultiScaleVQ)
-        return msvq_loss(
-            self.model, x, ref if use_ref else None, keep, cfg, quantize=self.step >= cfg.ae_warmup_steps
-        )
+        # The autoencoder warm-up is for an encoder that is still learning; with frozen codes
+        # the decoder must only ever see the quantised latents it will decode.
+        quantize = cfg.freeze_codes or self.step >= cfg.ae_warmup_steps
+        return msvq_loss(self.model, x, ref if use_ref else None, keep, cfg, quantize=quantize)
 
     @torch.no_grad()
     def validate(self) -> float:
