@@ -11,6 +11,7 @@ import pytest
 from tokgen.codec import load_codec
 from tokgen.engine.base import SamplingParams
 from tokgen.engine.hf import HFEngine
+from tokgen.errors import TokgenError
 from tokgen.prior.corpus import CodeCorpus, codes_cache_dir
 from tokgen.prior.evaluate import evaluate_prior
 from tokgen.prior.layout import TokenLayout
@@ -204,3 +205,36 @@ def test_torchrun_trains_data_parallel_like_one_process_at_the_same_global_batch
         assert abs(a["valid_bits_per_token"] - b["valid_bits_per_token"]) < 0.25
     assert two[-1]["valid_bits_per_token"] < 1.5  # learned: unigram entropy is log2(5) = 2.32
     assert (tmp_path / "two" / "best").is_dir() and (tmp_path / "two" / "state.pt").is_file()
+
+
+def test_a_run_started_from_another_prior_keeps_its_weights_and_architecture(synthetic_data, tmp_path):
+    """--init-from: step 0 of the new run validates like the prior it starts from (the
+    warm-up LR barely moves it), with that prior's architecture, not the preset's; a prior
+    of another level is refused."""
+    codec, data = synthetic_data
+    train_prior(codec, data, tmp_path / "a", 1, preset_config("tiny", 0), PriorTrainConfig(steps=100, **FAST))
+    trained = evaluate_prior(codec, data, tmp_path / "a" / "model")["bits_per_token"]
+    fresh = evaluate_prior(codec, data, _one_step(codec, data, tmp_path / "fresh", None))["bits_per_token"]
+    warm = evaluate_prior(codec, data, _one_step(codec, data, tmp_path / "warm", tmp_path / "a" / "model"))
+    assert warm["bits_per_token"] == pytest.approx(trained, abs=0.05)
+    assert fresh > trained + 0.5, (fresh, trained)
+    assert read_prior_meta(tmp_path / "warm" / "model")["config"]["hidden_size"] == 64
+    with pytest.raises(TokgenError, match="level 1 prior, not level 0"):
+        train_prior(
+            codec,
+            data,
+            tmp_path / "b",
+            0,
+            preset_config("tiny", 0),
+            PriorTrainConfig(steps=1),
+            init_from=tmp_path / "a" / "model",
+        )
+
+
+def _one_step(codec, data, run, init_from):
+    """One step at a negligible LR from ``init_from`` (or from scratch) with a preset whose
+    architecture differs from the tiny one (the seed prior's must win)."""
+    cfg = PriorTrainConfig(steps=1, batch_size=4, log_every=1, checkpoint_every=1, lr=1e-6, warmup_steps=0)
+    preset = preset_config("tiny", 0).model_copy(update={"hidden_size": 64 if init_from is None else 128})
+    train_prior(codec, data, run, 1, preset, cfg, init_from=init_from)
+    return run / "model"

@@ -29,6 +29,7 @@ def cmd_prior_train(args: argparse.Namespace) -> None:
         preset,
         cfg,
         args.resume,
+        Path(args.init_from) if args.init_from else None,
     )
     print(json.dumps(result))
 
@@ -76,6 +77,11 @@ def register(sub: Subcommands) -> None:
     add_run_argument(p, "state, logs, model/")
     p.add_argument("--codec", default=None, help="codec model directory (default: shipped codec)")
     p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default 3e-4)")
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="prior directory to start from (e.g. another run's best/; its architecture, not --preset's)",
+    )
     add_loop_arguments(p, batch_size=16)
     p.set_defaults(func=cmd_prior_train)
 

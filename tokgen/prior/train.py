@@ -30,7 +30,7 @@ from tokgen.prior.examples import (
     window_starts,
 )
 from tokgen.prior.layout import PAD, TokenLayout
-from tokgen.prior.model import PRIOR_META, PriorConfig, build_prior, save_prior
+from tokgen.prior.model import PRIOR_META, PriorConfig, build_prior, read_prior_meta, save_prior
 from tokgen.training import LoopConfig, Solver
 
 
@@ -109,6 +109,29 @@ def bits_per_token(model: torch.nn.Module, examples: list[Example], batch_size: 
     return nats / max(count, 1) / math.log(2)
 
 
+def init_config(prior_dir: Path, codec: Codec, level: int) -> PriorConfig:
+    """The architecture of the prior a run starts from; refuses one of another level or codec."""
+    meta = read_prior_meta(prior_dir)
+    if meta["level"] != level:
+        raise TokgenError(f"--init-from {prior_dir} is a level {meta['level']} prior, not level {level}")
+    if list(meta["codebook_sizes"]) != [lv.codebook_size for lv in codec.levels]:
+        raise TokgenError(f"--init-from {prior_dir} was trained on another codec ({meta['codec']})")
+    return PriorConfig(**meta["config"])
+
+
+def load_prior_weights(model: torch.nn.Module, prior_dir: Path) -> None:
+    from safetensors.torch import load_file
+
+    state = load_file(str(Path(prior_dir) / "model.safetensors"))
+    result = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    missing = [k for k in result.missing_keys if k != "lm_head.weight"]  # tied to the embeddings
+    if missing or result.unexpected_keys:
+        raise TokgenError(
+            f"--init-from {prior_dir}: weights do not fit (missing {missing[:3]}, "
+            f"unexpected {result.unexpected_keys[:3]})"
+        )
+
+
 def best_bits(run_dir: Path) -> float:
     """Validation bits/token of the run's best checkpoint so far (``best/``), inf if none."""
     path = run_dir / "best" / PRIOR_META
@@ -129,6 +152,7 @@ class PriorSolver(Solver):
         level: int,
         prior_cfg: PriorConfig,
         cfg: PriorTrainConfig,
+        init_from: Path | None = None,
     ):
         self.layout = TokenLayout.for_levels(codec.levels)
         self.level, self.prior_cfg, self.tcfg = level, prior_cfg, cfg
@@ -145,6 +169,8 @@ class PriorSolver(Solver):
         )
         torch.manual_seed(cfg.seed + level)
         model = build_prior(prior_cfg, self.layout, level, self.ratio)
+        if init_from is not None:
+            load_prior_weights(model, init_from)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.01)
         super().__init__(model, opt, cfg, run_dir, np.random.default_rng(cfg.seed + level))
         self.name = f"prior level {level}"
@@ -201,11 +227,19 @@ def train_prior(
     prior_cfg: PriorConfig,
     cfg: PriorTrainConfig,
     resume: bool = False,
+    init_from: Path | None = None,
 ) -> dict[str, float]:
+    """Train (or, with ``resume``, continue) one level's prior. ``init_from`` (a prior
+    directory, e.g. another run's ``best/``) starts a new run from those weights with a fresh
+    optimiser and step 0: how a prior moves to a larger corpus without starting over."""
     if not 0 <= level < len(codec.levels):
         raise TokgenError(f"--level must be in 0..{len(codec.levels) - 1}, got {level}")
     run_dir = Path(run_dir)
     if (run_dir / "state.pt").exists() and not resume:
         raise TokgenError(f"{run_dir} already holds a run; pass --resume to continue it")
-    result = PriorSolver(codec, data_dir, run_dir, level, prior_cfg, cfg).run()
+    if init_from is not None:
+        prior_cfg = init_config(init_from, codec, level)
+        if resume:  # the run's own state wins over the seed weights
+            init_from = None
+    result = PriorSolver(codec, data_dir, run_dir, level, prior_cfg, cfg, init_from).run()
     return {"step": result["step"], "valid_bits_per_token": result["valid_bits_per_token"]}
