@@ -49,7 +49,7 @@ from tokgen.audio import (
     load_audio,
     resample,
 )
-from tokgen.codec.codes import MAX_ENTRIES, MAX_MODEL_CHARS, load_codes
+from tokgen.codec.codes import MAX_ENTRIES, MAX_MODEL_CHARS, MAX_REFERENCE_SAMPLES, load_codes
 from tokgen.errors import AudioError, CheckpointError, TokgenError
 from tokgen.settings import redact_url
 from tokgen.training import load_checkpoint
@@ -220,6 +220,24 @@ def test_valid_codes_files_still_load_exactly():
         assert [c.tolist() for c in loaded.codes] == [c.tolist() for c in codes], name
         assert (loaded.sample_rate, loaded.hops, loaded.model) == (SR, [256, 64], INFO.codec), name
         assert all(c.dtype == np.int64 for c in loaded.codes)
+
+
+def test_a_timbre_reference_is_bounded_and_typed_before_it_is_read():
+    """The optional ``reference`` clip: 16-bit PCM, at most MAX_REFERENCE_SAMPLES, refused
+    from its header otherwise (a claimed 100 M samples costs nothing)."""
+    base = good_codes(INFO)
+    clip = (np.sin(np.arange(4000) / 9) * 20000).astype(np.int16)
+    loaded = load_codes(npz(base | {"reference": clip}), max_frames=MAX_FRAMES)
+    assert loaded.reference is not None and np.allclose(loaded.reference * 32767, clip)
+    assert load_codes(npz(base), max_frames=MAX_FRAMES).reference is None
+    with pytest.raises(TokgenError, match="reference must hold integers"):
+        load_codes(npz(base | {"reference": clip.astype(np.float32)}), max_frames=MAX_FRAMES)
+    too_long = np.zeros(MAX_REFERENCE_SAMPLES + 1, np.int16)
+    with pytest.raises(TokgenError, match="timbre reference holds"):
+        load_codes(npz(base | {"reference": too_long}, compressed=True))
+    data = zip_claiming(stored_npz(base | {"reference": clip}), "reference.npy", 100_000_000)
+    result, peak = traced_peak(lambda: load_codes(data, max_frames=MAX_FRAMES))
+    assert isinstance(result, TokgenError) and peak < 4 * MIB
 
 
 def test_a_local_codes_file_is_bounded_too(tmp_path, model_bomb):

@@ -209,3 +209,55 @@ def test_filter_banks_first_built_in_inference_mode_still_train():
         spectral.log_semitones(mag, 16000).sum() + spectral.log_mel_from_magnitude(mag, 16000, 40).sum()
     ).backward()
     assert mag.grad is not None and torch.isfinite(mag.grad).all()
+
+
+def test_a_codes_file_carries_the_timbre_it_decodes_in(trained, tmp_path):
+    """`tokgen encode` stores a reference clip (the loudest 2 s) in the codes file and
+    `tokgen decode` decodes in its timbre: what decode_levels gives with that clip, not the
+    neutral timbre a file without one gets. (The tiny run's FiLM layers barely left their
+    zero start, so they get random weights and full residual scale: the timbre must matter.)"""
+    import subprocess
+    import sys
+
+    from tokgen.audio import load_audio, save_audio
+    from tokgen.codec.checkpoint import load_msvq, save_vqvae
+    from tokgen.codec.codes import load_codes, reference_clip
+
+    model = load_msvq(trained / "best")
+    torch.manual_seed(0)
+    for name, p in model.named_parameters():
+        if ".film." in name:
+            p.data.normal_(0, 0.3)
+        elif name.endswith(".gamma"):  # the blocks' residual scale (starts at 0.01)
+            p.data.fill_(1.0)
+    save_vqvae(model, tmp_path / "codec", extra={"kind": "msvq"})
+    codec = load_codec(tmp_path / "codec")
+    n = 3 * codec.sample_rate
+    audio = (np.random.default_rng(1).standard_normal(n) * np.linspace(0.01, 0.3, n)).astype(np.float32)
+    save_audio(tmp_path / "in.wav", audio, codec.sample_rate)
+    audio = load_audio(tmp_path / "in.wav", codec.sample_rate)  # as the CLI reads it (16-bit)
+    for cmd in (
+        ["encode", str(tmp_path / "in.wav"), str(tmp_path / "c.npz")],
+        ["decode", str(tmp_path / "c.npz"), str(tmp_path / "out.wav")],
+    ):
+        argv = [sys.executable, "-m", "tokgen", *cmd, "--model", str(tmp_path / "codec")]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    saved = load_codes(tmp_path / "c.npz")
+    clip = reference_clip(audio, codec.sample_rate)
+    assert saved.reference is not None and np.allclose(saved.reference, clip, atol=1 / 32767)
+    decoded = load_audio(tmp_path / "out.wav", codec.sample_rate)
+    expected = codec.decode_levels(saved.codes, saved.reference)[: saved.num_samples]
+    neutral = codec.decode_levels(saved.codes)[: saved.num_samples]
+    error, off = np.abs(decoded - expected).mean(), np.abs(decoded - neutral).mean()
+    assert error < 1e-4 and off > 10 * error, (error, off)
+
+
+def test_the_reference_clip_is_the_loudest_window():
+    from tokgen.codec.codes import reference_clip
+
+    audio = np.zeros(10_000, np.float32)
+    audio[6_000:7_000] = 0.5
+    clip = reference_clip(audio, 1_000, seconds=2.0)
+    assert clip.size == 2_000 and clip.max() == 0.5 and np.count_nonzero(clip) == 1_000
+    assert reference_clip(audio[:1_500], 1_000).size == 1_500  # shorter than a window: all of it

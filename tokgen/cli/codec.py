@@ -31,12 +31,12 @@ def _levels(value: str) -> list[int]:
 def cmd_encode(args: argparse.Namespace) -> None:
     from tokgen.audio import load_audio
     from tokgen.codec import load_codec
-    from tokgen.codec.codes import save_codes
+    from tokgen.codec.codes import reference_clip, save_codes
 
     codec = load_codec(args.model)
     audio = load_audio(args.input, codec.sample_rate, max_seconds=args.max_seconds)
     codes = codec.encode(audio)
-    save_codes(args.output, codes, codec, audio.size)
+    save_codes(args.output, codes, codec, audio.size, reference_clip(audio, codec.sample_rate))
     print(
         json.dumps(
             {
@@ -67,7 +67,7 @@ def cmd_decode(args: argparse.Namespace) -> None:
     level = len(codec.levels) - 1 if args.level is None else args.level
     if not 0 <= level < len(codes.codes):
         raise TokgenError(f"--level must be in 0..{len(codes.codes) - 1} (0 = top), got {level}")
-    audio = codec.decode_levels(codes.codes[: level + 1])[: codes.num_samples]
+    audio = codec.decode_levels(codes.codes[: level + 1], codes.reference)[: codes.num_samples]
     save_audio(args.output, audio, codec.sample_rate)
     print(
         json.dumps(

@@ -1,7 +1,10 @@
 """Codes files (``.npz``): the codes of every level plus what is needed to decode them.
 
 Keys: ``codes_<level>`` (int arrays, level 0 = top), ``sample_rate``, ``hops``,
-``num_samples`` (the original length, so a decode is trimmed back to it) and ``model``.
+``num_samples`` (the original length, so a decode is trimmed back to it), ``model`` and,
+optionally, ``reference``: a short clip of the source audio (16-bit PCM at the codec's rate)
+whose timbre a codec with a timbre encoder (``msvq``) decodes the codes in. Without it such
+a codec decodes with its neutral timbre, and continuations lose the prime's instrument.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class CodesFile:
     hops: list[int]
     num_samples: int
     model: str
+    reference: np.ndarray | None = None  # float32 audio at ``sample_rate``
 
     def check_matches(self, codec: Codec) -> None:
         """Codes only make sense to the codec that made them: fail clearly otherwise."""
@@ -43,26 +47,56 @@ class CodesFile:
                 raise TokgenError(f"level {level} holds codes outside [0, {spec.codebook_size})")
 
 
-def dump_codes(codes: list[np.ndarray], codec: Codec, num_samples: int) -> bytes:
-    """A codes file's bytes (.npz): every level, the codec's name, rate and hops."""
+# The longest timbre reference a codes file carries (what generation keeps of a prime is 2 s).
+REFERENCE_SECONDS = 2.0
+MAX_REFERENCE_SAMPLES = 10 * 48_000  # what a reader accepts: 10 s at the highest codec rate
+
+
+def reference_clip(audio: np.ndarray, sample_rate: int, seconds: float = REFERENCE_SECONDS) -> np.ndarray:
+    """The loudest ``seconds`` of ``audio`` (in quarter-window steps): the timbre reference of
+    a whole recording, which may start or end in silence."""
+    n = int(seconds * sample_rate)
+    if audio.size <= n:
+        return audio.astype(np.float32)
+    step = max(1, n // 4)
+    energy = np.concatenate([[0.0], np.cumsum(audio.astype(np.float64) ** 2)])
+    starts = np.arange(0, audio.size - n + 1, step)
+    best = int(starts[np.argmax(energy[starts + n] - energy[starts])])
+    return audio[best : best + n].astype(np.float32)
+
+
+def dump_codes(
+    codes: list[np.ndarray], codec: Codec, num_samples: int, reference: np.ndarray | None = None
+) -> bytes:
+    """A codes file's bytes (.npz): every level, the codec's name, rate and hops, and the
+    last ``REFERENCE_SECONDS`` of ``reference`` audio (the prime) if given."""
     dtype = np.int16 if max(lv.codebook_size for lv in codec.levels) <= 32767 else np.int32
     arrays: dict[str, np.ndarray] = {f"codes_{i}": c.astype(dtype) for i, c in enumerate(codes)}
     arrays["sample_rate"] = np.asarray(codec.sample_rate, dtype=np.int64)
     arrays["hops"] = np.asarray([lv.hop for lv in codec.levels], dtype=np.int64)
     arrays["num_samples"] = np.asarray(num_samples, dtype=np.int64)
     arrays["model"] = np.asarray(codec.name)
+    if reference is not None and reference.size:
+        clip = np.clip(reference[-int(REFERENCE_SECONDS * codec.sample_rate) :], -1.0, 1.0)
+        arrays["reference"] = np.round(clip * 32767).astype(np.int16)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
     return buf.getvalue()
 
 
-def save_codes(path: str | Path, codes: list[np.ndarray], codec: Codec, num_samples: int) -> None:
+def save_codes(
+    path: str | Path,
+    codes: list[np.ndarray],
+    codec: Codec,
+    num_samples: int,
+    reference: np.ndarray | None = None,
+) -> None:
     path = Path(path)
     if path.suffix != ".npz":
         raise TokgenError(f"codes are saved as .npz; got {path.name}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial.npz")
-    tmp.write_bytes(dump_codes(codes, codec, num_samples))
+    tmp.write_bytes(dump_codes(codes, codec, num_samples, reference))
     tmp.replace(path)  # a reader never sees half a file, even if we are killed while writing
 
 
@@ -70,7 +104,7 @@ def save_codes(path: str | Path, codes: list[np.ndarray], codec: Codec, num_samp
 # deflated zeros can claim gigabytes (issue 17), so every entry's dtype, shape and size are
 # read from its header first and the zip's own sizes are bounded too.
 MAX_LEVELS = 16  # codes_<level> arrays
-MAX_ENTRIES = MAX_LEVELS + 8  # zip members: the levels, the four fields and a few spare
+MAX_ENTRIES = MAX_LEVELS + 8  # zip members: the levels, the five fields and a few spare
 MAX_MODEL_CHARS = 256  # the codec's name
 MAX_CODES_BYTES = 256 << 20  # decompressed bytes of a whole file when no max_frames is given
 _MAX_DIRECTORY_BYTES = 64 << 10  # the zip's central directory (a tokgen file's is < 1 KiB)
@@ -83,7 +117,7 @@ def _budget(max_frames: int | None, levels: int) -> int:
     8-byte codes, plus headers, scalars and the name."""
     if max_frames is None:
         return MAX_CODES_BYTES
-    return levels * max(max_frames, 0) * 8 + _SLACK_BYTES
+    return levels * max(max_frames, 0) * 8 + 2 * MAX_REFERENCE_SAMPLES + _SLACK_BYTES
 
 
 def _check_directory(file: BinaryIO, what: str) -> None:
@@ -232,12 +266,23 @@ def _load(archive: zipfile.ZipFile, what: str, max_frames: int | None) -> CodesF
             _check_entry(entry, what, shape, "iu", 8)
         if shape is None and max_frames is not None and entry.shape[0] > max_frames:
             raise TokgenError(f"{what}: {key} holds {entry.shape[0]} codes, more than {max_frames}")
+    info = by_name.get("reference.npy")
+    if info is not None:
+        entry = entries["reference"] = _header(archive, info, what)
+        _check_entry(entry, what, None, "i", 2)
+        if entry.shape[0] > MAX_REFERENCE_SAMPLES:
+            raise TokgenError(
+                f"{what}: its timbre reference holds {entry.shape[0]} samples, "
+                f"more than {MAX_REFERENCE_SAMPLES}"
+            )
     # Every header is checked; the data is now bounded by the budget.
     arrays = {key: entry.read(archive, what) for key, entry in entries.items()}
+    reference = arrays.get("reference")
     return CodesFile(
         codes=[arrays[f"codes_{i}"].astype(np.int64) for i in range(n)],
         sample_rate=int(arrays["sample_rate"]),
         hops=[int(h) for h in arrays["hops"]],
         num_samples=int(arrays["num_samples"]),
         model=str(arrays["model"][()]),
+        reference=None if reference is None else reference.astype(np.float32) / 32767,
     )

@@ -53,7 +53,7 @@ def prepare_spec(codec: Codec, spec: ContinueSpec, context_of: list[LevelPrior] 
                 raise TokgenError(
                     f"the codes span {top_seconds:.1f} s; at most {longest:g} s in mode {spec.mode}"
                 )
-            codes = saved.codes
+            codes, reference = saved.codes, saved.reference
         return prepare(codec, mode, spec.seconds, prime, codes, reference)
     except TokgenError as exc:
         raise FieldError(field, str(exc)) from exc
