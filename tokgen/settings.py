@@ -75,8 +75,9 @@ class Settings(LogSettings):
     insecure: bool = False  # allow a non-loopback address without TLS or API keys
 
     # Batch jobs (`tokgen worker`).
-    # REDIS_URL (the usual name) or TOKGEN_REDIS_URL; unset: an embedded redis-server
-    # under cache_dir/redis, owned by the process
+    # REDIS_URL (the usual name) or TOKGEN_REDIS_URL; redis+cluster:// (rediss+cluster://)
+    # for a Redis Cluster; unset: an embedded redis-server under cache_dir/redis, owned
+    # by the process
     redis_url: str | None = Field(
         default=None, validation_alias=AliasChoices("TOKGEN_REDIS_URL", "REDIS_URL")
     )

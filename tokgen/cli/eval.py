@@ -84,6 +84,26 @@ def cmd_eval_continuation(args: argparse.Namespace) -> None:
         print(f"spectrograms of the first clips in {args.plots}")
 
 
+def cmd_eval_timbre_swap(args: argparse.Namespace) -> None:
+    from tokgen.codec import load_codec
+    from tokgen.codec.top_levels import TopLevels
+    from tokgen.eval.classifier import load_classifier
+    from tokgen.eval.continuation import HELD_OUT_HOURS, HELD_OUT_MAX_SECONDS, pieces
+    from tokgen.eval.timbre_swap import timbre_swap
+
+    codec = load_codec(args.codec)
+    if args.levels is not None:
+        codec = TopLevels(codec, args.levels)
+    data = (
+        Path(args.data)
+        if args.data
+        else held_out_corpus(codec.sample_rate, HELD_OUT_HOURS, HELD_OUT_MAX_SECONDS)
+    )
+    clips = pieces(data, args.split, args.n, args.prime_seconds, args.seconds, codec.sample_rate)
+    result = {"codec": codec.name, **timbre_swap(codec, load_classifier(args.classifier), clips)}
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+
+
 def cmd_eval_train_classifier(args: argparse.Namespace) -> None:
     from tokgen.eval.classifier import TrainClassifierConfig, train_classifier
 
@@ -125,6 +145,23 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--fad-inf", action="store_true", help="also FAD-infinity (unreliable at small n)")
     add_sampling_arguments(p)
     p.set_defaults(func=cmd_eval_continuation)
+
+    p = evaluation.add_parser(
+        "timbre-swap",
+        help="decode held-out codes with another piece's timbre reference: which instrument is heard",
+    )
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--n", type=int, default=64, help="held-out pieces (default 64)")
+    p.add_argument("--prime-seconds", type=float, default=4.0, help="reference clip: the prime (default 4)")
+    p.add_argument("--seconds", type=float, default=5.0, help="decoded clip (default 5)")
+    p.add_argument("--codec", help="codec model directory (default: shipped codec)")
+    p.add_argument("--data", help="rendered corpus with a test split (default: held-out renders, cached)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--classifier", help="timbre classifier directory (default: the shipped one)")
+    p.add_argument(
+        "--levels", type=int, help="decode from the top N levels only (the shipped priors generate 2)"
+    )
+    p.set_defaults(func=cmd_eval_timbre_swap)
 
     p = evaluation.add_parser(
         "train-classifier", help="train the timbre classifier (GM family) used for IS, KID and consistency"

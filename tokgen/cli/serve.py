@@ -52,7 +52,7 @@ SERVE_OPTIONS = {
     "tls_key": "PEM private key of --tls-cert",
     "tls_client_ca": "PEM CA: require client certificates it signed (mTLS)",
     "insecure": "allow a non-loopback address without TLS or API keys",
-    "redis_url": "job queue: redis://, rediss:// or unix:// (unset: embedded)",
+    "redis_url": "job queue: redis://, rediss://, unix:// or redis+cluster:// (unset: embedded)",
     "worker": "serve the API only: no jobs rendered here",
     "worker_concurrency": "jobs the in-process worker renders at once",
     "lease_seconds": "job lease renewed while it runs",
@@ -63,7 +63,7 @@ SERVE_OPTIONS = {
 
 # The fields `tokgen worker` takes as flags.
 WORKER_OPTIONS = {
-    "redis_url": "redis://, rediss:// or unix:// URL (unset: an embedded server)",
+    "redis_url": "redis://, rediss://, unix:// or redis+cluster:// URL (unset: an embedded server)",
     "priors": SERVE_OPTIONS["priors"],
     "codec": SERVE_OPTIONS["codec"],
     "engine_backend": SERVE_OPTIONS["engine_backend"],

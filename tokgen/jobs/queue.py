@@ -1,6 +1,8 @@
 """The batch job queue on Redis Streams consumer groups.
 
-Keys (``P`` is the prefix, default ``tokgen``):
+Keys (``P`` is the prefix in braces, default ``{tokgen}``: a Redis Cluster hash tag, so
+every key hashes to one slot. The transactions below span a job's record, its indexes
+and a stream; a cluster runs a transaction only within one slot):
 
 - ``P:job:ID``       hash: ``record`` (the ``states.Job``, JSON, with its owner),
                      ``request`` (the prepared job, ``generation.queued``), ``idem`` (the
@@ -33,12 +35,20 @@ seconds. An entry idle for longer than the lease belongs to a lost worker and is
 over (XAUTOCLAIM) by another. Results are visible exactly once: every state change is a
 WATCH/MULTI transaction on the job's record that applies a ``states`` rule, and a worker
 may only store a result while the record still names it as the attempt's worker.
+
+Redis: one server (``redis://``, ``rediss://``, ``unix://``) or a Redis Cluster
+(``redis+cluster://HOST:PORT``, ``rediss+cluster://``: any one node, the client finds the
+others), managed ones included: every command and transaction names keys of the one
+slot. The key layout changed in issue 19: keys were ``tokgen:...`` (no braces) before;
+on one server ``open_queue`` renames keys of that layout (``adopt_unbraced_keys``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -49,10 +59,11 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import RedisClusterException, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tokgen.errors import TokgenError
@@ -75,10 +86,36 @@ TRIM_BATCH = 1000  # expired jobs taken out of the indexes per trim
 INDEX_VERSION = b"2"  # per-owner and per-state indexes, retention (upgrade_indexes)
 
 
-def connect(url: str) -> redis.Redis:
-    """A client that rides out a Redis restart: every command is retried on connection
-    errors with exponential backoff (50 ms doubling to 1 s, about 30 s in all)."""
-    return redis.Redis.from_url(
+log = logging.getLogger(__name__)
+
+# tokgen's URL schemes for a Redis Cluster, and the scheme of one of its nodes
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+Client = redis.Redis | RedisCluster
+
+
+def cluster_node_url(url: str) -> str | None:
+    """The node URL in a cluster URL (``redis+cluster://h:p`` -> ``redis://h:p``), None
+    for the URL of one server."""
+    scheme, sep, rest = url.partition("://")
+    node = CLUSTER_SCHEMES.get(scheme.lower()) if sep else None
+    return f"{node}://{rest}" if node is not None else None
+
+
+def client_for(url: str, **options: Any) -> Client:
+    """A client of the Redis at ``url``: of the whole cluster (its nodes discovered from
+    the one named, commands routed by slot) for a cluster URL, else of one server."""
+    node = cluster_node_url(url)
+    if node is None:
+        return redis.Redis.from_url(url, **options)
+    return RedisCluster.from_url(node, **options)
+
+
+def connect(url: str) -> Client:
+    """A client that rides out a Redis restart (or a cluster failover): every command is
+    retried on connection errors with exponential backoff (50 ms doubling to 1 s, about
+    30 s in all)."""
+    return client_for(
         url,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=30),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
@@ -124,14 +161,29 @@ def claimed_entries(reply: list) -> tuple[bytes, list[tuple[bytes, dict]]]:
 
 
 async def check_redis(url: str) -> None:
-    """Fail fast, and clearly, on a wrong URL or password: ``connect`` would retry those."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=5)
+    """Fail fast, and clearly, on a wrong URL or password (``connect`` would retry those),
+    and on a cluster node named by a plain URL (its keys would answer MOVED or not)."""
+    client = client_for(url, socket_connect_timeout=5)
     try:
         await client.ping()
-    except RedisConnectionError as exc:  # AuthenticationError is one too
+        if cluster_node_url(url) is None and await cluster_enabled(client):
+            raise TokgenError(
+                f"Redis at {redact_url(url)} is a cluster node: use redis+cluster:// "
+                "(or rediss+cluster://) with the same host and port"
+            )
+    except (RedisConnectionError, RedisClusterException) as exc:  # AuthenticationError is one too
         raise TokgenError(f"cannot use Redis at {redact_url(url)}: {exc}") from None
     finally:
         await client.aclose()
+
+
+async def cluster_enabled(client: Client) -> bool:
+    """Whether the server runs in cluster mode (False where INFO is not allowed, as on
+    some managed services: a cluster there is one behind a proxy)."""
+    try:
+        return bool((await client.info("cluster")).get("cluster_enabled"))
+    except ResponseError:
+        return False
 
 
 @asynccontextmanager
@@ -150,6 +202,7 @@ async def open_queue(
         client = connect(redis_url)
         try:
             queue = JobQueue(client, config)
+            await queue.adopt_unbraced_keys()
             await queue.upgrade_indexes()
             yield queue, redis_url
         finally:
@@ -176,6 +229,15 @@ class QueueConfig:
     max_per_owner: int = 1_000  # ... and beyond this many of one owner's (one API key)
     policy: RetryPolicy = field(default_factory=RetryPolicy)
 
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[\w.-]+", self.prefix):  # braces would break the hash tag
+            raise ValueError(f"a queue prefix is letters, digits, '_', '.' and '-', not {self.prefix!r}")
+
+    @property
+    def namespace(self) -> str:
+        """What every key starts with: the prefix as a hash tag (``{tokgen}``)."""
+        return "{" + self.prefix + "}"
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -200,7 +262,7 @@ class QueueDepth:
 
 
 class JobQueue:
-    def __init__(self, client: redis.Redis, config: QueueConfig | None = None):
+    def __init__(self, client: Client, config: QueueConfig | None = None):
         # redis-py types every reply as a union of everything a server could send; this
         # module knows what each command returns (bytes: decode_responses is off).
         self.r: Any = client
@@ -210,7 +272,7 @@ class JobQueue:
 
     # ---- keys -------------------------------------------------------------------------
     def _key(self, *parts: str) -> str:
-        return ":".join((self.config.prefix, *parts))
+        return ":".join((self.config.namespace, *parts))
 
     def stream(self, priority: Priority) -> str:
         return self._key("stream", priority)
@@ -343,6 +405,31 @@ class JobQueue:
         """The listing index of ``owner``'s jobs (None: every job) in ``state``."""
         parts = ("state", state.value) if owner is None else ("owner", owner, "state", state.value)
         return self._key(*parts)
+
+    async def adopt_unbraced_keys(self) -> int:
+        """Rename the keys of a queue written before keys had a hash tag (``tokgen:...``,
+        before issue 19) to today's (``{tokgen}:...``), so an upgrade keeps its jobs:
+        RENAME keeps TTLs, stream entries and consumer groups. Runs at every start (a
+        process of the old version may have written more meanwhile), on one server only:
+        the old layout never ran on a cluster. A key whose new name is taken is left as
+        it is (logged). Returns how many keys were renamed."""
+        if isinstance(self.r, RedisCluster):
+            return 0
+        old, renamed, taken = f"{self.config.prefix}:", 0, 0
+        async for key in self.r.scan_iter(match=f"{old}*", count=1000):
+            try:
+                moved = await self.r.renamenx(key, self._key(key.decode()[len(old) :]))
+            except ResponseError:  # gone meanwhile: renamed by another process starting
+                continue
+            if moved:
+                renamed += 1
+            else:
+                taken += 1
+        if renamed or taken:
+            log.warning(
+                "renamed %d queue keys to the hash-tagged layout; %d kept: new name taken", renamed, taken
+            )
+        return renamed
 
     async def upgrade_indexes(self) -> int:
         """Index jobs stored by a tokgen without per-owner and per-state indexes or
