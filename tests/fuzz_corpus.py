@@ -7,6 +7,7 @@ name the codec), so the corpus itself is importable at collection time (the ids)
 
 from __future__ import annotations
 
+import base64
 import functools
 import io
 import struct
@@ -17,6 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 
+from tokgen.jobs.queue import Cursor
+from tokgen.jobs.states import JobState
+from tokgen.serve.jobs_service import page_token
 from tokgen.v1 import jobs_pb2 as jpb
 from tokgen.v1 import tokgen_pb2 as pb
 
@@ -245,7 +249,7 @@ NOT_PROTOBUF = {
     "start-group": b"\x0b",  # a group that never ends
     "field-number-0": b"\x00",  # a zero tag (upb takes b"\x00\x01" as a fieldless message!)
 }
-JOB_METHODS = ("SubmitJob", "GetJob", "WatchJob", "CancelJob", "ListJobs", "GetJobResult")
+JOB_METHODS = ("SubmitJob", "GetJob", "WatchJob", "CancelJob", "ListJobs", "GetJobResult", "StreamJobResult")
 METHODS = [TOKGEN + "GetModelInfo", TOKGEN + "Continue", *(JOBS + m for m in JOB_METHODS)]
 # An empty message is a valid message: every field at its default.
 EMPTY = {
@@ -256,6 +260,7 @@ EMPTY = {
     JOBS + "CancelJob": ("INVALID_ARGUMENT", "job_id"),
     JOBS + "GetJobResult": ("INVALID_ARGUMENT", "job_id"),
     JOBS + "WatchJob": ("INVALID_ARGUMENT", "job_id"),
+    JOBS + "StreamJobResult": ("INVALID_ARGUMENT", "job_id"),
     JOBS + "ListJobs": ("OK", None),  # the first page of all jobs
 }
 # Invalid UTF-8 in a proto3 string field: the parser refuses it (DecodeError).
@@ -265,6 +270,7 @@ STRING_FIELDS = {
     JOBS + "CancelJob": b"\x0a",
     JOBS + "GetJobResult": b"\x0a",
     JOBS + "WatchJob": b"\x0a",
+    JOBS + "StreamJobResult": b"\x0a",
     JOBS + "SubmitJob": b"\x12",  # idempotency_key
     JOBS + "ListJobs": b"\x1a",  # page_token
 }
@@ -727,9 +733,12 @@ def corpus() -> list[Case]:
         }.items():
             cases.append(Case(f"{method}-id-{name}", JOBS + method, job(method, job_id), "NOT_FOUND"))
 
-    # -- ListJobs: page_size over 1000, an unknown state or a token that is not an offset
+    # -- ListJobs: page_size over 1000, an unknown state or a token that is not a cursor
     def listing(**fields) -> Build:
         return raw(jpb.ListJobsRequest(**fields).SerializeToString())
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).decode()
 
     cases += [
         Case(
@@ -762,31 +771,33 @@ def corpus() -> list[Case]:
             "page_token",
         ),  # past Python's int() digit limit
         Case("list-token-nul", JOBS + "ListJobs", listing(page_token="\0"), "INVALID_ARGUMENT", "page_token"),
-        # tokens are offsets the server wrote: ASCII digits, below 2**40 (int() would take
-        # Unicode digits, spaces and underscores; Redis refuses offsets near 2**63)
-        Case(
-            "list-token-arabic-indic-3",
-            JOBS + "ListJobs",
-            listing(page_token="٣"),
-            "INVALID_ARGUMENT",
-            "page_token",
+        # tokens are cursors the server wrote (base64 JSON: a time, a job id, the listing's
+        # state): offsets (the old tokens), other shapes and other listings' are refused
+        *(
+            Case(
+                f"list-token-{name}",
+                JOBS + "ListJobs",
+                listing(page_token=token),
+                "INVALID_ARGUMENT",
+                "page_token",
+            )
+            for name, token in {
+                "arabic-indic-3": "٣",
+                "spaces-underscore": " 1_0 ",
+                "2-pow-62": str(2**62),
+                "an-old-offset": "2",
+                "json-object": b64(b'{"a": 1, "b": 2, "c": 3}'),
+                "json-infinite-time": b64(b'[1e999, "x", ""]'),
+                "json-integer-time": b64(b'[1, "x", ""]'),
+                "json-nested": b64(b"[" * 100 + b"]" * 100),
+                "another-listings": page_token(Cursor(1e9, "a" * 32), JobState.QUEUED),
+            }.items()
         ),
         Case(
-            "list-token-spaces-underscore",
+            "list-token-before-every-job",
             JOBS + "ListJobs",
-            listing(page_token=" 1_0 "),
-            "INVALID_ARGUMENT",
-            "page_token",
-        ),
-        Case(
-            "list-token-2-pow-62",
-            JOBS + "ListJobs",
-            listing(page_token=str(2**62)),
-            "INVALID_ARGUMENT",
-            "page_token",
-        ),
-        Case(
-            "list-token-2-pow-40-minus-1", JOBS + "ListJobs", listing(page_token=str(2**40 - 1)), "OK"
+            listing(page_token=page_token(Cursor(0.0, ""), None)),
+            "OK",
         ),  # empty page
     ]
     return cases

@@ -49,13 +49,13 @@ def test_finished_jobs_drop_their_prime_and_expire_with_their_keys(run):
         assert 0 < stored[f"{ns}:result:{ok}"] <= 3  # result_ttl_s is longer: the retention wins
         assert 0 < stored[f"{ns}:idem:alice:nightly"] <= 3
         assert f"{ns}:partial:{ok}" not in stored
-        listed = await q.list_jobs(None, 0, 10)
+        listed = await q.list_jobs(None, None, 10)
         assert {j.id for j in listed[0]} == {ok, failed, dead, cancelled}
-        assert [j.id for j in (await q.list_jobs(JobState.FAILED, 0, 10, "alice"))[0]] == [failed]
+        assert [j.id for j in (await q.list_jobs(JobState.FAILED, None, 10, "alice"))[0]] == [failed]
         await asyncio.sleep(3.5)
         assert await q.get(ok) is None and await q.result(ok) is None
         assert await q.idempotent_job("alice", "nightly", "d") is None
-        assert (await q.list_jobs(None, 0, 10))[0] == []  # trims the indexes as it lists
+        assert (await q.list_jobs(None, None, 10))[0] == []  # trims the indexes as it lists
         return await index_sizes(q), await keys(q)
 
     policy = RetryPolicy(max_attempts=1)
@@ -90,13 +90,13 @@ def test_a_state_filtered_listing_reads_only_that_states_jobs(run, each_redis_se
             else:
                 await q.cancel(job_id)
         await q.r.config_resetstat()
-        page, token = await q.list_jobs(JobState.QUEUED, 0, 2, "alice")
+        page, token = await q.list_jobs(JobState.QUEUED, None, 2, "alice")
         rest, end = await q.list_jobs(JobState.QUEUED, token, 2, "alice")
         stats = await q.r.info("commandstats")
         return queued, page, token, rest, end, stats.get("cmdstat_hget", {}).get("calls", 0)
 
     queued, page, token, rest, end, hgets = run(scenario)
-    assert [j.id for j in page + rest] == queued[::-1] and token == 2 and end is None
+    assert [j.id for j in page + rest] == queued[::-1] and token.job_id == queued[1] and end is None
     assert hgets == 3, f"{hgets} records read to list 3 queued jobs"
 
 
@@ -136,7 +136,7 @@ def test_jobs_stored_before_the_upgrade_are_indexed_and_retained(run):
             await q.r.zadd(f"{p}:jobs", {job_id: 1000.0 + len(job_id)})
         assert await q.upgrade_indexes() == 3
         assert await q.upgrade_indexes() == 0  # once
-        listed = {s: [j.id for j in (await q.list_jobs(s, 0, 10, "anonymous"))[0]] for s in JobState}
+        listed = {s: [j.id for j in (await q.list_jobs(s, None, 10, "anonymous"))[0]] for s in JobState}
         stored = await keys(q)
         return listed, stored, [await q.r.hget(f"{p}:job:{j}", "request") for j in ("a", "bb", "ccc")]
 

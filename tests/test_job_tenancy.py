@@ -46,10 +46,11 @@ def test_idempotency_keys_are_per_owner_and_bound_to_their_request(run):
         owners = {job_id: (await q.get(job_id)).owner for job_id in (a, b, anon)}
         assert owners == {a: "alice", b: "bob", anon: ANONYMOUS}
         listed = {
-            who: [j.id for j in (await q.list_jobs(None, 0, 50, who))[0]] for who in ("alice", "bob", "carol")
+            who: [j.id for j in (await q.list_jobs(None, None, 50, who))[0]]
+            for who in ("alice", "bob", "carol")
         }
         assert listed == {"alice": [a], "bob": [b], "carol": []}
-        assert {j.id for j in (await q.list_jobs(None, 0, 50, None))[0]} == {a, b, anon}  # everyone's
+        assert {j.id for j in (await q.list_jobs(None, None, 50, None))[0]} == {a, b, anon}  # everyone's
 
     run(scenario)
 
@@ -144,6 +145,7 @@ def test_another_keys_job_is_not_found_like_a_missing_one(tenants, loop_thread):
         (stub.WatchJob, jpb.WatchJobRequest),
         (stub.CancelJob, jpb.CancelJobRequest),
         (stub.GetJobResult, jpb.GetJobResultRequest),
+        (stub.StreamJobResult, jpb.StreamJobResultRequest),
     ):
         theirs = refusal(method, message(job_id=mine), metadata=as_(BOB), timeout=30)
         nothing = refusal(method, message(job_id=missing), metadata=as_(BOB), timeout=30)

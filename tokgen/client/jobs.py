@@ -1,5 +1,8 @@
 """``tokgen jobs submit|status|watch|cancel|list|fetch``: JobService from the command line.
-Every subcommand prints JSON (one object; ``watch`` one per change) on stdout."""
+Every subcommand prints JSON (one object; ``watch`` one per change) on stdout.
+
+Results are fetched with StreamJobResult (``fetch_result``): a render of any length, in
+messages under the 4 MiB a gRPC channel receives by default."""
 
 from __future__ import annotations
 
@@ -9,7 +12,9 @@ import io
 import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import grpc
 import soundfile as sf
@@ -17,7 +22,11 @@ from google.protobuf.json_format import MessageToDict
 
 from tokgen.audio import encode_audio, output_format
 from tokgen.client import TokgenClient, server_error
+from tokgen.errors import ServerError
 from tokgen.v1 import jobs_pb2 as jpb
+from tokgen.v1 import jobs_pb2_grpc as jpb_grpc
+
+Metadata = tuple[tuple[str, str], ...]
 
 
 def job_dict(job: jpb.Job) -> dict:
@@ -27,6 +36,66 @@ def job_dict(job: jpb.Job) -> dict:
     if job.HasField("seed"):  # proto JSON writes a uint64 as a string
         out["seed"] = job.seed
     return out
+
+
+@dataclass
+class JobResult:
+    job: jpb.Job
+    audio: bytes  # WAV
+    codes: bytes  # .npz
+
+
+@dataclass
+class ResultReader:
+    """StreamJobResult's replies put back together, and checked as they come: the header
+    first and once, each chunk where its part has reached, no byte beyond the sizes the
+    header announced, and (``result``) every byte announced. Feed it from a sync or an
+    async call alike."""
+
+    header: jpb.JobResultHeader | None = None
+    parts: dict[str, bytearray] = field(default_factory=lambda: {"audio": bytearray(), "codes": bytearray()})
+
+    def add(self, reply: jpb.StreamJobResultResponse) -> None:
+        if reply.HasField("header") == (self.header is not None):
+            self._broken("the header must come first, and once")
+        if reply.HasField("header"):
+            self.header = reply.header
+            return
+        chunk = reply.chunk
+        part = chunk.WhichOneof("data")
+        if part is None:
+            self._broken("a chunk without data")
+        got = self.parts[part]
+        if chunk.offset != len(got):
+            self._broken(f"{part} chunk at byte {chunk.offset}, expected {len(got)}")
+        got += getattr(chunk, part)
+        if len(got) > self._size(part):
+            self._broken(f"{part} past the {self._size(part)} bytes announced")
+
+    def result(self) -> JobResult:
+        if self.header is None:
+            self._broken("no header")
+        for part, got in self.parts.items():
+            if len(got) != self._size(part):
+                self._broken(f"{len(got)} bytes of {part}, {self._size(part)} announced")
+        return JobResult(self.header.job, bytes(self.parts["audio"]), bytes(self.parts["codes"]))
+
+    def _size(self, part: str) -> int:
+        assert self.header is not None
+        return self.header.audio_size if part == "audio" else self.header.codes_size
+
+    @staticmethod
+    def _broken(what: str) -> NoReturn:
+        raise ServerError(f"the server sent a broken result stream: {what}", "DATA_LOSS")
+
+
+async def fetch_result(stub: jpb_grpc.JobServiceStub, job_id: str, metadata: Metadata = ()) -> JobResult:
+    """A succeeded job's audio and codes, of any size (StreamJobResult), over any channel
+    (one receiving at most 4 MiB a message too)."""
+    reader = ResultReader()
+    async for reply in stub.StreamJobResult(jpb.StreamJobResultRequest(job_id=job_id), metadata=metadata):
+        reader.add(reply)
+    return reader.result()
 
 
 async def _run(args: argparse.Namespace, client: TokgenClient, request: Callable) -> None:
@@ -63,10 +132,10 @@ async def _run(args: argparse.Namespace, client: TokgenClient, request: Callable
     elif cmd == "fetch":
         out = Path(args.out)
         output_format(out)  # before the call: an unsupported extension fetches nothing
-        reply = await stub.GetJobResult(jpb.GetJobResultRequest(job_id=args.job_id), metadata=meta)
-        _write(out, reply.audio if out.suffix.lower() == ".wav" else reencode(reply.audio, out.suffix))
+        result = await fetch_result(stub, args.job_id, meta)
+        _write(out, result.audio if out.suffix.lower() == ".wav" else reencode(result.audio, out.suffix))
         if args.codes_out:
-            _write(Path(args.codes_out), reply.codes)
+            _write(Path(args.codes_out), result.codes)
         print(json.dumps({"job_id": args.job_id, "out": args.out, "codes": args.codes_out}))
 
 

@@ -252,6 +252,15 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Cursor:
+    """Where a listing page ended: its last job's submission time (the score in every
+    listing index) and id. The next page starts after it."""
+
+    created_at: float
+    job_id: str
+
+
+@dataclass(frozen=True)
 class QueueDepth:
     """What the queue holds right now (the ``tokgen_jobs_*`` gauges)."""
 
@@ -568,20 +577,37 @@ class JobQueue:
         return QueueDepth(queued, running, int(delayed), int(dead))
 
     async def list_jobs(
-        self, state: JobState | None, offset: int, size: int, owner: str | None = None
-    ) -> tuple[list[Job], int | None]:
-        """``owner``'s jobs (None: everyone's) newest first from position ``offset``, only
-        those in ``state`` if given; and the offset of the next page (None: no more).
-        Reads one index (the owner's, or the owner's in that state) and ``size`` records:
-        never other owners' jobs or other states' history."""
+        self, state: JobState | None, after: Cursor | None, size: int, owner: str | None = None
+    ) -> tuple[list[Job], Cursor | None]:
+        """``owner``'s jobs (None: everyone's) newest first, after ``after`` (None: from the
+        newest), only those in ``state`` if given; and the cursor of the next page (None:
+        no more). Reads one index (the owner's, or the owner's in that state) and ``size``
+        records: never other owners' jobs or other states' history."""
         await self.trim()
         index = self._index(owner) if state is None else self._state_index(owner, state)
-        ids = await self.r.zrevrange(index, offset, offset + size - 1)
-        found = await self.get_many([raw.decode() for raw in ids])
+        rows = await self._rows_after(index, after, size + 1)  # one more: is there a next page?
+        page = rows[:size]
+        found = await self.get_many([job_id for job_id, _ in page])
         jobs = [job for job in found if job is not None]  # None: expired just now
         jobs = [job for job in jobs if state is None or job.state == state]  # moved just now
-        more = await self.r.zcard(index) > offset + len(ids)
-        return jobs, offset + len(ids) if more else None
+        return jobs, Cursor(page[-1][1], page[-1][0]) if len(rows) > size else None
+
+    async def _rows_after(self, index: str, after: Cursor | None, count: int) -> list[tuple[str, float]]:
+        """Up to ``count`` (id, submission time) of ``index`` after ``after``, in Redis'
+        reverse order (time descending, ties by id descending). Positions come from the
+        cursor, not an offset: rows added above it (newer jobs) or removed (expired) do not
+        shift the page. The ties at the cursor's time and the rows below it are read in
+        one transaction."""
+        if after is None:
+            rows = await self.r.zrevrangebyscore(index, "+inf", "-inf", start=0, num=count, withscores=True)
+        else:
+            at = repr(after.created_at)  # exact: Redis parses a float's repr back to the same double
+            async with self.r.pipeline(transaction=True) as pipe:
+                pipe.zrevrangebyscore(index, at, at, withscores=True)
+                pipe.zrevrangebyscore(index, f"({at}", "-inf", start=0, num=count, withscores=True)
+                ties, older = await pipe.execute()
+            rows = [(job_id, t) for job_id, t in ties if job_id < after.job_id.encode()] + older
+        return [(job_id.decode(), float(t)) for job_id, t in rows[:count]]
 
     # ---- cancelling -------------------------------------------------------------------
     async def cancel(self, job_id: str) -> Job:

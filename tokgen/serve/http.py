@@ -458,8 +458,8 @@ class HttpApi:
         self._authenticate(request)
         fmt = audio_format(request.query_params.get("format"))
         job_id = request.path_params["job_id"]
-        reply = await self._jobs().GetJobResult(jpb.GetJobResultRequest(job_id=job_id), HttpCall())
-        audio, generator = reply.audio, self.streams.generator
+        _, audio, _ = await self._jobs().result(jpb.GetJobResultRequest(job_id=job_id), HttpCall())
+        generator = self.streams.generator
         if fmt != "wav":
             if generator is None:
                 raise CallAborted(grpc.StatusCode.UNAVAILABLE, "models are still loading; retry shortly")

@@ -2,6 +2,13 @@
 accepted; the prime or codes are decoded and encoded here, once, and the queue stores the
 prepared job (``generation.queued``), which workers run without parsing it again.
 
+The API has the shapes of Google's API design guide: a job is the resource
+``jobs/{id}`` (lookups take its name or its id), with ``Timestamp`` times and a
+``google.rpc.Status`` once it ended without a result; ListJobs' page token is a cursor
+(``queue.Cursor``), so jobs submitted between pages neither repeat nor shift rows; a
+result over the 4 MiB a gRPC client receives by default is fetched in chunks
+(StreamJobResult).
+
 Jobs belong to the API key that submitted them (``serve.auth``: its id, never the key):
 another key's job is NOT_FOUND, with the message a missing job gets; ListJobs lists the
 caller's own; idempotency keys are the caller's own too, and one used again for another
@@ -10,15 +17,20 @@ request is ALREADY_EXISTS. Operator keys see every job. Without keys, one anonym
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
+import math
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import code_pb2, status_pb2
 
 from tokgen.generation.generator import Generator
 from tokgen.generation.queued import QueuedJob
 from tokgen.generation.spec import ContinueSpec, FieldError
-from tokgen.jobs.queue import IdempotencyConflict, JobQueue, QueueFull
+from tokgen.jobs.queue import Cursor, IdempotencyConflict, JobQueue, QueueFull
 from tokgen.jobs.states import ANONYMOUS, Job, JobState
 from tokgen.monitoring import metrics
 from tokgen.serve.admission import Concurrency
@@ -28,8 +40,6 @@ from tokgen.serve.watch import Watchers, WatchersFull
 from tokgen.v1 import jobs_pb2 as jpb
 from tokgen.v1 import jobs_pb2_grpc as jpb_grpc
 from tokgen.v1 import tokgen_pb2 as pb
-
-MAX_OFFSET = 2**40  # far beyond any listing, far below Redis' int64 ranges
 
 STATES = {
     JobState.QUEUED: jpb.JOB_STATE_QUEUED,
@@ -41,6 +51,18 @@ STATES = {
 }
 PRIORITY_ENUMS = {"high": pb.PRIORITY_HIGH, "normal": pb.PRIORITY_NORMAL, "low": pb.PRIORITY_LOW}
 MAX_PAGE = 1000
+MAX_PAGE_TOKEN = 400  # characters: a token this server writes is about 120
+JOB_NAME = "jobs/"  # a job's resource name: "jobs/{id}"
+# Google's codes for how a job ended without a result (Job.status).
+ENDED = {
+    JobState.FAILED: code_pb2.INVALID_ARGUMENT,  # the request cannot be rendered
+    JobState.DEAD: code_pb2.INTERNAL,  # every attempt failed
+    JobState.CANCELLED: code_pb2.CANCELLED,
+}
+# The most a gRPC client receives in one message by default (Go, Java, grpcurl, Python):
+# GetJobResult answers up to this; StreamJobResult sends any result in CHUNK_BYTES pieces.
+UNARY_RESULT_BYTES = 4 << 20
+CHUNK_BYTES = 1 << 20
 MAX_IDEMPOTENCY_KEY = 200
 # Submissions decoding and encoding a prime at once (Settings.max_preparing): each holds a
 # decoded prime (up to 60 s) and the codec's activations encoding all of it (measured with
@@ -50,9 +72,25 @@ MAX_PREPARING = 2
 MAX_WATCHERS = 64  # WatchJob calls at once (Settings.max_watchers)
 
 
+def timestamp(seconds: float) -> Timestamp:
+    """A record's time (float seconds, microseconds exact) as a ``Timestamp``."""
+    whole, micros = divmod(round(seconds * 1e6), 10**6)
+    return Timestamp(seconds=whole, nanos=micros * 1000)
+
+
+def ended_status(job: Job) -> status_pb2.Status | None:
+    """Why ``job`` ended without a result; None while it may still get one, or has."""
+    code = ENDED.get(job.state)
+    if code is None:
+        return None
+    message = "cancelled" if job.state == JobState.CANCELLED else job.error or job.state.value
+    return status_pb2.Status(code=code, message=message)
+
+
 def job_message(job: Job) -> jpb.Job:
     return jpb.Job(
         job_id=job.id,
+        name=JOB_NAME + job.id,
         state=STATES[job.state],
         priority=PRIORITY_ENUMS[job.priority],
         attempts=job.attempts,
@@ -63,7 +101,36 @@ def job_message(job: Job) -> jpb.Job:
         updated_at=job.updated_at,
         cancel_requested=job.cancel_requested,
         seed=job.seed,
+        create_time=timestamp(job.created_at),
+        update_time=timestamp(job.updated_at),
+        status=ended_status(job),
     )
+
+
+def page_token(cursor: Cursor, state: JobState | None) -> str:
+    """ListJobs' next page token: the cursor and the state filter it belongs to (JSON in
+    URL-safe base64: opaque to clients, and no secret: it names the caller's own job)."""
+    raw = json.dumps([cursor.created_at, cursor.job_id, state.value if state else ""])
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def read_page_token(token: str, state: JobState | None) -> Cursor | None:
+    """The cursor of a token ``page_token`` made for a listing of ``state``; None for
+    anything else (another state's token, an old offset token, garbage)."""
+    if len(token) > MAX_PAGE_TOKEN:
+        return None
+    try:
+        created_at, job_id, filtered = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+    except (ValueError, TypeError):  # not ASCII, base64, JSON, or three values
+        return None
+    valid = (
+        isinstance(created_at, float)
+        and math.isfinite(created_at)
+        and isinstance(job_id, str)
+        and len(job_id) <= 64
+        and filtered == (state.value if state else "")
+    )
+    return Cursor(created_at, job_id) if valid else None
 
 
 @dataclass(frozen=True)
@@ -173,14 +240,26 @@ class JobServicer(jpb_grpc.JobServiceServicer):
         with self.preparations.running():
             return g.queued(spec)
 
-    async def GetJob(self, request, context):
+    async def _named(self, request, context: grpc.aio.ServicerContext) -> Job:
+        """The job a lookup names, by ``job_id`` or ``name`` ("jobs/{id}"), if the caller
+        may see it (``_job``)."""
         tenant = await self._tenant()
-        return jpb.GetJobResponse(job=job_message(await self._job(request.job_id, context, tenant)))
+        job_id = request.job_id
+        if request.name:
+            if job_id:
+                await abort_invalid(context, "name", "give job_id or name, not both")
+            job_id = request.name.removeprefix(JOB_NAME)
+            if not request.name.startswith(JOB_NAME) or not job_id or "/" in job_id:
+                await abort_invalid(context, "name", 'must be "jobs/{job_id}"')
+        return await self._job(job_id, context, tenant)
+
+    async def GetJob(self, request, context):
+        return jpb.GetJobResponse(job=job_message(await self._named(request, context)))
 
     async def WatchJob(self, request, context):
         """The job now, then each change the server's one poller sees (``serve.watch``),
         until it is final. Beyond ``max_watchers`` calls at once: RESOURCE_EXHAUSTED."""
-        last = await self._job(request.job_id, context, await self._tenant())
+        last = await self._named(request, context)
         if last.state.final:
             yield jpb.WatchJobResponse(job=job_message(last))
             return
@@ -200,8 +279,8 @@ class JobServicer(jpb_grpc.JobServiceServicer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(full))
 
     async def CancelJob(self, request, context):
-        await self._job(request.job_id, context, await self._tenant())
-        return jpb.CancelJobResponse(job=job_message(await self.queue.cancel(request.job_id)))
+        job = await self._named(request, context)
+        return jpb.CancelJobResponse(job=job_message(await self.queue.cancel(job.id)))
 
     async def ListJobs(self, request, context):
         tenant = await self._tenant()
@@ -211,22 +290,46 @@ class JobServicer(jpb_grpc.JobServiceServicer):
         state = next((s for s, e in STATES.items() if e == request.state), None)
         if request.state and state is None:
             await abort_invalid(context, "state", f"unknown state {request.state}")
-        token = request.page_token or "0"
-        # Tokens are offsets this server wrote: ASCII digits, within what Redis ranges take.
-        if not (token.isascii() and token.isdigit() and len(token) <= 13 and int(token) < MAX_OFFSET):
-            await abort_invalid(context, "page_token", "not a token from ListJobs")
-        offset = int(token)
+        after = read_page_token(request.page_token, state) if request.page_token else None
+        if request.page_token and after is None:
+            await abort_invalid(context, "page_token", "not a token from ListJobs for this state")
         owner = None if tenant.operator else tenant.owner
-        jobs, next_offset = await self.queue.list_jobs(state, offset, size, owner)
-        token = str(next_offset) if next_offset is not None else ""
+        jobs, cursor = await self.queue.list_jobs(state, after, size, owner)
+        token = page_token(cursor, state) if cursor is not None else ""
         return jpb.ListJobsResponse(jobs=[job_message(j) for j in jobs], next_page_token=token)
 
-    async def GetJobResult(self, request, context):
-        job = await self._job(request.job_id, context, await self._tenant())
+    async def result(self, request, context) -> tuple[Job, bytes, bytes]:
+        """The job a lookup names and its result, (job, audio, codes): GetJobResult's,
+        StreamJobResult's and the HTTP API's. FAILED_PRECONDITION until the job has
+        succeeded, NOT_FOUND once its result expired."""
+        job = await self._named(request, context)
         if job.state != JobState.SUCCEEDED:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"job {job.id} is {job.state.value}")
         result = await self.queue.result(job.id)
         if result is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"the result of job {job.id} has expired")
         assert result is not None
-        return jpb.GetJobResultResponse(job=job_message(job), audio=result[0], codes=result[1])
+        return job, result[0], result[1]
+
+    async def GetJobResult(self, request, context):
+        job, audio, codes = await self.result(request, context)
+        reply = jpb.GetJobResultResponse(job=job_message(job), audio=audio, codes=codes)
+        if reply.ByteSize() > UNARY_RESULT_BYTES:  # a client would refuse it, saying less
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"the result of job {job.id} is {reply.ByteSize() / 2**20:.1f} MiB, more than the "
+                f"{UNARY_RESULT_BYTES >> 20} MiB a gRPC client receives in one message by default: "
+                "fetch it with StreamJobResult",
+            )
+        return reply
+
+    async def StreamJobResult(self, request, context):
+        """The result in chunks of at most ``CHUNK_BYTES``, after a header with the job
+        and both parts' sizes: the audio's chunks, then the codes'."""
+        job, audio, codes = await self.result(request, context)
+        header = jpb.JobResultHeader(job=job_message(job), audio_size=len(audio), codes_size=len(codes))
+        yield jpb.StreamJobResultResponse(header=header)
+        for part, data in (("audio", audio), ("codes", codes)):
+            for offset in range(0, len(data), CHUNK_BYTES):
+                chunk = jpb.JobResultChunk(offset=offset, **{part: data[offset : offset + CHUNK_BYTES]})
+                yield jpb.StreamJobResultResponse(chunk=chunk)

@@ -22,44 +22,58 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from tokgen.v1 import tokgen_pb2 as tokgen_dot_v1_dot_tokgen__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14tokgen/v1/jobs.proto\x12\ttokgen.v1\x1a\x16tokgen/v1/tokgen.proto\"\x89\x02\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\"\n\x05state\x18\x02 \x01(\x0e\x32\x13.tokgen.v1.JobState\x12%\n\x08priority\x18\x03 \x01(\x0e\x32\x13.tokgen.v1.Priority\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\x10\n\x08progress\x18\x05 \x01(\x01\x12\x16\n\x0elevel_progress\x18\x06 \x03(\x01\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x12\n\ncreated_at\x18\x08 \x01(\x01\x12\x12\n\nupdated_at\x18\t \x01(\x01\x12\x18\n\x10\x63\x61ncel_requested\x18\n \x01(\x08\x12\x11\n\x04seed\x18\x0b \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"X\n\x10SubmitJobRequest\x12+\n\x07request\x18\x01 \x01(\x0b\x32\x1a.tokgen.v1.ContinueRequest\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"A\n\x11SubmitJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.tokgen.v1.Job\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"-\n\x0eGetJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.tokgen.v1.Job\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"/\n\x10WatchJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.tokgen.v1.Job\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"0\n\x11\x43\x61ncelJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.tokgen.v1.Job\"\\\n\x0fListJobsRequest\x12\"\n\x05state\x18\x01 \x01(\x0e\x32\x13.tokgen.v1.JobState\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"I\n\x10ListJobsResponse\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.tokgen.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x13GetJobResultRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"Q\n\x14GetJobResultResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.tokgen.v1.Job\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\x12\r\n\x05\x63odes\x18\x03 \x01(\x0c*\xae\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x12\x12\n\x0eJOB_STATE_DEAD\x10\x06\x32\xb8\x03\n\nJobService\x12\x46\n\tSubmitJob\x12\x1b.tokgen.v1.SubmitJobRequest\x1a\x1c.tokgen.v1.SubmitJobResponse\x12=\n\x06GetJob\x12\x18.tokgen.v1.GetJobRequest\x1a\x19.tokgen.v1.GetJobResponse\x12\x45\n\x08WatchJob\x12\x1a.tokgen.v1.WatchJobRequest\x1a\x1b.tokgen.v1.WatchJobResponse0\x01\x12\x46\n\tCancelJob\x12\x1b.tokgen.v1.CancelJobRequest\x1a\x1c.tokgen.v1.CancelJobResponse\x12\x43\n\x08ListJobs\x12\x1a.tokgen.v1.ListJobsRequest\x1a\x1b.tokgen.v1.ListJobsResponse\x12O\n\x0cGetJobResult\x12\x1e.tokgen.v1.GetJobResultRequest\x1a\x1f.tokgen.v1.GetJobResultResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14tokgen/v1/jobs.proto\x12\ttokgen.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x16tokgen/v1/tokgen.proto\"\xa5\x03\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\"\n\x05state\x18\x02 \x01(\x0e\x32\x13.tokgen.v1.JobState\x12%\n\x08priority\x18\x03 \x01(\x0e\x32\x13.tokgen.v1.Priority\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\x10\n\x08progress\x18\x05 \x01(\x01\x12\x16\n\x0elevel_progress\x18\x06 \x03(\x01\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x16\n\ncreated_at\x18\x08 \x01(\x01\x42\x02\x18\x01\x12\x16\n\nupdated_at\x18\t \x01(\x01\x42\x02\x18\x01\x12\x18\n\x10\x63\x61ncel_requested\x18\n \x01(\x08\x12\x11\n\x04seed\x18\x0b \x01(\x04H\x00\x88\x01\x01\x12\x0c\n\x04name\x18\x0c \x01(\t\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x06status\x18\x0f \x01(\x0b\x32\x12.google.rpc.StatusB\x07\n\x05_seed\"X\n\x10SubmitJobRequest\x12+\n\x07request\x18\x01 \x01(\x0b\x32\x1a.tokgen.v1.ContinueRequest\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"A\n\x11SubmitJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.tokgen.v1.Job\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"-\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"-\n\x0eGetJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.tokgen.v1.Job\"/\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"/\n\x10WatchJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.tokgen.v1.Job\"0\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"0\n\x11\x43\x61ncelJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.tokgen.v1.Job\"\\\n\x0fListJobsRequest\x12\"\n\x05state\x18\x01 \x01(\x0e\x32\x13.tokgen.v1.JobState\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"I\n\x10ListJobsResponse\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.tokgen.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"3\n\x13GetJobResultRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"Q\n\x14GetJobResultResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.tokgen.v1.Job\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\x12\r\n\x05\x63odes\x18\x03 \x01(\x0c\"6\n\x16StreamJobResultRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"~\n\x17StreamJobResultResponse\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.tokgen.v1.JobResultHeaderH\x00\x12*\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x19.tokgen.v1.JobResultChunkH\x00\x42\t\n\x07\x63ontent\"V\n\x0fJobResultHeader\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.tokgen.v1.Job\x12\x12\n\naudio_size\x18\x02 \x01(\x04\x12\x12\n\ncodes_size\x18\x03 \x01(\x04\"J\n\x0eJobResultChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12\x0f\n\x05\x63odes\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04\x64\x61ta*\xae\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x12\x12\n\x0eJOB_STATE_DEAD\x10\x06\x32\x94\x04\n\nJobService\x12\x46\n\tSubmitJob\x12\x1b.tokgen.v1.SubmitJobRequest\x1a\x1c.tokgen.v1.SubmitJobResponse\x12=\n\x06GetJob\x12\x18.tokgen.v1.GetJobRequest\x1a\x19.tokgen.v1.GetJobResponse\x12\x45\n\x08WatchJob\x12\x1a.tokgen.v1.WatchJobRequest\x1a\x1b.tokgen.v1.WatchJobResponse0\x01\x12\x46\n\tCancelJob\x12\x1b.tokgen.v1.CancelJobRequest\x1a\x1c.tokgen.v1.CancelJobResponse\x12\x43\n\x08ListJobs\x12\x1a.tokgen.v1.ListJobsRequest\x1a\x1b.tokgen.v1.ListJobsResponse\x12O\n\x0cGetJobResult\x12\x1e.tokgen.v1.GetJobResultRequest\x1a\x1f.tokgen.v1.GetJobResultResponse\x12Z\n\x0fStreamJobResult\x12!.tokgen.v1.StreamJobResultRequest\x1a\".tokgen.v1.StreamJobResultResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tokgen.v1.jobs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=1026
-  _globals['_JOBSTATE']._serialized_end=1200
-  _globals['_JOB']._serialized_start=60
-  _globals['_JOB']._serialized_end=325
-  _globals['_SUBMITJOBREQUEST']._serialized_start=327
-  _globals['_SUBMITJOBREQUEST']._serialized_end=415
-  _globals['_SUBMITJOBRESPONSE']._serialized_start=417
-  _globals['_SUBMITJOBRESPONSE']._serialized_end=482
-  _globals['_GETJOBREQUEST']._serialized_start=484
-  _globals['_GETJOBREQUEST']._serialized_end=515
-  _globals['_GETJOBRESPONSE']._serialized_start=517
-  _globals['_GETJOBRESPONSE']._serialized_end=562
-  _globals['_WATCHJOBREQUEST']._serialized_start=564
-  _globals['_WATCHJOBREQUEST']._serialized_end=597
-  _globals['_WATCHJOBRESPONSE']._serialized_start=599
-  _globals['_WATCHJOBRESPONSE']._serialized_end=646
-  _globals['_CANCELJOBREQUEST']._serialized_start=648
-  _globals['_CANCELJOBREQUEST']._serialized_end=682
-  _globals['_CANCELJOBRESPONSE']._serialized_start=684
-  _globals['_CANCELJOBRESPONSE']._serialized_end=732
-  _globals['_LISTJOBSREQUEST']._serialized_start=734
-  _globals['_LISTJOBSREQUEST']._serialized_end=826
-  _globals['_LISTJOBSRESPONSE']._serialized_start=828
-  _globals['_LISTJOBSRESPONSE']._serialized_end=901
-  _globals['_GETJOBRESULTREQUEST']._serialized_start=903
-  _globals['_GETJOBRESULTREQUEST']._serialized_end=940
-  _globals['_GETJOBRESULTRESPONSE']._serialized_start=942
-  _globals['_GETJOBRESULTRESPONSE']._serialized_end=1023
-  _globals['_JOBSERVICE']._serialized_start=1203
-  _globals['_JOBSERVICE']._serialized_end=1643
+  _globals['_JOB'].fields_by_name['created_at']._loaded_options = None
+  _globals['_JOB'].fields_by_name['created_at']._serialized_options = b'\030\001'
+  _globals['_JOB'].fields_by_name['updated_at']._loaded_options = None
+  _globals['_JOB'].fields_by_name['updated_at']._serialized_options = b'\030\001'
+  _globals['_JOBSTATE']._serialized_start=1644
+  _globals['_JOBSTATE']._serialized_end=1818
+  _globals['_JOB']._serialized_start=118
+  _globals['_JOB']._serialized_end=539
+  _globals['_SUBMITJOBREQUEST']._serialized_start=541
+  _globals['_SUBMITJOBREQUEST']._serialized_end=629
+  _globals['_SUBMITJOBRESPONSE']._serialized_start=631
+  _globals['_SUBMITJOBRESPONSE']._serialized_end=696
+  _globals['_GETJOBREQUEST']._serialized_start=698
+  _globals['_GETJOBREQUEST']._serialized_end=743
+  _globals['_GETJOBRESPONSE']._serialized_start=745
+  _globals['_GETJOBRESPONSE']._serialized_end=790
+  _globals['_WATCHJOBREQUEST']._serialized_start=792
+  _globals['_WATCHJOBREQUEST']._serialized_end=839
+  _globals['_WATCHJOBRESPONSE']._serialized_start=841
+  _globals['_WATCHJOBRESPONSE']._serialized_end=888
+  _globals['_CANCELJOBREQUEST']._serialized_start=890
+  _globals['_CANCELJOBREQUEST']._serialized_end=938
+  _globals['_CANCELJOBRESPONSE']._serialized_start=940
+  _globals['_CANCELJOBRESPONSE']._serialized_end=988
+  _globals['_LISTJOBSREQUEST']._serialized_start=990
+  _globals['_LISTJOBSREQUEST']._serialized_end=1082
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1084
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1157
+  _globals['_GETJOBRESULTREQUEST']._serialized_start=1159
+  _globals['_GETJOBRESULTREQUEST']._serialized_end=1210
+  _globals['_GETJOBRESULTRESPONSE']._serialized_start=1212
+  _globals['_GETJOBRESULTRESPONSE']._serialized_end=1293
+  _globals['_STREAMJOBRESULTREQUEST']._serialized_start=1295
+  _globals['_STREAMJOBRESULTREQUEST']._serialized_end=1349
+  _globals['_STREAMJOBRESULTRESPONSE']._serialized_start=1351
+  _globals['_STREAMJOBRESULTRESPONSE']._serialized_end=1477
+  _globals['_JOBRESULTHEADER']._serialized_start=1479
+  _globals['_JOBRESULTHEADER']._serialized_end=1565
+  _globals['_JOBRESULTCHUNK']._serialized_start=1567
+  _globals['_JOBRESULTCHUNK']._serialized_end=1641
+  _globals['_JOBSERVICE']._serialized_start=1821
+  _globals['_JOBSERVICE']._serialized_end=2353
 # @@protoc_insertion_point(module_scope)

@@ -28,6 +28,9 @@ if _version_not_supported:
 class JobServiceStub:
     """Jobs render continuations in the background. Accepted jobs are never lost: they
     survive worker crashes (taken over after a lease) and are retried with a backoff.
+
+    A job is the resource "jobs/{job_id}" (Job.name). Every method that takes a job takes
+    either its job_id or its name.
     """
 
     def __init__(self, channel):
@@ -66,11 +69,19 @@ class JobServiceStub:
                 request_serializer=tokgen_dot_v1_dot_jobs__pb2.GetJobResultRequest.SerializeToString,
                 response_deserializer=tokgen_dot_v1_dot_jobs__pb2.GetJobResultResponse.FromString,
                 _registered_method=True)
+        self.StreamJobResult = channel.unary_stream(
+                '/tokgen.v1.JobService/StreamJobResult',
+                request_serializer=tokgen_dot_v1_dot_jobs__pb2.StreamJobResultRequest.SerializeToString,
+                response_deserializer=tokgen_dot_v1_dot_jobs__pb2.StreamJobResultResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
     """Jobs render continuations in the background. Accepted jobs are never lost: they
     survive worker crashes (taken over after a lease) and are retried with a backoff.
+
+    A job is the resource "jobs/{job_id}" (Job.name). Every method that takes a job takes
+    either its job_id or its name.
     """
 
     def SubmitJob(self, request, context):
@@ -103,13 +114,25 @@ class JobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListJobs(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The caller's jobs, newest first, a page at a time.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetJobResult(self, request, context):
-        """The rendered audio (WAV) and every level's codes (.npz), until the result expires.
+        """The rendered audio (WAV) and every level's codes (.npz), until the result expires, in
+        one message: only for results up to 4 MiB (renders up to about two minutes), the most
+        a gRPC client receives by default (Go, Java, grpcurl, Python). A larger result is
+        FAILED_PRECONDITION, naming StreamJobResult.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamJobResult(self, request, context):
+        """The same result, of any size, in messages of at most 1 MiB of data: first a header
+        (the job and both parts' sizes), then the audio's chunks in order, then the codes'.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -148,6 +171,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     request_deserializer=tokgen_dot_v1_dot_jobs__pb2.GetJobResultRequest.FromString,
                     response_serializer=tokgen_dot_v1_dot_jobs__pb2.GetJobResultResponse.SerializeToString,
             ),
+            'StreamJobResult': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamJobResult,
+                    request_deserializer=tokgen_dot_v1_dot_jobs__pb2.StreamJobResultRequest.FromString,
+                    response_serializer=tokgen_dot_v1_dot_jobs__pb2.StreamJobResultResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'tokgen.v1.JobService', rpc_method_handlers)
@@ -159,6 +187,9 @@ def add_JobServiceServicer_to_server(servicer, server):
 class JobService:
     """Jobs render continuations in the background. Accepted jobs are never lost: they
     survive worker crashes (taken over after a lease) and are retried with a backoff.
+
+    A job is the resource "jobs/{job_id}" (Job.name). Every method that takes a job takes
+    either its job_id or its name.
     """
 
     @staticmethod
@@ -313,6 +344,33 @@ class JobService:
             '/tokgen.v1.JobService/GetJobResult',
             tokgen_dot_v1_dot_jobs__pb2.GetJobResultRequest.SerializeToString,
             tokgen_dot_v1_dot_jobs__pb2.GetJobResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamJobResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tokgen.v1.JobService/StreamJobResult',
+            tokgen_dot_v1_dot_jobs__pb2.StreamJobResultRequest.SerializeToString,
+            tokgen_dot_v1_dot_jobs__pb2.StreamJobResultResponse.FromString,
             options,
             channel_credentials,
             insecure,
