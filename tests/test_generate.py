@@ -62,6 +62,26 @@ def test_primed_generation_is_reproducible_and_resumable(tmp_path, tiny_model_di
     assert sf.info(tmp_path / "c.wav").frames == 250 * 16
 
 
+def test_several_samples_at_another_rate_and_loudness(tmp_path, tiny_model_dir, prior_set, tone):
+    from tokgen.loudness import integrated_loudness
+
+    save_audio(tmp_path / "prime.wav", tone[:800], 16000)
+    args = ["--prime", "prime.wav", "--seconds", "0.1", "--sample-rate", "22050", "--loudness-lufs", "-20"]
+    r = generate(tmp_path, tiny_model_dir, prior_set, *args, "--seed=5", "--num-samples=2", "--out=x.wav")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["outputs"] == ["x_0.wav", "x_1.wav"] and info["seeds"] == [5, 6]
+    assert info["sample_rate"] == 22050
+    samples = [sf.read(tmp_path / f"x_{i}.wav", dtype="float32") for i in range(2)]
+    assert all(rate == 22050 and audio.size == 2205 for audio, rate in samples)
+    assert all(integrated_loudness(a, 22050) == pytest.approx(-20, abs=0.1) for a, _ in samples)  # 16-bit
+    assert not np.array_equal(samples[0][0], samples[1][0])
+    alone = generate(tmp_path, tiny_model_dir, prior_set, *args, "--seed", "6", "--out", "y.wav")
+    assert alone.returncode == 0, alone.stderr
+    assert json.loads(alone.stdout)["outputs"] == ["y.wav"]  # one sample: OUT itself
+    assert (tmp_path / "y.wav").read_bytes() == (tmp_path / "x_1.wav").read_bytes()  # sample 1 is seed 6
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -77,6 +97,9 @@ def test_primed_generation_is_reproducible_and_resumable(tmp_path, tiny_model_di
         (["--mode", "ancestral", "--seconds", "1", "--segment-seconds", "-1"], "segment"),
         (["--mode", "ancestral", "--seconds", "1", "--top-p", "2"], "top_p"),
         (["--mode", "ancestral", "--seconds", "1", "--hop-fraction", "0"], "hop_fraction"),
+        (["--mode", "ancestral", "--seconds", "1", "--num-samples", "9"], "--num-samples must be in [1, 8]"),
+        (["--mode", "ancestral", "--seconds", "1", "--sample-rate", "4000"], "--sample-rate must be in"),
+        (["--mode", "ancestral", "--seconds", "1", "--loudness-lufs", "1"], "--loudness-lufs must be in"),
     ],
 )
 def test_bad_generate_requests(tmp_path, tiny_model_dir, prior_set, args, message, capsys, monkeypatch):

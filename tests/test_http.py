@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,6 +161,44 @@ def test_without_a_seed_each_continuation_draws_one_and_reports_it(server, tone)
     assert seeds[0] != seeds[1] and not same_audio(samples(first.content), samples(second.content))
     replay = httpx.post(url, headers=keyed(), files=files, data=form(seed=seeds[0]), timeout=120)
     assert same_audio(samples(replay.content), samples(first.content))
+
+
+def test_several_samples_come_as_a_zip_and_the_output_rate_as_asked(server, tone):
+    files = {"prime": ("prime.wav", prime_bytes(tone), "audio/wav")}
+    url = f"{server.url}/v1/continuations"
+    data = form(seed=7, num_samples=2, sample_rate=22050, format="flac")
+    several = httpx.post(url, headers=keyed(), files=files, data=data, timeout=120)
+    assert several.status_code == 200, several.text
+    assert several.headers["content-type"] == "application/zip" and several.headers["x-tokgen-seeds"] == "7,8"
+    with zipfile.ZipFile(io.BytesIO(several.content)) as archive:
+        assert archive.namelist() == ["continuation_0.flac", "continuation_1.flac"]
+        decoded = [sf.read(io.BytesIO(archive.read(n)), dtype="int16") for n in archive.namelist()]
+    assert all(rate == 22050 and audio.size == round(0.3 * 22050) for audio, rate in decoded)
+    one = httpx.post(url, headers=keyed(), files=files, data=form(seed=8, sample_rate=22050), timeout=120)
+    assert one.headers["x-tokgen-sample-rate"] == "22050"
+    assert sf.info(io.BytesIO(one.content)).samplerate == 22050
+    first, second = (audio.astype(int) for audio, _ in decoded)
+    assert same_audio(samples(one.content), second) and not same_audio(first, second)  # sample 1: seed 8
+    for fields, field in (({"num_samples": 9}, "num_samples"), ({"sample_rate": 100}, "sample_rate")):
+        bad = httpx.post(url, headers=keyed(), files=files, data=form(**fields), timeout=60)
+        assert bad.status_code == 400 and error_of(bad)["field"] == field
+
+
+def test_a_job_renders_at_the_rate_and_loudness_asked_for_and_one_sample_only(server, tone):
+    from tokgen.loudness import integrated_loudness
+
+    files = {"prime": ("prime.wav", prime_bytes(tone), "audio/wav")}
+    url = f"{server.url}/v1/jobs"
+    several = httpx.post(url, headers=keyed(), files=files, data=form(num_samples=2), timeout=60)
+    assert several.status_code == 400 and error_of(several)["field"] == "num_samples"
+    data = form(0.5, sample_rate=8000, loudness_lufs=-30)
+    job_id = httpx.post(url, headers=keyed(), files=files, data=data, timeout=60).json()["job"]["job_id"]
+    assert wait_for_job(server, job_id)["state"] == "succeeded"
+    for fmt in ("wav", "flac"):
+        result = httpx.get(f"{url}/{job_id}/audio", params={"format": fmt}, headers=keyed())
+        audio, rate = sf.read(io.BytesIO(result.content), dtype="float32")
+        assert rate == 8000 and audio.size == 4000
+        assert integrated_loudness(audio, rate) == pytest.approx(-30, abs=0.1)
 
 
 @pytest.mark.parametrize("fmt", ["flac", "mp3", "opus"])

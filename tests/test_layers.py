@@ -18,6 +18,8 @@ LAYERS: dict[str, int] = {
     "assets": 1,
     "v1": 1,  # generated protobuf code
     "audio": 2,
+    "names": 2,  # the API's enum names (one table each): below the server and the client alike
+    "loudness": 3,  # BS.1770 loudness: measured on audio resampled by ``audio``
     "monitoring": 2,  # metric definitions and health: imported by every layer above
     "logs": 2,  # logging set-up (by the CLI) and the request id of the call being served
     "training": 2,

@@ -40,3 +40,38 @@ def test_bad_primes_fail_clearly(generator):
 
     with pytest.raises(TokgenError, match="NaN"):
         generator.generate_continuation(np.full(800, np.nan, np.float32), 16000, seconds=0.05)
+
+
+def test_several_samples_per_prime_at_another_rate_and_loudness(generator, tone):
+    from tokgen.loudness import integrated_loudness
+
+    primes = [tone[:800], tone[800:2400]]
+    out = generator.generate_continuation(
+        primes, 16000, seconds=0.05, seed=7, num_samples=2, sample_rate=22050, loudness_lufs=-20
+    )
+    assert [w.shape for w in out] == [(1102,)] * 4 and generator.last_seeds == [7, 8, 9, 10]
+    assert all(integrated_loudness(w, 22050) == pytest.approx(-20, abs=0.05) for w in out)
+    # continuation k is what its seed alone gives: prime 1's second sample is seed 10
+    [alone] = generator.generate_continuation(
+        primes[1], 16000, seconds=0.05, seed=10, sample_rate=22050, loudness_lufs=-20
+    )
+    assert np.array_equal(alone, out[3]) and not np.array_equal(out[2], out[3])
+    again = generator.generate_continuation(
+        primes, 16000, seconds=0.05, seed=7, num_samples=2, sample_rate=22050, loudness_lufs=-20
+    )
+    assert all(np.array_equal(x, y) for x, y in zip(out, again, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"num_samples": 0}, "num_samples"),
+        ({"sample_rate": 96000}, "sample_rate"),
+        ({"loudness_lufs": 3}, "loudness_lufs"),
+    ],
+)
+def test_out_of_bounds_options_fail_before_any_work(generator, tone, options, field):
+    from tokgen.errors import TokgenError
+
+    with pytest.raises(TokgenError, match=field):
+        generator.generate_continuation(tone[:800], 16000, seconds=0.05, **options)

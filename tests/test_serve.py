@@ -139,6 +139,9 @@ ANCESTRAL = {"mode": pb.MODE_ANCESTRAL, "seconds": 1}
         ({"prime_audio": wav(np.zeros(1600, dtype=np.float32)), "seconds": 1}, "prime_audio"),  # silent
         ({"prime_audio": wav(np.full(4, 0.5, dtype=np.float32)), "seconds": 1}, "prime_audio"),  # < 1 frame
         ({}, "prime_audio"),  # nothing set: a primed request without its prime
+        ({**ANCESTRAL, "num_samples": 9}, "num_samples"),
+        ({**ANCESTRAL, "sample_rate": 96000}, "sample_rate"),
+        ({**ANCESTRAL, "loudness_lufs": -100}, "loudness_lufs"),
     ],
 )
 def test_bad_requests_name_the_field(served, request_fields, field):

@@ -322,11 +322,11 @@ def test_which_targets_are_local(server, local):
 
 
 def test_the_client_warns_before_sending_a_key_in_plaintext_beyond_loopback(caplog):
-    from tokgen.client import TlsOptions, TokgenClient
+    from tokgen.client import AsyncTokgenClient, TlsOptions
 
     async def make(server: str, key: str | None, tls: TlsOptions | None) -> list[str]:
         caplog.clear()
-        async with TokgenClient(server, key, tls):
+        async with AsyncTokgenClient(server, key, tls):
             pass
         return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
 

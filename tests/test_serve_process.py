@@ -92,6 +92,19 @@ def test_client_continue_writes_the_requested_length(server, tmp_path, tone, cap
     assert [lv["level"] for lv in info["levels"]] == [0, 1] and info["engine_backend"] == "hf"
 
 
+def test_client_continue_writes_one_file_per_sample(server, tmp_path, tone, capsys):
+    sf.write(tmp_path / "prime.wav", tone[:3200], 16000)
+    args = ["client", "continue", "--server", server.address, "--prime", str(tmp_path / "prime.wav")]
+    args += ["--seconds", "0.2", "--seed", "4", "--num-samples", "2", "--sample-rate", "8000", "--json"]
+    assert main([*args, "--out", str(tmp_path / "x.flac")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["outs"] == [str(tmp_path / "x_0.flac"), str(tmp_path / "x_1.flac")]
+    assert report["seeds"] == [4, 5] and report["seconds"] == 0.2
+    for out in report["outs"]:
+        assert sf.info(out).frames == 1600 and sf.info(out).samplerate == 8000
+    assert not list(tmp_path.glob("*.part"))
+
+
 def test_client_reports_an_unreachable_server(tmp_path, capsys):
     args = ["client", "continue", "--server", "127.0.0.1:9", "--mode", "ancestral", "--seconds", "1"]
     assert main([*args, "--out", str(tmp_path / "x.wav"), "--timeout", "5"]) == 3  # Exit.UNAVAILABLE

@@ -136,14 +136,14 @@ def test_the_python_client_speaks_mutual_tls(pki, start_tls_server, tmp_path, to
 
     import soundfile as sf
 
-    from tokgen.client import TlsOptions, TokgenClient, continue_request
+    from tokgen.client import AsyncTokgenClient, TlsOptions, continue_request
 
     port = start_tls_server(TlsFiles(pki["server_cert"], pki["server_key"], client_ca=pki["ca"]))
     sf.write(tmp_path / "prime.wav", tone[:1600], 16000)
     tls = TlsOptions(pki["ca"], pki["client_cert"], pki["client_key"])
 
     async def run():
-        async with TokgenClient(f"localhost:{port}", tls=tls) as client:
+        async with AsyncTokgenClient(f"localhost:{port}", tls=tls) as client:
             request = continue_request(prime=tmp_path / "prime.wav", seconds=0.1, seed=2)
             return await client.continue_to_file(request, tmp_path / "out.flac", timeout=60)
 

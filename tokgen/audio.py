@@ -214,3 +214,12 @@ def save_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
     tmp = path.with_name(path.name + ".partial")
     tmp.write_bytes(data)
     tmp.replace(path)
+
+
+def numbered_paths(path: str | Path, count: int) -> list[Path]:
+    """Where ``count`` outputs meant for ``path`` go: ``path`` itself for one, else
+    ``stem_0.ext``, ``stem_1.ext``, ... beside it (sample i in file i)."""
+    path = Path(path)
+    if count == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}_{i}{path.suffix}") for i in range(count)]

@@ -21,11 +21,11 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tokgen.assets import EXAMPLE_PRIME
-from tokgen.client import TokgenClient, continue_request
+from tokgen.client import AsyncTokgenClient, continue_request
 from tokgen.errors import TokgenError
 
 
-async def one_client(client: TokgenClient, requests: int, seconds: float, seed: int) -> list[dict]:
+async def one_client(client: AsyncTokgenClient, requests: int, seconds: float, seed: int) -> list[dict]:
     out = []
     for i in range(requests):
         request = continue_request(prime=EXAMPLE_PRIME, seconds=seconds, seed=seed * 1000 + i)
@@ -43,7 +43,7 @@ async def one_client(client: TokgenClient, requests: int, seconds: float, seed: 
 
 
 async def load(address: str, clients: int, requests: int, seconds: float) -> dict:
-    async with TokgenClient(address) as client:  # one channel: HTTP/2 multiplexes the calls
+    async with AsyncTokgenClient(address) as client:  # one channel: HTTP/2 multiplexes the calls
         started = time.perf_counter()
         runs = await asyncio.gather(*(one_client(client, requests, seconds, c) for c in range(clients)))
         wall = time.perf_counter() - started
@@ -60,7 +60,7 @@ async def load(address: str, clients: int, requests: int, seconds: float) -> dic
 
 
 async def served_backend(address: str) -> str:
-    async with TokgenClient(address) as client:
+    async with AsyncTokgenClient(address) as client:
         return (await client.model_info()).engine_backend
 
 

@@ -8,15 +8,21 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tokgen.cli.common import add_mode_argument, add_sampling_arguments, default_address
+from tokgen.cli.common import (
+    add_mode_argument,
+    add_output_arguments,
+    add_sampling_arguments,
+    default_address,
+)
 from tokgen.errors import TokgenError
+from tokgen.names import PRIORITIES
 
 if TYPE_CHECKING:
     from tokgen.cli.common import Subcommands
 
 
 def _client(args: argparse.Namespace):
-    from tokgen.client import TlsOptions, TokgenClient
+    from tokgen.client import AsyncTokgenClient, TlsOptions
 
     key = os.environ.get("TOKGEN_API_KEY")
     if args.api_key_file:
@@ -26,7 +32,7 @@ def _client(args: argparse.Namespace):
             raise TokgenError(f"cannot read {args.api_key_file}: {exc.strerror}") from None
     paths = [Path(p) if p else None for p in (args.tls_ca, args.tls_cert, args.tls_key)]
     tls = TlsOptions(*paths) if args.tls or any(paths) else None
-    return TokgenClient(args.server, key, tls)
+    return AsyncTokgenClient(args.server, key, tls)
 
 
 def _request(args: argparse.Namespace):
@@ -42,6 +48,9 @@ def _request(args: argparse.Namespace):
         top_p=args.top_p,
         seed=args.seed,
         priority=args.priority,
+        num_samples=args.num_samples,
+        sample_rate=args.sample_rate,
+        loudness_lufs=args.loudness_lufs,
     )
 
 
@@ -57,18 +66,20 @@ def cmd_client_continue(args: argparse.Namespace) -> None:
     result = asyncio.run(run())
     report = {
         "out": str(result.out),
+        "outs": [str(o) for o in result.outs],  # sample i in outs[i], sampled with seeds[i]
         "seconds": round(result.audio_seconds, 3),
         "time_to_first_audio_s": round(result.time_to_first_audio_s, 3),
         "total_s": round(result.total_s, 3),
         "tokens": [lv.tokens for lv in result.summary.levels],
         "seed": result.summary.seed,  # sending it back reproduces the audio
+        "seeds": list(result.summary.seeds),
     }
     if args.json:
         print(json.dumps(report))
     else:
         print(
             f"time to first audio: {report['time_to_first_audio_s']} s; wrote {report['seconds']} s "
-            f"to {result.out} in {report['total_s']} s"
+            f"to {', '.join(report['outs'])} in {report['total_s']} s"
         )
 
 
@@ -116,7 +127,8 @@ def _add_request_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, required=True, help="seconds of continuation to generate")
     add_mode_argument(p)
     add_sampling_arguments(p, seed=None)
-    p.add_argument("--priority", default="normal", choices=["high", "normal", "low"])
+    p.add_argument("--priority", default="normal", choices=list(PRIORITIES))
+    add_output_arguments(p)
 
 
 def _add_connection_arguments(p: argparse.ArgumentParser) -> None:

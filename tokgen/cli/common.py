@@ -129,6 +129,28 @@ def add_sampling_arguments(p: argparse.ArgumentParser, seed: int | None = 0) -> 
     p.add_argument("--seed", type=int, default=seed, help=help_text)
 
 
+def add_output_arguments(p: argparse.ArgumentParser) -> None:
+    """How many samples, at what rate and loudness (checked with the request:
+    ``spec.check_output``, so a bad value is exit status 2 before any work)."""
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        default=1,
+        help="continuations to sample side by side (1-8), sample i with seed + i, "
+        "written to OUT_0, OUT_1, ... (default 1: OUT)",
+    )
+    p.add_argument(
+        "--sample-rate", type=int, default=None, help="output rate, 8000-48000 Hz (default: the codec's)"
+    )
+    p.add_argument(
+        "--loudness-lufs",
+        type=float,
+        default=None,
+        help="normalise each output to this integrated loudness (ITU-R BS.1770, -70 to -5 LUFS); "
+        "never clips: the gain stops where the peak reaches -1 dBFS",
+    )
+
+
 def add_mode_argument(p: argparse.ArgumentParser) -> None:
     from tokgen.generation.generate import Mode
 

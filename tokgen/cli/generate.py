@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from tokgen.cli.common import (
     add_backend_argument,
     add_mode_argument,
+    add_output_arguments,
     add_sampling_arguments,
     add_segment_argument,
 )
@@ -26,7 +27,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
     from tqdm import tqdm
 
-    from tokgen.audio import load_audio, output_format, save_audio
+    from tokgen.audio import load_audio, numbered_paths, output_format, save_audio
     from tokgen.codec import load_codec
     from tokgen.codec.codes import load_codes, save_codes
     from tokgen.generation.generate import (
@@ -37,14 +38,24 @@ def cmd_generate(args: argparse.Namespace) -> None:
         prepare,
     )
     from tokgen.generation.generator import Generator
+    from tokgen.generation.output import finish_audio
     from tokgen.generation.sampler import CodeBoard, SamplingSettings, level_frames
+    from tokgen.generation.spec import FieldError, check_output
 
     output_format(args.out)  # an unsupported extension fails now, not after the render
     # Everything is checked before the engines start (they take a while).
+    try:
+        output = check_output(args.num_samples, args.sample_rate, args.loudness_lufs)
+    except FieldError as exc:
+        raise TokgenError(f"--{exc.field.replace('_', '-')} {exc.message}") from None
     codec = codec_for_priors(load_codec(args.codec), args.priors)  # the levels the priors generate
     seed = secrets.randbits(62) if args.seed is None else args.seed  # reported: any output reproduces
-    settings = SamplingSettings(args.temperature, args.top_k, args.top_p, seed)
-    check_settings(codec, settings)
+    seeds = [seed + i for i in range(args.num_samples)]  # sample i: seed + i
+    settings = [SamplingSettings(args.temperature, args.top_k, args.top_p, s) for s in seeds]
+    for s in settings:
+        check_settings(codec, s)
+    outs = numbered_paths(args.out, len(seeds))
+    codes_outs = numbered_paths(args.save_codes, len(seeds)) if args.save_codes else []
     prime = codes = None
     if args.mode == "primed":
         if not args.prime:
@@ -74,36 +85,47 @@ def cmd_generate(args: argparse.Namespace) -> None:
             file=sys.stderr,
         )
     totals = level_frames(job.top_frames, [lv.hop for lv in codec.levels])
+    n = len(seeds)
     bars = [
-        tqdm(total=t, initial=k.size, desc=f"level {lv}", unit="tok", file=sys.stderr, position=lv)
+        tqdm(total=t * n, initial=k.size * n, desc=f"level {lv}", unit="tok", file=sys.stderr, position=lv)
         for lv, (t, k) in enumerate(zip(totals, job.known, strict=True))
     ]
+    shown: dict[int, list[int]] = {}  # per sample's board: frames counted so far per level
 
     def show(board: CodeBoard, level: int) -> None:
-        bars[level].update(board.known_frames[level] - bars[level].n)
+        counted = shown.setdefault(id(board), list(board.initial_frames))
+        bars[level].update(board.known_frames[level] - counted[level])
+        counted[level] = board.known_frames[level]
 
     async def run():
         async with generator:
             started = time.monotonic()
-            return await generator.render(job, settings, on_change=show), time.monotonic() - started
+            results = await generator.render_samples([job] * n, settings, on_change=show)
+            return results, time.monotonic() - started
 
     try:
-        result, elapsed = asyncio.run(run())
+        results, elapsed = asyncio.run(run())
     finally:
         for bar in bars:
             bar.close()
-    audio = result.audio if args.include_prime else result.audio[result.prime_samples :]
-    save_audio(args.out, audio, codec.sample_rate)
-    if args.save_codes:
-        save_codes(args.save_codes, result.codes, codec, result.audio.size)
+    rate = output.rate(codec.sample_rate)
+    for i, result in enumerate(results):
+        audio = result.audio if args.include_prime else result.audio[result.prime_samples :]
+        audio = finish_audio(audio, codec.sample_rate, output)
+        save_audio(outs[i], audio, rate)
+        if codes_outs:
+            save_codes(codes_outs[i], result.codes, codec, result.audio.size)
     print(
         json.dumps(
             {
-                "output": str(args.out),
+                "output": str(outs[0]),
+                "outputs": [str(o) for o in outs],  # sample i in outputs[i], sampled with seeds[i]
                 "mode": args.mode,
                 "seed": seed,
+                "seeds": seeds,
                 "backend": generator.backend,
-                "seconds": round(audio.size / codec.sample_rate, 3),
+                "sample_rate": rate,
+                "seconds": round(audio.size / rate, 3),
                 "prime_seconds": round(result.prime_samples / codec.sample_rate, 3),
                 "prime_seconds_in_context": kept,
                 "levels": [{"level": i, "frames": int(c.size)} for i, c in enumerate(result.codes)],
@@ -118,8 +140,9 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--prime", help="prime audio (WAV, FLAC or OGG)")
     p.add_argument("--codes", help="saved codes (.npz) for modes continue and upsample")
     p.add_argument("--seconds", type=float, required=True, help="seconds of continuation to generate")
-    p.add_argument("--out", required=True, help="audio file to write")
+    p.add_argument("--out", required=True, help="audio file to write (--num-samples N: OUT_0 ... OUT_N-1)")
     p.add_argument("--save-codes", help="also save every level's codes (.npz), prime included")
+    add_output_arguments(p)
     add_mode_argument(p)
     p.add_argument("--include-prime", action="store_true", help="write the prime before the continuation")
     p.add_argument("--priors", default=None, help="prior set directory: level0/, level1/, ...")

@@ -1,44 +1,53 @@
-"""A small Python client for tokgen's gRPC service (and ``tokgen client``).
+"""Python clients for tokgen's gRPC service: ``TokgenClient`` (synchronous, numpy in and
+out) and ``AsyncTokgenClient`` (asyncio, streams into files; ``tokgen client``).
 
-    async with TokgenClient("127.0.0.1:50051") as client:
+    with TokgenClient("127.0.0.1:50051") as client:
+        audio = client.continue_audio("prime.wav", seconds=10)   # float32 at the codec's rate
+        audio = client.continue_audio(prime_array, 44100, seconds=10, sample_rate=44100)
+        for piece in client.stream_audio("prime.wav", seconds=10, num_samples=2):
+            play(piece.sample_index, piece.audio)
+
+    async with AsyncTokgenClient("127.0.0.1:50051") as client:
         request = continue_request(prime=Path("prime.wav"), seconds=10)
         result = await client.continue_to_file(request, Path("out.wav"))
         print(result.time_to_first_audio_s)
 
-The audio is written as its chunks arrive (to ``OUT.part``, renamed to ``OUT`` once the
-stream completed), so a long continuation never sits in memory and a failed one never
-leaves a truncated file that looks finished.
+``TokgenClient`` retries a call the server refused for now (``RESOURCE_EXHAUSTED`` with a
+``RetryInfo``: its admission is full) after the delay the server asks for, a few times.
+``continue_to_file`` writes the audio as its chunks arrive (to ``OUT.part``, renamed to
+``OUT`` once the stream completed), so a long continuation never sits in memory and a
+failed one never leaves a truncated file that looks finished.
 """
 
 from __future__ import annotations
 
+import io
 import ipaddress
+import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
 import soundfile as sf
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
-from tokgen.audio import output_format
+from tokgen.audio import numbered_paths, output_format
 from tokgen.errors import ServerError, TokgenError
+from tokgen.names import MODES, PRIORITIES
 from tokgen.v1 import jobs_pb2_grpc as jpb_grpc
 from tokgen.v1 import tokgen_pb2 as pb
 from tokgen.v1 import tokgen_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
-MODES = {
-    "primed": pb.MODE_PRIMED,
-    "ancestral": pb.MODE_ANCESTRAL,
-    "continue": pb.MODE_CONTINUE,
-    "upsample": pb.MODE_UPSAMPLE,
-}
-PRIORITIES = {"high": pb.PRIORITY_HIGH, "normal": pb.PRIORITY_NORMAL, "low": pb.PRIORITY_LOW}
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20)]  # a 600 s job's WAV is 19 MB
 
 
 @dataclass(frozen=True)
@@ -60,8 +69,9 @@ class TlsOptions:
 
 @dataclass(frozen=True)
 class ContinueResult:
-    out: Path
-    audio_seconds: float
+    out: Path  # the first sample's file
+    outs: list[Path]  # every sample's (``numbered_paths``)
+    audio_seconds: float  # of each sample
     time_to_first_audio_s: float  # from the call to its first audio chunk, as the client saw it
     total_s: float
     summary: pb.Summary
@@ -70,18 +80,22 @@ class ContinueResult:
 def continue_request(
     *,
     seconds: float,
-    prime: Path | None = None,
-    codes: Path | None = None,
+    prime: Path | bytes | None = None,
+    codes: Path | bytes | None = None,
     mode: str = "primed",
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
     seed: int | None = None,
     priority: str = "normal",
+    num_samples: int = 1,
+    sample_rate: int | None = None,
+    loudness_lufs: float | None = None,
 ) -> pb.ContinueRequest:
-    """A ``ContinueRequest`` from local files. The server validates every field; this only
-    reads the files and maps names to enum values. Without ``seed`` the server draws one
-    and reports it (``Summary.seed``, ``Job.seed``)."""
+    """A ``ContinueRequest`` from local files (or their bytes). The server validates every
+    field; this only reads the files and maps names to enum values. Without ``seed`` the
+    server draws one and reports it (``Summary.seed``, ``Job.seed``); sample i of
+    ``num_samples`` is sampled with seed + i (``Summary.seeds``)."""
     if mode not in MODES or priority not in PRIORITIES:
         raise TokgenError(f"mode must be one of {list(MODES)} and priority one of {list(PRIORITIES)}")
     request = pb.ContinueRequest(
@@ -89,12 +103,33 @@ def continue_request(
         mode=MODES[mode],
         priority=PRIORITIES[priority],
         sampling=pb.SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed),
-    )  # seed=None leaves the field unset
+        num_samples=num_samples,
+        sample_rate=sample_rate or 0,
+        loudness_lufs=loudness_lufs,
+    )  # seed=None and loudness_lufs=None leave those fields unset
     if prime is not None:
-        request.prime_audio = _read(prime) or b""
+        request.prime_audio = prime if isinstance(prime, bytes) else _read(prime) or b""
     if codes is not None:
-        request.codes = _read(codes) or b""
+        request.codes = codes if isinstance(codes, bytes) else _read(codes) or b""
     return request
+
+
+def prime_bytes(prime: Any, sample_rate: int | None) -> bytes:
+    """A prime for the wire: a file's bytes (a path: any format the server reads), or an
+    array of float samples, (samples,) or (channels, samples) (mixed to mono), at
+    ``sample_rate``, as a lossless float WAV."""
+    if isinstance(prime, bytes):
+        return prime
+    if isinstance(prime, str | Path):
+        return _read(Path(prime)) or b""
+    audio = prime.detach().cpu().numpy() if hasattr(prime, "detach") else np.asarray(prime)
+    if sample_rate is None:
+        raise TokgenError("a prime given as an array needs its sample rate (prime_sample_rate)")
+    if audio.ndim == 2:
+        audio = audio.mean(axis=0)
+    buf = io.BytesIO()
+    sf.write(buf, audio.astype(np.float32), sample_rate, format="WAV", subtype="FLOAT")
+    return buf.getvalue()
 
 
 def is_local(server: str) -> bool:
@@ -119,24 +154,174 @@ def is_local(server: str) -> bool:
         return False
 
 
+def _warn_plaintext_key(server: str, api_key: str | None, tls: TlsOptions | None) -> None:
+    if api_key and tls is None and not is_local(server):
+        log.warning(
+            "sending an API key to %s without TLS: anyone on the network path can read it; "
+            "use --tls (TlsOptions) unless a trusted network or mesh encrypts the traffic",
+            server,
+        )
+
+
+def _metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
+    return (("x-api-key", api_key),) if api_key else ()
+
+
+@dataclass(frozen=True)
+class AudioPiece:
+    """A piece of one sample's audio as it arrived: float32 mono in [-1, 1]."""
+
+    sample_index: int
+    offset_seconds: float  # from the start of its sample's continuation
+    audio: np.ndarray
+    sample_rate: int
+
+
+def retry_delay(err: grpc.RpcError) -> float | None:
+    """Seconds the server asked a refused call to wait (its ``RetryInfo``), if it was
+    refused for now (``RESOURCE_EXHAUSTED``) and said when to retry; else None."""
+    if err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    status = rpc_status.from_call(err)
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            return info.retry_delay.ToTimedelta().total_seconds()
+    return None
+
+
 class TokgenClient:
-    def __init__(self, server: str, api_key: str | None = None, tls: TlsOptions | None = None):
-        options = [("grpc.max_receive_message_length", 64 << 20)]  # a 600 s job's WAV is 19 MB
-        if api_key and tls is None and not is_local(server):
-            log.warning(
-                "sending an API key to %s without TLS: anyone on the network path can read it; "
-                "use --tls (TlsOptions) unless a trusted network or mesh encrypts the traffic",
-                server,
-            )
+    """A synchronous client of ``TokgenService``: audio in as arrays or files, numpy out.
+    A call the server refuses for now (``RESOURCE_EXHAUSTED`` with a ``RetryInfo``: its
+    admission is full) is retried after the delay the server gives (at most
+    ``max_retry_delay_s``), up to ``retries`` times and within the call's ``timeout``; any
+    other error raises ``ServerError`` (its ``status`` names the gRPC code) at once."""
+
+    def __init__(
+        self,
+        server: str,
+        api_key: str | None = None,
+        tls: TlsOptions | None = None,
+        retries: int = 3,
+        max_retry_delay_s: float = 30.0,
+    ):
+        _warn_plaintext_key(server, api_key, tls)
         if tls is None:
-            self.channel = grpc.aio.insecure_channel(server, options=options)
+            self.channel = grpc.insecure_channel(server, options=CHANNEL_OPTIONS)
         else:
-            self.channel = grpc.aio.secure_channel(server, tls.credentials(), options=options)
+            self.channel = grpc.secure_channel(server, tls.credentials(), options=CHANNEL_OPTIONS)
+        self.stub = pb_grpc.TokgenServiceStub(self.channel)
+        self.metadata = _metadata(api_key)
+        self.retries, self.max_retry_delay_s = retries, max_retry_delay_s
+        self.last_summary: pb.Summary | None = None  # of the last stream that completed
+
+    def __enter__(self) -> TokgenClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def model_info(self, timeout: float | None = 30.0) -> pb.GetModelInfoResponse:
+        try:
+            return self.stub.GetModelInfo(pb.GetModelInfoRequest(), metadata=self.metadata, timeout=timeout)
+        except grpc.RpcError as err:
+            raise server_error(err) from err
+
+    def continue_audio(
+        self, prime: Any = None, prime_sample_rate: int | None = None, seconds: float = 10.0, **options: Any
+    ) -> np.ndarray:
+        """The continuation of ``prime`` (a path, a file's bytes, or an array of float
+        samples at ``prime_sample_rate``, (samples,) or (channels, samples)) as float32
+        mono at the output's rate (``sample_rate=``; default the codec's); with
+        ``num_samples`` N > 1 an (N, samples) array, row i sampled with seed + i. Options
+        as ``continue_request`` (``mode``, ``codes``, ``seed``, ``temperature``, ``top_k``,
+        ``top_p``, ``priority``, ``sample_rate``, ``loudness_lufs``) and ``timeout``. The
+        seeds used: ``last_summary.seeds``."""
+        pieces: dict[int, list[np.ndarray]] = {}
+        for piece in self.stream_audio(prime, prime_sample_rate, seconds, **options):
+            pieces.setdefault(piece.sample_index, []).append(piece.audio)
+        samples = [np.concatenate(pieces.get(i, [np.zeros(0, np.float32)])) for i in range(len(pieces) or 1)]
+        return samples[0] if len(samples) == 1 else np.stack(samples)
+
+    def stream_audio(
+        self,
+        prime: Any = None,
+        prime_sample_rate: int | None = None,
+        seconds: float = 10.0,
+        *,
+        codes: Path | bytes | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> Iterator[AudioPiece]:
+        """``continue_audio``'s pieces as they arrive (several samples' interleave: each
+        piece names its sample). Stopping early cancels the call on the server."""
+        request = continue_request(
+            seconds=seconds,
+            prime=None if prime is None else prime_bytes(prime, prime_sample_rate),
+            codes=codes,
+            **options,
+        )
+        for reply in self.stream(request, timeout):
+            if reply.HasField("chunk"):
+                chunk = reply.chunk
+                audio = np.frombuffer(chunk.pcm, "<i2").astype(np.float32) / 32767.0
+                yield AudioPiece(chunk.sample_index, chunk.offset_seconds, audio, chunk.format.sample_rate)
+
+    def stream(
+        self, request: pb.ContinueRequest, timeout: float | None = None
+    ) -> Iterator[pb.ContinueResponse]:
+        """The raw replies (audio chunks, then the summary), retrying a call refused for
+        now as the class says. Stopping early cancels the call."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        attempt = 0
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            call = self.stub.Continue(request, metadata=self.metadata, timeout=left)
+            try:
+                first = next(call)  # a refusal comes before any reply
+            except StopIteration:
+                return
+            except grpc.RpcError as err:
+                delay = retry_delay(err)
+                if delay is None or attempt >= self.retries:
+                    raise server_error(err) from err
+                delay = min(delay, self.max_retry_delay_s)
+                if deadline is not None and time.monotonic() + delay >= deadline:
+                    raise server_error(err) from err
+                attempt += 1
+                log.info("server busy; retrying in %.1f s (retry %d of %d)", delay, attempt, self.retries)
+                time.sleep(delay)
+                continue
+            try:
+                for reply in itertools.chain([first], call):
+                    if reply.HasField("summary"):
+                        self.last_summary = reply.summary
+                    yield reply
+            except grpc.RpcError as err:
+                raise server_error(err) from err
+            finally:
+                call.cancel()
+            return
+
+
+class AsyncTokgenClient:
+    """The asyncio client (``tokgen client``, ``tokgen jobs``, the benchmarks): the raw
+    streams of both services, and continuations streamed into files."""
+
+    def __init__(self, server: str, api_key: str | None = None, tls: TlsOptions | None = None):
+        _warn_plaintext_key(server, api_key, tls)
+        if tls is None:
+            self.channel = grpc.aio.insecure_channel(server, options=CHANNEL_OPTIONS)
+        else:
+            self.channel = grpc.aio.secure_channel(server, tls.credentials(), options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.TokgenServiceStub(self.channel)
         self.jobs = jpb_grpc.JobServiceStub(self.channel)
-        self.metadata = (("x-api-key", api_key),) if api_key else ()
+        self.metadata = _metadata(api_key)
 
-    async def __aenter__(self) -> TokgenClient:
+    async def __aenter__(self) -> AsyncTokgenClient:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -161,46 +346,53 @@ class TokgenClient:
         self, request: pb.ContinueRequest, out: Path, timeout: float | None = None
     ) -> ContinueResult:
         """Stream a continuation into ``out`` (.wav, .flac, .ogg, .opus or .mp3) as its
-        chunks arrive."""
+        chunks arrive; with several samples, sample i into ``numbered_paths(out, n)[i]``
+        (``out_0.wav``, ``out_1.wav``, ...)."""
         fmt, subtype = output_format(out)
-        part = out.with_name(out.name + ".part")
+        outs = numbered_paths(out, request.num_samples or 1)
+        parts = [o.with_name(o.name + ".part") for o in outs]
         started = time.perf_counter()
         first: float | None = None
-        writer: sf.SoundFile | None = None
+        writers: dict[int, sf.SoundFile] = {}
         samples = 0
         try:
             async for reply in self.stream(request, timeout):
                 if reply.WhichOneof("event") == "summary":
-                    if writer is None:  # a valid stream of no audio (cannot happen with seconds > 0)
-                        raise TokgenError("the server sent no audio")
-                    writer.close()
-                    os.replace(part, out)
-                    return ContinueResult(
-                        out,
-                        samples / writer.samplerate,
-                        first or 0.0,
-                        time.perf_counter() - started,
-                        reply.summary,
-                    )
+                    if len(writers) != len(outs):  # a valid stream sends every sample (seconds > 0)
+                        raise TokgenError(f"the server sent {len(writers)} of {len(outs)} samples")
+                    for i, writer in writers.items():
+                        writer.close()
+                        os.replace(parts[i], outs[i])
+                    rate = writers[0].samplerate
+                    total = time.perf_counter() - started
+                    return ContinueResult(outs[0], outs, samples / rate, first or 0.0, total, reply.summary)
                 chunk = reply.chunk
                 if first is None:
                     first = time.perf_counter() - started
                     if chunk.format.encoding != "s16le" or chunk.format.channels != 1:
                         raise TokgenError(f"unexpected audio format {chunk.format}")
+                if chunk.sample_index >= len(outs):
+                    raise TokgenError(f"the server sent sample {chunk.sample_index} of {len(outs)}")
+                writer = writers.get(chunk.sample_index)
+                if writer is None:
+                    part = parts[chunk.sample_index]
                     part.parent.mkdir(parents=True, exist_ok=True)
                     writer = sf.SoundFile(part, "w", chunk.format.sample_rate, 1, subtype, format=fmt)
-                assert writer is not None
+                    writers[chunk.sample_index] = writer
                 pcm = np.frombuffer(chunk.pcm, "<i2")
                 writer.write(pcm)
                 writer.flush()
-                samples += pcm.size
+                if chunk.sample_index == 0:
+                    samples += pcm.size
             raise TokgenError("the stream ended without a summary")
         except grpc.aio.AioRpcError as err:
             raise server_error(err) from None
         finally:
-            if writer is not None and not writer.closed:
-                writer.close()
-            part.unlink(missing_ok=True)
+            for writer in writers.values():
+                if not writer.closed:
+                    writer.close()
+            for part in parts:
+                part.unlink(missing_ok=True)
 
 
 def describe_error(err: grpc.RpcError) -> str:

@@ -21,7 +21,7 @@ import soundfile as sf
 from google.protobuf.json_format import MessageToDict
 
 from tokgen.audio import encode_audio, output_format
-from tokgen.client import TokgenClient, server_error
+from tokgen.client import AsyncTokgenClient, server_error
 from tokgen.errors import ServerError
 from tokgen.v1 import jobs_pb2 as jpb
 from tokgen.v1 import jobs_pb2_grpc as jpb_grpc
@@ -98,7 +98,7 @@ async def fetch_result(stub: jpb_grpc.JobServiceStub, job_id: str, metadata: Met
     return reader.result()
 
 
-async def _run(args: argparse.Namespace, client: TokgenClient, request: Callable) -> None:
+async def _run(args: argparse.Namespace, client: AsyncTokgenClient, request: Callable) -> None:
     stub, meta = client.jobs, client.metadata
     cmd = args.jobs_cmd
     if cmd == "submit":
@@ -147,7 +147,7 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def run_jobs_command(
-    args: argparse.Namespace, connect: Callable[[], TokgenClient], request: Callable
+    args: argparse.Namespace, connect: Callable[[], AsyncTokgenClient], request: Callable
 ) -> None:
     async def main() -> None:
         async with connect() as client:  # its channel belongs to this event loop

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
@@ -25,11 +24,11 @@ from tokgen.engine.factory import Backend, engine_class
 from tokgen.errors import TokgenError
 from tokgen.generation.sampler import LevelPrior, OnChange, SamplingSettings, level_frames, sample_hierarchy
 from tokgen.generation.windows import plan_windows, window_hop
+from tokgen.names import Mode
 from tokgen.prior.corpus import encode_file
 from tokgen.prior.layout import TokenLayout
 from tokgen.prior.model import read_prior_meta
 
-Mode = Literal["primed", "ancestral", "continue", "upsample"]
 MAX_SECONDS = 600.0  # longest continuation one request may ask for
 MAX_PRIME_SECONDS = 60.0
 # Prime audio a job keeps as the timbre reference of codecs that have one (``msvq``).

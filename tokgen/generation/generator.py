@@ -17,6 +17,9 @@ of its own, in a thread):
     g = Generator.load()
     [wav] = g.generate_continuation(prime, prime_sample_rate, seconds=10, progress=True)
     g.close()
+
+A spec's ``num_samples`` are sampled side by side from one prepared job (the prime is
+decoded and encoded once), each sample its own sequences in the engines, so they batch.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from tokgen.audio import check_mono, resample
 from tokgen.codec import load_codec
 from tokgen.codec.base import Codec
 from tokgen.engine.factory import Backend, resolve_backend
+from tokgen.errors import TokgenError
 from tokgen.generation.generate import (
     Continuation,
     Job,
@@ -45,11 +49,12 @@ from tokgen.generation.generate import (
     prepare,
     sample_job,
 )
+from tokgen.generation.output import finish_audio
 from tokgen.generation.queued import QueuedJob
 from tokgen.generation.requests import prepare_spec
 from tokgen.generation.sampler import CodeBoard, LevelPrior, OnChange, SamplingSettings, level_frames
-from tokgen.generation.spec import ContinueSpec, check_continue
-from tokgen.generation.stream import stream_continuation
+from tokgen.generation.spec import ContinueSpec, FieldError, check_continue, check_output
+from tokgen.generation.stream import stream_continuation, stream_samples
 from tokgen.monitoring import metrics
 from tokgen.prior.layout import TokenLayout
 from tokgen.settings import Settings
@@ -134,8 +139,15 @@ class Generator:
         return prepare(self.codec, mode, seconds, prime, codes, reference)
 
     def queued(self, spec: ContinueSpec) -> QueuedJob:
-        """What the job queue stores for ``spec``: the prepared job, ready for a worker."""
-        return QueuedJob(self.prepare(spec), spec.settings, spec.samples(self.codec.sample_rate))
+        """What the job queue stores for ``spec``: the prepared job, ready for a worker. A
+        job renders one sample (its result is one file): several are several jobs."""
+        if spec.num_samples != 1:
+            raise FieldError(
+                "num_samples",
+                f"a job renders one sample, got {spec.num_samples}; submit one job per sample "
+                "with seeds S, S+1, ... (or stream them with Continue)",
+            )
+        return QueuedJob(self.prepare(spec), spec.settings, spec.samples(self.codec.sample_rate), spec.output)
 
     # -- generation out --------------------------------------------------------------------
     async def sample(
@@ -159,6 +171,22 @@ class Generator:
         closing the iterator aborts the generation."""
         return stream_continuation(self.codec, self.priors, job, settings, request_id, on_change=on_change)
 
+    def stream_samples(
+        self, job: Job, spec: ContinueSpec, on_change: OnChange | None = None
+    ) -> AsyncIterator[tuple[int, np.ndarray]]:
+        """The new audio of each of ``spec``'s samples of ``job``, as (sample index, piece)
+        while they are generated side by side, cut to the seconds asked for and made the
+        spec's output (rate, loudness); see ``stream_samples``. Closing it aborts them."""
+        return stream_samples(
+            self.codec,
+            self.priors,
+            job,
+            spec.sample_settings(),
+            spec.output,
+            spec.samples(self.codec.sample_rate),
+            on_change,
+        )
+
     async def decode(self, codes: list[np.ndarray], reference: np.ndarray | None = None) -> np.ndarray:
         """Audio of every level's codes (the bottom level's, unless the codec's levels are
         residuals), in the timbre of ``reference`` where the codec keeps one; in a thread
@@ -176,6 +204,14 @@ class Generator:
         codes = await self.sample(job, settings, request_id, on_change)
         audio = await self.decode(codes, job.reference)
         return Continuation(codes, audio, job.start_top * self.codec.levels[0].hop)
+
+    async def render_samples(
+        self, jobs: Sequence[Job], settings: Sequence[SamplingSettings], on_change: OnChange | None = None
+    ) -> list[Continuation]:
+        """``render`` of each (job, settings) pair, all at once: each its own sequences in
+        the engines, which batch them (several samples of one job share the job)."""
+        renders = (self.render(j, s, on_change=on_change) for j, s in zip(jobs, settings, strict=True))
+        return list(await asyncio.gather(*renders))
 
     # -- the synchronous Python API ------------------------------------------------------------
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -199,20 +235,31 @@ class Generator:
         top_k: int = 0,
         top_p: float = 1.0,
         seed: int | None = None,
+        num_samples: int = 1,
+        sample_rate: int | None = None,
+        loudness_lufs: float | None = None,
         progress: bool = False,
     ) -> list[Any]:
         """Continue each prime by ``seconds``: one prime (1-D array or tensor of float
-        samples, or (channels, samples), mixed to mono) or a list of them, all sampled
-        together so the engines batch them. Returns one array per prime at the codec's
-        sample rate (``self.codec.sample_rate``), numpy or torch like the input. Without
-        ``seed`` a fresh random one is drawn (``last_seeds`` says which, for reproducing);
-        prime i uses ``seed + i``."""
+        samples, or (channels, samples), mixed to mono) or a list of them, ``num_samples``
+        (1 to 8) continuations of each, all sampled together so the engines batch them.
+        Returns one array per continuation, prime by prime (prime i's sample j at
+        ``i * num_samples + j``), numpy or torch like the input, at ``sample_rate``
+        (8000 to 48000 Hz; default: the codec's, ``self.codec.sample_rate``; resampled with
+        soxr), each normalised to ``loudness_lufs`` (ITU-R BS.1770, -70 to -5) if given,
+        never clipping (``tokgen.loudness``). Without ``seed`` a fresh random one is drawn;
+        continuation k uses ``seed + k`` (``last_seeds`` says which, for reproducing)."""
+        try:
+            output = check_output(num_samples, sample_rate, loudness_lufs)
+        except FieldError as exc:
+            raise TokgenError(str(exc)) from None
         primes = prime if isinstance(prime, list | tuple) else [prime]
         as_torch = type(primes[0]).__module__.startswith("torch")
         base = secrets.randbits(62) if seed is None else seed
-        self.last_seeds = [base + i for i in range(len(primes))]
+        self.last_seeds = [base + k for k in range(len(primes) * num_samples)]
         sr = self.codec.sample_rate
-        jobs = [self.job("primed", seconds, to_mono(p, prime_sample_rate, sr)) for p in primes]
+        prepared = [self.job("primed", seconds, to_mono(p, prime_sample_rate, sr)) for p in primes]
+        jobs = [prepared[k // num_samples] for k in range(len(self.last_seeds))]
         settings = [SamplingSettings(temperature, top_k, top_p, s) for s in self.last_seeds]
         for s in settings:
             self.check_settings(s)
@@ -230,19 +277,12 @@ class Generator:
             if bar is not None and level == len(board.codes) - 1:
                 bar.update(1)
 
-        async def run() -> list[Continuation]:
-            return list(
-                await asyncio.gather(
-                    *(self.render(j, s, on_change=watch) for j, s in zip(jobs, settings, strict=True))
-                )
-            )
-
         try:
-            results = self._run(run())
+            results = self._run(self.render_samples(jobs, settings, watch))
         finally:
             if bar is not None:
                 bar.close()
-        wavs = [r.new_audio(round(seconds * sr)) for r in results]
+        wavs = [finish_audio(r.new_audio(round(seconds * sr)), sr, output) for r in results]
         if as_torch:
             import torch
 

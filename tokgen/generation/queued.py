@@ -5,22 +5,27 @@ the queue keeps the result (every level's known codes, the length, the sampling 
 not the client's raw request, so a worker neither parses nor validates it again. The bytes
 are versioned: a worker refuses a version it does not know, rather than misreading it.
 Only numbers and int arrays are stored (``.npz`` without pickles), so loading is safe.
+Version 2 adds the output (sample rate, loudness); a job without one is still written as
+version 1, which workers of either version run (so a rolling upgrade loses no job).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from tokgen.errors import TokgenError
 from tokgen.generation.generate import Job
+from tokgen.generation.output import Output
 from tokgen.generation.sampler import SamplingSettings
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+VERSIONS = (1, 2)  # what this worker reads
 MAX_LEVELS = 16
 MAX_REFERENCE = 10 * 48000  # samples of timbre reference audio
 
@@ -34,10 +39,11 @@ class QueuedJob:
     job: Job
     settings: SamplingSettings
     samples: int | None  # new samples asked for (None: all, mode upsample)
+    output: Output = field(default_factory=Output)
 
     def dumps(self) -> bytes:
-        meta = {
-            "version": FORMAT_VERSION,
+        meta: dict = {
+            "version": 1 if self.output == Output() else FORMAT_VERSION,
             "top_frames": self.job.top_frames,
             "start_top": self.job.start_top,
             "samples": self.samples,
@@ -49,6 +55,8 @@ class QueuedJob:
                 "seed": self.settings.seed,
             },
         }
+        if self.output != Output():
+            meta["output"] = dataclasses.asdict(self.output)
         arrays = {f"known_{i}": k.astype(np.int32) for i, k in enumerate(self.job.known)}
         if self.job.reference is not None:
             arrays["reference"] = self.job.reference.astype(np.float16)
@@ -62,10 +70,10 @@ class QueuedJob:
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as archive:
                 meta = json.loads(archive["meta"].tobytes().decode())
-                if meta.get("version") != FORMAT_VERSION:
+                if meta.get("version") not in VERSIONS:
                     raise QueuedJobError(
                         f"queued job format version {meta.get('version')!r}; this worker runs "
-                        f"version {FORMAT_VERSION}"
+                        f"versions {', '.join(map(str, VERSIONS))}"
                     )
                 levels = int(meta["levels"])
                 if not 0 < levels <= MAX_LEVELS:
@@ -80,8 +88,11 @@ class QueuedJob:
                     raise QueuedJobError(f"a queued job with a reference of shape {reference.shape}")
                 job = Job(known, int(meta["top_frames"]), int(meta["start_top"]), reference)
                 samples = None if meta["samples"] is None else int(meta["samples"])
+                out = meta.get("output") or {}
+                rate, lufs = out.get("sample_rate"), out.get("loudness_lufs")
+                output = Output(None if rate is None else int(rate), None if lufs is None else float(lufs))
         except QueuedJobError:
             raise
         except (ValueError, KeyError, TypeError, OSError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
             raise QueuedJobError(f"queued bytes are not a tokgen job: {exc}") from exc
-        return cls(job, settings, samples)
+        return cls(job, settings, samples, output)

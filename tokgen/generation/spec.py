@@ -6,33 +6,24 @@ Every problem is a ``FieldError`` naming the offending field, which the servicer
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import secrets
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
 
-from tokgen.generation.generate import MAX_SECONDS, Mode
+from tokgen.generation.generate import MAX_SECONDS
+from tokgen.generation.output import Output
 from tokgen.generation.sampler import SamplingSettings
+from tokgen.names import MODE_NAMES, PRIORITY_NAMES, Mode, Priority
 from tokgen.v1 import tokgen_pb2 as pb
 
-# How urgent a request is: for admission (serve) and the job queue (jobs).
-Priority = Literal["high", "normal", "low"]
+__all__ = ["ContinueSpec", "FieldError", "Priority", "check_continue", "check_output"]
 
-MODES: dict[int, Mode] = {
-    pb.MODE_UNSPECIFIED: "primed",
-    pb.MODE_PRIMED: "primed",
-    pb.MODE_ANCESTRAL: "ancestral",
-    pb.MODE_CONTINUE: "continue",
-    pb.MODE_UPSAMPLE: "upsample",
-}
-
-
-PRIORITIES: dict[int, Priority] = {
-    pb.PRIORITY_UNSPECIFIED: "normal",
-    pb.PRIORITY_HIGH: "high",
-    pb.PRIORITY_NORMAL: "normal",
-    pb.PRIORITY_LOW: "low",
-}
+# Bounds of what one request may ask for (GetModelInfo reports them).
+MAX_NUM_SAMPLES = 8
+MIN_OUTPUT_RATE, MAX_OUTPUT_RATE = 8000, 48000
+MIN_LOUDNESS_LUFS, MAX_LOUDNESS_LUFS = -70.0, -5.0
+MAX_SEED = 2**63  # seeds are below it (the wire's uint64, the engines' int64)
 
 
 class FieldError(ValueError):
@@ -50,6 +41,15 @@ class ContinueSpec:
     prime_audio: bytes | None
     codes: bytes | None
     priority: Priority = "normal"
+    num_samples: int = 1
+    output: Output = field(default_factory=Output)
+
+    def sample_settings(self) -> list[SamplingSettings]:
+        """Each sample's settings: sample i is sampled with seed + i, so it is the audio a
+        one-sample request with that seed gets."""
+        return [
+            dataclasses.replace(self.settings, seed=self.settings.seed + i) for i in range(self.num_samples)
+        ]
 
     def samples(self, sample_rate: int) -> int | None:
         """Samples of new audio asked for; whole top frames are generated, and the result
@@ -58,10 +58,10 @@ class ContinueSpec:
 
 
 def check_continue(req: pb.ContinueRequest, vocab_size: int, codebook_size: int) -> ContinueSpec:
-    mode = MODES.get(req.mode)
+    mode = MODE_NAMES.get(req.mode)
     if mode is None:
         raise FieldError("mode", f"unknown mode {req.mode}; use MODE_PRIMED, MODE_ANCESTRAL, ...")
-    priority = PRIORITIES.get(req.priority)
+    priority = PRIORITY_NAMES.get(req.priority)
     if priority is None:
         raise FieldError("priority", f"unknown priority {req.priority}; use PRIORITY_HIGH, _NORMAL or _LOW")
     source = req.WhichOneof("source")
@@ -84,8 +84,12 @@ def check_continue(req: pb.ContinueRequest, vocab_size: int, codebook_size: int)
         raise FieldError(
             "sampling.top_k", f"must be at most the codebook size {codebook_size}, got {s.top_k}"
         )
-    if s.seed >= 2**63:
-        raise FieldError("sampling.seed", f"must be below 2**63, got {s.seed}")
+    num_samples = req.num_samples or 1
+    output = check_output(
+        num_samples, req.sample_rate or None, req.loudness_lufs if req.HasField("loudness_lufs") else None
+    )
+    if s.seed > MAX_SEED - num_samples:
+        raise FieldError("sampling.seed", f"must be below 2**63 - num_samples + 1, got {s.seed}")
     # No seed: a fresh one, which the reply reports, so every output can be reproduced.
     seed = s.seed if s.HasField("seed") else secrets.randbits(62)
     settings = SamplingSettings(temperature, s.top_k, top_p, seed)
@@ -97,4 +101,25 @@ def check_continue(req: pb.ContinueRequest, vocab_size: int, codebook_size: int)
         req.prime_audio if source == "prime_audio" else None,
         req.codes if source == "codes" else None,
         priority,
+        num_samples,
+        output,
     )
+
+
+def check_output(num_samples: int, sample_rate: int | None, loudness_lufs: float | None) -> Output:
+    """The samples and output a request asks for, within the bounds above (the CLI and the
+    Python API check theirs here too)."""
+    if not 1 <= num_samples <= MAX_NUM_SAMPLES:
+        raise FieldError("num_samples", f"must be in [1, {MAX_NUM_SAMPLES}], got {num_samples}")
+    if sample_rate is not None and not MIN_OUTPUT_RATE <= sample_rate <= MAX_OUTPUT_RATE:
+        raise FieldError(
+            "sample_rate", f"must be in [{MIN_OUTPUT_RATE}, {MAX_OUTPUT_RATE}] Hz, got {sample_rate}"
+        )
+    if loudness_lufs is not None and not (
+        math.isfinite(loudness_lufs) and MIN_LOUDNESS_LUFS <= loudness_lufs <= MAX_LOUDNESS_LUFS
+    ):
+        raise FieldError(
+            "loudness_lufs",
+            f"must be in [{MIN_LOUDNESS_LUFS:g}, {MAX_LOUDNESS_LUFS:g}] LUFS, got {loudness_lufs}",
+        )
+    return Output(sample_rate, loudness_lufs)

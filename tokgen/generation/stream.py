@@ -3,21 +3,26 @@
 The sampler runs levels as a pipeline (``sampler``); this watches the bottom level's codes
 and decodes every newly final stretch of them (``codec.streaming.StreamDecoder``), so the
 first audio is out after one window per level and the pieces join into exactly what one
-decode of the finished codes gives: no clicks at piece boundaries.
+decode of the finished codes gives: no clicks at piece boundaries. ``stream_samples`` runs
+several such streams of one job side by side (each sample its own sequences in the
+engines, which batch them) and relays their pieces as the caller's output.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import numpy as np
 
 from tokgen.codec.base import Codec
 from tokgen.codec.streaming import StreamDecoder
 from tokgen.generation.generate import Job, sample_job
+from tokgen.generation.output import Output, OutputStream
 from tokgen.generation.sampler import CodeBoard, LevelPrior, OnChange, SamplingSettings
+
+MAX_PIECE_SECONDS = 1.0  # a sample held back for its loudness goes out in pieces of this
 
 
 async def stream_continuation(
@@ -29,7 +34,7 @@ async def stream_continuation(
     min_seconds: float = 0.25,
     first_seconds: float | None = None,
     on_change: OnChange | None = None,
-) -> AsyncIterator[np.ndarray]:
+) -> AsyncGenerator[np.ndarray, None]:
     """Yield the new audio of ``job`` (after the prime) in pieces of at least
     ``min_seconds`` (but the last, and the first: by default as much as the bottom level's
     lead window makes final, so the first audio needs nothing beyond the levels' lead
@@ -91,3 +96,58 @@ async def stream_continuation(
             sampling.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sampling
+
+
+async def stream_samples(
+    codec: Codec,
+    priors: list[LevelPrior],
+    job: Job,
+    settings: list[SamplingSettings],
+    output: Output,
+    samples: int | None,
+    on_change: OnChange | None = None,
+) -> AsyncGenerator[tuple[int, np.ndarray], None]:
+    """One sample of ``job`` per settings, all at once, as (sample index, piece): each
+    sample's pieces in order, the samples' interleaved as they are made. Each sample is cut
+    to ``samples`` (at the codec's rate; None: all of it) and made the ``output`` (rate,
+    loudness: ``OutputStream``). Closing this closes every sample's stream, which aborts
+    its engine requests; the first failure of one ends them all."""
+    queue: asyncio.Queue[tuple[int, np.ndarray | None] | Exception] = asyncio.Queue(2 * len(settings))
+
+    async def one(index: int, sample_settings: SamplingSettings) -> None:
+        out = OutputStream(output, codec.sample_rate, samples)
+        taken = 0
+        stream = stream_continuation(codec, priors, job, sample_settings, on_change=on_change)
+        try:
+            async for whole in stream:
+                piece = whole if samples is None else whole[: samples - taken]
+                taken += piece.size
+                await queue.put((index, out.push(piece)))
+                if samples is not None and taken >= samples:
+                    break
+            await queue.put((index, out.finish()))
+        except Exception as exc:
+            await queue.put(exc)
+            return
+        finally:
+            await stream.aclose()
+        await queue.put((index, None))
+
+    tasks = [asyncio.create_task(one(i, s)) for i, s in enumerate(settings)]
+    step = max(1, round(MAX_PIECE_SECONDS * output.rate(codec.sample_rate)))
+    try:
+        finished = 0
+        while finished < len(tasks):
+            item = await queue.get()
+            if isinstance(item, Exception):
+                raise item
+            index, piece = item
+            if piece is None:
+                finished += 1
+                continue
+            for start in range(0, piece.size, step):
+                yield index, piece[start : start + step]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -6,7 +6,7 @@ A render is the ``Generator``'s: the queue holds the job the server prepared (a
 ``QueuedJob``: validated, prime encoded); if an earlier attempt saved codes, every level
 starts from what it saved (the longest gap-free prefix of each level; the sampler
 completes and extends them); the result is the new audio (WAV, exactly the seconds asked
-for) and every level's codes.
+for, at the sample rate and loudness asked for) and every level's codes.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from tokgen.codec.codes import dump_codes, load_codes
 from tokgen.generation.generate import Job, level_tokens, whole_top_frames
 from tokgen.generation.generator import Generator
+from tokgen.generation.output import finish_audio
 from tokgen.generation.queued import QueuedJob, QueuedJobError
 from tokgen.generation.sampler import CodeBoard
 from tokgen.jobs.queue import Claim, JobQueue
@@ -196,8 +197,9 @@ class Worker:
         result = await self.generator.render(job, queued.settings, claim.job.id, watch)
         for task in list(pending):
             task.cancel()
-        audio = result.new_audio(queued.samples)
-        seconds = audio.size / sr
+        rate = queued.output.rate(sr)
+        audio = await asyncio.to_thread(finish_audio, result.new_audio(queued.samples), sr, queued.output)
+        seconds = audio.size / rate
         metrics.AUDIO_SECONDS.labels("job").inc(seconds)
         metrics.REALTIME_FACTOR.labels("job").observe(seconds / (time.monotonic() - started))
         summary = {
@@ -206,7 +208,7 @@ class Worker:
             "attempt": claim.job.attempts,
         }
         return (
-            wav_bytes(audio, sr),
+            wav_bytes(audio, rate),
             dump_codes(result.codes, self.codec, num_samples),
             summary,
         )

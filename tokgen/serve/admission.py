@@ -9,6 +9,10 @@ unbounded backlog.
 Waiting calls are served in order of *due time*: arrival plus a priority delay. A high
 priority call overtakes normal ones that arrived up to ``PRIORITY_DELAY_S`` earlier, but a
 low one that has waited long enough goes first: no priority is starved forever.
+
+A call of several samples costs the engines what as many calls do, so it holds that many
+slots (at most ``max_active``: it can always run). The most due waiting call goes first
+even when a lighter one behind it would fit: a heavy call is never starved by light ones.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
-from tokgen.generation.spec import Priority
+from tokgen.names import Priority
 
 PRIORITY_DELAY_S: dict[Priority, float] = {"high": -10.0, "normal": 0.0, "low": 10.0}
 
@@ -42,8 +46,9 @@ class Admission:
         if max_active < 1 or max_queued < 0:
             raise ValueError("max_active must be >= 1 and max_queued >= 0")
         self.max_active, self.max_queued = max_active, max_queued
-        self.active = 0  # calls holding a slot
-        self._waiting: list[tuple[float, int, asyncio.Future[None]]] = []  # a heap by due time
+        self.active = 0  # slots held
+        # a heap by due time: (due, arrival order, granted, slots wanted)
+        self._waiting: list[tuple[float, int, asyncio.Future[None], int]] = []
         self._order = itertools.count()  # ties: first come, first served
         self._clock = clock
 
@@ -52,22 +57,24 @@ class Admission:
         return len(self._waiting)
 
     @asynccontextmanager
-    async def slot(self, priority: Priority = "normal") -> AsyncIterator[None]:
-        """Hold a slot for the body; raises ``Busy`` when no slot and no queue place is free."""
-        await self._acquire(priority)
+    async def slot(self, priority: Priority = "normal", weight: int = 1) -> AsyncIterator[None]:
+        """Hold ``weight`` slots (a call's samples; at most ``max_active``) for the body;
+        raises ``Busy`` when they are not free and no queue place is."""
+        weight = min(max(1, weight), self.max_active)
+        await self._acquire(priority, weight)
         try:
             yield
         finally:
-            self._release()
+            self._release(weight)
 
-    async def _acquire(self, priority: Priority) -> None:
-        if self.active < self.max_active and not self._waiting:
-            self.active += 1
+    async def _acquire(self, priority: Priority, weight: int) -> None:
+        if self.active + weight <= self.max_active and not self._waiting:
+            self.active += weight
             return
         if len(self._waiting) >= self.max_queued:
             raise Busy(self.active, len(self._waiting))
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (due_time(priority, self._clock()), next(self._order), granted)
+        entry = (due_time(priority, self._clock()), next(self._order), granted, weight)
         heapq.heappush(self._waiting, entry)
         try:
             await granted
@@ -75,18 +82,27 @@ class Admission:
             if entry in self._waiting:
                 self._waiting.remove(entry)
                 heapq.heapify(self._waiting)
+                self._grant()  # it may have held back lighter calls behind it
             elif not granted.cancelled():
-                self._release()  # the slot was handed over just as it left: pass it on
+                self._release(weight)  # the slots were handed over just as it left: pass them on
             raise
 
-    def _release(self) -> None:
-        """A slot freed: hand it to the most due waiting call, else give it back."""
+    def _release(self, weight: int) -> None:
+        self.active -= weight
+        self._grant()
+
+    def _grant(self) -> None:
+        """Hand free slots to the most due waiting calls, in order, while the next fits."""
         while self._waiting:
-            granted = heapq.heappop(self._waiting)[2]
-            if not granted.done():
-                granted.set_result(None)  # the slot passes on: ``active`` is unchanged
+            granted, weight = self._waiting[0][2:]
+            if granted.done():  # left while waiting
+                heapq.heappop(self._waiting)
+                continue
+            if self.active + weight > self.max_active:
                 return
-        self.active -= 1
+            heapq.heappop(self._waiting)
+            self.active += weight
+            granted.set_result(None)
 
 
 class Concurrency:

@@ -13,6 +13,7 @@ JSON body ``{"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": ...
     GET    /                     the page (``serve/web/index.html``: no network but this server)
     GET    /healthz              200 {"status": "serving"} once the models are loaded, else 503
     POST   /v1/continuations     multipart form -> the audio, streamed while it is generated
+                                 (num_samples > 1: a zip of one file per sample, once all are done)
     POST   /v1/jobs              the same form (+ priority, idempotency_key) -> the queued job
     GET    /v1/jobs              the caller's jobs (?state=&page_size=&page_token=)
     GET    /v1/jobs/{id}         one job: state, progress
@@ -31,18 +32,21 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import io
 import math
 import re
 import secrets
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+import zipfile
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import grpc
+import soundfile as sf
 import uvicorn
 from google.rpc import error_details_pb2, status_pb2
 from starlette.applications import Starlette
@@ -56,9 +60,11 @@ from starlette.types import Message, Receive, Scope, Send
 from tokgen.audio import encode_audio, load_audio
 from tokgen.client.jobs import job_dict
 from tokgen.errors import TokgenError
+from tokgen.generation.output import output_samples
 from tokgen.generation.spec import FieldError
 from tokgen.logs import REQUEST_ID
 from tokgen.monitoring import metrics
+from tokgen.names import MODES, PRIORITIES
 from tokgen.serve.access_log import REQUEST_ID_KEY, log_call, request_id
 from tokgen.serve.audio_stream import CONTENT_TYPES, FORMATS, StreamEncoder
 from tokgen.serve.auth import ANONYMOUS_CALLER, DENIED, Caller, act_as, identify, presented_key
@@ -95,13 +101,6 @@ FORM_FIELDS = {
     "sampling.top_p": "top_p",
     "sampling.seed": "seed",
 }
-MODES = {
-    "primed": pb.MODE_PRIMED,
-    "ancestral": pb.MODE_ANCESTRAL,
-    "continue": pb.MODE_CONTINUE,
-    "upsample": pb.MODE_UPSAMPLE,
-}
-PRIORITIES = {"high": pb.PRIORITY_HIGH, "normal": pb.PRIORITY_NORMAL, "low": pb.PRIORITY_LOW}
 FORM_OVERHEAD = 64 << 10  # multipart boundaries, part headers and the small fields
 T = TypeVar("T")
 SEED_BITS = 62  # a fresh seed when none is given: what the gRPC spec and `tokgen generate` draw
@@ -238,6 +237,12 @@ async def continue_request(form: FormData, max_bytes: int) -> pb.ContinueRequest
         request.sampling.top_k = top_k
     if (seed := _int(form, "seed", 2**63)) is not None:
         request.sampling.seed = seed
+    if (num_samples := _int(form, "num_samples", 2**32)) is not None:
+        request.num_samples = num_samples
+    if (sample_rate := _int(form, "sample_rate", 2**32)) is not None:
+        request.sample_rate = sample_rate
+    if (loudness := _float(form, "loudness_lufs")) is not None:
+        request.loudness_lufs = loudness
     return request
 
 
@@ -383,8 +388,22 @@ class HttpApi:
             await replies.aclose()
             raise
         assert self.streams.generator is not None  # it answered: the models are loaded
-        sample_rate = self.streams.generator.codec.sample_rate
-        encoder = StreamEncoder(fmt, sample_rate, requested_samples(continuation, sample_rate))
+        codec_rate = self.streams.generator.codec.sample_rate
+        sample_rate = first.chunk.format.sample_rate or codec_rate  # the output's
+        wanted = requested_samples(continuation, codec_rate)
+        samples = None if wanted is None else output_samples(wanted, codec_rate, sample_rate)
+        headers = {
+            "X-Tokgen-Seed": str(seed),
+            "X-Tokgen-Sample-Rate": str(sample_rate),
+            "Cache-Control": "no-store",
+        }
+        if continuation.num_samples > 1:
+            seeds = ",".join(str(seed + i) for i in range(continuation.num_samples))
+            archive = await zipped(first, replies, fmt, sample_rate, samples)
+            disposition = 'attachment; filename="continuations.zip"'
+            headers |= {"X-Tokgen-Seeds": seeds, "Content-Disposition": disposition}
+            return Response(archive, media_type="application/zip", headers=headers)
+        encoder = StreamEncoder(fmt, sample_rate, samples)
 
         async def body() -> AsyncIterator[bytes]:
             try:
@@ -396,11 +415,8 @@ class HttpApi:
             finally:
                 await replies.aclose()
 
-        headers = {
-            "X-Tokgen-Seed": str(seed),
-            "X-Tokgen-Sample-Rate": str(sample_rate),
+        headers |= {
             "Content-Disposition": f'inline; filename="continuation.{fmt}"',
-            "Cache-Control": "no-store",
             "X-Accel-Buffering": "no",  # a proxy (nginx) in front must not hold the stream back
         }
         return AudioStream(body(), headers=headers, media_type=encoder.content_type)
@@ -507,8 +523,49 @@ class AudioStream(StreamingResponse):
 
 
 def reencode(wav: bytes, sample_rate: int, fmt: str) -> bytes:
-    """A job's WAV result (at the codec's rate) as ``fmt`` (CPU work: run it in a thread)."""
-    return encode_audio(load_audio(wav, sample_rate, allow_silent=True), sample_rate, f".{fmt}")
+    """A job's WAV result as ``fmt`` (CPU work: run it in a thread), at the rate it was
+    rendered at (the job's ``sample_rate``; ``sample_rate``, the codec's, if it has none)."""
+    with sf.SoundFile(io.BytesIO(wav)) as f:
+        rate = f.samplerate or sample_rate
+    return encode_audio(load_audio(wav, rate, allow_silent=True), rate, f".{fmt}")
+
+
+async def zipped(
+    first: pb.ContinueResponse,
+    replies: AsyncGenerator[pb.ContinueResponse, None],
+    fmt: str,
+    sample_rate: int,
+    samples: int | None,
+) -> bytes:
+    """A stream of several samples as a zip of one ``fmt`` file per sample
+    (``continuation_{i}.{fmt}``), once all are complete (the files of a zip follow one
+    another, the samples' chunks interleave). The audio is held as PCM until then."""
+    pcm: dict[int, list[bytes]] = {}
+    try:
+        async for reply in _chained(first, replies):
+            if reply.HasField("chunk"):
+                pcm.setdefault(reply.chunk.sample_index, []).append(reply.chunk.pcm)
+    finally:
+        await replies.aclose()
+
+    def archive() -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+            for index in sorted(pcm):
+                encoder = StreamEncoder(fmt, sample_rate, samples)
+                data = encoder.header() + b"".join(encoder.add(p) for p in pcm[index]) + encoder.finish()
+                z.writestr(f"continuation_{index}.{fmt}", data)
+        return buf.getvalue()
+
+    return await asyncio.to_thread(archive)
+
+
+async def _chained(
+    first: pb.ContinueResponse, rest: AsyncIterator[pb.ContinueResponse]
+) -> AsyncIterator[pb.ContinueResponse]:
+    yield first
+    async for reply in rest:
+        yield reply
 
 
 def load_page() -> tuple[str, str]:

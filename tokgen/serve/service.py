@@ -1,9 +1,10 @@
 """``TokgenService`` over a ``Generator``: validation, then a streamed continuation.
 
 Thin by design (TGI's split): the generator turns the request into a spec and a job, and
-the servicer relays the generator's audio pieces as PCM chunks. Closing the call (client
+the servicer relays the generator's audio pieces as PCM chunks (several samples: their
+chunks interleave, each labelled with its ``sample_index``). Closing the call (client
 cancel, disconnect, deadline) closes the stream, which cancels and aborts every engine
-request of the continuation at once.
+request of the continuation at once. A request holds one admission slot per sample.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from grpc_status import rpc_status
 from tokgen.generation.generate import MAX_PRIME_SECONDS, MAX_SECONDS, Job, context_kept, level_tokens
 from tokgen.generation.generator import Generator
 from tokgen.generation.sampler import completion_times
-from tokgen.generation.spec import ContinueSpec, FieldError
+from tokgen.generation.spec import (
+    MAX_NUM_SAMPLES,
+    MAX_OUTPUT_RATE,
+    MIN_OUTPUT_RATE,
+    ContinueSpec,
+    FieldError,
+)
 from tokgen.monitoring import metrics
 from tokgen.serve.admission import Admission, Busy, Concurrency
 from tokgen.v1 import tokgen_pb2 as pb
@@ -88,6 +95,9 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
             max_prime_seconds=MAX_PRIME_SECONDS,
             max_seconds=MAX_SECONDS,
             max_request_bytes=self.max_request_bytes,
+            max_num_samples=MAX_NUM_SAMPLES,
+            min_output_sample_rate=MIN_OUTPUT_RATE,
+            max_output_sample_rate=MAX_OUTPUT_RATE,
         )
 
     async def Continue(self, request, context):
@@ -103,7 +113,7 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
         except FieldError as exc:
             await abort_invalid(context, exc.field, exc.message)
         try:
-            async with self.admission.slot(spec.priority):
+            async with self.admission.slot(spec.priority, spec.num_samples):
                 try:
                     with metrics.PREPARE.labels(metrics.serving_model()).time():
                         job = await asyncio.to_thread(self._prepare, g, spec)
@@ -120,19 +130,14 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
             return g.prepare(spec, True)
 
     async def _stream(self, g: Generator, job: Job, spec: ContinueSpec, started: float):
-        """The continuation's audio as PCM chunks, then the summary. Closing this (the call
-        ended early) closes the generator's stream, which aborts the engine requests."""
+        """The samples' audio as PCM chunks, then the summary. Closing this (the call
+        ended early) closes the generator's streams, which aborts the engine requests."""
         codec = g.codec
-        sr = codec.sample_rate
-        fmt = pb.AudioFormat(sample_rate=sr, channels=1, encoding="s16le")
-        sent, first, last = 0, None, 0.0
-        # Whole top frames are generated; the client gets exactly the seconds it asked for.
-        wanted = spec.samples(sr)
+        rate = spec.output.rate(codec.sample_rate)
+        fmt = pb.AudioFormat(sample_rate=rate, channels=1, encoding="s16le")
+        sent, first, last = [0] * spec.num_samples, None, 0.0
         done_at, watch = completion_times(len(codec.levels), started)
-        async for whole in g.stream(job, spec.settings, on_change=watch):
-            piece = whole if wanted is None else whole[: wanted - sent]
-            if not piece.size:
-                break
+        async for index, piece in g.stream_samples(job, spec, on_change=watch):
             now = time.perf_counter()
             if first is None:
                 first = now - started
@@ -140,22 +145,24 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
             else:
                 metrics.CHUNK_GAP.labels(metrics.serving_model()).observe(now - last)
             last = now
-            yield pb.ContinueResponse(
-                chunk=pb.AudioChunk(format=fmt, pcm=pcm16(piece), offset_seconds=sent / sr)
+            chunk = pb.AudioChunk(
+                format=fmt, pcm=pcm16(piece), offset_seconds=sent[index] / rate, sample_index=index
             )
-            sent += piece.size
-            metrics.AUDIO_SECONDS.labels("stream").inc(piece.size / sr)
-        metrics.REALTIME_FACTOR.labels("stream").observe(sent / sr / (time.perf_counter() - started))
+            yield pb.ContinueResponse(chunk=chunk)
+            sent[index] += piece.size
+            metrics.AUDIO_SECONDS.labels("stream").inc(piece.size / rate)
+        metrics.REALTIME_FACTOR.labels("stream").observe(sum(sent) / rate / (time.perf_counter() - started))
         yield pb.ContinueResponse(
             summary=pb.Summary(
                 levels=[
-                    pb.LevelStats(level=i, tokens=n, seconds=done_at[i])
+                    pb.LevelStats(level=i, tokens=n * spec.num_samples, seconds=done_at[i])
                     for i, n in enumerate(level_tokens(codec, job))
                 ],
-                audio_seconds=sent / sr,
+                audio_seconds=sent[0] / rate,
                 time_to_first_audio_seconds=first or 0.0,
                 total_seconds=time.perf_counter() - started,
                 prime_seconds_in_context=context_kept(codec, g.priors, job),
                 seed=spec.settings.seed,
+                seeds=[s.seed for s in spec.sample_settings()],
             )
         )

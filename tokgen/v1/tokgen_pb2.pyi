@@ -44,20 +44,26 @@ class SamplingParams(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class ContinueRequest(_message.Message):
-    __slots__ = ("prime_audio", "codes", "seconds", "sampling", "mode", "priority")
+    __slots__ = ("prime_audio", "codes", "seconds", "sampling", "mode", "priority", "num_samples", "sample_rate", "loudness_lufs")
     PRIME_AUDIO_FIELD_NUMBER: _ClassVar[int]
     CODES_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    LOUDNESS_LUFS_FIELD_NUMBER: _ClassVar[int]
     prime_audio: bytes
     codes: bytes
     seconds: float
     sampling: SamplingParams
     mode: Mode
     priority: Priority
-    def __init__(self, prime_audio: _Optional[bytes] = ..., codes: _Optional[bytes] = ..., seconds: _Optional[float] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., mode: _Optional[_Union[Mode, str]] = ..., priority: _Optional[_Union[Priority, str]] = ...) -> None: ...
+    num_samples: int
+    sample_rate: int
+    loudness_lufs: float
+    def __init__(self, prime_audio: _Optional[bytes] = ..., codes: _Optional[bytes] = ..., seconds: _Optional[float] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., mode: _Optional[_Union[Mode, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., num_samples: _Optional[int] = ..., sample_rate: _Optional[int] = ..., loudness_lufs: _Optional[float] = ...) -> None: ...
 
 class AudioFormat(_message.Message):
     __slots__ = ("sample_rate", "channels", "encoding")
@@ -70,14 +76,16 @@ class AudioFormat(_message.Message):
     def __init__(self, sample_rate: _Optional[int] = ..., channels: _Optional[int] = ..., encoding: _Optional[str] = ...) -> None: ...
 
 class AudioChunk(_message.Message):
-    __slots__ = ("format", "pcm", "offset_seconds")
+    __slots__ = ("format", "pcm", "offset_seconds", "sample_index")
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     PCM_FIELD_NUMBER: _ClassVar[int]
     OFFSET_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_INDEX_FIELD_NUMBER: _ClassVar[int]
     format: AudioFormat
     pcm: bytes
     offset_seconds: float
-    def __init__(self, format: _Optional[_Union[AudioFormat, _Mapping]] = ..., pcm: _Optional[bytes] = ..., offset_seconds: _Optional[float] = ...) -> None: ...
+    sample_index: int
+    def __init__(self, format: _Optional[_Union[AudioFormat, _Mapping]] = ..., pcm: _Optional[bytes] = ..., offset_seconds: _Optional[float] = ..., sample_index: _Optional[int] = ...) -> None: ...
 
 class LevelStats(_message.Message):
     __slots__ = ("level", "tokens", "seconds")
@@ -90,20 +98,22 @@ class LevelStats(_message.Message):
     def __init__(self, level: _Optional[int] = ..., tokens: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class Summary(_message.Message):
-    __slots__ = ("levels", "audio_seconds", "time_to_first_audio_seconds", "total_seconds", "prime_seconds_in_context", "seed")
+    __slots__ = ("levels", "audio_seconds", "time_to_first_audio_seconds", "total_seconds", "prime_seconds_in_context", "seed", "seeds")
     LEVELS_FIELD_NUMBER: _ClassVar[int]
     AUDIO_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TIME_TO_FIRST_AUDIO_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PRIME_SECONDS_IN_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    SEEDS_FIELD_NUMBER: _ClassVar[int]
     levels: _containers.RepeatedCompositeFieldContainer[LevelStats]
     audio_seconds: float
     time_to_first_audio_seconds: float
     total_seconds: float
     prime_seconds_in_context: _containers.RepeatedScalarFieldContainer[float]
     seed: int
-    def __init__(self, levels: _Optional[_Iterable[_Union[LevelStats, _Mapping]]] = ..., audio_seconds: _Optional[float] = ..., time_to_first_audio_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ..., prime_seconds_in_context: _Optional[_Iterable[float]] = ..., seed: _Optional[int] = ...) -> None: ...
+    seeds: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, levels: _Optional[_Iterable[_Union[LevelStats, _Mapping]]] = ..., audio_seconds: _Optional[float] = ..., time_to_first_audio_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ..., prime_seconds_in_context: _Optional[_Iterable[float]] = ..., seed: _Optional[int] = ..., seeds: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ContinueResponse(_message.Message):
     __slots__ = ("chunk", "summary")
@@ -130,7 +140,7 @@ class LevelInfo(_message.Message):
     def __init__(self, level: _Optional[int] = ..., hop: _Optional[int] = ..., codebook_size: _Optional[int] = ..., context_tokens: _Optional[int] = ...) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = ("codec", "sample_rate", "levels", "engine_backend", "max_prime_seconds", "max_seconds", "max_request_bytes")
+    __slots__ = ("codec", "sample_rate", "levels", "engine_backend", "max_prime_seconds", "max_seconds", "max_request_bytes", "max_num_samples", "min_output_sample_rate", "max_output_sample_rate")
     CODEC_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     LEVELS_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +148,9 @@ class GetModelInfoResponse(_message.Message):
     MAX_PRIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    MIN_OUTPUT_SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     codec: str
     sample_rate: int
     levels: _containers.RepeatedCompositeFieldContainer[LevelInfo]
@@ -145,4 +158,7 @@ class GetModelInfoResponse(_message.Message):
     max_prime_seconds: float
     max_seconds: float
     max_request_bytes: int
-    def __init__(self, codec: _Optional[str] = ..., sample_rate: _Optional[int] = ..., levels: _Optional[_Iterable[_Union[LevelInfo, _Mapping]]] = ..., engine_backend: _Optional[str] = ..., max_prime_seconds: _Optional[float] = ..., max_seconds: _Optional[float] = ..., max_request_bytes: _Optional[int] = ...) -> None: ...
+    max_num_samples: int
+    min_output_sample_rate: int
+    max_output_sample_rate: int
+    def __init__(self, codec: _Optional[str] = ..., sample_rate: _Optional[int] = ..., levels: _Optional[_Iterable[_Union[LevelInfo, _Mapping]]] = ..., engine_backend: _Optional[str] = ..., max_prime_seconds: _Optional[float] = ..., max_seconds: _Optional[float] = ..., max_request_bytes: _Optional[int] = ..., max_num_samples: _Optional[int] = ..., min_output_sample_rate: _Optional[int] = ..., max_output_sample_rate: _Optional[int] = ...) -> None: ...
