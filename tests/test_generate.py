@@ -11,7 +11,7 @@ import soundfile as sf
 from tokgen.audio import save_audio
 from tokgen.cli import main
 from tokgen.codec import load_codec
-from tokgen.codec.codes import save_codes
+from tokgen.codec.codes import load_codes, save_codes
 
 
 def generate(tmp_path, tiny_model_dir, prior_set, *args):
@@ -39,6 +39,10 @@ def test_primed_generation_is_reproducible_and_resumable(tmp_path, tiny_model_di
     info = json.loads(r1.stdout)
     assert info["prime_seconds"] == 0.1 and [lv["frames"] for lv in info["levels"]] == [200, 400]
     assert sf.info(tmp_path / "a.wav").frames == 1600  # 100 new top frames x 16 samples
+    saved = load_codes(tmp_path / "a.npz")  # with the prime as its timbre reference
+    assert saved.reference is not None and np.allclose(
+        saved.reference, tone[:1600], atol=1e-4
+    )  # 16-bit twice
     r2 = generate(tmp_path, tiny_model_dir, prior_set, *args, "--out", "b.wav")
     assert r2.returncode == 0, r2.stderr
     assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()

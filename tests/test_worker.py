@@ -78,8 +78,10 @@ def test_a_worker_renders_every_job_once(loop_thread, engine, tiny_model_dir, re
     for job, result, seconds in zip(jobs[:4], results, [0.1, 0.1, 0.1, 0.05], strict=False):
         audio, codes = result
         assert sf.info(io.BytesIO(audio)).frames == round(seconds * 16000)
-        top = load_codes(codes).codes[0]
-        assert top.size > 0 and job.attempts == 1 and job.progress == 1.0
+        saved = load_codes(codes)
+        assert saved.codes[0].size > 0 and job.attempts == 1 and job.progress == 1.0
+        primed = seconds == 0.05  # the last request has a prime: its timbre reference is kept
+        assert (saved.reference is not None and saved.reference.size == 800) == primed
 
 
 @pytest.fixture

@@ -56,7 +56,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         check_settings(codec, s)
     outs = numbered_paths(args.out, len(seeds))
     codes_outs = numbered_paths(args.save_codes, len(seeds)) if args.save_codes else []
-    prime = codes = None
+    prime = codes = reference = None
     if args.mode == "primed":
         if not args.prime:
             raise TokgenError("--prime is required in mode primed (or choose --mode ancestral)")
@@ -66,8 +66,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
             raise TokgenError(f"--codes is required in mode {args.mode}")
         saved = load_codes(args.codes)
         saved.check_matches(codec)
-        codes = saved.codes
-    job = prepare(codec, args.mode, args.seconds, prime, codes)
+        codes, reference = saved.codes, saved.reference
+    job = prepare(codec, args.mode, args.seconds, prime, codes, reference)
     generator = Generator.load(
         codec,
         args.priors,
@@ -114,7 +114,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         audio = finish_audio(audio, codec.sample_rate, output)
         save_audio(outs[i], audio, rate)
         if codes_outs:
-            save_codes(codes_outs[i], result.codes, codec, result.audio.size)
+            save_codes(codes_outs[i], result.codes, codec, result.audio.size, job.reference)
     print(
         json.dumps(
             {

@@ -209,7 +209,7 @@ class Worker:
         }
         return (
             wav_bytes(audio, rate),
-            dump_codes(result.codes, self.codec, num_samples),
+            dump_codes(result.codes, self.codec, num_samples, job.reference),
             summary,
         )
 
