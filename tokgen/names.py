@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from typing import Literal, cast
 
+from google.protobuf.json_format import MessageToDict
+
+from tokgen.v1 import jobs_pb2 as jpb
 from tokgen.v1 import tokgen_pb2 as pb
 
 Mode = Literal["primed", "ancestral", "continue", "upsample"]
@@ -28,3 +31,13 @@ MODE_NAMES: dict[int, Mode] = {int(value): cast(Mode, name) for name, value in M
 MODE_NAMES[pb.MODE_UNSPECIFIED] = "primed"
 PRIORITY_NAMES: dict[int, Priority] = {int(value): cast(Priority, name) for name, value in PRIORITIES.items()}
 PRIORITY_NAMES[pb.PRIORITY_UNSPECIFIED] = "normal"
+
+
+def job_dict(job: jpb.Job) -> dict:
+    """A job as JSON with its enums by these names (``tokgen jobs``, the HTTP API)."""
+    out = MessageToDict(job, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    out["state"] = jpb.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
+    out["priority"] = out["priority"].removeprefix("PRIORITY_").lower()
+    if job.HasField("seed"):  # proto JSON writes a uint64 as a string
+        out["seed"] = job.seed
+    return out

@@ -18,24 +18,15 @@ from typing import NoReturn
 
 import grpc
 import soundfile as sf
-from google.protobuf.json_format import MessageToDict
 
 from tokgen.audio import encode_audio, output_format
 from tokgen.client import AsyncTokgenClient, server_error
 from tokgen.errors import ServerError
+from tokgen.names import job_dict
 from tokgen.v1 import jobs_pb2 as jpb
 from tokgen.v1 import jobs_pb2_grpc as jpb_grpc
 
 Metadata = tuple[tuple[str, str], ...]
-
-
-def job_dict(job: jpb.Job) -> dict:
-    out = MessageToDict(job, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-    out["state"] = jpb.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
-    out["priority"] = out["priority"].removeprefix("PRIORITY_").lower()
-    if job.HasField("seed"):  # proto JSON writes a uint64 as a string
-        out["seed"] = job.seed
-    return out
 
 
 @dataclass

@@ -58,13 +58,12 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from tokgen.audio import encode_audio, load_audio
-from tokgen.client.jobs import job_dict
 from tokgen.errors import TokgenError
 from tokgen.generation.output import output_samples
 from tokgen.generation.spec import FieldError
 from tokgen.logs import REQUEST_ID
 from tokgen.monitoring import metrics
-from tokgen.names import MODES, PRIORITIES
+from tokgen.names import MODES, PRIORITIES, job_dict
 from tokgen.serve.access_log import REQUEST_ID_KEY, log_call, request_id
 from tokgen.serve.audio_stream import CONTENT_TYPES, FORMATS, StreamEncoder
 from tokgen.serve.auth import ANONYMOUS_CALLER, DENIED, Caller, act_as, identify, presented_key

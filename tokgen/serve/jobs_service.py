@@ -33,6 +33,7 @@ from tokgen.generation.spec import ContinueSpec, FieldError
 from tokgen.jobs.queue import Cursor, IdempotencyConflict, JobQueue, QueueFull
 from tokgen.jobs.states import ANONYMOUS, Job, JobState
 from tokgen.monitoring import metrics
+from tokgen.names import PRIORITIES
 from tokgen.serve.admission import Concurrency
 from tokgen.serve.auth import caller, key_id
 from tokgen.serve.service import abort_invalid
@@ -49,7 +50,6 @@ STATES = {
     JobState.CANCELLED: jpb.JOB_STATE_CANCELLED,
     JobState.DEAD: jpb.JOB_STATE_DEAD,
 }
-PRIORITY_ENUMS = {"high": pb.PRIORITY_HIGH, "normal": pb.PRIORITY_NORMAL, "low": pb.PRIORITY_LOW}
 MAX_PAGE = 1000
 MAX_PAGE_TOKEN = 400  # characters: a token this server writes is about 120
 JOB_NAME = "jobs/"  # a job's resource name: "jobs/{id}"
@@ -92,7 +92,7 @@ def job_message(job: Job) -> jpb.Job:
         job_id=job.id,
         name=JOB_NAME + job.id,
         state=STATES[job.state],
-        priority=PRIORITY_ENUMS[job.priority],
+        priority=PRIORITIES[job.priority],
         attempts=job.attempts,
         progress=job.progress,
         level_progress=job.level_progress,
