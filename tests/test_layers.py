@@ -36,6 +36,9 @@ LAYERS: dict[str, int] = {
     "cli": 10,
     "__main__": 11,
 }
+# Higher and lower, but never one through the other: the server and its client both speak
+# the wire API (v1, names) and neither may depend on the other's code.
+APART = {("serve", "client"), ("client", "serve")}
 
 
 def package_of(module: str) -> str | None:
@@ -67,7 +70,7 @@ def violations() -> list[str]:
             if other is None or other == own:
                 continue
             assert other in LAYERS, f"{rel} imports {module}: package {other!r} has no layer"
-            if LAYERS[other] >= LAYERS[own]:
+            if LAYERS[other] >= LAYERS[own] or (own, other) in APART:
                 bad.append(f"{rel} ({own}, layer {LAYERS[own]}) imports {module} (layer {LAYERS[other]})")
     return bad
 
