@@ -379,7 +379,7 @@ def test_a_job_is_cancelled_with_delete(server, tone):
 # ---- health, metrics, the page ----------------------------------------------------------------
 
 
-def test_health_metrics_and_the_page(server):
+def test_health_metrics_and_the_page(server, tone):
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "serving"}
     page = httpx.get(f"{server.url}/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -387,6 +387,12 @@ def test_health_metrics_and_the_page(server):
     assert "default-src 'none'" in policy and "connect-src 'self'" in policy and "unsafe-inline" not in policy
     assert "http://" not in page.text and "https://" not in page.text  # nothing from elsewhere
     assert httpx.get(f"{server.url}/nowhere").status_code == 404
+    assert httpx.post(f"{server.url}/v1/continuations").status_code == 401  # no key
+    files = {"prime": ("prime.wav", prime_bytes(tone), "audio/wav")}
+    reply = httpx.post(
+        f"{server.url}/v1/continuations", headers=keyed(), files=files, data=form(), timeout=120
+    )
+    assert reply.status_code == 200
     metrics = re.sub(r',model="[^"]*"', "", httpx.get(f"http://{server.metrics}/metrics").text)
     assert 'tokgen_http_requests_total{code="200",method="GET",route="/healthz"}' in metrics
     assert 'tokgen_http_requests_total{code="401",method="POST",route="/v1/continuations"}' in metrics
@@ -451,7 +457,7 @@ def test_the_page_streams_a_continuation_in_chromium(server, tmp_path):
         browser.get(f"{server.url}/")
         browser.find_element(By.ID, "key").send_keys(ALICE)
         browser.find_element(By.ID, "prime").send_keys(str(PRIME))
-        for name, value in (("seconds", "2"), ("seed", "3")):
+        for name, value in (("seconds", "2"), ("seed", "3"), ("sample_rate", "24000")):
             field = browser.find_element(By.ID, name)
             field.clear()
             field.send_keys(value)
@@ -459,7 +465,7 @@ def test_the_page_streams_a_continuation_in_chromium(server, tmp_path):
         status = browser.find_element(By.ID, "status")
         WebDriverWait(browser, 180, 0.2).until(lambda _: status.text.startswith(("Done", "Failed", "4", "5")))
         assert status.text.startswith("Done: 2.00 s of audio"), status.text
-        assert "seed 3" in status.text
+        assert "seed 3" in status.text and "at 24000 Hz" in status.text  # the output rate asked for
         # The player holds the continuation and plays it.
         player = browser.find_element(By.ID, "player")
         WebDriverWait(browser, 30).until(lambda _: int(player.get_property("readyState")) >= 2)
