@@ -14,11 +14,15 @@ import urllib.request
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 import soundfile as sf
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tokgen.cli import main
+from tokgen.errors import ServerError
+from tokgen.v1 import jobs_pb2 as jpb
+from tokgen.v1 import jobs_pb2_grpc as jpb_grpc
 from tokgen.v1 import tokgen_pb2 as pb
 from tokgen.v1 import tokgen_pb2_grpc as pb_grpc
 
@@ -193,6 +197,34 @@ def test_serve_refuses_bad_options_before_listening(capsys):
     assert "--max-active" in capsys.readouterr().err
     assert main(["serve", "--tls-cert", "/nonexistent.pem", "--port", "0"]) == 2
     assert "certificate and a key" in capsys.readouterr().err
+
+
+def test_the_sync_client_submits_waits_for_and_fetches_a_job(server, tmp_path, tone):
+    """TokgenClient's job methods against `tokgen serve` (embedded queue and worker): the
+    result comes over StreamJobResult on a channel that receives 4 MiB at most."""
+    from tokgen.client import TokgenClient
+    from tokgen.codec.codes import load_codes
+
+    sf.write(tmp_path / "prime.wav", tone[:3200], 16000)
+    with TokgenClient(server.address) as client:
+        client.channel.close()  # the same client on a channel with gRPC's default 4 MiB limit
+        client.channel = grpc.insecure_channel(
+            server.address, options=[("grpc.max_receive_message_length", 4 << 20)]
+        )
+        client.jobs = jpb_grpc.JobServiceStub(client.channel)
+        job = client.submit_job(tmp_path / "prime.wav", seconds=0.2, seed=4, idempotency_key="sync/1")
+        assert (
+            client.submit_job(tmp_path / "prime.wav", seconds=0.2, seed=4, idempotency_key="sync/1").job_id
+            == job.job_id
+        )
+        done = client.wait_job(job.job_id, timeout=120)
+        assert done.state == jpb.JOB_STATE_SUCCEEDED and done.seed == 4
+        audio, rate = client.job_audio(job.job_id)
+        assert rate == 16000 and audio.shape == (3200,) and np.abs(audio).max() > 0
+        assert load_codes(client.job_result(job.job_id).codes).reference is not None
+        with pytest.raises(ServerError) as missing:
+            client.job("nope")
+        assert missing.value.status == "NOT_FOUND"
 
 
 def test_jobs_through_the_embedded_queue_and_worker(server, tmp_path, tone, capsys):

@@ -6,6 +6,8 @@ out) and ``AsyncTokgenClient`` (asyncio, streams into files; ``tokgen client``).
         audio = client.continue_audio(prime_array, 44100, seconds=10, sample_rate=44100)
         for piece in client.stream_audio("prime.wav", seconds=10, num_samples=2):
             play(piece.sample_index, piece.audio)
+        job = client.submit_job("prime.wav", seconds=120)          # a batch render, queued
+        audio, rate = client.job_audio(client.wait_job(job.job_id).job_id)
 
     async with AsyncTokgenClient("127.0.0.1:50051") as client:
         request = continue_request(prime=Path("prime.wav"), seconds=10)
@@ -27,10 +29,10 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
@@ -41,9 +43,13 @@ from grpc_status import rpc_status
 from tokgen.audio import numbered_paths, output_format
 from tokgen.errors import ServerError, TokgenError
 from tokgen.names import MODES, PRIORITIES
+from tokgen.v1 import jobs_pb2 as jpb
 from tokgen.v1 import jobs_pb2_grpc as jpb_grpc
 from tokgen.v1 import tokgen_pb2 as pb
 from tokgen.v1 import tokgen_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from tokgen.client.jobs import JobResult  # jobs imports this module
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +217,7 @@ class TokgenClient:
         else:
             self.channel = grpc.secure_channel(server, tls.credentials(), options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.TokgenServiceStub(self.channel)
+        self.jobs = jpb_grpc.JobServiceStub(self.channel)
         self.metadata = _metadata(api_key)
         self.retries, self.max_retry_delay_s = retries, max_retry_delay_s
         self.last_summary: pb.Summary | None = None  # of the last stream that completed
@@ -285,15 +292,7 @@ class TokgenClient:
             except StopIteration:
                 return
             except grpc.RpcError as err:
-                delay = retry_delay(err)
-                if delay is None or attempt >= self.retries:
-                    raise server_error(err) from err
-                delay = min(delay, self.max_retry_delay_s)
-                if deadline is not None and time.monotonic() + delay >= deadline:
-                    raise server_error(err) from err
-                attempt += 1
-                log.info("server busy; retrying in %.1f s (retry %d of %d)", delay, attempt, self.retries)
-                time.sleep(delay)
+                attempt = self._wait_to_retry(err, attempt, deadline)
                 continue
             try:
                 for reply in itertools.chain([first], call):
@@ -305,6 +304,105 @@ class TokgenClient:
             finally:
                 call.cancel()
             return
+
+    def _wait_to_retry(self, err: grpc.RpcError, attempt: int, deadline: float | None) -> int:
+        """Sleep as long as a refused call was asked to wait and return the next attempt's
+        number; raise ``ServerError`` where it may not be retried (see the class)."""
+        delay = retry_delay(err)
+        if delay is None or attempt >= self.retries:
+            raise server_error(err) from err
+        delay = min(delay, self.max_retry_delay_s)
+        if deadline is not None and time.monotonic() + delay >= deadline:
+            raise server_error(err) from err
+        log.info("server busy; retrying in %.1f s (retry %d of %d)", delay, attempt + 1, self.retries)
+        time.sleep(delay)
+        return attempt + 1
+
+    def _unary(self, call: Callable[[float | None], Any], timeout: float | None) -> Any:
+        """One unary call, retried as the class says."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        attempt = 0
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                return call(left)
+            except grpc.RpcError as err:
+                attempt = self._wait_to_retry(err, attempt, deadline)
+
+    # -- batch jobs (JobService) ------------------------------------------------------------
+    def submit_job(
+        self,
+        prime: Any = None,
+        prime_sample_rate: int | None = None,
+        seconds: float = 10.0,
+        *,
+        codes: Path | bytes | None = None,
+        idempotency_key: str = "",
+        timeout: float | None = 60.0,
+        **options: Any,
+    ) -> jpb.Job:
+        """Queue a render (options as ``continue_audio``); the job it made, or the one this
+        ``idempotency_key`` made before. A full queue is retried as the class says."""
+        request = continue_request(
+            seconds=seconds,
+            prime=None if prime is None else prime_bytes(prime, prime_sample_rate),
+            codes=codes,
+            **options,
+        )
+        submit = jpb.SubmitJobRequest(request=request, idempotency_key=idempotency_key)
+        return self._unary(
+            lambda left: self.jobs.SubmitJob(submit, metadata=self.metadata, timeout=left), timeout
+        ).job
+
+    def job(self, job_id: str, timeout: float | None = 30.0) -> jpb.Job:
+        request = jpb.GetJobRequest(job_id=job_id)
+        return self._unary(
+            lambda left: self.jobs.GetJob(request, metadata=self.metadata, timeout=left), timeout
+        ).job
+
+    def cancel_job(self, job_id: str, timeout: float | None = 30.0) -> jpb.Job:
+        request = jpb.CancelJobRequest(job_id=job_id)
+        return self._unary(
+            lambda left: self.jobs.CancelJob(request, metadata=self.metadata, timeout=left), timeout
+        ).job
+
+    def wait_job(self, job_id: str, timeout: float | None = None) -> jpb.Job:
+        """The job once it has ended (succeeded, failed, cancelled or dead), following it
+        with WatchJob."""
+        try:
+            for update in self.jobs.WatchJob(
+                jpb.WatchJobRequest(job_id=job_id), metadata=self.metadata, timeout=timeout
+            ):
+                if update.job.state in ENDED_STATES:
+                    return update.job
+        except grpc.RpcError as err:
+            raise server_error(err) from err
+        return self.job(job_id)  # the watch ended with the job (the server closes it at the end)
+
+    def job_result(self, job_id: str, timeout: float | None = None) -> JobResult:
+        """A succeeded job's WAV and codes file, of any length: fetched in chunks
+        (StreamJobResult), so no message exceeds what a channel receives by default."""
+        from tokgen.client.jobs import ResultReader
+
+        reader = ResultReader()
+        try:
+            for reply in self.jobs.StreamJobResult(
+                jpb.StreamJobResultRequest(job_id=job_id), metadata=self.metadata, timeout=timeout
+            ):
+                reader.add(reply)
+        except grpc.RpcError as err:
+            raise server_error(err) from err
+        return reader.result()
+
+    def job_audio(self, job_id: str, timeout: float | None = None) -> tuple[np.ndarray, int]:
+        """A succeeded job's audio as float32 mono and its sample rate."""
+        audio, rate = sf.read(io.BytesIO(self.job_result(job_id, timeout).audio), dtype="float32")
+        return audio, rate
+
+
+ENDED_STATES = frozenset(
+    {jpb.JOB_STATE_SUCCEEDED, jpb.JOB_STATE_FAILED, jpb.JOB_STATE_CANCELLED, jpb.JOB_STATE_DEAD}
+)
 
 
 class AsyncTokgenClient:
