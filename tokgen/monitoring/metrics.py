@@ -42,7 +42,7 @@ HTTP_REQUESTS = Counter(
     "HTTP API requests by method, route and status code (the page and /healthz included)",
     ["method", "route", "code", "model"],
 )
-ACTIVE = Gauge("tokgen_requests_active", "Continuations holding an admission slot (generating)")
+ACTIVE = Gauge("tokgen_requests_active", "Admission slots held by continuations generating (one per sample)")
 WAITING = Gauge("tokgen_requests_waiting", "Continuations waiting for an admission slot")
 TIME_TO_FIRST_AUDIO = Histogram(
     "tokgen_time_to_first_audio_seconds",
