@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from tokgen.bench.engine import ReferenceLoop, flops_per_token
+from tokgen.bench.reference import ReferenceLoop, flops_per_token
 
 
 @pytest.fixture(scope="module")

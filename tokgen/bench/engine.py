@@ -29,95 +29,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from tokgen.bench.reference import ReferenceLoop, flops_per_token
 from tokgen.engine.base import Engine, SamplingParams
 from tokgen.engine.factory import create_engine
 from tokgen.prior.model import default_size_prior
 
 WAYS = ("reference", "transformers_generate", "hf", "vllm")
-
-
-class ReferenceLoop:
-    """A transformers ``LlamaForCausalLM``'s weights decoded by a bare loop: static K/V
-    tensors for ``batch`` rows of ``max_len`` positions, every row at the same position."""
-
-    def __init__(self, model: Any, batch: int, max_len: int):
-        cfg, m = model.config, model.model
-        if cfg.num_key_value_heads != cfg.num_attention_heads or cfg.attention_bias or cfg.mlp_bias:
-            raise ValueError("the reference loop handles plain Llamas only (no GQA, no biases)")
-        self.heads, self.head_dim = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
-        self.eps, self.embed = cfg.rms_norm_eps, m.embed_tokens.weight
-        self.layers = [
-            (
-                layer.input_layernorm.weight,
-                torch.cat(
-                    [
-                        layer.self_attn.q_proj.weight,
-                        layer.self_attn.k_proj.weight,
-                        layer.self_attn.v_proj.weight,
-                    ]
-                ),
-                layer.self_attn.o_proj.weight,
-                layer.post_attention_layernorm.weight,
-                torch.cat([layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight]),
-                layer.mlp.down_proj.weight,
-            )
-            for layer in m.layers
-        ]
-        self.norm, self.head = m.norm.weight, model.lm_head.weight
-        shape = (len(self.layers), batch, self.heads, max_len, self.head_dim)
-        self.k, self.v = (
-            torch.zeros(shape, dtype=self.embed.dtype),
-            torch.zeros(shape, dtype=self.embed.dtype),
-        )
-        self.cos, self.sin = (t[0] for t in m.rotary_emb(self.embed, torch.arange(max_len)[None]))
-
-    def rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        return w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
-
-    def rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x1, x2 = x.chunk(2, dim=-1)
-        return x * cos + torch.cat((-x2, x1), dim=-1) * sin
-
-    def forward(self, ids: torch.Tensor, start: int) -> torch.Tensor:
-        """Logits of the last position of ``ids`` (B, T), which sit at ``start``...; a
-        prefill must start at 0 (causal attention), a decode step is one token."""
-        b, t = ids.shape
-        end = start + t
-        x, cos, sin = self.embed[ids], self.cos[start:end], self.sin[start:end]
-        for i, (w_in, w_qkv, w_o, w_post, w_gu, w_down) in enumerate(self.layers):
-            qkv = F.linear(self.rms(x, w_in), w_qkv).view(b, t, 3, self.heads, self.head_dim)
-            q, k, v = qkv.permute(2, 0, 3, 1, 4)
-            self.k[i, :, :, start:end], self.v[i, :, :, start:end] = self.rope(k, cos, sin), v
-            attn = F.scaled_dot_product_attention(
-                self.rope(q, cos, sin), self.k[i, :, :, :end], self.v[i, :, :, :end], is_causal=t > 1
-            )
-            x = x + F.linear(attn.transpose(1, 2).reshape(b, t, -1), w_o)
-            gate, up = F.linear(self.rms(x, w_post), w_gu).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, w_down)
-        return F.linear(self.rms(x[:, -1], self.norm), self.head)
-
-    @torch.inference_mode()
-    def generate(
-        self, prompts: torch.Tensor, new_tokens: int, temperature: float = 1.0, seed: int = 0
-    ) -> torch.Tensor:
-        """``new_tokens`` ids per row of ``prompts`` (B, P); Gumbel-max sampling (argmax of
-        logits / T + Gumbel noise -log(-log U)), greedy at temperature 0. Uniform noise:
-        ``exponential_`` on CPU draws one sample at a time (~1 ms per step at batch 16)."""
-        gen = torch.Generator().manual_seed(seed)
-        out = torch.empty(prompts.shape[0], new_tokens, dtype=torch.long)
-        logits = self.forward(prompts, 0)
-        for i in range(new_tokens):
-            if temperature > 0:
-                gumbel = -torch.rand(logits.shape, generator=gen).log_().neg_().log_()
-                out[:, i] = (logits.float() / temperature + gumbel).argmax(-1)
-            else:
-                out[:, i] = logits.argmax(-1)
-            if i + 1 < new_tokens:
-                logits = self.forward(out[:, i : i + 1], prompts.shape[1] + i)
-        return out
 
 
 def cpu_info() -> dict:
@@ -135,15 +53,6 @@ def cpu_info() -> dict:
         "avx512_bf16": "avx512_bf16" in flags,
         "amx_bf16": "amx_bf16" in flags,
     }
-
-
-def flops_per_token(config: Any, context: float) -> float:
-    """2 x the weights every token multiplies (all linear layers and the output head; the
-    embedding lookup is free) + attention: 4 x layers x hidden x context (scores and sum)."""
-    h, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    kv = config.num_key_value_heads * (h // config.num_attention_heads)
-    per_layer = h * (h + 2 * kv) + h * h + 3 * h * inter
-    return 2.0 * (layers * per_layer + h * config.vocab_size) + 4.0 * layers * h * context
 
 
 def work_flops(config: Any, batch: int, prompt_tokens: int, new_tokens: int) -> float:
