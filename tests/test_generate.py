@@ -46,6 +46,10 @@ def test_primed_generation_is_reproducible_and_resumable(tmp_path, tiny_model_di
     r2 = generate(tmp_path, tiny_model_dir, prior_set, *args, "--out", "b.wav")
     assert r2.returncode == 0, r2.stderr
     assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
+    # Not a whole number of top frames (16 samples): the file still holds what was asked for.
+    odd = generate(tmp_path, tiny_model_dir, prior_set, *args[:2], "--seconds", "0.1003", "--out", "o.wav")
+    assert odd.returncode == 0, odd.stderr
+    assert sf.info(tmp_path / "o.wav").frames == 1605
 
     r3 = generate(
         tmp_path,

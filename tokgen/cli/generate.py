@@ -25,6 +25,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     import secrets
     import time
 
+    import numpy as np
     from tqdm import tqdm
 
     from tokgen.audio import load_audio, numbered_paths, output_format, save_audio
@@ -109,8 +110,12 @@ def cmd_generate(args: argparse.Namespace) -> None:
         for bar in bars:
             bar.close()
     rate = output.rate(codec.sample_rate)
+    # Whole top frames are generated; the file holds the seconds asked for (upsample: all).
+    wanted = None if args.mode == "upsample" else round(args.seconds * codec.sample_rate)
     for i, result in enumerate(results):
-        audio = result.audio if args.include_prime else result.audio[result.prime_samples :]
+        audio = result.new_audio(wanted)
+        if args.include_prime:
+            audio = np.concatenate([result.audio[: result.prime_samples], audio])
         audio = finish_audio(audio, codec.sample_rate, output)
         save_audio(outs[i], audio, rate)
         if codes_outs:
