@@ -36,3 +36,17 @@ def test_verdicts_on_real_decodes(tiny_model_dir):
     assert probs["own_reference"] == probs["swapped_reference"]
     assert result["swap_named_as_codes"] == result["own_reference_accuracy"]
     assert result["chance"] == round(1 / len(classifier.cfg.families), 3)
+
+
+def test_the_command_refuses_bad_options_before_any_work():
+    import subprocess
+    import sys
+
+    for args in (["--n", "0"], ["--seconds", "-1"], ["--levels", "7"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "tokgen", "eval", "timbre-swap", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2 and "tokgen: error:" in done.stderr, (args, done.stderr)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tokgen.cli.common import add_backend_argument, add_sampling_arguments, held_out_corpus
+from tokgen.errors import TokgenError
 
 if TYPE_CHECKING:
     from tokgen.cli.common import Subcommands
@@ -91,6 +92,8 @@ def cmd_eval_timbre_swap(args: argparse.Namespace) -> None:
     from tokgen.eval.continuation import HELD_OUT_HOURS, HELD_OUT_MAX_SECONDS, pieces
     from tokgen.eval.timbre_swap import timbre_swap
 
+    if args.n < 1 or args.seconds <= 0 or args.prime_seconds <= 0:
+        raise TokgenError("--n, --seconds and --prime-seconds must be positive")
     codec = load_codec(args.codec)
     if args.levels is not None:
         codec = TopLevels(codec, args.levels)
