@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tokgen.cli.common import add_backend_argument, add_segment_argument
+from tokgen.cli.common import add_backend_argument, add_segment_argument, interrupt_on_sigterm
 
 if TYPE_CHECKING:
     from tokgen.cli.common import Subcommands
@@ -46,6 +46,7 @@ def cmd_bench_generate(args: argparse.Namespace) -> None:
 def cmd_bench_serve(args: argparse.Namespace) -> None:
     from tokgen.bench.serve import bench_serve
 
+    interrupt_on_sigterm()  # a stopped bench stops the server it started (and its engines)
     result = bench_serve(args.backend, args.seconds, (1, args.concurrency), args.requests, args.server_arg)
     _report(result, args.json)
 
@@ -53,6 +54,7 @@ def cmd_bench_serve(args: argparse.Namespace) -> None:
 def cmd_bench_queue(args: argparse.Namespace) -> None:
     from tokgen.bench.queue import bench_queue
 
+    interrupt_on_sigterm()  # a stopped bench stops the processes it started
     result = bench_queue(args.backend, args.jobs, args.seconds, args.worker_concurrency)
     _report(result, args.json)
 
