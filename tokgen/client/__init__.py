@@ -138,6 +138,14 @@ def prime_bytes(prime: Any, sample_rate: int | None) -> bytes:
     return buf.getvalue()
 
 
+def audio_request(
+    prime: Any, prime_sample_rate: int | None, seconds: float, codes: Path | bytes | None, options: dict
+) -> pb.ContinueRequest:
+    """``continue_request`` from what ``TokgenClient`` takes: a prime as a path, bytes or an array."""
+    prime_data = None if prime is None else prime_bytes(prime, prime_sample_rate)
+    return continue_request(seconds=seconds, prime=prime_data, codes=codes, **options)
+
+
 def is_local(server: str) -> bool:
     """Whether a gRPC target stays on this machine: a unix socket, ``localhost`` or a
     loopback address (``127.0.0.1:50051``, ``[::1]:50051``, ``dns:///localhost:50051``)."""
@@ -265,12 +273,7 @@ class TokgenClient:
     ) -> Iterator[AudioPiece]:
         """``continue_audio``'s pieces as they arrive (several samples' interleave: each
         piece names its sample). Stopping early cancels the call on the server."""
-        request = continue_request(
-            seconds=seconds,
-            prime=None if prime is None else prime_bytes(prime, prime_sample_rate),
-            codes=codes,
-            **options,
-        )
+        request = audio_request(prime, prime_sample_rate, seconds, codes, options)
         for reply in self.stream(request, timeout):
             if reply.HasField("chunk"):
                 chunk = reply.chunk
@@ -343,12 +346,7 @@ class TokgenClient:
     ) -> jpb.Job:
         """Queue a render (options as ``continue_audio``); the job it made, or the one this
         ``idempotency_key`` made before. A full queue is retried as the class says."""
-        request = continue_request(
-            seconds=seconds,
-            prime=None if prime is None else prime_bytes(prime, prime_sample_rate),
-            codes=codes,
-            **options,
-        )
+        request = audio_request(prime, prime_sample_rate, seconds, codes, options)
         submit = jpb.SubmitJobRequest(request=request, idempotency_key=idempotency_key)
         return self._unary(
             lambda left: self.jobs.SubmitJob(submit, metadata=self.metadata, timeout=left), timeout

@@ -19,6 +19,7 @@ import numpy as np
 
 from tokgen.assets import DEFAULT_PRIORS_DIR
 from tokgen.codec.base import Codec
+from tokgen.codec.codes import REFERENCE_SECONDS
 from tokgen.codec.top_levels import TopLevels
 from tokgen.engine.factory import Backend, engine_class
 from tokgen.errors import TokgenError
@@ -31,8 +32,8 @@ from tokgen.prior.model import read_prior_meta
 
 MAX_SECONDS = 600.0  # longest continuation one request may ask for
 MAX_PRIME_SECONDS = 60.0
-# Prime audio a job keeps as the timbre reference of codecs that have one (``msvq``).
-REFERENCE_SECONDS = 2.0  # longest prime; the top prior keeps at most its window's context of it
+# Prime audio a job keeps as the timbre reference of codecs that have one (``msvq``): what a
+# codes file carries (``REFERENCE_SECONDS`` of ``tokgen.codec.codes``, 2 s).
 # Default segment seconds of the upsamplers, from `tokgen bench generate` and the seam
 # measurement in docs/PERFORMANCE.md: the bottom level takes 76% of the tokens and its
 # seams matter least (the level above carries the notes), so it gets the short segments.
