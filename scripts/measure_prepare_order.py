@@ -3,10 +3,11 @@ prepare in its own thread, as the service's thread pool runs them: what tokgen d
 against one or two at a time, first come first served. Prints the median and the last
 completion time of each arrangement.
 
-Measured 2026-12-01 (8 streams, 5 s primes, shipped codec, 2 vCPU beside two training
-runs): side by side median 0.48 s / last 0.52 s; one at a time 0.46 / 0.80; two at a time
-0.47 / 0.76. Serialising does not bring the median stream's start forward (one encode
-alone uses the two cores poorly), and it delays the last; so prepares stay side by side.
+Measured 2026-12-01 (8 streams, 5 s primes, shipped codec, 2-vCPU AMD EPYC with AVX-512
+BF16 and no AMX, beside two training runs): side by side median 0.48 s / last 0.52 s;
+one at a time 0.46 / 0.80; two at a time 0.47 / 0.76. Serialising does not bring the
+median stream's start forward (one encode alone uses the two cores poorly), and it delays
+the last; so prepares stay side by side.
 
     python scripts/measure_prepare_order.py --streams 8 --rounds 3
 """
