@@ -79,14 +79,22 @@ class ReferenceLoop:
     def generate(
         self, prompts: torch.Tensor, new_tokens: int, temperature: float = 1.0, seed: int = 0
     ) -> torch.Tensor:
-        """``new_tokens`` ids per row of ``prompts`` (B, P); Gumbel-max sampling (argmax of
-        logits / T + Gumbel noise -log(-log U)), greedy at temperature 0. Uniform noise:
-        ``exponential_`` on CPU draws one sample at a time (~1 ms per step at batch 16)."""
+        """``new_tokens`` ids per row of ``prompts`` (B, P): one prefill, then ``decode``."""
+        prompts = prompts.to(self.embed.device)
+        return self.decode(self.forward(prompts, 0), prompts.shape[1], new_tokens, temperature, seed)
+
+    @torch.inference_mode()
+    def decode(
+        self, logits: torch.Tensor, start: int, new_tokens: int, temperature: float = 1.0, seed: int = 0
+    ) -> torch.Tensor:
+        """``new_tokens`` ids per row from the prefill's last ``logits``, the first new token
+        at position ``start``: ``new_tokens - 1`` forward steps. Apart from ``generate`` so a
+        benchmark can time the decode steps alone. Gumbel-max sampling (argmax of logits / T
+        + Gumbel noise -log(-log U)), greedy at temperature 0. Uniform noise: ``exponential_``
+        on CPU draws one sample at a time (~1 ms per step at batch 16)."""
         device = self.embed.device
         gen = torch.Generator(device).manual_seed(seed)
-        prompts = prompts.to(device)
-        out = torch.empty(prompts.shape[0], new_tokens, dtype=torch.long, device=device)
-        logits = self.forward(prompts, 0)
+        out = torch.empty(logits.shape[0], new_tokens, dtype=torch.long, device=device)
         for i in range(new_tokens):
             if temperature > 0:
                 gumbel = -torch.rand(logits.shape, generator=gen, device=device).log_().neg_().log_()
@@ -94,7 +102,7 @@ class ReferenceLoop:
             else:
                 out[:, i] = logits.argmax(-1)
             if i + 1 < new_tokens:
-                logits = self.forward(out[:, i : i + 1], prompts.shape[1] + i)
+                logits = self.forward(out[:, i : i + 1], start + i)
         return out
 
 
