@@ -30,6 +30,22 @@ def test_ancestral_sampling_starts_from_nothing():
     assert [w.new for w in plan.windows] == [4, 2, 2, 2]
 
 
+def test_after_a_lead_window_windows_double_until_full():
+    plan = plan_windows(prime_frames=40, total_frames=300, n_ctx=64, hop_fraction=0.5, lead=3)
+    assert [w.new for w in plan.windows[:6]] == [3, 6, 12, 24, 32, 32]
+    assert all(w.context == 32 for w in plan.windows)  # full context throughout: no seam
+    assert sum(w.new for w in plan.windows) == 260
+
+
+def test_lead_windows_of_two_levels_end_together():
+    """With leads in the ratio of their hops, a level's k-th window ends where the level
+    above's k-th window ends: the level below waits for no more than that window."""
+    top = plan_windows(10, 200, n_ctx=256, hop_fraction=0.5, lead=10)
+    mid = plan_windows(40, 800, n_ctx=512, hop_fraction=0.5, lead=40)
+    for t, m in list(zip(top.windows, mid.windows))[:3]:
+        assert upper_span(m, 4, 200)[1] == t.end
+
+
 def test_bad_arguments():
     with pytest.raises(TokgenError, match="hop_fraction"):
         plan_windows(0, 10, 8, 0.0)

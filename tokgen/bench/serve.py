@@ -3,8 +3,9 @@
 Each client continues the shipped example prime ``requests`` times, back to back (a closed
 loop: a new request arrives while the others are mid-stream, as in steady use). Time to
 first audio is measured by the client, from sending the call to receiving the first audio
-chunk (so it includes decoding and encoding the prime). The real-time factor is all the
-audio received divided by the wall-clock time of the run.
+chunk (so it includes decoding and encoding the prime). Stall is what a listener who
+starts playing at the first chunk then waits for audio, in total, per request. The
+real-time factor is all the audio received divided by the wall-clock time of the run.
 """
 
 from __future__ import annotations
@@ -30,16 +31,39 @@ async def one_client(client: AsyncTokgenClient, requests: int, seconds: float, s
     for i in range(requests):
         request = continue_request(prime=EXAMPLE_PRIME, seconds=seconds, seed=seed * 1000 + i)
         started = time.perf_counter()
-        first, audio, error = None, 0.0, None
+        arrivals: list[tuple[float, float]] = []  # (seconds since the call, seconds of audio)
+        error = None
         try:
             async for reply in client.stream(request, timeout=600):
                 if reply.WhichOneof("event") == "chunk":
-                    first = first if first is not None else time.perf_counter() - started
-                    audio += len(reply.chunk.pcm) / 2 / reply.chunk.format.sample_rate
+                    duration = len(reply.chunk.pcm) / 2 / reply.chunk.format.sample_rate
+                    arrivals.append((time.perf_counter() - started, duration))
         except grpc.aio.AioRpcError as err:
             error = err.code().name
-        out.append({"ttfa": first, "audio": audio, "error": error})
+        out.append(
+            {
+                "ttfa": arrivals[0][0] if arrivals else None,
+                "stall": stalled_seconds(arrivals),
+                "audio": sum(d for _, d in arrivals),
+                "error": error,
+            }
+        )
     return out
+
+
+def stalled_seconds(arrivals: list[tuple[float, float]]) -> float:
+    """Seconds a listener who starts playing at the first chunk waits for audio later on:
+    each chunk (arrival time, seconds of audio) that arrives after the audio before it has
+    played out adds the gap. Time to first audio alone rewards a tiny first chunk."""
+    if not arrivals:
+        return 0.0
+    playing_until, stalled = arrivals[0][0], 0.0
+    for at, duration in arrivals:
+        if at > playing_until:
+            stalled += at - playing_until
+            playing_until = at
+        playing_until += duration
+    return stalled
 
 
 async def load(address: str, clients: int, requests: int, seconds: float) -> dict:
@@ -48,11 +72,15 @@ async def load(address: str, clients: int, requests: int, seconds: float) -> dic
         runs = await asyncio.gather(*(one_client(client, requests, seconds, c) for c in range(clients)))
         wall = time.perf_counter() - started
     results = [r for run in runs for r in run]
-    ttfa = [r["ttfa"] for r in results if r["error"] is None and r["ttfa"] is not None]
+    ok = [r for r in results if r["error"] is None and r["ttfa"] is not None]
+    ttfa, stall = [r["ttfa"] for r in ok], [r["stall"] for r in ok]
     return {
         "ttfa_p50_s": round(float(np.percentile(ttfa, 50)), 3) if ttfa else None,
         "ttfa_p99_s": round(float(np.percentile(ttfa, 99)), 3) if ttfa else None,
         "ttfa_max_s": round(max(ttfa), 3) if ttfa else None,
+        # Per request, seconds of silence after playback started (see stalled_seconds).
+        "stall_p50_s": round(float(np.percentile(stall, 50)), 3) if stall else None,
+        "stall_p99_s": round(float(np.percentile(stall, 99)), 3) if stall else None,
         "rtf": round(sum(r["audio"] for r in results) / wall, 3),
         "requests": len(results),
         "errors": sum(r["error"] is not None for r in results),

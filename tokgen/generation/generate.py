@@ -40,10 +40,14 @@ MAX_PRIME_SECONDS = 60.0
 DEFAULT_SEGMENT_SECONDS = 2.0
 DEFAULT_BOTTOM_SEGMENT_SECONDS = 0.5
 FAST_LEVEL_RATE = 250.0  # frames per second above which a level is "the bottom": short segments
-# The first window of every level generates only this much (then windows are full): the
-# level below can start after it, so the first audio is out after ~3 short windows instead
-# of 3 full ones (docs/PERFORMANCE.md, time to first audio).
-DEFAULT_LEAD_SECONDS = 0.128  # 4 top frames; the first chunk is 94 ms (lead - decoder margin)
+# The first window of every level generates only enough for the first audio piece, this
+# long, plus the decoder's margin (the frames after a piece that its decode reads: 0.27 s
+# for the msvq codec, 34 ms for the VQ-VAE), in whole top frames; then windows are full.
+# The level below starts after it, so the first audio is out after one short window per
+# level. A lead shorter than the margin makes the first piece wait for every level's
+# second, full window (0.13 s leads with the msvq codec: 0.8 s to first audio alone, 1.8 s
+# at 8 streams; docs/PERFORMANCE.md, time to first audio).
+DEFAULT_FIRST_PIECE_SECONDS = 0.032  # msvq: 10-frame top lead, a 48 ms first piece
 # Every later segment of an upsampler first samples this much before its start and drops
 # it, so it does not start cold at the seam (``generation.windows``; docs/MODELS.md, seams).
 DEFAULT_OVERLAP_SECONDS = 0.064  # 2 top frames: 32 bottom frames, 12.5% more bottom tokens
@@ -69,7 +73,7 @@ def load_priors(
     backend: Backend = "auto",
     hop_fraction: float = 0.5,
     segment_seconds: Sequence[float] | float | None = None,
-    lead_seconds: float | None = DEFAULT_LEAD_SECONDS,
+    first_piece_seconds: float | None = DEFAULT_FIRST_PIECE_SECONDS,
     overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
     **engine_options: object,
 ) -> list[LevelPrior]:
@@ -78,7 +82,8 @@ def load_priors(
     ``segment_seconds`` splits what each upsampler generates into segments sampled in
     parallel (see ``prior.windows`` and ``segment_frames``); 0 or None keeps one segment
     per level (Jukebox's order, no seams, but one window at a time per level).
-    ``lead_seconds`` shortens the first window of each level (None: full windows);
+    ``first_piece_seconds`` shortens the first window of each level to what the first
+    audio piece of that length needs (None: full windows);
     ``overlap_seconds`` is each later segment's warm-up (rounded to whole top frames,
     at most half a segment)."""
     prior_dir = Path(prior_dir) if prior_dir is not None else DEFAULT_PRIORS_DIR
@@ -111,7 +116,7 @@ def load_priors(
     # Leads span the same whole top frames at every level: a level's lead window then reads
     # only codes from the lead window above it (one frame more would wait for a full window).
     top_hop = codec.levels[0].hop
-    lead_top = math.ceil(lead_seconds * codec.sample_rate / top_hop) if lead_seconds else None
+    lead_top = lead_top_frames(codec, first_piece_seconds) if first_piece_seconds else None
     if not 0 <= overlap_seconds <= MAX_SECONDS:
         raise TokgenError(f"overlap seconds must be in [0, {MAX_SECONDS:g}], got {overlap_seconds}")
     overlap_top = round(overlap_seconds * codec.sample_rate / top_hop)
@@ -123,6 +128,15 @@ def load_priors(
         overlap = min(overlap_top * per_top, segment // 2) if segment else 0
         priors.append(LevelPrior(engine, n_ctx, hop_fraction, segment, lead, reference, overlap))
     return priors
+
+
+def lead_top_frames(codec: Codec, first_piece_seconds: float) -> int:
+    """Top frames in every level's lead window: the bottom level's lead must cover the
+    first piece and the decoder's margin after it (``StreamDecoder`` decodes a frame once
+    ``margin`` frames after it are known)."""
+    bottom = codec.levels[-1]
+    margin = codec.decode_margin(len(codec.levels) - 1) * bottom.hop
+    return math.ceil((first_piece_seconds * codec.sample_rate + margin) / codec.levels[0].hop)
 
 
 def prior_levels(prior_dir: str | Path | None) -> int:

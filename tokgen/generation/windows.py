@@ -30,6 +30,9 @@ from dataclasses import dataclass, replace
 from tokgen.errors import TokgenError
 
 
+LEAD_GROWTH = 2  # after a lead window, each window may double until windows are full
+
+
 @dataclass(frozen=True)
 class Window:
     start: int  # frame index of the window's first token
@@ -82,7 +85,11 @@ def plan_windows(
 
     ``lead`` caps the first window's new frames: a short first window finishes (and lets
     the level below start) sooner, which is what bounds the time to first audio when the
-    levels run as a pipeline. The next window carries on with full context: no seam."""
+    levels run as a pipeline. Each later window may generate ``LEAD_GROWTH`` times as
+    many as the one before until windows are full, so the level below never waits long
+    for the codes over its next window (with one lead and then a full window, the audio
+    after the first piece waited for a whole upper window). Every window keeps its full
+    context: no seam."""
     hop = window_hop(n_ctx, hop_fraction)
     if lead is not None and lead < 1:
         raise TokgenError(f"lead must be >= 1 frame or None, got {lead}")
@@ -96,8 +103,8 @@ def plan_windows(
     while pos < total_frames:
         context = min(pos - start, keep)
         new = min(n_ctx - context, total_frames - pos)
-        if lead is not None and not windows:
-            new = min(new, lead)
+        if lead is not None:
+            new = min(new, lead * LEAD_GROWTH ** len(windows))
         windows.append(Window(pos - context, context, new))
         pos += new
     return WindowPlan(tuple(windows), prime_frames, total_frames, start)
