@@ -54,3 +54,22 @@ def test_unrenderable_and_short_pieces_are_skipped():
         PIECES, lambda p: None if p.endswith("#1") else 2.0 if p.endswith("#2") else 30.0, hours=0.5, seed=0
     )
     assert not any(j.piece_id.endswith(("#1", "#2")) for j in jobs)
+
+
+def test_paired_renders_are_one_performance_with_other_instruments():
+    import pytest
+
+    jobs = plan_renders(PIECES, _dur, hours=0.5, seed=3, renders_per_piece=2, paired=True)
+    by_piece: dict[str, list] = {}
+    for j in jobs:
+        by_piece.setdefault(j.piece_id, []).append(j)
+    assert by_piece and all(len(g) == 2 for g in by_piece.values())
+    for a, b in by_piece.values():
+        assert a.aligned and b.aligned and (a.render_index, b.render_index) == (0, 1)
+        shared = ("transpose", "accompaniment_program", "peak_db", "seed", "split")
+        assert all(getattr(a, k) == getattr(b, k) for k in shared)
+        assert family_of(a.program) != family_of(b.program)  # another instrument family
+    assert len({a.transpose for a, _ in by_piece.values()}) > 1  # still varied across pieces
+    assert not any(j.aligned for j in plan_renders(PIECES, _dur, hours=0.5, seed=3, renders_per_piece=2))
+    with pytest.raises(ValueError, match="paired"):
+        plan_renders(PIECES, _dur, hours=0.5, seed=3, renders_per_piece=1, paired=True)

@@ -38,3 +38,40 @@ def test_render_is_deterministic_across_worker_counts(tmp_path):
 def test_only_split(tmp_path):
     m = render_dataset(tmp_path, RenderOptions(hours=0.3, seed=0, only_split="test"))
     assert m["items"] and {i["split"] for i in m["items"]} == {"test"}
+
+
+def test_paired_renders_share_the_sample_grid(tmp_path):
+    """Two instruments playing one piece start on the same sample: each file is its raw
+    render cut at the MIDI's first note (found back from the audio), not wherever that
+    instrument first gets loud (a slow attack starts later)."""
+    from tokgen.data.render import _MidiCache
+    from tokgen.data.scores import list_pieces
+    from tokgen.data.synth import SoundfontRenderer, find_soundfont, first_note_sample
+
+    opts = RenderOptions(hours=0.01, seed=2, renders_per_piece=2, paired=True, workers=1)
+    m = render_dataset(tmp_path, opts)
+    assert m["paired"] is True
+    by_piece: dict[str, list] = {}
+    for item in m["items"]:
+        by_piece.setdefault(item["piece_id"], []).append(item)
+    a, b = next(g for g in by_piece.values() if len(g) == 2)
+    assert a["program_family"] != b["program_family"] and a["transpose"] == b["transpose"]
+    midi = _MidiCache(list_pieces(), tmp_path / "midi-again").midi_path(a["piece_id"])
+    renderer = SoundfontRenderer(find_soundfont(), 16000)
+    cuts = []
+    for item in (a, b):
+        raw = renderer.render(
+            midi,
+            program=item["program"],
+            accompaniment_program=item["accompaniment_program"],
+            transpose=item["transpose"],
+            max_seconds=120.0,
+        )
+        head, _ = sf.read(tmp_path / item["path"], dtype="float32", frames=4000)
+        # where in the raw render the file's first 0.25 s sits (normalised correlation)
+        scores = [
+            float(np.dot(raw[k : k + 4000], head)) / (np.linalg.norm(raw[k : k + 4000]) + 1e-9)
+            for k in range(0, 16000 * 3)
+        ]
+        cuts.append(int(np.argmax(scores)))
+    assert cuts[0] == cuts[1] == first_note_sample(midi, 16000), cuts

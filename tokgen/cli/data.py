@@ -24,6 +24,7 @@ def cmd_data_render(args: argparse.Namespace) -> None:
             workers=args.workers,
             soundfont=args.soundfont,
             only_split=args.only_split,
+            paired=args.paired,
         ),
     )
     summary = {k: manifest[k] for k in ("hours", "splits", "sample_rate", "soundfont", "seed")}
@@ -42,6 +43,12 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample-rate", type=int, default=16000)
     p.add_argument("--renders-per-piece", type=int, default=1, help="timbres per piece")
+    p.add_argument(
+        "--paired",
+        action="store_true",
+        help="the renders of a piece are one performance with other melody instruments (distinct "
+        "families; same transposition, accompaniment, level; aligned to the sample)",
+    )
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
     p.add_argument("--soundfont", default=None, help="GM .sf2 (default: Debian's FluidR3_GM)")
     p.add_argument(

@@ -7,7 +7,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tokgen.cli.common import add_backend_argument, add_sampling_arguments, held_out_corpus
+from tokgen.cli.common import (
+    add_backend_argument,
+    add_sampling_arguments,
+    add_segment_argument,
+    held_out_corpus,
+)
 from tokgen.errors import TokgenError
 
 if TYPE_CHECKING:
@@ -32,7 +37,13 @@ def cmd_eval_continuation(args: argparse.Namespace) -> None:
         data = held_out_corpus(codec.sample_rate, HELD_OUT_HOURS, HELD_OUT_MAX_SECONDS)
     embeddings = {name: load_embedding(name) for name in ("aisfx", "classic")}
     classifier = load_classifier(args.classifier)
-    generator = Generator.load(codec, args.priors, args.backend)
+    generator = Generator.load(
+        codec,
+        args.priors,
+        args.backend,
+        segment_seconds=args.segment_seconds,
+        overlap_seconds=args.overlap_seconds,
+    )
     result = evaluate_continuations(
         generator,
         data,
@@ -133,6 +144,7 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--codec", help="codec model directory (default: shipped codec)")
     p.add_argument("--priors", help="prior set directory (default: the shipped priors)")
     add_backend_argument(p)
+    add_segment_argument(p)
     p.add_argument("--data", help="rendered corpus with a test split (default: held-out renders, cached)")
     p.add_argument("--split", default="test", help="which split's pieces (default test: never trained on)")
     p.add_argument("--classifier", help="timbre classifier directory (default: the shipped one)")

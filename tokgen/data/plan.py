@@ -4,6 +4,12 @@ The split is decided by a hash of the piece id alone, never by the seed or the r
 size, so a piece held out for testing stays held out in every dataset anyone renders
 (priors and evaluations built on different corpus sizes never leak test pieces into
 training). The seed decides which pieces are taken and their timbre and transposition.
+
+Paired renders (``paired``): the renders of a piece are the same performance with another
+melody instrument: same transposition, accompaniment and level, lead programs from
+distinct families, and (``RenderJob.aligned``) cut at the first note rather than at the
+first audible sample, so the same note starts at the same sample in every render. A
+decoder learns from such pairs to take the instrument from a reference clip.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ class RenderJob:
     transpose: int  # semitones
     peak_db: float  # peak level the render is normalised to, dBFS
     seed: int
+    aligned: bool = False  # starts at the first note (paired renders share the sample grid)
 
     @property
     def name(self) -> str:
@@ -58,6 +65,7 @@ def plan_renders(
     renders_per_piece: int = 1,
     min_seconds: float = 5.0,
     max_seconds: float = 120.0,
+    paired: bool = False,
 ) -> list[RenderJob]:
     """Pick pieces per split until each split holds its share of ``hours``.
 
@@ -69,11 +77,16 @@ def plan_renders(
         raise ValueError(f"hours must be positive, got {hours}")
     if renders_per_piece < 1:
         raise ValueError(f"renders_per_piece must be >= 1, got {renders_per_piece}")
+    families = sorted(LEAD_PROGRAMS)
+    if paired and not 2 <= renders_per_piece <= len(families):
+        raise ValueError(
+            f"paired renders need 2 to {len(families)} renders per piece (one lead family each), "
+            f"got {renders_per_piece}"
+        )
     rng = random.Random(seed)
     by_split: dict[str, list[str]] = {s: [] for s in SPLITS}
     for pid in sorted(piece_ids):
         by_split[split_of(pid)].append(pid)
-    families = sorted(LEAD_PROGRAMS)
     jobs: list[RenderJob] = []
     for split in SPLITS:
         pool = by_split[split]
@@ -85,6 +98,10 @@ def plan_renders(
                 break
             seconds = duration_of(pid)
             if seconds is None or seconds < min_seconds:
+                continue
+            if paired:
+                jobs += paired_jobs(rng, pid, split, rng.sample(families, renders_per_piece))
+                total += renders_per_piece * min(seconds, max_seconds)
                 continue
             for r in range(renders_per_piece):
                 family = rng.choice(families)
@@ -102,3 +119,23 @@ def plan_renders(
                 )
                 total += min(seconds, max_seconds)
     return jobs
+
+
+def paired_jobs(rng: random.Random, piece_id: str, split: str, families: list[str]) -> list[RenderJob]:
+    """One aligned render of ``piece_id`` per lead family; all else shared."""
+    accompaniment, transpose = rng.choice(ACCOMPANIMENT_PROGRAMS), rng.randint(-4, 4)
+    peak_db, seed = round(rng.uniform(-12.0, -1.0), 2), rng.getrandbits(31)
+    return [
+        RenderJob(
+            piece_id=piece_id,
+            render_index=r,
+            split=split,
+            program=rng.choice(LEAD_PROGRAMS[family]),
+            accompaniment_program=accompaniment,
+            transpose=transpose,
+            peak_db=peak_db,
+            seed=seed,
+            aligned=True,
+        )
+        for r, family in enumerate(families)
+    ]

@@ -21,9 +21,15 @@ from tqdm import tqdm
 
 from tokgen.audio import save_audio
 from tokgen.data.plan import SPLITS, RenderJob, plan_renders
-from tokgen.data.programs import family_of
+from tokgen.data.programs import LEAD_PROGRAMS, family_of
 from tokgen.data.scores import Piece, convert_books, list_pieces
-from tokgen.data.synth import SoundfontRenderer, find_soundfont, midi_duration, trim_and_normalise
+from tokgen.data.synth import (
+    SoundfontRenderer,
+    find_soundfont,
+    first_note_sample,
+    midi_duration,
+    trim_and_normalise,
+)
 from tokgen.errors import TokgenError
 
 MANIFEST = "manifest.json"
@@ -39,6 +45,7 @@ class RenderOptions:
     workers: int = 0  # 0: one per CPU core
     soundfont: str | None = None
     only_split: str | None = None  # render just this split (e.g. held-out test audio)
+    paired: bool = False  # renders of a piece: same performance, other lead families (plan.py)
 
 
 class _MidiCache:
@@ -89,7 +96,8 @@ def _render_one(args: tuple[RenderJob, str, str, float]) -> dict | None:
         transpose=job.transpose,
         max_seconds=max_seconds,
     )
-    audio = trim_and_normalise(audio, job.peak_db)
+    start = first_note_sample(Path(midi_path), _renderer.sample_rate) if job.aligned else None
+    audio = trim_and_normalise(audio, job.peak_db, start=start)
     if audio.size < _renderer.sample_rate:  # under a second of sound: nothing to learn from
         return None
     save_audio(out_path, audio, _renderer.sample_rate)
@@ -107,6 +115,11 @@ def render_dataset(out_dir: Path, opts: RenderOptions) -> dict:
         raise TokgenError(f"--sample-rate must be in [8000, 96000] Hz, got {opts.sample_rate}")
     if not 1 <= opts.renders_per_piece <= 16:
         raise TokgenError(f"--renders-per-piece must be in [1, 16], got {opts.renders_per_piece}")
+    if opts.paired and not 2 <= opts.renders_per_piece <= len(LEAD_PROGRAMS):
+        raise TokgenError(
+            f"--paired needs --renders-per-piece in [2, {len(LEAD_PROGRAMS)}] (one lead family each), "
+            f"got {opts.renders_per_piece}"
+        )
     if opts.workers < 0:
         raise TokgenError(f"--workers must be >= 0 (0: one per core), got {opts.workers}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -121,6 +134,7 @@ def render_dataset(out_dir: Path, opts: RenderOptions) -> dict:
         seed=opts.seed,
         renders_per_piece=opts.renders_per_piece,
         max_seconds=opts.max_seconds,
+        paired=opts.paired,
     )
     if opts.only_split is not None:
         if opts.only_split not in SPLITS:
@@ -166,6 +180,7 @@ def render_dataset(out_dir: Path, opts: RenderOptions) -> dict:
         "seed": opts.seed,
         "sample_rate": opts.sample_rate,
         "soundfont": soundfont.name,
+        "paired": opts.paired,
         "hours": round(sum(i["duration_s"] for i in items) / 3600, 3),
         "splits": {s: sum(1 for i in items if i["split"] == s) for s in SPLITS},
         "items": items,

@@ -113,11 +113,27 @@ class SoundfontRenderer:
         return stereo.mean(axis=1)
 
 
-def trim_and_normalise(audio: np.ndarray, peak_db: float, threshold_db: float = -60.0) -> np.ndarray:
-    """Cut leading/trailing near-silence and scale to the given peak level."""
+def first_note_sample(path: Path, sample_rate: int) -> int | None:
+    """Sample index of the first sounding note-on of a MIDI file (None: no notes): where a
+    render starts whatever instrument plays it."""
+    clock = 0.0
+    for msg in mido.MidiFile(str(path)):
+        clock += msg.time
+        if msg.type == "note_on" and msg.velocity > 0:
+            return round(clock * sample_rate)
+    return None
+
+
+def trim_and_normalise(
+    audio: np.ndarray, peak_db: float, threshold_db: float = -60.0, start: int | None = None
+) -> np.ndarray:
+    """Cut leading/trailing near-silence and scale to the given peak level. ``start``: cut
+    the beginning there instead (the same sample for every instrument; see
+    ``first_note_sample``), not where this render first gets loud."""
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     if peak <= 0.0:
         return audio[:0]
     loud = np.flatnonzero(np.abs(audio) > peak * 10 ** (threshold_db / 20))
-    audio = audio[loud[0] : loud[-1] + 1]
+    first = loud[0] if start is None else min(start, audio.size)
+    audio = audio[first : max(first, loud[-1] + 1)]
     return (audio * (10 ** (peak_db / 20) / peak)).astype(np.float32)
