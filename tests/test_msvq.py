@@ -261,3 +261,38 @@ def test_the_reference_clip_is_the_loudest_window():
     clip = reference_clip(audio, 1_000, seconds=2.0)
     assert clip.size == 2_000 and clip.max() == 0.5 and np.count_nonzero(clip) == 1_000
     assert reference_clip(audio[:1_500], 1_000).size == 1_500  # shorter than a window: all of it
+
+
+def test_a_swap_is_one_render_against_the_same_samples_of_another():
+    from tokgen.codec.train_msvq import SwapSampler
+
+    ramp = np.linspace(0.1, 1.0, 6000, dtype=np.float32)
+    audio = [ramp, 2 * ramp[:5000], np.ones(100, np.float32), -ramp]  # 0, 1, 3: one piece
+    sampler = SwapSampler(audio, [[0, 1, 3], [2, 0]], 1024, np.random.default_rng(0))
+    assert sampler.groups == [[0, 1, 3]]  # a group with a render shorter than a segment is dropped
+    x, target, ref = sampler.swaps(16, 2048)
+    assert x.shape == target.shape == (16, 1, 1024) and ref.shape == (16, 2048)
+    for xi, ti in zip(x[:, 0], target[:, 0], strict=True):  # same samples of another render
+        ratio = (ti / xi).unique()
+        assert ratio.numel() == 1 and ratio.item() in (2.0, 0.5, -1.0, -0.5, -2.0)
+    with pytest.raises(TokgenError, match="--paired"):
+        SwapSampler(audio, [], 1024, np.random.default_rng(0))
+
+
+@pytest.fixture(scope="module")
+def paired_corpus(tmp_path_factory):
+    from tokgen.data.render import RenderOptions, render_dataset
+
+    out = tmp_path_factory.mktemp("paired")
+    render_dataset(out, RenderOptions(hours=0.02, seed=2, renders_per_piece=2, paired=True, workers=1))
+    return out
+
+
+def test_swap_training_decodes_in_the_other_renders_timbre(paired_corpus, corpus, trained, tmp_path):
+    small = {**SMALL, "log_every": 1}
+    cfg = MSVQTrainConfig(steps=2, freeze_codes=True, swap_fraction=1.0, **small)
+    train_msvq(TINY, cfg, paired_corpus, tmp_path / "swap", resume=False, init_from=trained / "best")
+    logged = [json.loads(line) for line in (tmp_path / "swap" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["swap"] for r in logged if "swap" in r] == [1.0, 1.0]
+    with pytest.raises(TokgenError, match="--paired"):  # renders that are not aligned pairs
+        train_msvq(TINY, cfg, corpus, tmp_path / "unpaired", resume=False, init_from=trained / "best")

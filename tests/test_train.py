@@ -116,3 +116,15 @@ def test_decoder_options_need_a_model_to_start_from(corpus, tmp_path, capsys):
     bad = ["codec", "train", "--data", str(corpus), "--run", str(tmp_path / "r2"), "--levels", "1"]
     bad += ["--init-from", str(tmp_path), "--freeze-codes"]  # not a codec directory
     assert main(bad) == 2
+
+
+def test_msvq_options_are_checked_before_training(corpus, tmp_path, capsys):
+    from tokgen.cli import main
+
+    base = ["codec", "train", "--data", str(corpus), "--run", str(tmp_path / "r")]
+    assert main([*base, "--preset", "msvq-tiny", "--freeze-codes"]) == 2  # from nothing
+    assert "--init-from" in capsys.readouterr().err
+    assert main([*base, "--preset", "tiny", "--swap-fraction", "0.5"]) == 2  # a VQ-VAE
+    assert "msvq" in capsys.readouterr().err
+    assert main([*base, "--preset", "msvq-tiny", "--swap-fraction", "0.5", "--steps", "1"]) == 2
+    assert "--paired" in capsys.readouterr().err  # this corpus has no aligned renders

@@ -105,6 +105,12 @@ def cmd_codec_eval(args: argparse.Namespace) -> None:
     print("key: pitch-class profile of each level's reconstruction against the input's, per 5 s clip")
 
 
+def is_msvq(model_dir: Path) -> bool:
+    from tokgen.codec.checkpoint import read_config
+
+    return read_config(model_dir).get("kind") == "msvq"
+
+
 def _derived_codec_config(model_dir: Path, levels: list[int] | None, decoder_channels: list[int] | None):
     """The config of a trained codec, with new decoder widths for ``levels`` (default: all)."""
     from tokgen.codec.checkpoint import CONFIG, parse_vqvae_config, read_config
@@ -123,22 +129,29 @@ def cmd_codec_train(args: argparse.Namespace) -> None:
     from tokgen.codec.presets import MSVQ_PRESETS, PRESETS
     from tokgen.codec.train import TrainConfig, train
 
-    if args.preset in MSVQ_PRESETS:
+    if args.preset in MSVQ_PRESETS or (args.init_from and is_msvq(Path(args.init_from))):
         from tokgen.codec.train_msvq import MSVQTrainConfig, train_msvq
 
+        if args.freeze_codes and not (args.init_from or args.resume):
+            raise TokgenError("--freeze-codes needs --init-from (a trained codec)")
+        if args.decoder_channels or args.levels:
+            raise TokgenError("--decoder-channels and --levels are for the VQ-VAE, not an msvq codec")
         interrupt_on_sigterm()
         options = {k: v for k, v in loop_options(args).items() if v is not None}
         if args.lr is not None:
             options["lr"] = args.lr
         result = train_msvq(
-            MSVQ_PRESETS[args.preset],
-            MSVQTrainConfig(**options),
+            MSVQ_PRESETS.get(args.preset) or MSVQ_PRESETS["msvq"],  # --init-from: its own architecture
+            MSVQTrainConfig(**options, freeze_codes=args.freeze_codes, swap_fraction=args.swap_fraction),
             Path(args.data),
             Path(args.run),
             args.resume,
+            Path(args.init_from) if args.init_from else None,
         )
         print(json.dumps(result))
         return
+    if args.swap_fraction:
+        raise TokgenError("--swap-fraction needs an msvq codec (its decoder takes a timbre reference)")
     if args.init_from:
         model_cfg = _derived_codec_config(Path(args.init_from), args.levels, args.decoder_channels)
     elif args.decoder_channels or args.freeze_codes:
@@ -195,6 +208,13 @@ def register(sub: Subcommands) -> None:
         "--freeze-codes",
         action="store_true",
         help="train only the decoders, so the codes (and priors trained on them) stay valid",
+    )
+    p.add_argument(
+        "--swap-fraction",
+        type=float,
+        default=0.0,
+        help="msvq: share of batches decoded in another aligned render's timbre, against that render "
+        "(needs a corpus rendered with --paired; default 0)",
     )
     p.add_argument(
         "--decoder-channels",

@@ -11,6 +11,12 @@ levels to carry the music:
 - short and long windows in the multi-scale mel loss (DAC), for attacks and for pitch.
 
 A short autoencoder warm-up (``ae_warmup_steps``, no quantiser) comes first.
+
+Timbre swaps (``swap_fraction``, on a corpus rendered with ``--paired``): a batch encodes
+a crop of one render and decodes it with the timbre of another render of the same piece
+(another instrument), against that render's crop at the same samples (the same notes).
+The decoder then has to take the instrument from the reference, not from the codes: what
+lets a continuation keep the prime's instrument when the sampled codes drift from it.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from tokgen.codec.checkpoint import load_msvq, load_weights, save_vqvae
 from tokgen.codec.losses import multiscale_losses, waveform_loss
 from tokgen.codec.msvq import MSVQConfig, MultiScaleVQ, semitone_features
 from tokgen.codec.train import CropSampler
-from tokgen.data.render import load_split
+from tokgen.data.render import aligned_groups, load_split
 from tokgen.errors import TokgenError
 from tokgen.training import LoopConfig, Solver
 
@@ -41,6 +47,12 @@ class MSVQTrainConfig(LoopConfig):
     pitch_weight: float = 1.0
     pitch_code_weight: float = 1.0  # the top codes predicting the semitone energies
     valid_crops: int = Field(default=32, ge=1)
+    swap_fraction: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="batches decoded in another aligned render's timbre, against that render",
+    )
     freeze_codes: bool = Field(
         default=False,
         description="train only the decoder and the timbre encoder: the codes, and priors "
@@ -72,6 +84,44 @@ class PairSampler(CropSampler):
         return torch.from_numpy(np.stack(crops))[:, None, :], torch.from_numpy(np.stack(refs))
 
 
+class SwapSampler:
+    """Crops of one render, the same samples of another render of the piece (the target)
+    and a reference crop of that other render, from groups of aligned renders."""
+
+    def __init__(
+        self, audio: list[np.ndarray], groups: list[list[int]], segment: int, rng: np.random.Generator
+    ):
+        self.audio, self.segment, self.rng = audio, segment, rng
+        self.groups = [g for g in groups if min(audio[i].size for i in g) >= segment]
+        if not self.groups:
+            raise TokgenError(
+                "timbre swaps need aligned renders of a piece (`tokgen data render --paired`) "
+                f"longer than one segment ({segment} samples)"
+            )
+
+    def swap(self, reference: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        group = self.groups[int(self.rng.integers(len(self.groups)))]
+        i, j = (int(k) for k in self.rng.choice(group, size=2, replace=False))
+        a, b = self.audio[i], self.audio[j]
+        n = min(a.size, b.size)
+        for _ in range(10):
+            start = int(self.rng.integers(0, n - self.segment + 1))
+            target = b[start : start + self.segment]
+            if np.sqrt(np.mean(target**2)) > 1e-3:
+                break
+        r0 = int(self.rng.integers(0, max(1, b.size - reference + 1)))
+        ref = np.pad(b[r0 : r0 + reference], (0, max(0, reference - (b.size - r0))))
+        return a[start : start + self.segment], target, ref
+
+    def swaps(self, n: int, reference: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, target, ref = zip(*(self.swap(reference) for _ in range(n)), strict=True)
+        return (
+            torch.from_numpy(np.stack(x))[:, None, :],
+            torch.from_numpy(np.stack(target))[:, None, :],
+            torch.from_numpy(np.stack(ref)),
+        )
+
+
 def keep_levels_for(
     rng: np.random.Generator, batch: int, n_levels: int, dropout_fraction: float
 ) -> torch.Tensor:
@@ -91,11 +141,14 @@ def msvq_loss(
     keep: torch.Tensor | None,
     cfg: MSVQTrainConfig,
     quantize: bool = True,
+    target: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Losses of decoding ``x`` (in ``ref``'s timbre) against ``target`` (default ``x``)."""
     out = model(x, ref, keep, quantize=quantize)
     sr = model.cfg.sample_rate
-    parts = multiscale_losses(x[:, 0], out.audio[:, 0], sr)
-    wav = waveform_loss(x[:, 0], out.audio[:, 0])
+    y = x if target is None else target
+    parts = multiscale_losses(y[:, 0], out.audio[:, 0], sr)
+    wav = waveform_loss(y[:, 0], out.audio[:, 0])
     loss = (
         parts["mel"]
         + parts["sc"]
@@ -178,26 +231,38 @@ class MSVQSolver(Solver):
         super().__init__(model, opt, cfg, run_dir)
         self.model_cfg, self.tcfg = model_cfg, cfg
         sr = model_cfg.sample_rate
-        self.sampler = PairSampler(load_split(data_dir, "train", sr), cfg.segment_samples, self.rng)
+        train_audio = load_split(data_dir, "train", sr)
+        self.sampler = PairSampler(train_audio, cfg.segment_samples, self.rng)
         valid = PairSampler(
             load_split(data_dir, "valid", sr), cfg.segment_samples, np.random.default_rng(cfg.seed + 1000)
         )
         self.valid_x, self.valid_ref = valid.pairs(cfg.valid_crops, cfg.reference_samples)
+        self.swapper: SwapSampler | None = None
+        if cfg.swap_fraction > 0:
+            self.swapper = SwapSampler(
+                train_audio, aligned_groups(data_dir, "train"), cfg.segment_samples, self.rng
+            )
 
     def train_step(self) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.tcfg
-        x, ref = self.sampler.pairs(cfg.batch_size, cfg.reference_samples)
+        target = None
+        if self.swapper is not None and self.rng.random() < cfg.swap_fraction:
+            x, target, ref = self.swapper.swaps(cfg.batch_size, cfg.reference_samples)
+        else:
+            x, ref = self.sampler.pairs(cfg.batch_size, cfg.reference_samples)
         n_levels = len(self.model_cfg.level_strides)
         if cfg.freeze_codes:  # no EMA updates or restarts: the codebooks stay as they are
             for q in self.model.quantizers:  # type: ignore[union-attr]
                 q.eval()
         keep = keep_levels_for(self.rng, cfg.batch_size, n_levels, cfg.dropout_fraction)
-        use_ref = self.rng.random() >= cfg.no_reference_fraction
+        use_ref = target is not None or self.rng.random() >= cfg.no_reference_fraction
         assert isinstance(self.model, MultiScaleVQ)
         # The autoencoder warm-up is for an encoder that is still learning; with frozen codes
         # the decoder must only ever see the quantised latents it will decode.
         quantize = cfg.freeze_codes or self.step >= cfg.ae_warmup_steps
-        return msvq_loss(self.model, x, ref if use_ref else None, keep, cfg, quantize=quantize)
+        loss, stats = msvq_loss(self.model, x, ref if use_ref else None, keep, cfg, quantize, target)
+        stats["swap"] = float(target is not None)
+        return loss, stats
 
     @torch.no_grad()
     def validate(self) -> float:

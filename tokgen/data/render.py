@@ -206,6 +206,17 @@ def split_files(data_dir: Path, split: str) -> list[Path]:
     return [Path(data_dir) / i["path"] for i in items]
 
 
+def aligned_groups(data_dir: Path, split: str) -> list[list[int]]:
+    """Indices (into ``split_files``' order) of the aligned renders of each piece that has
+    two or more: one performance, other melody instruments (``--paired``)."""
+    items = [i for i in load_manifest(data_dir)["items"] if i["split"] == split]
+    groups: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        if item.get("aligned"):
+            groups.setdefault(item["piece_id"], []).append(index)
+    return [g for g in groups.values() if len(g) > 1]
+
+
 def load_split(data_dir: Path, split: str, sample_rate: int) -> list[np.ndarray]:
     """All audio of one split as float32 arrays at ``sample_rate`` (held in memory)."""
     from tokgen.audio import load_audio

@@ -29,7 +29,6 @@ from dataclasses import dataclass, replace
 
 from tokgen.errors import TokgenError
 
-
 LEAD_GROWTH = 2  # after a lead window, each window may double until windows are full
 
 
