@@ -42,7 +42,7 @@ def test_lead_windows_of_two_levels_end_together():
     above's k-th window ends: the level below waits for no more than that window."""
     top = plan_windows(10, 200, n_ctx=256, hop_fraction=0.5, lead=10)
     mid = plan_windows(40, 800, n_ctx=512, hop_fraction=0.5, lead=40)
-    for t, m in list(zip(top.windows, mid.windows))[:3]:
+    for t, m in list(zip(top.windows, mid.windows, strict=False))[:3]:
         assert upper_span(m, 4, 200)[1] == t.end
 
 
