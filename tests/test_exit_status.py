@@ -179,8 +179,14 @@ def test_1_tokgen_health_of_nothing_is_not_serving():
 
 
 def test_130_interrupted(server, queued_job, tmp_path: Path):
-    """``jobs watch`` of a job no worker takes waits until Ctrl-C."""
-    cmd = [sys.executable, "-m", "tokgen", "jobs", "watch", queued_job]
+    """``jobs watch`` of a job no worker takes waits until Ctrl-C. The child starts with
+    Python's own SIGINT handler: a test run started in the background (``make test &``)
+    ignores SIGINT, and its children inherit that, as a shell's background jobs do."""
+    interactive = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from tokgen.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    cmd = [sys.executable, "-c", interactive, "jobs", "watch", queued_job]
     env = environment(server.address, KEY)
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as watch:
         try:
