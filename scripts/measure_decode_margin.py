@@ -21,6 +21,7 @@ import numpy as np
 from tokgen.assets import EXAMPLE_PRIME
 from tokgen.audio import load_audio
 from tokgen.codec import load_codec
+from tokgen.codec.codes import REFERENCE_SECONDS
 from tokgen.codec.top_levels import TopLevels
 
 PIECE = 16  # frames per piece
@@ -29,7 +30,7 @@ PIECE = 16  # frames per piece
 def main() -> None:
     codec = TopLevels(load_codec(), 2)
     x = load_audio(EXAMPLE_PRIME, codec.sample_rate)
-    codes, reference = codec.encode(x), x[-2 * codec.sample_rate :]
+    codes, reference = codec.encode(x), x[-int(REFERENCE_SECONDS * codec.sample_rate) :]
     whole = codec.decode_levels(codes, reference)
     hop = codec.levels[1].hop
     per_top = codec.levels[0].hop // hop

@@ -60,24 +60,35 @@ class MSVQTrainConfig(LoopConfig):
     )
 
 
+def sounding_start(
+    rng: np.random.Generator, audio: np.ndarray, segment: int, length: int | None = None
+) -> int:
+    """Start of a ``segment``-sample crop of ``audio``'s first ``length`` samples (default:
+    all) that is not near-silent; after 10 quiet draws, the last one."""
+    length = audio.size if length is None else length
+    for _ in range(10):
+        start = int(rng.integers(0, length - segment + 1))
+        if np.sqrt(np.mean(audio[start : start + segment] ** 2)) > 1e-3:
+            break
+    return start
+
+
+def reference_crop(rng: np.random.Generator, audio: np.ndarray, reference: int) -> np.ndarray:
+    """A random ``reference``-sample crop of ``audio`` (all of it, zero-padded, if shorter)."""
+    if audio.size <= reference:
+        return np.pad(audio, (0, reference - audio.size))
+    r0 = int(rng.integers(0, audio.size - reference + 1))
+    return audio[r0 : r0 + reference]
+
+
 class PairSampler(CropSampler):
     """Crops with a reference: another crop of the same recording."""
 
     def pair(self, reference: int) -> tuple[np.ndarray, np.ndarray]:
         idx = int(self.rng.choice(len(self.audio), p=self.weights))
         a = self.audio[idx]
-        crop = np.zeros(self.segment, np.float32)
-        for _ in range(10):
-            start = int(self.rng.integers(0, a.size - self.segment + 1))
-            crop = a[start : start + self.segment]
-            if np.sqrt(np.mean(crop**2)) > 1e-3:
-                break
-        ref = a[-reference:] if a.size <= reference else a
-        if a.size > reference:
-            r0 = int(self.rng.integers(0, a.size - reference + 1))
-            ref = a[r0 : r0 + reference]
-        ref = np.pad(ref, (0, reference - ref.size))
-        return crop, ref
+        start = sounding_start(self.rng, a, self.segment)
+        return a[start : start + self.segment], reference_crop(self.rng, a, reference)
 
     def pairs(self, n: int, reference: int) -> tuple[torch.Tensor, torch.Tensor]:
         crops, refs = zip(*(self.pair(reference) for _ in range(n)), strict=True)
@@ -103,15 +114,9 @@ class SwapSampler:
         group = self.groups[int(self.rng.integers(len(self.groups)))]
         i, j = (int(k) for k in self.rng.choice(group, size=2, replace=False))
         a, b = self.audio[i], self.audio[j]
-        n = min(a.size, b.size)
-        for _ in range(10):
-            start = int(self.rng.integers(0, n - self.segment + 1))
-            target = b[start : start + self.segment]
-            if np.sqrt(np.mean(target**2)) > 1e-3:
-                break
-        r0 = int(self.rng.integers(0, max(1, b.size - reference + 1)))
-        ref = np.pad(b[r0 : r0 + reference], (0, max(0, reference - (b.size - r0))))
-        return a[start : start + self.segment], target, ref
+        start = sounding_start(self.rng, b, self.segment, min(a.size, b.size))
+        crop = slice(start, start + self.segment)
+        return a[crop], b[crop], reference_crop(self.rng, b, reference)
 
     def swaps(self, n: int, reference: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, target, ref = zip(*(self.swap(reference) for _ in range(n)), strict=True)
