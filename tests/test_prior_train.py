@@ -15,7 +15,7 @@ from tokgen.errors import TokgenError
 from tokgen.prior.corpus import CodeCorpus, codes_cache_dir
 from tokgen.prior.evaluate import evaluate_prior
 from tokgen.prior.layout import TokenLayout
-from tokgen.prior.model import preset_config, read_prior_meta
+from tokgen.prior.model import grown_layer_sources, preset_config, read_prior_meta
 from tokgen.prior.train import PriorTrainConfig, train_prior
 
 
@@ -238,3 +238,48 @@ def _one_step(codec, data, run, init_from):
     preset = preset_config("tiny", 0).model_copy(update={"hidden_size": 64 if init_from is None else 128})
     train_prior(codec, data, run, 1, preset, cfg, init_from=init_from)
     return run / "model"
+
+
+def test_grown_layer_sources_keep_the_seed_in_order_and_refuse_to_shrink():
+    assert grown_layer_sources(4, 8) == [0, None, 1, None, 2, None, 3, None]
+    assert grown_layer_sources(4, 6) == [0, 1, None, 2, 3, None]
+    assert grown_layer_sources(2, 2) == [0, 1]
+    with pytest.raises(TokgenError, match="grow, not shrink"):
+        grown_layer_sources(4, 3)
+
+
+def test_a_grown_prior_computes_what_its_seed_did_and_then_trains(synthetic_data, tmp_path):
+    """--grow-layers: the deeper prior's logits equal the seed's (new layers start as the
+    identity), its new layers learn (their zero projections move), and a resumed run keeps
+    the grown architecture without the flag."""
+    import torch
+    from safetensors.torch import load_file
+
+    from tokgen.prior.model import build_prior
+    from tokgen.prior.train import level_ratio, load_prior_weights
+
+    codec, data = synthetic_data
+    seed_cfg = preset_config("tiny", 0).model_copy(update={"num_layers": 2})
+    train_prior(codec, data, tmp_path / "a", 1, seed_cfg, PriorTrainConfig(steps=20, **FAST))
+    layout, ratio = TokenLayout.for_levels(codec.levels), level_ratio(codec, 1)
+    seed = build_prior(seed_cfg, layout, 1, ratio)
+    load_prior_weights(seed, tmp_path / "a" / "model")
+    grown = build_prior(seed_cfg.model_copy(update={"num_layers": 5}), layout, 1, ratio)
+    load_prior_weights(grown, tmp_path / "a" / "model", seed_layers=2)
+    ids = torch.randint(3, layout.vocab_size, (2, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(grown(ids).logits, seed(ids).logits)
+
+    cfg = PriorTrainConfig(steps=10, **FAST)
+    train_prior(
+        codec, data, tmp_path / "g", 1, seed_cfg, cfg, init_from=tmp_path / "a" / "model", grow_layers=5
+    )
+    meta = read_prior_meta(tmp_path / "g" / "model")
+    assert meta["config"]["num_layers"] == 5
+    state = load_file(str(tmp_path / "g" / "model" / "model.safetensors"))
+    new_layer = next(j for j, s in enumerate(grown_layer_sources(2, 5)) if s is None)
+    assert state[f"model.layers.{new_layer}.mlp.down_proj.weight"].abs().sum() > 0
+    train_prior(codec, data, tmp_path / "g", 1, seed_cfg, PriorTrainConfig(steps=20, **FAST), resume=True)
+    assert read_prior_meta(tmp_path / "g" / "model")["steps"] == 20
+    with pytest.raises(TokgenError, match="needs --init-from"):
+        train_prior(codec, data, tmp_path / "h", 1, seed_cfg, cfg, grow_layers=5)

@@ -30,6 +30,7 @@ def cmd_prior_train(args: argparse.Namespace) -> None:
         cfg,
         args.resume,
         Path(args.init_from) if args.init_from else None,
+        args.grow_layers,
     )
     print(json.dumps(result))
 
@@ -81,6 +82,12 @@ def register(sub: Subcommands) -> None:
         "--init-from",
         default=None,
         help="prior directory to start from (e.g. another run's best/; its architecture, not --preset's)",
+    )
+    p.add_argument(
+        "--grow-layers",
+        type=int,
+        default=None,
+        help="with --init-from: this many layers, the seed's spread among new ones that start as identities",
     )
     add_loop_arguments(p, batch_size=16)
     p.set_defaults(func=cmd_prior_train)

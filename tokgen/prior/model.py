@@ -84,6 +84,39 @@ def build_prior(cfg: PriorConfig, layout: TokenLayout, level: int, ratio: int): 
     return LlamaForCausalLM(llama)
 
 
+def grown_layer_sources(old_layers: int, new_layers: int) -> list[int | None]:
+    """Where each layer of a prior grown from ``old_layers`` to ``new_layers`` comes from:
+    the seed's layer index, or None for a new layer. The seed's layers keep their order,
+    spread evenly (new layers sit after them, never before the first)."""
+    if new_layers < old_layers:
+        raise TokgenError(f"a prior can grow, not shrink: {old_layers} -> {new_layers} layers")
+    positions = {i * new_layers // old_layers: i for i in range(old_layers)}
+    return [positions.get(j) for j in range(new_layers)]
+
+
+def grow_state(seed: dict, fresh: dict, old_layers: int, new_layers: int) -> dict:
+    """The state of a deeper prior that computes exactly what ``seed`` does: the seed's
+    layers copied to their places (``grown_layer_sources``), every new layer with the fresh
+    model's initialisation except its two output projections (attention ``o_proj``, MLP
+    ``down_proj``) at zero, so it adds nothing to the residual stream until trained (a
+    pre-norm block with zero outputs is the identity; the zeros get gradients at once).
+    Non-layer weights (embeddings, final norm) come from the seed."""
+    out = {k: v for k, v in seed.items() if not k.startswith("model.layers.")}
+    for j, source in enumerate(grown_layer_sources(old_layers, new_layers)):
+        prefix = f"model.layers.{j}."
+        for key, value in fresh.items():
+            if not key.startswith(prefix):
+                continue
+            name = key[len(prefix) :]
+            if source is not None:
+                out[key] = seed[f"model.layers.{source}.{name}"]
+            elif name in ("self_attn.o_proj.weight", "mlp.down_proj.weight"):
+                out[key] = value.new_zeros(value.shape)
+            else:
+                out[key] = value
+    return out
+
+
 def save_prior(model, out_dir: Path, meta: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)

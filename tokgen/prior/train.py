@@ -30,7 +30,15 @@ from tokgen.prior.examples import (
     window_starts,
 )
 from tokgen.prior.layout import PAD, TokenLayout
-from tokgen.prior.model import PRIOR_META, PriorConfig, build_prior, read_prior_meta, save_prior
+from tokgen.prior.model import (
+    PRIOR_META,
+    PriorConfig,
+    build_prior,
+    grow_state,
+    grown_layer_sources,
+    read_prior_meta,
+    save_prior,
+)
 from tokgen.training import LoopConfig, Solver
 
 
@@ -119,11 +127,16 @@ def init_config(prior_dir: Path, codec: Codec, level: int) -> PriorConfig:
     return PriorConfig(**meta["config"])
 
 
-def load_prior_weights(model: torch.nn.Module, prior_dir: Path) -> None:
+def load_prior_weights(model: torch.nn.Module, prior_dir: Path, seed_layers: int | None = None) -> None:
+    """Load a prior directory's weights into ``model``; with ``seed_layers`` (the directory's
+    depth, when ``model`` is deeper) through ``grow_state``."""
     from safetensors.torch import load_file
 
-    state = load_file(str(Path(prior_dir) / "model.safetensors"))
-    result = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    state = {k: v.float() for k, v in load_file(str(Path(prior_dir) / "model.safetensors")).items()}
+    layers = int(model.config.num_hidden_layers)  # type: ignore[union-attr,arg-type]
+    if seed_layers is not None and seed_layers != layers:
+        state = grow_state(state, model.state_dict(), seed_layers, layers)
+    result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if k != "lm_head.weight"]  # tied to the embeddings
     if missing or result.unexpected_keys:
         raise TokgenError(
@@ -153,6 +166,7 @@ class PriorSolver(Solver):
         prior_cfg: PriorConfig,
         cfg: PriorTrainConfig,
         init_from: Path | None = None,
+        seed_layers: int | None = None,
     ):
         self.layout = TokenLayout.for_levels(codec.levels)
         self.level, self.prior_cfg, self.tcfg = level, prior_cfg, cfg
@@ -170,7 +184,7 @@ class PriorSolver(Solver):
         torch.manual_seed(cfg.seed + level)
         model = build_prior(prior_cfg, self.layout, level, self.ratio)
         if init_from is not None:
-            load_prior_weights(model, init_from)
+            load_prior_weights(model, init_from, seed_layers)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.01)
         super().__init__(model, opt, cfg, run_dir, np.random.default_rng(cfg.seed + level))
         self.name = f"prior level {level}"
@@ -228,18 +242,31 @@ def train_prior(
     cfg: PriorTrainConfig,
     resume: bool = False,
     init_from: Path | None = None,
+    grow_layers: int | None = None,
 ) -> dict[str, float]:
     """Train (or, with ``resume``, continue) one level's prior. ``init_from`` (a prior
     directory, e.g. another run's ``best/``) starts a new run from those weights with a fresh
-    optimiser and step 0: how a prior moves to a larger corpus without starting over."""
+    optimiser and step 0: how a prior moves to a larger corpus without starting over.
+    ``grow_layers`` makes that run deeper than its seed (``grow_state``): it starts from the
+    seed's exact function and adds capacity, instead of training a larger prior from scratch."""
     if not 0 <= level < len(codec.levels):
         raise TokgenError(f"--level must be in 0..{len(codec.levels) - 1}, got {level}")
     run_dir = Path(run_dir)
     if (run_dir / "state.pt").exists() and not resume:
         raise TokgenError(f"{run_dir} already holds a run; pass --resume to continue it")
+    seed_layers = None
+    if grow_layers is not None and init_from is None:
+        raise TokgenError("--grow-layers needs --init-from: the prior to grow")
     if init_from is not None:
         prior_cfg = init_config(init_from, codec, level)
+        seed_layers = prior_cfg.num_layers
+        if grow_layers is not None:
+            grown_layer_sources(seed_layers, grow_layers)  # refuses to shrink, before any work
+            prior_cfg = prior_cfg.model_copy(update={"num_layers": grow_layers})
         if resume:  # the run's own state wins over the seed weights
             init_from = None
-    result = PriorSolver(codec, data_dir, run_dir, level, prior_cfg, cfg, init_from).run()
+    if resume and (run_dir / "model" / PRIOR_META).is_file():
+        # A resumed run keeps the architecture it was started with, whatever the flags say.
+        prior_cfg = PriorConfig(**read_prior_meta(run_dir / "model")["config"])
+    result = PriorSolver(codec, data_dir, run_dir, level, prior_cfg, cfg, init_from, seed_layers).run()
     return {"step": result["step"], "valid_bits_per_token": result["valid_bits_per_token"]}
