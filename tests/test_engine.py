@@ -70,6 +70,31 @@ def test_seed_range_and_counts(engine, loop_thread):
     assert len(set(a)) > 3  # temperature 1 really samples
 
 
+def test_a_logit_bias_steers_both_engines_alike(engine, loop_thread):
+    """``SamplingParams.bias``: +100 on one allowed id makes it the only one sampled (vLLM's
+    ``logit_bias`` and the in-process filter alike); -100 on all but two leaves those two."""
+    one = tuple(100.0 if i == 3 else 0.0 for i in range(10))
+    two = tuple(0.0 if i in (2, 7) else -100.0 for i in range(10))
+    a = loop_thread.run(
+        collect(
+            engine,
+            f"{engine.backend}-b1",
+            [1, 2],
+            SamplingParams(30, 1.0, seed=5, allowed=(10, 20), bias=one),
+        )
+    )
+    b = loop_thread.run(
+        collect(
+            engine,
+            f"{engine.backend}-b2",
+            [1, 2],
+            SamplingParams(30, 1.0, seed=5, allowed=(10, 20), bias=two),
+        )
+    )
+    assert a == [13] * 30
+    assert set(b) == {12, 17}
+
+
 def test_abort_ends_the_stream(engine, loop_thread):
     async def run():
         rid = f"{engine.backend}-abort"
@@ -98,6 +123,10 @@ def test_abort_ends_the_stream(engine, loop_thread):
         ([1], SamplingParams(max_tokens=5, top_p=0.0), "top_p"),
         ([1], SamplingParams(max_tokens=5, allowed=(60, 70)), "allowed token range"),
         ([1], SamplingParams(max_tokens=0), "max_tokens"),
+        ([1], SamplingParams(max_tokens=5, bias=(1.0,)), "same length"),
+        ([1], SamplingParams(max_tokens=5, allowed=(3, 5), bias=(1.0,)), "same length"),
+        ([1], SamplingParams(max_tokens=5, allowed=(3, 5), bias=(1.0, float("nan"))), "finite"),
+        ([1], SamplingParams(max_tokens=5, allowed=(3, 5), bias=(1.0, 101.0)), "finite"),
     ],
 )
 def test_bad_requests_are_refused(engine, loop_thread, prompt, params, message):
@@ -114,6 +143,9 @@ def test_filter_logits():
     kept = ~torch.isinf(filter_logits(logits, SamplingParams(1, top_p=0.6)))
     assert kept.tolist() == [False, False, False, False, True]
     assert torch.allclose(filter_logits(logits, SamplingParams(1, temperature=2.0)), logits / 2)
+    # A bias is added to the allowed ids before the temperature.
+    biased = filter_logits(logits, SamplingParams(1, temperature=2.0, allowed=(1, 3), bias=(2.0, -1.0)))
+    assert biased[1:3].tolist() == [1.5, 0.5]
 
 
 def test_backend_resolution(monkeypatch):

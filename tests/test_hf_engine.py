@@ -49,7 +49,7 @@ def test_static_forward_matches_transformers(model):
 
 def test_filter_batch_equals_filter_logits():
     torch.manual_seed(0)
-    logits = torch.randn(6, 50)
+    logits = torch.randn(7, 50)
     params = [
         SamplingParams(1),
         SamplingParams(1, temperature=0.5, allowed=(10, 30)),
@@ -57,14 +57,17 @@ def test_filter_batch_equals_filter_logits():
         SamplingParams(1, top_p=0.3, temperature=2.0),
         SamplingParams(1, temperature=0.0, top_k=3, allowed=(0, 20)),
         SamplingParams(1, top_k=7, top_p=0.8, allowed=(5, 45)),
+        SamplingParams(1, top_k=4, allowed=(20, 25), bias=(0.0, 3.0, -2.0, 1.0, 0.5)),
     ]
     before = logits.clone()
     batch = filter_batch(logits, params)
     assert torch.equal(logits, before)
-    for row, p in zip(range(6), params, strict=True):
+    for row, p in zip(range(len(params)), params, strict=True):
         want = filter_logits(logits[row], p)
         if p.temperature < GREEDY_BELOW:  # unscaled either way
-            want = filter_logits(logits[row], SamplingParams(1, top_k=p.top_k, allowed=p.allowed))
+            want = filter_logits(
+                logits[row], SamplingParams(1, top_k=p.top_k, allowed=p.allowed, bias=p.bias)
+            )
         assert torch.allclose(batch[row], want), row
 
 

@@ -105,6 +105,20 @@ def test_bad_requests(loop_thread, priors):
         run(loop_thread, too_wide, [np.arange(5), np.arange(10)], 40)
 
 
+def test_a_level_bias_reaches_every_window_of_its_level_only(loop_thread, priors):
+    """``biases``: -100 on all top codes but 4 and 9 leaves the top level only those two,
+    in every window; the upsampler, without a bias, still uses many codes."""
+    keep = np.full(32, -100.0)
+    keep[[4, 9]] = 0.0
+    known = [np.array([4, 9, 4]), np.array([1, 2, 3, 4, 5, 6])]
+    coro = sample_hierarchy(
+        priors, LAYOUT, HOPS, known, 40, SamplingSettings(seed=3), "bias", 16000, None, [keep, None]
+    )
+    codes = loop_thread.run(coro)
+    assert set(codes[0].tolist()) == {4, 9}
+    assert len(set(codes[1][6:].tolist())) > 4
+
+
 def test_window_seeds_differ_and_repeat():
     seeds = {window_seed(1, lv, s, w) for lv in range(3) for s in range(4) for w in range(50)}
     assert len(seeds) == 600 and window_seed(1, 2, 0, 3) == window_seed(1, 2, 0, 3)

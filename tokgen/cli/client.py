@@ -47,6 +47,7 @@ def _request(args: argparse.Namespace):
         top_k=args.top_k,
         top_p=args.top_p,
         seed=args.seed,
+        key_guidance=args.key_guidance,
         priority=args.priority,
         num_samples=args.num_samples,
         sample_rate=args.sample_rate,

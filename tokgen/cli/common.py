@@ -125,8 +125,22 @@ def add_sampling_arguments(p: argparse.ArgumentParser, seed: int | None = 0) -> 
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument(
+        "--key-guidance",
+        type=float,
+        default=None,
+        help="how strongly the top level keeps to the prime's pitch classes, 0-20 "
+        "(0: off; default: the model's, tokgen.generation.key.DEFAULT_KEY_GUIDANCE)",
+    )
     help_text = "default: a fresh random seed, reported in the JSON" if seed is None else f"default {seed}"
     p.add_argument("--seed", type=int, default=seed, help=help_text)
+
+
+def key_guidance(args: argparse.Namespace) -> float:
+    """--key-guidance, or the model's default when not given."""
+    from tokgen.generation.key import DEFAULT_KEY_GUIDANCE
+
+    return DEFAULT_KEY_GUIDANCE if args.key_guidance is None else float(args.key_guidance)
 
 
 def add_output_arguments(p: argparse.ArgumentParser) -> None:

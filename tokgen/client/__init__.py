@@ -93,6 +93,7 @@ def continue_request(
     top_k: int = 0,
     top_p: float = 1.0,
     seed: int | None = None,
+    key_guidance: float | None = None,
     priority: str = "normal",
     num_samples: int = 1,
     sample_rate: int | None = None,
@@ -108,11 +109,13 @@ def continue_request(
         seconds=seconds,
         mode=MODES[mode],
         priority=PRIORITIES[priority],
-        sampling=pb.SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed),
+        sampling=pb.SamplingParams(
+            temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, key_guidance=key_guidance
+        ),
         num_samples=num_samples,
         sample_rate=sample_rate or 0,
         loudness_lufs=loudness_lufs,
-    )  # seed=None and loudness_lufs=None leave those fields unset
+    )  # seed, key_guidance and loudness_lufs left None leave those fields unset
     if prime is not None:
         request.prime_audio = prime if isinstance(prime, bytes) else _read(prime) or b""
     if codes is not None:

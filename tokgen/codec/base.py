@@ -69,14 +69,25 @@ class Codec(ABC):
         """Frames of codes on each side of a crop that make decoding the crop give what a
         whole decode gives there (the decoder's receptive field); streaming relies on it."""
 
-    def check_codes(self, codes: np.ndarray, level: int) -> np.ndarray:
-        """Validate codes for ``level`` so that bad input fails with a clear message."""
+    def check_level(self, level: int) -> None:
         from tokgen.errors import TokgenError
 
         if not 0 <= level < len(self.levels):
             raise TokgenError(
                 f"level {level} does not exist; this codec has levels 0..{len(self.levels) - 1}"
             )
+
+    def pitch_classes(self, level: int) -> np.ndarray | None:
+        """(codebook size, 12): how much of each pitch class (C, C#, ..., B; each row sums
+        to 1) a code of ``level`` stands for, where the level's codes are notes by
+        construction (a semantic level); None where codes have no fixed pitch content."""
+        return None
+
+    def check_codes(self, codes: np.ndarray, level: int) -> np.ndarray:
+        """Validate codes for ``level`` so that bad input fails with a clear message."""
+        from tokgen.errors import TokgenError
+
+        self.check_level(level)
         spec = self.levels[level]
         arr = np.asarray(codes)
         want_ndim = 1 if spec.n_codebooks == 1 else 2

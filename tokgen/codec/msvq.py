@@ -376,6 +376,18 @@ class MSVQCodec(Codec):
         samples = decoder_frames * cfg.decoder_hop + cfg.hops[0]
         return math.ceil(samples / cfg.hops[level])
 
+    def pitch_classes(self, level: int) -> np.ndarray | None:
+        """The semantic top level's centroids are log energies per semitone from C1
+        (``semitone_features``' scale): undone to energies and folded into pitch classes."""
+        self.check_level(level)
+        if level != 0 or not self.model.cfg.pitch_features:
+            return None
+        quantizer: EMAVectorQuantizer = self.model.quantizers[0]  # type: ignore[assignment]
+        centroids = quantizer.codebook.detach().double().numpy()  # (K, 84)
+        energy = np.exp(4.0 * centroids - 4.0)
+        classes = energy.reshape(energy.shape[0], N_SEMITONES // 12, 12).sum(1)
+        return classes / classes.sum(1, keepdims=True)
+
     def timbre(self, reference: np.ndarray | None) -> torch.Tensor | None:
         """The timbre vector of the last ``REFERENCE_SECONDS`` of ``reference`` audio."""
         if reference is None or self.model.timbre is None:

@@ -61,6 +61,10 @@ class TopLevels(Codec):
         self.check_level(level)
         return self.inner.decode_margin(level)
 
+    def pitch_classes(self, level: int) -> np.ndarray | None:
+        self.check_level(level)
+        return self.inner.pitch_classes(level)
+
     def check_level(self, level: int) -> None:
         if not 0 <= level < len(self.levels):
             last = len(self.levels) - 1

@@ -7,12 +7,15 @@ any kind can share one engine and be batched together.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from tokgen.errors import TokgenError
 from tokgen.monitoring import metrics
+
+MAX_BIAS = 100.0  # what vLLM clamps a logit bias to
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,9 @@ class SamplingParams:
     seed: int | None = None  # same seed, same prompt, same engine -> same tokens
     allowed: tuple[int, int] | None = None  # [start, stop): the only token ids that may be sampled
     priority: int = 0  # when the engine is full, lower values are started first
+    # Added to the logits of the allowed ids (one value per id of ``allowed``), before the
+    # temperature: steers sampling without a second model (e.g. towards the prime's key).
+    bias: tuple[float, ...] | None = None
 
     def check(self, vocab_size: int) -> None:
         """Reject absurd parameters with a message that names the field."""
@@ -41,6 +47,11 @@ class SamplingParams:
             start, stop = self.allowed
             if not 0 <= start < stop <= vocab_size:
                 raise TokgenError(f"allowed token range {self.allowed} is not inside [0, {vocab_size})")
+        if self.bias is not None:
+            if self.allowed is None or len(self.bias) != self.allowed[1] - self.allowed[0]:
+                raise TokgenError("a logit bias needs an allowed token range of the same length")
+            if not all(math.isfinite(b) and abs(b) <= MAX_BIAS for b in self.bias):
+                raise TokgenError(f"logit biases must be finite and within +-{MAX_BIAS:g}")
 
 
 @dataclass(frozen=True)

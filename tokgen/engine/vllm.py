@@ -50,6 +50,13 @@ from tokgen.engine.base import Engine, SamplingParams, StepStats
 from tokgen.errors import CheckpointError, TokgenError
 
 
+def logit_bias(params: SamplingParams) -> dict[int, float] | None:
+    """vLLM's form of ``params.bias``: token id -> bias, the allowed ids only."""
+    if params.bias is None or params.allowed is None:
+        return None
+    return {params.allowed[0] + i: b for i, b in enumerate(params.bias)}
+
+
 class _StepLogger(StatLoggerBase):
     """vLLM's per-step statistics into ``Engine.observe_step`` (our ``tokgen_engine_*``
     series, labelled by level): vLLM's own Prometheus logger is off, because its series
@@ -139,6 +146,7 @@ class VLLMEngine(Engine):
             top_p=params.top_p,
             seed=params.seed,
             allowed_token_ids=list(range(*params.allowed)) if params.allowed else None,
+            logit_bias=logit_bias(params),
             ignore_eos=True,
             detokenize=False,
             output_kind=RequestOutputKind.DELTA,

@@ -23,6 +23,7 @@ from tokgen.codec.codes import REFERENCE_SECONDS
 from tokgen.codec.top_levels import TopLevels
 from tokgen.engine.factory import Backend, engine_class
 from tokgen.errors import TokgenError
+from tokgen.generation.key import key_bias
 from tokgen.generation.sampler import LevelPrior, OnChange, SamplingSettings, level_frames, sample_hierarchy
 from tokgen.generation.windows import plan_windows, window_hop
 from tokgen.names import Mode
@@ -356,6 +357,10 @@ async def sample_job(
     layout = TokenLayout.for_levels(codec.levels)
     settings.check(layout.vocab_size)
     hops = [lv.hop for lv in codec.levels]
+    biases = [
+        key_bias(codec.pitch_classes(level), known, settings.key_guidance)
+        for level, known in enumerate(job.known)
+    ]
     return await sample_hierarchy(
         priors,
         layout,
@@ -366,4 +371,5 @@ async def sample_job(
         request_id or uuid.uuid4().hex,
         codec.sample_rate,
         on_change,
+        biases,
     )

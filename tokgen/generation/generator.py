@@ -49,6 +49,7 @@ from tokgen.generation.generate import (
     prepare,
     sample_job,
 )
+from tokgen.generation.key import DEFAULT_KEY_GUIDANCE
 from tokgen.generation.output import finish_audio
 from tokgen.generation.queued import QueuedJob
 from tokgen.generation.requests import prepare_spec
@@ -235,6 +236,7 @@ class Generator:
         top_k: int = 0,
         top_p: float = 1.0,
         seed: int | None = None,
+        key_guidance: float = DEFAULT_KEY_GUIDANCE,
         num_samples: int = 1,
         sample_rate: int | None = None,
         loudness_lufs: float | None = None,
@@ -248,7 +250,9 @@ class Generator:
         (8000 to 48000 Hz; default: the codec's, ``self.codec.sample_rate``; resampled with
         soxr), each normalised to ``loudness_lufs`` (ITU-R BS.1770, -70 to -5) if given,
         never clipping (``tokgen.loudness``). Without ``seed`` a fresh random one is drawn;
-        continuation k uses ``seed + k`` (``last_seeds`` says which, for reproducing)."""
+        continuation k uses ``seed + k`` (``last_seeds`` says which, for reproducing).
+        ``key_guidance`` (0-20, 0: off) keeps the top level to the prime's pitch classes
+        (``tokgen.generation.key``)."""
         try:
             output = check_output(num_samples, sample_rate, loudness_lufs)
         except FieldError as exc:
@@ -260,7 +264,7 @@ class Generator:
         sr = self.codec.sample_rate
         prepared = [self.job("primed", seconds, to_mono(p, prime_sample_rate, sr)) for p in primes]
         jobs = [prepared[k // num_samples] for k in range(len(self.last_seeds))]
-        settings = [SamplingSettings(temperature, top_k, top_p, s) for s in self.last_seeds]
+        settings = [SamplingSettings(temperature, top_k, top_p, s, key_guidance) for s in self.last_seeds]
         for s in settings:
             self.check_settings(s)
         bar = None

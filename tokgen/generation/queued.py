@@ -7,6 +7,8 @@ are versioned: a worker refuses a version it does not know, rather than misreadi
 Only numbers and int arrays are stored (``.npz`` without pickles), so loading is safe.
 Version 2 adds the output (sample rate, loudness); a job without one is still written as
 version 1, which workers of either version run (so a rolling upgrade loses no job).
+Version 3 adds the key guidance (``generation.key``); a job without any is written as
+before, and an older worker refuses a guided one rather than run it unguided.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from tokgen.generation.generate import Job
 from tokgen.generation.output import Output
 from tokgen.generation.sampler import SamplingSettings
 
-FORMAT_VERSION = 2
-VERSIONS = (1, 2)  # what this worker reads
+FORMAT_VERSION = 3
+VERSIONS = (1, 2, 3)  # what this worker reads
 MAX_LEVELS = 16
 MAX_REFERENCE = 10 * 48000  # samples of timbre reference audio
 
@@ -43,7 +45,7 @@ class QueuedJob:
 
     def dumps(self) -> bytes:
         meta: dict = {
-            "version": 1 if self.output == Output() else FORMAT_VERSION,
+            "version": 3 if self.settings.key_guidance else 1 if self.output == Output() else 2,
             "top_frames": self.job.top_frames,
             "start_top": self.job.start_top,
             "samples": self.samples,
@@ -53,6 +55,7 @@ class QueuedJob:
                 "top_k": self.settings.top_k,
                 "top_p": self.settings.top_p,
                 "seed": self.settings.seed,
+                "key_guidance": self.settings.key_guidance,
             },
         }
         if self.output != Output():
@@ -81,7 +84,11 @@ class QueuedJob:
                 known = [archive[f"known_{i}"].astype(np.int64) for i in range(levels)]
                 s = meta["settings"]
                 settings = SamplingSettings(
-                    float(s["temperature"]), int(s["top_k"]), float(s["top_p"]), int(s["seed"])
+                    float(s["temperature"]),
+                    int(s["top_k"]),
+                    float(s["top_p"]),
+                    int(s["seed"]),
+                    float(s.get("key_guidance", 0.0)),  # versions 1 and 2: none
                 )
                 reference = archive["reference"].astype(np.float32) if "reference" in archive else None
                 if reference is not None and (reference.ndim != 1 or reference.size > MAX_REFERENCE):

@@ -26,6 +26,7 @@ import numpy as np
 
 from tokgen.engine.base import Engine, SamplingParams
 from tokgen.errors import TokgenError
+from tokgen.generation.key import DEFAULT_KEY_GUIDANCE, check_key_guidance
 from tokgen.generation.windows import WindowPlan, plan_segments, upper_span
 from tokgen.prior.layout import TokenLayout
 
@@ -49,6 +50,7 @@ class SamplingSettings:
     top_k: int = 0
     top_p: float = 1.0
     seed: int = 0
+    key_guidance: float = DEFAULT_KEY_GUIDANCE  # see generation.key; 0: off
 
     def check(self, vocab_size: int) -> None:
         """Validate before any work starts (the engine checks every window again). Unlike
@@ -56,6 +58,7 @@ class SamplingSettings:
         if not self.temperature > 0:
             raise TokgenError(f"temperature must be > 0, got {self.temperature}")
         SamplingParams(1, self.temperature, self.top_k, self.top_p, self.seed).check(vocab_size)
+        check_key_guidance(self.key_guidance)
 
 
 def window_seed(seed: int, level: int, segment: int, window: int) -> int:
@@ -163,9 +166,11 @@ async def sample_segment(
     settings: SamplingSettings,
     request_id: str,
     clock: Clock,
+    bias: tuple[float, ...] | None = None,
 ) -> None:
     """Sample one segment of ``level`` window by window, writing codes to ``board``.
-    When the engine is full, its windows start in the order ``clock`` gives them."""
+    When the engine is full, its windows start in the order ``clock`` gives them.
+    ``bias``: added to the level's code logits (``SamplingParams.bias``)."""
     ratio = hops[level - 1] // hops[level] if level else 1
     reference = None
     if level and prior.reference_tokens:  # the prime's codes of this level, the same in every window
@@ -192,6 +197,7 @@ async def sample_segment(
             seed=window_seed(settings.seed, level, segment, i),
             allowed=layout.level_range(level),
             priority=clock.priority(pos, hops[level], lead),
+            bias=bias,
         )
         rid = f"{request_id}/L{level}/s{segment}/w{i}"
         async for chunk in prior.engine.generate(rid, prompt, params):
@@ -213,16 +219,21 @@ async def sample_hierarchy(
     request_id: str,
     sample_rate: int,
     on_change: OnChange | None = None,
+    biases: list[np.ndarray | None] | None = None,
 ) -> list[np.ndarray]:
     """Codes of every level, ``top_frames`` top frames long, extending ``known``;
     ``on_change`` watches them while they are sampled (see ``CodeBoard``). ``sample_rate``
-    (of the codec) only orders windows across requests (see ``sample_segment``)."""
+    (of the codec) only orders windows across requests (see ``sample_segment``).
+    ``biases``: per level, a logit bias over its codes, or None."""
     totals = level_frames(top_frames, hops)
     if len(priors) != len(hops) or len(known) != len(hops):
         raise TokgenError(f"need one prior and one known-codes array per level ({len(hops)})")
     for level, (k, t) in enumerate(zip(known, totals, strict=True)):
         if k.size > t:
             raise TokgenError(f"level {level} already has {k.size} frames, more than the {t} asked for")
+    level_bias = [
+        tuple(float(b) for b in bias) if bias is not None else None for bias in (biases or [None] * len(hops))
+    ]
     board = CodeBoard(known, totals, on_change)
     clock = Clock(time.monotonic(), known[0].size * hops[0], sample_rate)
     try:
@@ -240,7 +251,17 @@ async def sample_hierarchy(
                 for s, plan in enumerate(plans):
                     tasks.create_task(
                         sample_segment(
-                            prior, layout, level, s, plan, board, hops, settings, request_id, clock
+                            prior,
+                            layout,
+                            level,
+                            s,
+                            plan,
+                            board,
+                            hops,
+                            settings,
+                            request_id,
+                            clock,
+                            level_bias[level],
                         )
                     )
     except ExceptionGroup as group:

@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from tokgen.generation.generate import MAX_SECONDS
+from tokgen.generation.key import DEFAULT_KEY_GUIDANCE, MAX_KEY_GUIDANCE
 from tokgen.generation.output import Output
 from tokgen.generation.sampler import SamplingSettings
 from tokgen.names import MODE_NAMES, PRIORITY_NAMES, Mode, Priority
@@ -92,7 +93,10 @@ def check_continue(req: pb.ContinueRequest, vocab_size: int, codebook_size: int)
         raise FieldError("sampling.seed", f"must be below 2**63 - num_samples + 1, got {s.seed}")
     # No seed: a fresh one, which the reply reports, so every output can be reproduced.
     seed = s.seed if s.HasField("seed") else secrets.randbits(62)
-    settings = SamplingSettings(temperature, s.top_k, top_p, seed)
+    key_guidance = round(float(s.key_guidance), 6) if s.HasField("key_guidance") else DEFAULT_KEY_GUIDANCE
+    if not (math.isfinite(key_guidance) and 0 <= key_guidance <= MAX_KEY_GUIDANCE):
+        raise FieldError("sampling.key_guidance", f"must be in [0, {MAX_KEY_GUIDANCE:g}], got {key_guidance}")
+    settings = SamplingSettings(temperature, s.top_k, top_p, seed, key_guidance)
     settings.check(vocab_size)
     return ContinueSpec(
         mode,

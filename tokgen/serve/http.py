@@ -99,6 +99,7 @@ FORM_FIELDS = {
     "sampling.top_k": "top_k",
     "sampling.top_p": "top_p",
     "sampling.seed": "seed",
+    "sampling.key_guidance": "key_guidance",
 }
 FORM_OVERHEAD = 64 << 10  # multipart boundaries, part headers and the small fields
 T = TypeVar("T")
@@ -236,6 +237,8 @@ async def continue_request(form: FormData, max_bytes: int) -> pb.ContinueRequest
         request.sampling.top_k = top_k
     if (seed := _int(form, "seed", 2**63)) is not None:
         request.sampling.seed = seed
+    if (key_guidance := _float(form, "key_guidance")) is not None:
+        request.sampling.key_guidance = key_guidance
     if (num_samples := _int(form, "num_samples", 2**32)) is not None:
         request.num_samples = num_samples
     if (sample_rate := _int(form, "sample_rate", 2**32)) is not None:

@@ -1,0 +1,47 @@
+"""Key guidance: sampling steered towards the prime's pitch classes.
+
+A continuation should stay in its prime's key. The top prior mostly does (its codes are
+notes: k-means centroids of semitone energies), but a sampled code now and then leaves the
+key and the windows after it continue from there. Where a codec says what pitch classes
+each code of a level stands for (``Codec.pitch_classes``), every code's logit gets
+``strength`` times the correlation of its pitch classes with the prime's profile (the mean
+over the prime's codes): in-key codes a little more likely, out-of-key ones a little
+less, the prior still deciding among them. Nothing else is needed at run time: the bias
+is one vector per request, added by the engine (vLLM's ``logit_bias``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tokgen.errors import TokgenError
+
+MAX_KEY_GUIDANCE = 20.0
+# The default strength, chosen on the continuation evaluation (docs/MODELS.md).
+DEFAULT_KEY_GUIDANCE = 1.5
+
+
+def check_key_guidance(strength: float) -> None:
+    if not (np.isfinite(strength) and 0.0 <= strength <= MAX_KEY_GUIDANCE):
+        raise TokgenError(f"key guidance must be in [0, {MAX_KEY_GUIDANCE:g}], got {strength}")
+
+
+def profile_correlations(pitch_classes: np.ndarray, profile: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each row of ``pitch_classes`` (K, 12) with ``profile`` (12,);
+    0 for a flat row or a flat profile."""
+    rows = pitch_classes - pitch_classes.mean(1, keepdims=True)
+    centred = profile - profile.mean()
+    norms = np.sqrt((rows**2).sum(1) * (centred @ centred))
+    out = np.zeros(rows.shape[0])
+    ok = norms > 1e-12
+    out[ok] = (rows[ok] @ centred) / norms[ok]
+    return out
+
+
+def key_bias(pitch_classes: np.ndarray | None, prime_codes: np.ndarray, strength: float) -> np.ndarray | None:
+    """Logit bias per code of a level (see the module docstring), or None when there is
+    nothing to steer by: no strength, codes without pitch classes, or no prime codes."""
+    if strength == 0.0 or pitch_classes is None or prime_codes.size == 0:
+        return None
+    profile = pitch_classes[prime_codes.ravel()].mean(0)
+    return strength * profile_correlations(pitch_classes, profile)
