@@ -184,15 +184,15 @@ def test_segment_lengths_per_level():
 
 def test_lead_windows_make_the_first_piece_final(tiny_model_dir):
     """Every level's lead window spans the same whole top frames, and the bottom level's
-    covers the first piece plus the decoder's margin, so the first audio needs no second
-    window (a lead inside the margin waited for every level's full second window)."""
+    covers the first piece plus the decoder's lookahead, so the first audio needs no second
+    window (a lead inside the lookahead waited for every level's full second window)."""
     from tokgen.codec.top_levels import TopLevels
     from tokgen.generation.generate import lead_top_frames
 
     shipped = load_codec()
     for codec in (load_codec(tiny_model_dir), shipped, TopLevels(shipped, 2)):
         bottom = len(codec.levels) - 1
-        hop, margin = codec.levels[bottom].hop, codec.decode_margin(bottom)
+        hop, margin = codec.levels[bottom].hop, codec.decode_lookahead(bottom)
         for seconds in (0.001, 0.032, 0.1):
             lead = lead_top_frames(codec, seconds) * (codec.levels[0].hop // hop)
             first = lead - margin  # frames StreamDecoder makes final from the lead alone

@@ -11,10 +11,13 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from tokgen.assets import EXAMPLE_PRIME
+from tokgen.audio import load_audio
 from tokgen.codec import load_codec
 from tokgen.codec.msvq import MSVQCodec, MSVQConfig, MultiScaleVQ
 from tokgen.codec.presets import MSVQ_PRESETS
 from tokgen.codec.streaming import StreamDecoder
+from tokgen.codec.top_levels import TopLevels
 from tokgen.codec.train_msvq import MSVQTrainConfig, keep_levels_for, train_msvq
 from tokgen.errors import TokgenError
 
@@ -100,6 +103,26 @@ def test_streamed_pieces_join_into_one_decode(trained):
         pieces.append(stream.push(bottom[:n], final=n == 240, upper=[top[: -(-n // 4)]]))
     joined = np.concatenate(pieces)
     assert joined.size == whole.size and np.abs(joined - whole).max() < 1e-4
+
+
+def test_the_shipped_decoder_reads_no_further_ahead_than_its_lookahead():
+    """Streaming waits ``decode_lookahead`` frames after a piece (29 middle frames, less
+    than the 34 of ``decode_margin``): a crop that ends there decodes the piece as the
+    whole decode does, at float precision, wherever the piece is."""
+    codec = TopLevels(load_codec(), 2)
+    audio = load_audio(EXAMPLE_PRIME, codec.sample_rate)[: 4 * codec.sample_rate]
+    codes, reference = codec.encode(audio), audio[-codec.sample_rate :]
+    whole = codec.decode_levels(codes, reference)
+    hop, per_top = codec.levels[1].hop, codec.levels[0].hop // codec.levels[1].hop
+    ahead, margin = codec.decode_lookahead(1), codec.decode_margin(1)
+    assert ahead == 29 < margin == 34
+    for stop in range(60, codes[1].size - ahead, 41):
+        lo = stop - 8 - margin
+        lo -= lo % per_top
+        hi = stop + ahead
+        crop = codec.decode_levels([codes[0][lo // per_top : -(-hi // per_top)], codes[1][lo:hi]], reference)
+        piece = crop[(stop - 8 - lo) * hop : (stop - lo) * hop]
+        assert np.abs(piece - whole[(stop - 8) * hop : stop * hop]).max() < 1e-6, stop
 
 
 def test_freezing_the_codes_trains_only_the_decoder(corpus, trained, tmp_path):

@@ -69,6 +69,12 @@ class Codec(ABC):
         """Frames of codes on each side of a crop that make decoding the crop give what a
         whole decode gives there (the decoder's receptive field); streaming relies on it."""
 
+    def decode_lookahead(self, level: int) -> int:
+        """Frames after a frame that its audio depends on: how long a streaming decoder
+        waits before a frame is final (at most ``decode_margin``, which also covers the
+        context before a crop)."""
+        return self.decode_margin(level)
+
     def check_level(self, level: int) -> None:
         from tokgen.errors import TokgenError
 

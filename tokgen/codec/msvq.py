@@ -376,6 +376,16 @@ class MSVQCodec(Codec):
         samples = decoder_frames * cfg.decoder_hop + cfg.hops[0]
         return math.ceil(samples / cfg.hops[level])
 
+    def decode_lookahead(self, level: int) -> int:
+        """The decoder's receptive field after a frame, in frames of ``level``: a piece's
+        last sample is in the inverse STFT windows of its decoder frame and the two after
+        it, each of which reads 3 + 3 x blocks decoder frames further (embedding and
+        depthwise convolutions). Crops are widened to whole top frames on the left only, so
+        unlike ``decode_margin`` this needs no extra top frame (measured exact:
+        scripts/measure_decode_margin.py)."""
+        cfg = self.model.cfg
+        return math.ceil(self.model.decoder.receptive_field_frames * cfg.decoder_hop / cfg.hops[level])
+
     def pitch_classes(self, level: int) -> np.ndarray | None:
         """The semantic top level's centroids are log energies per semitone from C1
         (``semitone_features``' scale): undone to energies and folded into pitch classes."""

@@ -1,10 +1,11 @@
 """Decode codes to audio while they are still being generated, with no seams.
 
 Codes arrive as a growing prefix. Audio for frame ``t`` depends on codes up to
-``decode_margin`` frames after it, so each step decodes the frames that are final (all
-known codes but the last ``margin``) from a window that adds ``margin`` frames of context
-on both sides, and crops: the pieces join into what one decode of all the codes gives
-(exactly for the VQ-VAE, whose receptive field is finite), so chunk joins add no clicks.
+``decode_lookahead`` frames after it, so each step decodes the frames that are final (all
+known codes but the last ``lookahead``) from a window that adds ``decode_margin`` frames of
+context before them and ``lookahead`` after, and crops: the pieces join into what one
+decode of all the codes gives (exactly: both codecs' decoders have a finite receptive
+field), so chunk joins add no clicks.
 
 A codec whose levels are residuals (``uses_all_levels``) decodes a crop from every level
 above it too: ``push`` then gets the known prefix of each level (``upper``), cropped to
@@ -24,7 +25,8 @@ class StreamDecoder:
         self.reference = reference  # timbre reference audio (codecs that use one)
         self.level = level
         self.hop = codec.levels[level].hop
-        self.margin = codec.decode_margin(level)
+        self.margin = codec.decode_margin(level)  # context before a piece
+        self.lookahead = codec.decode_lookahead(level)  # after it
         self.min_frames = min_frames  # decode at least this many new frames per step
         self.emitted = 0  # frames whose audio has been returned
 
@@ -34,11 +36,11 @@ class StreamDecoder:
         """Audio for the frames that became final now that ``known`` (every code known so
         far, from the start) is known; with ``final``, for all remaining frames. ``upper``:
         the known codes of the levels above (top first), for codecs that use all levels."""
-        stop = known.shape[-1] if final else known.shape[-1] - self.margin
+        stop = known.shape[-1] if final else known.shape[-1] - self.lookahead
         if stop - self.emitted < (1 if final else self.min_frames):
             return np.zeros(0, dtype=np.float32)
         lo = max(0, self.emitted - self.margin)
-        hi = min(known.shape[-1], stop + self.margin)
+        hi = min(known.shape[-1], stop + self.lookahead)
         if self.codec.uses_all_levels:
             lo -= lo % (self.codec.levels[0].hop // self.hop)  # whole top frames
             crops = [

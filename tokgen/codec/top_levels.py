@@ -61,6 +61,10 @@ class TopLevels(Codec):
         self.check_level(level)
         return self.inner.decode_margin(level)
 
+    def decode_lookahead(self, level: int) -> int:
+        self.check_level(level)
+        return self.inner.decode_lookahead(level)
+
     def pitch_classes(self, level: int) -> np.ndarray | None:
         self.check_level(level)
         return self.inner.pitch_classes(level)

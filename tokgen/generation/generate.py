@@ -133,11 +133,11 @@ def load_priors(
 
 def lead_top_frames(codec: Codec, first_piece_seconds: float) -> int:
     """Top frames in every level's lead window: the bottom level's lead must cover the
-    first piece and the decoder's margin after it (``StreamDecoder`` decodes a frame once
-    ``margin`` frames after it are known)."""
+    first piece and the decoder's lookahead after it (``StreamDecoder`` decodes a frame
+    once ``decode_lookahead`` frames after it are known)."""
     bottom = codec.levels[-1]
-    margin = codec.decode_margin(len(codec.levels) - 1) * bottom.hop
-    return math.ceil((first_piece_seconds * codec.sample_rate + margin) / codec.levels[0].hop)
+    lookahead = codec.decode_lookahead(len(codec.levels) - 1) * bottom.hop
+    return math.ceil((first_piece_seconds * codec.sample_rate + lookahead) / codec.levels[0].hop)
 
 
 def prior_levels(prior_dir: str | Path | None) -> int:

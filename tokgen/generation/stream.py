@@ -52,7 +52,7 @@ async def stream_continuation(
     if first_seconds is not None:
         decoder.min_frames = frames(first_seconds)
     elif lead is not None:
-        decoder.min_frames = max(1, lead - decoder.margin)
+        decoder.min_frames = max(1, lead - decoder.lookahead)
     else:
         decoder.min_frames = frames(min_seconds)
     decoder.emitted = job.start_top * hops[0] // hops[-1]  # the prime is not streamed
