@@ -42,13 +42,13 @@ DEFAULT_SEGMENT_SECONDS = 2.0
 DEFAULT_BOTTOM_SEGMENT_SECONDS = 0.5
 FAST_LEVEL_RATE = 250.0  # frames per second above which a level is "the bottom": short segments
 # The first window of every level generates only enough for the first audio piece, this
-# long, plus the decoder's margin (the frames after a piece that its decode reads: 0.27 s
-# for the msvq codec, 34 ms for the VQ-VAE), in whole top frames; then windows are full.
+# long, plus the decoder's lookahead (the frames after a piece that its decode reads: 0.23 s
+# for the msvq codec, 34 ms for the VQ-VAE), in whole top frames; then windows double.
 # The level below starts after it, so the first audio is out after one short window per
-# level. A lead shorter than the margin makes the first piece wait for every level's
+# level. A lead shorter than the lookahead makes the first piece wait for every level's
 # second, full window (0.13 s leads with the msvq codec: 0.8 s to first audio alone, 1.8 s
 # at 8 streams; docs/PERFORMANCE.md, time to first audio).
-DEFAULT_FIRST_PIECE_SECONDS = 0.032  # msvq: 10-frame top lead, a 48 ms first piece
+DEFAULT_FIRST_PIECE_SECONDS = 0.032  # msvq: 9-frame top lead, a 56 ms first piece
 # Every later segment of an upsampler first samples this much before its start and drops
 # it, so it does not start cold at the seam (``generation.windows``; docs/MODELS.md, seams).
 DEFAULT_OVERLAP_SECONDS = 0.064  # 2 top frames: 32 bottom frames, 12.5% more bottom tokens
