@@ -75,21 +75,16 @@ def test_a_logit_bias_steers_both_engines_alike(engine, loop_thread):
     ``logit_bias`` and the in-process filter alike); -100 on all but two leaves those two."""
     one = tuple(100.0 if i == 3 else 0.0 for i in range(10))
     two = tuple(0.0 if i in (2, 7) else -100.0 for i in range(10))
-    a = loop_thread.run(
-        collect(
-            engine,
-            f"{engine.backend}-b1",
-            [1, 2],
-            SamplingParams(30, 1.0, seed=5, allowed=(10, 20), bias=one),
+    a, b = (
+        loop_thread.run(
+            collect(
+                engine,
+                f"{engine.backend}-b{i}",
+                [1, 2],
+                SamplingParams(30, 1.0, seed=5, allowed=(10, 20), bias=bias),
+            )
         )
-    )
-    b = loop_thread.run(
-        collect(
-            engine,
-            f"{engine.backend}-b2",
-            [1, 2],
-            SamplingParams(30, 1.0, seed=5, allowed=(10, 20), bias=two),
-        )
+        for i, bias in enumerate((one, two))
     )
     assert a == [13] * 30
     assert set(b) == {12, 17}
