@@ -7,7 +7,7 @@ import pytest
 from tokgen.assets import EXAMPLE_PRIME
 from tokgen.audio import load_audio
 from tokgen.codec import load_codec
-from tokgen.codec.pitch import pitch_class_profile
+from tokgen.codec.pitch import CodePitchTable, frame_pitch_classes, pitch_class_profile
 from tokgen.errors import TokgenError
 from tokgen.generation.key import check_key_guidance, key_bias, profile_correlations
 from tokgen.generation.sampler import SamplingSettings
@@ -60,3 +60,51 @@ def test_guidance_strength_is_checked():
             check_key_guidance(bad)
         with pytest.raises(TokgenError, match="key guidance"):
             SamplingSettings(key_guidance=bad).check(3075)
+
+
+def test_frame_profiles_name_a_tones_pitch_class_and_leave_silence_empty():
+    sr, hop = 16000, 128
+    t = np.arange(sr) / sr
+    a4 = np.concatenate([np.sin(2 * np.pi * 440.0 * t), np.zeros(sr)]).astype(np.float32)
+    frames = frame_pitch_classes(a4, sr, hop)
+    assert frames.shape == (a4.size // hop, 12)
+    sounding, silent = frames[20:100], frames[-60:]
+    assert (sounding.argmax(1) == 9).all() and np.allclose(sounding.sum(1), 1.0)  # A
+    assert (silent == 0).all()
+
+
+def test_a_code_table_is_the_mean_profile_where_each_code_occurs():
+    table = CodePitchTable(4)
+    profiles = np.eye(12)[[0, 4, 7, 7]]
+    table.add(np.array([1, 1, 2, 2, 3]), np.vstack([profiles, np.zeros((1, 12))]))  # last: silent
+    got = table.table()
+    assert np.allclose(got[1], (np.eye(12)[0] + np.eye(12)[4]) / 2)
+    assert np.allclose(got[2], np.eye(12)[7])
+    assert np.allclose(got[0], 1 / 12) and np.allclose(got[3], 1 / 12)  # never seen (sounding): flat
+
+
+def test_measured_tables_are_stored_beside_the_codec_and_checked(tmp_path):
+    import shutil
+
+    from tokgen.assets import DEFAULT_CODEC_DIR
+    from tokgen.codec.checkpoint import PITCH_CLASSES, write_pitch_classes
+    from tokgen.codec.top_levels import TopLevels
+    from tokgen.errors import CheckpointError
+
+    model = tmp_path / "codec"
+    shutil.copytree(DEFAULT_CODEC_DIR, model)
+    (model / PITCH_CLASSES).unlink(missing_ok=True)
+    assert load_codec(model).pitch_classes(1) is None
+    table = np.random.default_rng(0).random((1024, 12))
+    write_pitch_classes(model, {1: table})
+    codec = load_codec(model)
+    got = codec.pitch_classes(1)
+    assert got is not None and np.allclose(got, table / table.sum(1, keepdims=True), atol=1e-6)
+    assert np.allclose(TopLevels(codec, 2).pitch_classes(1), got)
+    for bad in ({1: table[:10]}, {1: -table}, {0: table}, {1: np.zeros((1024, 12))}):
+        write_pitch_classes(model, bad)
+        with pytest.raises(CheckpointError, match=PITCH_CLASSES):
+            load_codec(model)
+    (model / PITCH_CLASSES).write_bytes(b"not an npz")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_codec(model)

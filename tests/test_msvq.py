@@ -319,3 +319,27 @@ def test_swap_training_decodes_in_the_other_renders_timbre(paired_corpus, corpus
     assert [r["swap"] for r in logged if "swap" in r] == [1.0, 1.0]
     with pytest.raises(TokgenError, match="--paired"):  # renders that are not aligned pairs
         train_msvq(TINY, cfg, corpus, tmp_path / "unpaired", resume=False, init_from=trained / "best")
+
+
+def test_pitch_classes_are_measured_on_a_corpus_and_loaded_with_the_codec(trained, corpus, tmp_path, capsys):
+    """`tokgen codec pitch-classes`: a table per level below the top, written beside the
+    weights and loaded with them; a codec whose levels stand alone is refused."""
+    import shutil
+
+    from tokgen.cli import main
+
+    model = tmp_path / "codec"
+    shutil.copytree(trained / "best", model)
+    assert main(["codec", "pitch-classes", "--data", str(corpus), "--model", str(model), "--files", "3"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["files"] == 3 and report["codes_seen"]["level1"] > 0
+    table = load_codec(model).pitch_classes(1)
+    assert table is not None and table.shape == (32, 12) and np.allclose(table.sum(1), 1.0)
+    assert load_codec(model).pitch_classes(0) is not None  # the semantic top: from its centroids
+
+
+def test_pitch_classes_need_an_msvq_codec(tiny_model_dir, corpus, capsys):
+    from tokgen.cli import main
+
+    assert main(["codec", "pitch-classes", "--data", str(corpus), "--model", str(tiny_model_dir)]) == 2
+    assert "msvq codec" in capsys.readouterr().err

@@ -1,9 +1,10 @@
-"""``tokgen encode``, ``tokgen decode`` and ``tokgen codec train|eval|export``."""
+"""``tokgen encode``, ``tokgen decode`` and ``tokgen codec train|eval|export|pitch-classes``."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -177,6 +178,40 @@ def cmd_codec_export(args: argparse.Namespace) -> None:
     print(json.dumps({"model_dir": str(args.out)}))
 
 
+def cmd_codec_pitch_classes(args: argparse.Namespace) -> None:
+    """Measure each code's pitch classes (levels below the top) on a corpus's training
+    split and store them beside the codec's weights, for key guidance on those levels."""
+    from tqdm import tqdm
+
+    from tokgen.audio import load_audio
+    from tokgen.codec import DEFAULT_CODEC_DIR, load_codec
+    from tokgen.codec.checkpoint import write_pitch_classes
+    from tokgen.codec.msvq import MSVQCodec
+    from tokgen.codec.pitch import CodePitchTable, frame_pitch_classes
+    from tokgen.data.render import split_files
+
+    model_dir = Path(args.model) if args.model else DEFAULT_CODEC_DIR
+    codec = load_codec(model_dir)
+    if not isinstance(codec, MSVQCodec):
+        raise TokgenError("pitch classes are measured for an msvq codec (its levels decode together)")
+    files = split_files(Path(args.data), args.split)[: args.files]
+    if not files:
+        raise TokgenError(f"split {args.split!r} of {args.data} has no audio files")
+    levels = range(1, len(codec.levels))
+    tables = {lv: CodePitchTable(codec.levels[lv].codebook_size) for lv in levels}
+    for path in tqdm(files, desc="pitch classes", unit="file", file=sys.stderr):
+        audio = load_audio(path, codec.sample_rate, allow_silent=True)
+        audio = audio[: audio.size - audio.size % codec.levels[0].hop]
+        if audio.size == 0:
+            continue
+        codes = codec.encode(audio)
+        for lv in levels:
+            tables[lv].add(codes[lv], frame_pitch_classes(audio, codec.sample_rate, codec.levels[lv].hop))
+    out = write_pitch_classes(model_dir, {lv: t.table() for lv, t in tables.items()})
+    seen = {f"level{lv}": int((t.counts > 0).sum()) for lv, t in tables.items()}
+    print(json.dumps({"pitch_classes": str(out), "files": len(files), "codes_seen": seen}))
+
+
 def register(sub: Subcommands) -> None:
     p = sub.add_parser("encode", help="audio file -> codes of every level (.npz)")
     p.add_argument("input", help="WAV, FLAC or OGG file")
@@ -195,6 +230,16 @@ def register(sub: Subcommands) -> None:
     codec = sub.add_parser("codec", help="train, evaluate and export codecs").add_subparsers(
         dest="codec_cmd", required=True
     )
+    p = codec.add_parser(
+        "pitch-classes",
+        help="measure each code's pitch classes on a corpus (key guidance below the top level)",
+    )
+    p.add_argument("--data", required=True, help="directory made by `tokgen data render`")
+    p.add_argument("--model", default=None, help="codec directory to measure and write to (default: shipped)")
+    p.add_argument("--split", default="train", help="which split's files (default train)")
+    p.add_argument("--files", type=int, default=200, help="at most this many files (default 200)")
+    p.set_defaults(func=cmd_codec_pitch_classes)
+
     p = codec.add_parser("train", help="train the multi-level VQ-VAE (resumable)")
     p.add_argument("--data", required=True, help="directory made by `tokgen data render`")
     add_run_argument(p, "checkpoints and logs")

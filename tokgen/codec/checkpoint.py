@@ -8,8 +8,10 @@ Nothing here touches the network.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from pydantic import ValidationError
 from safetensors import SafetensorError
@@ -22,6 +24,7 @@ from tokgen.training import load_state_checked
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
+PITCH_CLASSES = "pitch_classes.npz"  # optional: measured pitch classes per code, "level<N>" arrays
 
 
 def read_config(model_dir: Path) -> dict:
@@ -81,3 +84,34 @@ def load_msvq(model_dir: Path) -> MultiScaleVQ:
     model = MultiScaleVQ(cfg)
     load_weights(model, model_dir)
     return model
+
+
+def read_pitch_classes(model_dir: Path, levels: int, codebook_size: int) -> dict[int, np.ndarray]:
+    """The measured pitch-class tables of a codec directory (``PITCH_CLASSES``), checked:
+    per level below the top, (codebook size, 12), finite, non-negative, rows normalised."""
+    path = Path(model_dir) / PITCH_CLASSES
+    if not path.is_file():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: np.asarray(data[k], np.float64) for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}") from exc
+    tables: dict[int, np.ndarray] = {}
+    for key, table in arrays.items():
+        level = int(key[5:]) if key.startswith("level") and key[5:].isdigit() else -1
+        if not 1 <= level < levels:
+            raise CheckpointError(f"{path}: {key!r} is not a level below the top (level1..level{levels - 1})")
+        if table.shape != (codebook_size, 12) or not np.isfinite(table).all() or (table < 0).any():
+            raise CheckpointError(f"{path}: {key} must be ({codebook_size}, 12), finite and >= 0")
+        sums = table.sum(1, keepdims=True)
+        if (sums <= 0).any():
+            raise CheckpointError(f"{path}: {key} has a row without any pitch class")
+        tables[level] = table / sums
+    return tables
+
+
+def write_pitch_classes(model_dir: Path, tables: dict[int, np.ndarray]) -> Path:
+    path = Path(model_dir) / PITCH_CLASSES
+    np.savez(path, **{f"level{lv}": t.astype(np.float32) for lv, t in tables.items()})  # type: ignore[arg-type]
+    return path

@@ -327,6 +327,9 @@ class MSVQCodec(Codec):
     model: MultiScaleVQ
     name: str = "msvq"
     chunk_seconds: float = 20.0
+    # Per level below the top: each code's pitch classes measured on a corpus
+    # (``codec.pitch.CodePitchTable``, ``tokgen codec pitch-classes``), if the model has them.
+    code_pitch: dict[int, np.ndarray] = field(default_factory=dict)
     levels: tuple[LevelSpec, ...] = field(init=False)
     sample_rate: int = field(init=False)
     uses_all_levels = True
@@ -388,10 +391,11 @@ class MSVQCodec(Codec):
 
     def pitch_classes(self, level: int) -> np.ndarray | None:
         """The semantic top level's centroids are log energies per semitone from C1
-        (``semitone_features``' scale): undone to energies and folded into pitch classes."""
+        (``semitone_features``' scale): undone to energies and folded into pitch classes.
+        Other levels: the table measured on a corpus, where the model directory has one."""
         self.check_level(level)
         if level != 0 or not self.model.cfg.pitch_features:
-            return None
+            return self.code_pitch.get(level)
         quantizer: EMAVectorQuantizer = self.model.quantizers[0]  # type: ignore[assignment]
         centroids = quantizer.codebook.detach().double().numpy()  # (K, 84)
         energy = np.exp(4.0 * centroids - 4.0)

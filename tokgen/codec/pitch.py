@@ -90,3 +90,47 @@ def clipwise_correlation(
             ]
         )
     )
+
+
+def frame_pitch_classes(
+    audio: np.ndarray, sample_rate: int, hop: int, n_fft: int = 2048, fmin: float = FMIN, fmax: float = FMAX
+) -> np.ndarray:
+    """(frames, 12): the pitch-class profile of every ``hop`` samples (frame k centred on
+    sample k x hop, as a codec's frames are), each row summing to 1 (all zeros where silent)."""
+    x = np.asarray(audio, np.float64).ravel()
+    frames = x.size // hop
+    padded = np.pad(x, (n_fft // 2, n_fft // 2 + n_fft))
+    keep, classes = _fold(sample_rate, n_fft, fmin, fmax)
+    fold = np.zeros((keep.size, 12))
+    fold[np.arange(keep.size), classes] = 1.0
+    window = np.hanning(n_fft)
+    out = np.zeros((frames, 12))
+    for start in range(0, frames, 512):  # bounded memory for long files
+        idx = np.arange(start, min(frames, start + 512)) * hop
+        spectra = np.abs(np.fft.rfft(padded[idx[:, None] + np.arange(n_fft)] * window, axis=1))
+        out[start : start + idx.size] = spectra[:, keep] @ fold
+    totals = out.sum(1, keepdims=True)
+    return np.divide(out, totals, out=np.zeros_like(out), where=totals > 0)
+
+
+class CodePitchTable:
+    """Accumulates, per code of one level, the pitch-class profiles of the audio frames
+    where that code occurs; ``table()`` is their mean (``Codec.pitch_classes`` of a level
+    whose codes are not notes by construction). Codes never seen get a flat row, which
+    correlates with nothing."""
+
+    def __init__(self, codebook_size: int):
+        self.sums = np.zeros((codebook_size, 12))
+        self.counts = np.zeros(codebook_size)
+
+    def add(self, codes: np.ndarray, profiles: np.ndarray) -> None:
+        n = min(codes.size, len(profiles))
+        sounding = profiles[:n].sum(1) > 0
+        np.add.at(self.sums, codes[:n][sounding], profiles[:n][sounding])
+        np.add.at(self.counts, codes[:n][sounding], 1)
+
+    def table(self) -> np.ndarray:
+        seen = self.counts > 0
+        out = np.full_like(self.sums, 1.0 / 12)
+        out[seen] = self.sums[seen] / self.counts[seen, None]
+        return out
