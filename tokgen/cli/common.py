@@ -129,7 +129,7 @@ def add_sampling_arguments(p: argparse.ArgumentParser, seed: int | None = 0) -> 
         "--key-guidance",
         type=float,
         default=None,
-        help="how strongly the top level keeps to the prime's pitch classes, 0-20 "
+        help="how strongly sampling keeps to the prime's pitch classes, 0-20 "
         "(0: off; default: the model's, tokgen.generation.key.DEFAULT_KEY_GUIDANCE)",
     )
     help_text = "default: a fresh random seed, reported in the JSON" if seed is None else f"default {seed}"

@@ -251,7 +251,7 @@ class Generator:
         soxr), each normalised to ``loudness_lufs`` (ITU-R BS.1770, -70 to -5) if given,
         never clipping (``tokgen.loudness``). Without ``seed`` a fresh random one is drawn;
         continuation k uses ``seed + k`` (``last_seeds`` says which, for reproducing).
-        ``key_guidance`` (0-20, 0: off) keeps the top level to the prime's pitch classes
+        ``key_guidance`` (0-20, 0: off) keeps sampling to the prime's pitch classes
         (``tokgen.generation.key``)."""
         try:
             output = check_output(num_samples, sample_rate, loudness_lufs)

@@ -1,13 +1,15 @@
 """Key guidance: sampling steered towards the prime's pitch classes.
 
-A continuation should stay in its prime's key. The top prior mostly does (its codes are
-notes: k-means centroids of semitone energies), but a sampled code now and then leaves the
-key and the windows after it continue from there. Where a codec says what pitch classes
-each code of a level stands for (``Codec.pitch_classes``), every code's logit gets
-``strength`` times the correlation of its pitch classes with the prime's profile (the mean
-over the prime's codes): in-key codes a little more likely, out-of-key ones a little
-less, the prior still deciding among them. Nothing else is needed at run time: the bias
-is one vector per request, added by the engine (vLLM's ``logit_bias``).
+A continuation should stay in its prime's key. The priors mostly do, but a sampled code
+now and then leaves the key and the windows after it continue from there. Where a codec
+says what pitch classes each code of a level stands for (``Codec.pitch_classes``: for the
+msvq codec's top level by construction, its codes being k-means centroids of semitone
+energies; for the middle level as measured on a corpus, ``tokgen codec pitch-classes``),
+every code's logit gets ``strength`` times the correlation of its pitch classes with the
+prime's profile at that level (the mean over the prime's codes): in-key codes a little
+more likely, out-of-key ones a little less, the prior still deciding among them. Nothing
+else is needed at run time: the bias is one vector per request and level, added by the
+engine (vLLM's ``logit_bias``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from tokgen.errors import TokgenError
 
 MAX_KEY_GUIDANCE = 20.0
 # The default strength, chosen on the continuation evaluation (docs/MODELS.md).
-DEFAULT_KEY_GUIDANCE = 1.5
+DEFAULT_KEY_GUIDANCE = 1.0
 
 
 def check_key_guidance(strength: float) -> None:
