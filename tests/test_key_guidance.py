@@ -59,7 +59,8 @@ def test_the_shipped_top_codes_know_their_pitch_classes():
 def test_guidance_strength_is_checked():
     check_key_guidance(0.0)
     check_key_guidance(20.0)
-    for bad in (-0.1, 20.5, float("nan"), float("inf")):
+    check_key_guidance(np.float32(1.5))
+    for bad in (-0.1, 20.5, float("nan"), float("inf"), "1", None, True):
         with pytest.raises(TokgenError, match="key guidance"):
             check_key_guidance(bad)
         with pytest.raises(TokgenError, match="key guidance"):

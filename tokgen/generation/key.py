@@ -14,6 +14,9 @@ engine (vLLM's ``logit_bias``).
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
 from tokgen.errors import TokgenError
@@ -24,7 +27,8 @@ DEFAULT_KEY_GUIDANCE = 1.0
 
 
 def check_key_guidance(strength: float) -> None:
-    if not (np.isfinite(strength) and 0.0 <= strength <= MAX_KEY_GUIDANCE):
+    numeric = isinstance(strength, numbers.Real) and not isinstance(strength, bool)
+    if not (numeric and math.isfinite(strength) and 0.0 <= strength <= MAX_KEY_GUIDANCE):
         raise TokgenError(f"key guidance must be in [0, {MAX_KEY_GUIDANCE:g}], got {strength}")
 
 
