@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import NamedTuple
 
 import grpc
 import numpy as np
@@ -27,7 +28,9 @@ from tokgen.generation.spec import (
     ContinueSpec,
     FieldError,
 )
+from tokgen.logs import REQUEST_ID
 from tokgen.monitoring import metrics
+from tokgen.serve.access_log import REQUEST_ID_KEY
 from tokgen.serve.admission import Admission, Busy, Concurrency
 from tokgen.v1 import tokgen_pb2 as pb
 from tokgen.v1 import tokgen_pb2_grpc as pb_grpc
@@ -39,13 +42,34 @@ def pcm16(audio: np.ndarray) -> bytes:
     return (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
 
 
+class _StatusFields(NamedTuple):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple
+
+
+class DetailedStatus(_StatusFields, grpc.Status):
+    """A ``grpc.Status`` with the trailers given (grpc only defines the interface)."""
+
+
 async def abort_invalid(context: grpc.aio.ServicerContext, field: str, message: str) -> None:
     detail = error_details_pb2.BadRequest(
         field_violations=[error_details_pb2.BadRequest.FieldViolation(field=field, description=message)]
     )
     status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=f"{field}: {message}")
     status.details.add().Pack(detail)
-    await context.abort_with_status(rpc_status.to_status(status))
+    await abort_with_details(context, status)
+
+
+async def abort_with_details(context: grpc.aio.ServicerContext, status: status_pb2.Status) -> None:
+    """End the call with ``status`` and its details, keeping the request id among the
+    trailers: ``abort_with_status`` replaces the trailers the access log set, and a call
+    refused at once may reach the client without its initial metadata (under load), so
+    the id would otherwise be lost now and then."""
+    grpc_status = rpc_status.to_status(status)
+    rid = REQUEST_ID.get()
+    trailers = (*grpc_status.trailing_metadata, *(((REQUEST_ID_KEY, rid),) if rid else ()))
+    await context.abort_with_status(DetailedStatus(grpc_status.code, grpc_status.details, trailers))
 
 
 async def abort_busy(context: grpc.aio.ServicerContext, busy: Busy) -> None:
@@ -56,7 +80,7 @@ async def abort_busy(context: grpc.aio.ServicerContext, busy: Busy) -> None:
         code=code_pb2.RESOURCE_EXHAUSTED, message=f"{busy}; retry in {RETRY_AFTER_S} s"
     )
     status.details.add().Pack(retry)
-    await context.abort_with_status(rpc_status.to_status(status))
+    await abort_with_details(context, status)
 
 
 class TokgenServicer(pb_grpc.TokgenServiceServicer):
