@@ -205,8 +205,11 @@ def cmd_codec_pitch_classes(args: argparse.Namespace) -> None:
         if audio.size == 0:
             continue
         codes = codec.encode(audio)
+        # Once, at the finest hop: frame k of a coarser level is frame k x ratio of these.
+        finest = codec.levels[-1].hop
+        profiles = frame_pitch_classes(audio, codec.sample_rate, finest)
         for lv in levels:
-            tables[lv].add(codes[lv], frame_pitch_classes(audio, codec.sample_rate, codec.levels[lv].hop))
+            tables[lv].add(codes[lv], profiles[:: codec.levels[lv].hop // finest])
     out = write_pitch_classes(model_dir, {lv: t.table() for lv, t in tables.items()})
     seen = {f"level{lv}": int((t.counts > 0).sum()) for lv, t in tables.items()}
     print(json.dumps({"pitch_classes": str(out), "files": len(files), "codes_seen": seen}))
