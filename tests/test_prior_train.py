@@ -283,3 +283,25 @@ def test_a_grown_prior_computes_what_its_seed_did_and_then_trains(synthetic_data
     assert read_prior_meta(tmp_path / "g" / "model")["steps"] == 20
     with pytest.raises(TokgenError, match="needs --init-from"):
         train_prior(codec, data, tmp_path / "h", 1, seed_cfg, cfg, grow_layers=5)
+
+
+def test_an_upsampler_seeded_with_another_reference_length_trains_with_it(synthetic_data, tmp_path):
+    """--reference-tokens: a seed trained with one reference length continues with another
+    (rotary positions: the same weights fit), the run records it, a resumed run keeps it,
+    and the top prior (which has no reference) refuses the flag."""
+    from safetensors.torch import load_file
+
+    codec, data = synthetic_data
+    seed_cfg = preset_config("tiny", 1).model_copy(update={"reference_tokens": 4})
+    train_prior(codec, data, tmp_path / "a", 1, seed_cfg, PriorTrainConfig(steps=10, **FAST))
+    cfg = PriorTrainConfig(steps=10, **FAST)
+    seed = tmp_path / "a" / "model"
+    train_prior(codec, data, tmp_path / "r", 1, seed_cfg, cfg, init_from=seed, reference_tokens=12)
+    assert read_prior_meta(tmp_path / "r" / "model")["config"]["reference_tokens"] == 12
+    seed_state = load_file(str(seed / "model.safetensors"))
+    assert set(load_file(str(tmp_path / "r" / "model" / "model.safetensors"))) == set(seed_state)
+    train_prior(codec, data, tmp_path / "r", 1, seed_cfg, PriorTrainConfig(steps=20, **FAST), resume=True)
+    meta = read_prior_meta(tmp_path / "r" / "model")
+    assert (meta["steps"], meta["config"]["reference_tokens"]) == (20, 12)
+    with pytest.raises(TokgenError, match="--reference-tokens is for an upsampler"):
+        train_prior(codec, data, tmp_path / "t", 0, preset_config("tiny", 0), cfg, reference_tokens=8)

@@ -31,6 +31,7 @@ def cmd_prior_train(args: argparse.Namespace) -> None:
         args.resume,
         Path(args.init_from) if args.init_from else None,
         args.grow_layers,
+        args.reference_tokens,
     )
     print(json.dumps(result))
 
@@ -88,6 +89,12 @@ def register(sub: Subcommands) -> None:
         type=int,
         default=None,
         help="with --init-from: this many layers, the seed's spread among new ones that start as identities",
+    )
+    p.add_argument(
+        "--reference-tokens",
+        type=int,
+        default=None,
+        help="upsamplers: own-level prime codes in front of every window (default: the seed's or preset's)",
     )
     add_loop_arguments(p, batch_size=16)
     p.set_defaults(func=cmd_prior_train)

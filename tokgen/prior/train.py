@@ -243,14 +243,20 @@ def train_prior(
     resume: bool = False,
     init_from: Path | None = None,
     grow_layers: int | None = None,
+    reference_tokens: int | None = None,
 ) -> dict[str, float]:
     """Train (or, with ``resume``, continue) one level's prior. ``init_from`` (a prior
     directory, e.g. another run's ``best/``) starts a new run from those weights with a fresh
     optimiser and step 0: how a prior moves to a larger corpus without starting over.
     ``grow_layers`` makes that run deeper than its seed (``grow_state``): it starts from the
-    seed's exact function and adds capacity, instead of training a larger prior from scratch."""
+    seed's exact function and adds capacity, instead of training a larger prior from scratch.
+    ``reference_tokens`` sets how many of its own level's codes an upsampler sees as the
+    reference prompt (the seed's or the preset's otherwise): the positions are rotary, so a
+    seed's weights fit any length and fine-tuning adapts them to it."""
     if not 0 <= level < len(codec.levels):
         raise TokgenError(f"--level must be in 0..{len(codec.levels) - 1}, got {level}")
+    if reference_tokens is not None and (level == 0 or reference_tokens < 0):
+        raise TokgenError("--reference-tokens is for an upsampler (--level >= 1) and must be >= 0")
     run_dir = Path(run_dir)
     if (run_dir / "state.pt").exists() and not resume:
         raise TokgenError(f"{run_dir} already holds a run; pass --resume to continue it")
@@ -265,6 +271,8 @@ def train_prior(
             prior_cfg = prior_cfg.model_copy(update={"num_layers": grow_layers})
         if resume:  # the run's own state wins over the seed weights
             init_from = None
+    if reference_tokens is not None:
+        prior_cfg = prior_cfg.model_copy(update={"reference_tokens": reference_tokens})
     if resume and (run_dir / "model" / PRIOR_META).is_file():
         # A resumed run keeps the architecture it was started with, whatever the flags say.
         prior_cfg = PriorConfig(**read_prior_meta(run_dir / "model")["config"])
