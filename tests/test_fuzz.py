@@ -259,9 +259,10 @@ def violations(req: pb.ContinueRequest, codebook_size: int) -> set[str]:
         bad.add("sampling.top_k")
     if s.seed >= 2**63:
         bad.add("sampling.seed")
-    key_guidance = round(s.key_guidance, 6) if s.HasField("key_guidance") else 0.0
-    if not (math.isfinite(key_guidance) and 0 <= key_guidance <= 20):
-        bad.add("sampling.key_guidance")
+    for name in ("key_guidance", "instrument_guidance"):
+        strength = round(getattr(s, name), 6) if s.HasField(name) else 0.0
+        if not (math.isfinite(strength) and 0 <= strength <= 20):
+            bad.add(f"sampling.{name}")
     return bad
 
 
@@ -289,8 +290,8 @@ TEMPERATURE = F32
 VALID_TEMPERATURE = st.one_of(st.floats(2**-100, 100.0, width=32), st.sampled_from([1.0, 100.0, 1e-30]))
 TOP_P = st.one_of(st.sampled_from([0.0, -0.0, 1.0000001, -1.0]), F32)
 VALID_TOP_P = st.one_of(st.floats(0.0, 1.0, exclude_min=True, width=32), st.sampled_from([1.0, 1e-45]))
-KEY_GUIDANCE = st.one_of(st.sampled_from([-1e-3, 20.0001, 1e30, -0.5]), F32)
-VALID_KEY_GUIDANCE = st.one_of(st.floats(0.0, 20.0, width=32), st.sampled_from([0.0, 20.0, 1e-45]))
+GUIDANCE = st.one_of(st.sampled_from([-1e-3, 20.0001, 1e30, -0.5]), F32)
+VALID_GUIDANCE = st.one_of(st.floats(0.0, 20.0, width=32), st.sampled_from([0.0, 20.0, 1e-45]))
 # A WAV whose header fields are drawn: rate, channels, sample width, format tag, length.
 WAVS = st.builds(
     wav_header,
@@ -327,7 +328,19 @@ HOSTILE_CODES = st.one_of(
 )
 CODES = st.one_of(st.just(codes_file), HOSTILE_CODES, st.binary(max_size=600), st.just(b"PK\x03\x04"))
 SOURCES = st.one_of(st.none(), st.tuples(st.just("prime_audio"), PRIMES), st.tuples(st.just("codes"), CODES))
-FIELDS = ("mode", "priority", "source", "seconds", "temperature", "top_p", "top_k", "seed", "key_guidance")
+FIELDS = (
+    "mode",
+    "priority",
+    "source",
+    "seconds",
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+    "key_guidance",
+    "instrument_guidance",
+)
+GUIDANCES = ("key_guidance", "instrument_guidance")
 
 
 @dataclass(frozen=True)
@@ -364,7 +377,7 @@ def continue_requests(draw) -> RequestSpec:
         "priority": pick("priority", st.sampled_from(range(4)), INT32),
         "seconds": pick("seconds", VALID_SECONDS, SECONDS),
     }
-    if draw(st.booleans()) or {"temperature", "top_p", "top_k", "seed", "key_guidance"} & corrupt:
+    if draw(st.booleans()) or {"temperature", "top_p", "top_k", "seed", *GUIDANCES} & corrupt:
         sampling = pb.SamplingParams(
             top_k=pick("top_k", st.integers(0, 32), st.integers(0, 2**32 - 1)),
             seed=pick("seed", st.integers(0, 2**63 - 1), st.integers(0, 2**64 - 1)),
@@ -375,9 +388,10 @@ def continue_requests(draw) -> RequestSpec:
             sampling.temperature = temperature
         if top_p is not None:
             sampling.top_p = top_p
-        key_guidance = pick("key_guidance", st.one_of(st.none(), VALID_KEY_GUIDANCE), KEY_GUIDANCE)
-        if key_guidance is not None:
-            sampling.key_guidance = key_guidance
+        for name in GUIDANCES:
+            strength = pick(name, st.one_of(st.none(), VALID_GUIDANCE), GUIDANCE)
+            if strength is not None:
+                setattr(sampling, name, strength)
         fields["sampling"] = sampling
     matching = {
         "prime_audio": st.tuples(st.just("prime_audio"), PRIMES),

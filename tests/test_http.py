@@ -232,6 +232,7 @@ def test_bad_input_is_400_naming_the_form_field(server, tone):
         (prime, form(seconds=601), "seconds", "must be in (0, 600]"),
         (prime, form(top_k=-1), "top_k", "must be in [0,"),
         (prime, form(key_guidance=21), "key_guidance", "must be in [0, 20]"),
+        (prime, form(instrument_guidance=-1), "instrument_guidance", "must be in [0, 20]"),
         (prime, form(seed="x"), "seed", "must be a whole number"),
         (prime, form(format="mp4"), "format", "use one of wav, flac"),
         ({}, form(), "prime", "mode primed needs prime"),

@@ -338,8 +338,33 @@ def test_pitch_classes_are_measured_on_a_corpus_and_loaded_with_the_codec(traine
     assert load_codec(model).pitch_classes(0) is not None  # the semantic top: from its centroids
 
 
+def test_instruments_are_counted_on_a_corpus_and_loaded_with_the_codec(trained, corpus, tmp_path, capsys):
+    """`tokgen codec instruments`: family counts per level from the corpus's labelled train
+    files, written beside the weights and loaded with them; other codecs are refused."""
+    import shutil
+
+    from tokgen.cli import main
+    from tokgen.data.render import split_families
+
+    model = tmp_path / "codec"
+    shutil.copytree(trained / "best", model)
+    assert main(["codec", "instruments", "--data", str(corpus), "--model", str(model)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    names = split_families(corpus, "train")
+    assert report["files"] == len(names) and report["families"] == sorted(set(names))
+    codec = load_codec(model)
+    table = codec.instruments()
+    assert table is not None and table.families == tuple(sorted(set(names)))
+    assert sorted(table.counts) == list(range(len(codec.levels))) and all(
+        c.shape == (32, len(table.families)) for c in table.counts.values()
+    )
+    assert all(c.sum() > 0 for c in table.counts.values())
+
+
 def test_pitch_classes_need_an_msvq_codec(tiny_model_dir, corpus, capsys):
     from tokgen.cli import main
 
     assert main(["codec", "pitch-classes", "--data", str(corpus), "--model", str(tiny_model_dir)]) == 2
+    assert "msvq codec" in capsys.readouterr().err
+    assert main(["codec", "instruments", "--data", str(corpus), "--model", str(tiny_model_dir)]) == 2
     assert "msvq codec" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import pytest
 import soxr
 
 from tokgen.generation.generate import Job
+from tokgen.generation.instrument import DEFAULT_INSTRUMENT_GUIDANCE
 from tokgen.generation.key import DEFAULT_KEY_GUIDANCE
 from tokgen.generation.output import Output, OutputStream, finish_audio, output_samples
 from tokgen.generation.queued import QueuedJob
@@ -107,6 +108,9 @@ ANCESTRAL = {"mode": pb.MODE_ANCESTRAL, "seconds": 1.0}
         ({"sampling": pb.SamplingParams(key_guidance=-1.0)}, "sampling.key_guidance"),
         ({"sampling": pb.SamplingParams(key_guidance=20.5)}, "sampling.key_guidance"),
         ({"sampling": pb.SamplingParams(key_guidance=float("inf"))}, "sampling.key_guidance"),
+        ({"sampling": pb.SamplingParams(instrument_guidance=-1.0)}, "sampling.instrument_guidance"),
+        ({"sampling": pb.SamplingParams(instrument_guidance=20.5)}, "sampling.instrument_guidance"),
+        ({"sampling": pb.SamplingParams(instrument_guidance=float("nan"))}, "sampling.instrument_guidance"),
     ],
 )
 def test_out_of_bounds_outputs_name_their_field(fields, field):
@@ -124,8 +128,11 @@ def test_a_request_gives_each_sample_its_own_seed_and_the_output_it_asks_for():
     default = check_continue(pb.ContinueRequest(**ANCESTRAL), 67, 32)
     assert default.num_samples == 1 and default.output == Output()
     assert default.settings.key_guidance == DEFAULT_KEY_GUIDANCE  # unset: the model's default
+    assert default.settings.instrument_guidance == DEFAULT_INSTRUMENT_GUIDANCE
     request.sampling.key_guidance = 0.0  # set to 0: off, not the default
-    assert check_continue(request, 67, 32).settings.key_guidance == 0.0
+    request.sampling.instrument_guidance = 0.0
+    off = check_continue(request, 67, 32).settings
+    assert (off.key_guidance, off.instrument_guidance) == (0.0, 0.0)
 
 
 def version(queued: bytes) -> int:
@@ -135,14 +142,17 @@ def version(queued: bytes) -> int:
 
 def test_a_queued_job_keeps_its_output_and_one_without_stays_version_1():
     job = Job([np.arange(4), np.arange(8)], 10, 4)
-    plain = QueuedJob(job, SamplingSettings(seed=3, key_guidance=0.0), 160)
-    shaped = QueuedJob(job, SamplingSettings(seed=3, key_guidance=0.0), 160, Output(44100, -23.0))
-    guided = QueuedJob(job, SamplingSettings(seed=3, key_guidance=2.5), 160)
+    unguided = SamplingSettings(seed=3, key_guidance=0.0, instrument_guidance=0.0)
+    plain = QueuedJob(job, unguided, 160)
+    shaped = QueuedJob(job, unguided, 160, Output(44100, -23.0))
+    guided = QueuedJob(job, SamplingSettings(seed=3, key_guidance=2.5, instrument_guidance=0.0), 160)
+    instrument = QueuedJob(job, SamplingSettings(seed=3, key_guidance=0.0, instrument_guidance=1.5), 160)
     assert QueuedJob.loads(plain.dumps()).output == Output()
-    # Old workers still run plain and shaped jobs; they refuse a guided one (version 3)
-    # rather than run it unguided.
-    assert [version(q.dumps()) for q in (plain, shaped, guided)] == [1, 2, 3]
+    # Old workers still run plain and shaped jobs; they refuse a guided one (version 3:
+    # key guidance, 4: instrument guidance) rather than run it unguided.
+    assert [version(q.dumps()) for q in (plain, shaped, guided, instrument)] == [1, 2, 3, 4]
     back = QueuedJob.loads(shaped.dumps())
     assert back.output == Output(44100, -23.0) and back.samples == 160 and back.settings.seed == 3
-    assert back.settings.key_guidance == 0.0
+    assert back.settings.key_guidance == 0.0 and back.settings.instrument_guidance == 0.0
     assert QueuedJob.loads(guided.dumps()).settings == guided.settings
+    assert QueuedJob.loads(instrument.dumps()).settings == instrument.settings

@@ -48,6 +48,7 @@ def _request(args: argparse.Namespace):
         top_p=args.top_p,
         seed=args.seed,
         key_guidance=args.key_guidance,
+        instrument_guidance=args.instrument_guidance,
         priority=args.priority,
         num_samples=args.num_samples,
         sample_rate=args.sample_rate,

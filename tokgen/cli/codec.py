@@ -215,6 +215,39 @@ def cmd_codec_pitch_classes(args: argparse.Namespace) -> None:
     print(json.dumps({"pitch_classes": str(out), "files": len(files), "codes_seen": seen}))
 
 
+def cmd_codec_instruments(args: argparse.Namespace) -> None:
+    """Count, per code of every level, the melody instrument families of the training files
+    it occurs in, and store the counts beside the codec's weights (instrument guidance)."""
+    from tokgen.codec import DEFAULT_CODEC_DIR, load_codec
+    from tokgen.codec.checkpoint import write_instruments
+    from tokgen.codec.instruments import InstrumentTable, family_counts
+    from tokgen.codec.msvq import MSVQCodec
+    from tokgen.data.render import split_families, split_files
+    from tokgen.prior.corpus import cached_split, codes_cache_dir
+
+    data, model_dir = Path(args.data), Path(args.model) if args.model else DEFAULT_CODEC_DIR
+    codec = load_codec(args.model)  # None: the shipped codec, under its own name (its codes cache)
+    if not isinstance(codec, MSVQCodec):
+        raise TokgenError("instrument counts are kept for an msvq codec (its loader reads them)")
+    names = split_families(data, args.split)
+    families = tuple(sorted(set(names)))
+    if len(families) < 2:
+        raise TokgenError(f"split {args.split!r} of {data} has fewer than two instrument families")
+    corpus = cached_split(codec, data, args.split)  # encoded once, then cached beside the data
+    if len(corpus.files) != len(split_files(data, args.split)):
+        raise TokgenError(
+            f"the cached codes in {codes_cache_dir(codec, data)} do not match the split's files "
+            "(one was shorter than a top frame); remove that directory to encode again"
+        )
+    labels = [families.index(n) for n in names]
+    counts = {
+        lv: family_counts([f[lv] for f in corpus.files], labels, spec.codebook_size, len(families))
+        for lv, spec in enumerate(codec.levels)
+    }
+    out = write_instruments(model_dir, InstrumentTable(families, counts))
+    print(json.dumps({"instruments": str(out), "files": len(labels), "families": list(families)}))
+
+
 def register(sub: Subcommands) -> None:
     p = sub.add_parser("encode", help="audio file -> codes of every level (.npz)")
     p.add_argument("input", help="WAV, FLAC or OGG file")
@@ -242,6 +275,15 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--split", default="train", help="which split's files (default train)")
     p.add_argument("--files", type=int, default=200, help="at most this many files (default 200)")
     p.set_defaults(func=cmd_codec_pitch_classes)
+
+    p = codec.add_parser(
+        "instruments",
+        help="count each code's instrument families on a labelled corpus (instrument guidance)",
+    )
+    p.add_argument("--data", required=True, help="directory made by `tokgen data render`")
+    p.add_argument("--model", default=None, help="codec directory to measure and write to (default: shipped)")
+    p.add_argument("--split", default="train", help="which split's files (default train)")
+    p.set_defaults(func=cmd_codec_instruments)
 
     p = codec.add_parser("train", help="train the multi-level VQ-VAE (resumable)")
     p.add_argument("--data", required=True, help="directory made by `tokgen data render`")

@@ -132,6 +132,13 @@ def add_sampling_arguments(p: argparse.ArgumentParser, seed: int | None = 0) -> 
         help="how strongly sampling keeps to the prime's pitch classes, 0-20 "
         "(0: off; default: the model's, tokgen.generation.key.DEFAULT_KEY_GUIDANCE)",
     )
+    p.add_argument(
+        "--instrument-guidance",
+        type=float,
+        default=None,
+        help="how strongly sampling keeps to the prime's instrument, 0-20 (0: off; default: "
+        "the model's, tokgen.generation.instrument.DEFAULT_INSTRUMENT_GUIDANCE)",
+    )
     help_text = "default: a fresh random seed, reported in the JSON" if seed is None else f"default {seed}"
     p.add_argument("--seed", type=int, default=seed, help=help_text)
 
@@ -141,6 +148,14 @@ def key_guidance(args: argparse.Namespace) -> float:
     from tokgen.generation.key import DEFAULT_KEY_GUIDANCE
 
     return DEFAULT_KEY_GUIDANCE if args.key_guidance is None else float(args.key_guidance)
+
+
+def instrument_guidance(args: argparse.Namespace) -> float:
+    """--instrument-guidance, or the model's default when not given."""
+    from tokgen.generation.instrument import DEFAULT_INSTRUMENT_GUIDANCE
+
+    value = args.instrument_guidance
+    return DEFAULT_INSTRUMENT_GUIDANCE if value is None else float(value)
 
 
 def add_output_arguments(p: argparse.ArgumentParser) -> None:

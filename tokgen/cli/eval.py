@@ -12,6 +12,7 @@ from tokgen.cli.common import (
     add_sampling_arguments,
     add_segment_argument,
     held_out_corpus,
+    instrument_guidance,
     key_guidance,
 )
 from tokgen.errors import TokgenError
@@ -29,7 +30,9 @@ def cmd_eval_continuation(args: argparse.Namespace) -> None:
     from tokgen.generation.generator import Generator
     from tokgen.generation.sampler import SamplingSettings
 
-    sampling = SamplingSettings(args.temperature, args.top_k, args.top_p, args.seed, key_guidance(args))
+    sampling = SamplingSettings(
+        args.temperature, args.top_k, args.top_p, args.seed, key_guidance(args), instrument_guidance(args)
+    )
     codec = load_codec(args.codec)
     check_settings(codec, sampling)  # before the engines start
     if args.data:

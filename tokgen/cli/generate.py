@@ -13,6 +13,7 @@ from tokgen.cli.common import (
     add_output_arguments,
     add_sampling_arguments,
     add_segment_argument,
+    instrument_guidance,
     key_guidance,
 )
 from tokgen.errors import TokgenError
@@ -54,7 +55,10 @@ def cmd_generate(args: argparse.Namespace) -> None:
     seed = secrets.randbits(62) if args.seed is None else args.seed  # reported: any output reproduces
     seeds = [seed + i for i in range(args.num_samples)]  # sample i: seed + i
     settings = [
-        SamplingSettings(args.temperature, args.top_k, args.top_p, s, key_guidance(args)) for s in seeds
+        SamplingSettings(
+            args.temperature, args.top_k, args.top_p, s, key_guidance(args), instrument_guidance(args)
+        )
+        for s in seeds
     ]
     for s in settings:
         check_settings(codec, s)

@@ -94,6 +94,7 @@ def continue_request(
     top_p: float = 1.0,
     seed: int | None = None,
     key_guidance: float | None = None,
+    instrument_guidance: float | None = None,
     priority: str = "normal",
     num_samples: int = 1,
     sample_rate: int | None = None,
@@ -110,12 +111,17 @@ def continue_request(
         mode=MODES[mode],
         priority=PRIORITIES[priority],
         sampling=pb.SamplingParams(
-            temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, key_guidance=key_guidance
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            key_guidance=key_guidance,
+            instrument_guidance=instrument_guidance,
         ),
         num_samples=num_samples,
         sample_rate=sample_rate or 0,
         loudness_lufs=loudness_lufs,
-    )  # seed, key_guidance and loudness_lufs left None leave those fields unset
+    )  # seed, the guidances and loudness_lufs left None leave those fields unset
     if prime is not None:
         request.prime_audio = prime if isinstance(prime, bytes) else _read(prime) or b""
     if codes is not None:

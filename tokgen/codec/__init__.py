@@ -30,14 +30,16 @@ def load_codec(path: str | Path | None = None) -> Codec:
     if config.get("model_type") == "encodec":
         return load_encodec(model_dir)
     if config.get("kind") == "msvq":
-        from tokgen.codec.checkpoint import load_msvq, read_pitch_classes
+        from tokgen.codec.checkpoint import load_msvq, read_instruments, read_pitch_classes
         from tokgen.codec.msvq import MSVQCodec
 
         model = load_msvq(model_dir)
+        levels, codebook_size = len(model.cfg.level_strides), model.cfg.codebook_size
         return MSVQCodec(
             model,
             name="tokgen-msvq-default" if path is None else f"msvq:{model_dir.name}",
-            code_pitch=read_pitch_classes(model_dir, len(model.cfg.level_strides), model.cfg.codebook_size),
+            code_pitch=read_pitch_classes(model_dir, levels, codebook_size),
+            code_instruments=read_instruments(model_dir, levels, codebook_size),
         )
     if config.get("kind") == "vqvae":
         name = "tokgen-vqvae-default" if path is None else f"vqvae:{model_dir.name}"

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tokgen.codec.instruments import InstrumentTable
+
 
 @dataclass(frozen=True)
 class LevelSpec:
@@ -87,6 +89,11 @@ class Codec(ABC):
         """(codebook size, 12): how much of each pitch class (C, C#, ..., B; each row sums
         to 1) a code of ``level`` stands for, where the level's codes are notes by
         construction (a semantic level); None where codes have no fixed pitch content."""
+        return None
+
+    def instruments(self) -> InstrumentTable | None:
+        """What instrument family each code stands for, per level, where it was counted on
+        a labelled corpus (``tokgen codec instruments``); None otherwise."""
         return None
 
     def check_codes(self, codes: np.ndarray, level: int) -> np.ndarray:

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from tokgen.codec.instruments import InstrumentTable
 from tokgen.codec.msvq import MSVQConfig, MultiScaleVQ
 from tokgen.codec.vqvae import MultiLevelVQVAE, VQVAEConfig
 from tokgen.errors import CheckpointError
@@ -25,6 +26,7 @@ from tokgen.training import load_state_checked
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 PITCH_CLASSES = "pitch_classes.npz"  # optional: measured pitch classes per code, "level<N>" arrays
+INSTRUMENTS = "instruments.npz"  # optional: instrument-family counts per code (codec.instruments)
 
 
 def read_config(model_dir: Path) -> dict:
@@ -86,29 +88,79 @@ def load_msvq(model_dir: Path) -> MultiScaleVQ:
     return model
 
 
+def _read_tables(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` beside a codec's weights (no pickles), or a CheckpointError."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: np.asarray(data[k]) for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}") from exc
+
+
+def _table_level(path: Path, key: str, levels: int, lowest: int) -> int:
+    """The level a ``level<N>`` array is for, checked to be in ``lowest..levels - 1``."""
+    level = int(key[5:]) if key.startswith("level") and key[5:].isdigit() else -1
+    if not lowest <= level < levels:
+        raise CheckpointError(f"{path}: {key!r} is not a level array (level{lowest}..level{levels - 1})")
+    return level
+
+
+def _checked_table(path: Path, key: str, raw: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``raw`` as float64, checked to be numeric, of ``shape``, finite and non-negative."""
+    table = raw.astype(np.float64) if raw.dtype.kind in "fiu" else np.full((0,), np.nan)
+    if table.shape != shape or not np.isfinite(table).all() or (table < 0).any():
+        raise CheckpointError(f"{path}: {key} must be {shape}, finite and >= 0")
+    return table
+
+
 def read_pitch_classes(model_dir: Path, levels: int, codebook_size: int) -> dict[int, np.ndarray]:
     """The measured pitch-class tables of a codec directory (``PITCH_CLASSES``), checked:
     per level below the top, (codebook size, 12), finite, non-negative, rows normalised."""
     path = Path(model_dir) / PITCH_CLASSES
     if not path.is_file():
         return {}
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: np.asarray(data[k], np.float64) for k in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"cannot read {path}: {exc}") from exc
     tables: dict[int, np.ndarray] = {}
-    for key, table in arrays.items():
-        level = int(key[5:]) if key.startswith("level") and key[5:].isdigit() else -1
-        if not 1 <= level < levels:
-            raise CheckpointError(f"{path}: {key!r} is not a level below the top (level1..level{levels - 1})")
-        if table.shape != (codebook_size, 12) or not np.isfinite(table).all() or (table < 0).any():
-            raise CheckpointError(f"{path}: {key} must be ({codebook_size}, 12), finite and >= 0")
+    for key, raw in _read_tables(path).items():
+        level = _table_level(path, key, levels, lowest=1)
+        table = _checked_table(path, key, raw, (codebook_size, 12))
         sums = table.sum(1, keepdims=True)
         if (sums <= 0).any():
             raise CheckpointError(f"{path}: {key} has a row without any pitch class")
         tables[level] = table / sums
     return tables
+
+
+def read_instruments(model_dir: Path, levels: int, codebook_size: int) -> InstrumentTable | None:
+    """The instrument-family counts of a codec directory (``INSTRUMENTS``: ``families``, the
+    names, and ``level<N>`` arrays of (codebook size, families) counts), checked: finite,
+    non-negative, at least one count per level, names unique."""
+    path = Path(model_dir) / INSTRUMENTS
+    if not path.is_file():
+        return None
+    arrays = _read_tables(path)
+    names = arrays.pop("families", None)
+    if names is None or names.dtype.kind != "U" or names.ndim != 1 or names.size < 2:
+        raise CheckpointError(f"{path}: 'families' must name at least two families")
+    families = tuple(str(n) for n in names)
+    if len(set(families)) != len(families):
+        raise CheckpointError(f"{path}: family names repeat: {families}")
+    counts: dict[int, np.ndarray] = {}
+    for key, raw in arrays.items():
+        level = _table_level(path, key, levels, lowest=0)
+        table = _checked_table(path, key, raw, (codebook_size, len(families)))
+        if table.sum() <= 0:
+            raise CheckpointError(f"{path}: {key} counts no code")
+        counts[level] = table
+    if not counts:
+        raise CheckpointError(f"{path} has no level array")
+    return InstrumentTable(families, counts)
+
+
+def write_instruments(model_dir: Path, table: InstrumentTable) -> Path:
+    path = Path(model_dir) / INSTRUMENTS
+    arrays = {f"level{lv}": c.astype(np.float32) for lv, c in table.counts.items()}  # exact below 2**24
+    np.savez_compressed(path, families=np.array(table.families), **arrays)  # type: ignore[arg-type]
+    return path
 
 
 def write_pitch_classes(model_dir: Path, tables: dict[int, np.ndarray]) -> Path:

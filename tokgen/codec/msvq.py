@@ -38,6 +38,7 @@ from torch import nn
 from tokgen.audio import check_mono
 from tokgen.codec.base import Codec, LevelSpec
 from tokgen.codec.chunking import run_in_chunks
+from tokgen.codec.instruments import InstrumentTable
 from tokgen.codec.modules import Encoder
 from tokgen.codec.quantizer import EMAVectorQuantizer
 from tokgen.codec.spectral import log_mel_from_magnitude, log_semitones, stft_magnitude
@@ -330,6 +331,8 @@ class MSVQCodec(Codec):
     # Per level below the top: each code's pitch classes measured on a corpus
     # (``codec.pitch.CodePitchTable``, ``tokgen codec pitch-classes``), if the model has them.
     code_pitch: dict[int, np.ndarray] = field(default_factory=dict)
+    # Each code's instrument-family counts (``tokgen codec instruments``), if the model has them.
+    code_instruments: InstrumentTable | None = None
     levels: tuple[LevelSpec, ...] = field(init=False)
     sample_rate: int = field(init=False)
     uses_all_levels = True
@@ -388,6 +391,9 @@ class MSVQCodec(Codec):
         scripts/measure_decode_margin.py)."""
         cfg = self.model.cfg
         return math.ceil(self.model.decoder.receptive_field_frames * cfg.decoder_hop / cfg.hops[level])
+
+    def instruments(self) -> InstrumentTable | None:
+        return self.code_instruments
 
     def pitch_classes(self, level: int) -> np.ndarray | None:
         """The semantic top level's centroids are log energies per semitone from C1

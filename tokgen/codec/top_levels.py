@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from tokgen.codec.base import Codec
+from tokgen.codec.instruments import InstrumentTable
 from tokgen.errors import TokgenError
 
 
@@ -68,6 +69,9 @@ class TopLevels(Codec):
     def pitch_classes(self, level: int) -> np.ndarray | None:
         self.check_level(level)
         return self.inner.pitch_classes(level)
+
+    def instruments(self) -> InstrumentTable | None:
+        return self.inner.instruments()
 
     def check_level(self, level: int) -> None:
         if not 0 <= level < len(self.levels):

@@ -206,6 +206,15 @@ def split_files(data_dir: Path, split: str) -> list[Path]:
     return [Path(data_dir) / i["path"] for i in items]
 
 
+def split_families(data_dir: Path, split: str) -> list[str]:
+    """The melody instrument family of each file of a split, in ``split_files``' order."""
+    items = [i for i in load_manifest(data_dir)["items"] if i["split"] == split]
+    missing = [i["path"] for i in items if not i.get("program_family")]
+    if missing:
+        raise TokgenError(f"{data_dir}: {len(missing)} files have no program_family, e.g. {missing[0]}")
+    return [str(i["program_family"]) for i in items]
+
+
 def aligned_groups(data_dir: Path, split: str) -> list[list[int]]:
     """Indices (into ``split_files``' order) of the aligned renders of each piece that has
     two or more: one performance, other melody instruments (``--paired``)."""

@@ -23,7 +23,8 @@ from tokgen.codec.codes import REFERENCE_SECONDS
 from tokgen.codec.top_levels import TopLevels
 from tokgen.engine.factory import Backend, engine_class
 from tokgen.errors import TokgenError
-from tokgen.generation.key import key_bias
+from tokgen.generation.instrument import INSTRUMENT_GUIDED_LEVELS, instrument_biases
+from tokgen.generation.key import add_biases, key_bias
 from tokgen.generation.sampler import LevelPrior, OnChange, SamplingSettings, level_frames, sample_hierarchy
 from tokgen.generation.windows import plan_windows, window_hop
 from tokgen.names import Mode
@@ -357,8 +358,11 @@ async def sample_job(
     layout = TokenLayout.for_levels(codec.levels)
     settings.check(layout.vocab_size)
     hops = [lv.hop for lv in codec.levels]
+    instrument = instrument_biases(
+        codec.instruments(), job.known, settings.instrument_guidance, INSTRUMENT_GUIDED_LEVELS
+    )
     biases = [
-        key_bias(codec.pitch_classes(level), known, settings.key_guidance)
+        add_biases(key_bias(codec.pitch_classes(level), known, settings.key_guidance), instrument[level])
         for level, known in enumerate(job.known)
     ]
     return await sample_hierarchy(

@@ -49,6 +49,7 @@ from tokgen.generation.generate import (
     prepare,
     sample_job,
 )
+from tokgen.generation.instrument import DEFAULT_INSTRUMENT_GUIDANCE
 from tokgen.generation.key import DEFAULT_KEY_GUIDANCE
 from tokgen.generation.output import finish_audio
 from tokgen.generation.queued import QueuedJob
@@ -237,6 +238,7 @@ class Generator:
         top_p: float = 1.0,
         seed: int | None = None,
         key_guidance: float = DEFAULT_KEY_GUIDANCE,
+        instrument_guidance: float = DEFAULT_INSTRUMENT_GUIDANCE,
         num_samples: int = 1,
         sample_rate: int | None = None,
         loudness_lufs: float | None = None,
@@ -252,7 +254,8 @@ class Generator:
         never clipping (``tokgen.loudness``). Without ``seed`` a fresh random one is drawn;
         continuation k uses ``seed + k`` (``last_seeds`` says which, for reproducing).
         ``key_guidance`` (0-20, 0: off) keeps sampling to the prime's pitch classes
-        (``tokgen.generation.key``)."""
+        (``tokgen.generation.key``), ``instrument_guidance`` (0-20, 0: off) to its
+        instrument (``tokgen.generation.instrument``)."""
         try:
             output = check_output(num_samples, sample_rate, loudness_lufs)
         except FieldError as exc:
@@ -264,7 +267,10 @@ class Generator:
         sr = self.codec.sample_rate
         prepared = [self.job("primed", seconds, to_mono(p, prime_sample_rate, sr)) for p in primes]
         jobs = [prepared[k // num_samples] for k in range(len(self.last_seeds))]
-        settings = [SamplingSettings(temperature, top_k, top_p, s, key_guidance) for s in self.last_seeds]
+        settings = [
+            SamplingSettings(temperature, top_k, top_p, s, key_guidance, instrument_guidance)
+            for s in self.last_seeds
+        ]
         for s in settings:
             self.check_settings(s)
         bar = None

@@ -26,10 +26,15 @@ MAX_KEY_GUIDANCE = 20.0
 DEFAULT_KEY_GUIDANCE = 1.0
 
 
-def check_key_guidance(strength: float) -> None:
+def check_strength(what: str, strength: float, maximum: float) -> None:
+    """A guidance strength: a real number in [0, maximum]."""
     numeric = isinstance(strength, numbers.Real) and not isinstance(strength, bool)
-    if not (numeric and math.isfinite(strength) and 0.0 <= strength <= MAX_KEY_GUIDANCE):
-        raise TokgenError(f"key guidance must be in [0, {MAX_KEY_GUIDANCE:g}], got {strength}")
+    if not (numeric and math.isfinite(strength) and 0.0 <= strength <= maximum):
+        raise TokgenError(f"{what} must be in [0, {maximum:g}], got {strength}")
+
+
+def check_key_guidance(strength: float) -> None:
+    check_strength("key guidance", strength, MAX_KEY_GUIDANCE)
 
 
 def profile_correlations(pitch_classes: np.ndarray, profile: np.ndarray) -> np.ndarray:
@@ -51,3 +56,10 @@ def key_bias(pitch_classes: np.ndarray | None, prime_codes: np.ndarray, strength
         return None
     profile = pitch_classes[prime_codes.ravel()].mean(0)
     return strength * profile_correlations(pitch_classes, profile)
+
+
+def add_biases(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    """The sum of two optional logit biases over the same codes (None: no bias)."""
+    if a is None or b is None:
+        return a if b is None else b
+    return a + b

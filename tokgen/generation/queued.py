@@ -27,7 +27,7 @@ from tokgen.generation.output import Output
 from tokgen.generation.sampler import SamplingSettings
 
 FORMAT_VERSION = 3
-VERSIONS = (1, 2, 3)  # what this worker reads
+VERSIONS = (1, 2, 3, 4)  # what this worker reads
 MAX_LEVELS = 16
 MAX_REFERENCE = 10 * 48000  # samples of timbre reference audio
 
@@ -43,9 +43,18 @@ class QueuedJob:
     samples: int | None  # new samples asked for (None: all, mode upsample)
     output: Output = field(default_factory=Output)
 
+    def version(self) -> int:
+        """The oldest format that holds this job, so that workers that predate a setting
+        refuse jobs that use it (rather than run them without) and run all others."""
+        if self.settings.instrument_guidance:
+            return 4
+        if self.settings.key_guidance:
+            return 3
+        return 1 if self.output == Output() else 2
+
     def dumps(self) -> bytes:
         meta: dict = {
-            "version": 3 if self.settings.key_guidance else 1 if self.output == Output() else 2,
+            "version": self.version(),
             "top_frames": self.job.top_frames,
             "start_top": self.job.start_top,
             "samples": self.samples,
@@ -56,6 +65,7 @@ class QueuedJob:
                 "top_p": self.settings.top_p,
                 "seed": self.settings.seed,
                 "key_guidance": self.settings.key_guidance,
+                "instrument_guidance": self.settings.instrument_guidance,
             },
         }
         if self.output != Output():
@@ -89,6 +99,7 @@ class QueuedJob:
                     float(s["top_p"]),
                     int(s["seed"]),
                     float(s.get("key_guidance", 0.0)),  # versions 1 and 2: none
+                    float(s.get("instrument_guidance", 0.0)),  # versions 1 to 3: none
                 )
                 reference = archive["reference"].astype(np.float32) if "reference" in archive else None
                 if reference is not None and (reference.ndim != 1 or reference.size > MAX_REFERENCE):

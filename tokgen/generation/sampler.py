@@ -26,6 +26,7 @@ import numpy as np
 
 from tokgen.engine.base import Engine, SamplingParams
 from tokgen.errors import TokgenError
+from tokgen.generation.instrument import DEFAULT_INSTRUMENT_GUIDANCE, check_instrument_guidance
 from tokgen.generation.key import DEFAULT_KEY_GUIDANCE, check_key_guidance
 from tokgen.generation.windows import WindowPlan, plan_segments, upper_span
 from tokgen.prior.layout import TokenLayout
@@ -51,6 +52,7 @@ class SamplingSettings:
     top_p: float = 1.0
     seed: int = 0
     key_guidance: float = DEFAULT_KEY_GUIDANCE  # see generation.key; 0: off
+    instrument_guidance: float = DEFAULT_INSTRUMENT_GUIDANCE  # see generation.instrument; 0: off
 
     def check(self, vocab_size: int) -> None:
         """Validate before any work starts (the engine checks every window again). Unlike
@@ -59,6 +61,7 @@ class SamplingSettings:
             raise TokgenError(f"temperature must be > 0, got {self.temperature}")
         SamplingParams(1, self.temperature, self.top_k, self.top_p, self.seed).check(vocab_size)
         check_key_guidance(self.key_guidance)
+        check_instrument_guidance(self.instrument_guidance)
 
 
 def window_seed(seed: int, level: int, segment: int, window: int) -> int:

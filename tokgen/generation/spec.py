@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from tokgen.generation.generate import MAX_SECONDS
+from tokgen.generation.instrument import DEFAULT_INSTRUMENT_GUIDANCE, MAX_INSTRUMENT_GUIDANCE
 from tokgen.generation.key import DEFAULT_KEY_GUIDANCE, MAX_KEY_GUIDANCE
 from tokgen.generation.output import Output
 from tokgen.generation.sampler import SamplingSettings
@@ -93,10 +94,9 @@ def check_continue(req: pb.ContinueRequest, vocab_size: int, codebook_size: int)
         raise FieldError("sampling.seed", f"must be below 2**63 - num_samples + 1, got {s.seed}")
     # No seed: a fresh one, which the reply reports, so every output can be reproduced.
     seed = s.seed if s.HasField("seed") else secrets.randbits(62)
-    key_guidance = round(float(s.key_guidance), 6) if s.HasField("key_guidance") else DEFAULT_KEY_GUIDANCE
-    if not (math.isfinite(key_guidance) and 0 <= key_guidance <= MAX_KEY_GUIDANCE):
-        raise FieldError("sampling.key_guidance", f"must be in [0, {MAX_KEY_GUIDANCE:g}], got {key_guidance}")
-    settings = SamplingSettings(temperature, s.top_k, top_p, seed, key_guidance)
+    key_guidance = guidance(s, "key_guidance", DEFAULT_KEY_GUIDANCE, MAX_KEY_GUIDANCE)
+    instrument = guidance(s, "instrument_guidance", DEFAULT_INSTRUMENT_GUIDANCE, MAX_INSTRUMENT_GUIDANCE)
+    settings = SamplingSettings(temperature, s.top_k, top_p, seed, key_guidance, instrument)
     settings.check(vocab_size)
     return ContinueSpec(
         mode,
@@ -108,6 +108,14 @@ def check_continue(req: pb.ContinueRequest, vocab_size: int, codebook_size: int)
         num_samples,
         output,
     )
+
+
+def guidance(s: pb.SamplingParams, name: str, default: float, maximum: float) -> float:
+    """A guidance strength field: the model's default when unset, else in [0, maximum]."""
+    value = round(float(getattr(s, name)), 6) if s.HasField(name) else default
+    if not (math.isfinite(value) and 0 <= value <= maximum):
+        raise FieldError(f"sampling.{name}", f"must be in [0, {maximum:g}], got {value}")
+    return value
 
 
 def check_output(num_samples: int, sample_rate: int | None, loudness_lufs: float | None) -> Output:

@@ -100,6 +100,7 @@ FORM_FIELDS = {
     "sampling.top_p": "top_p",
     "sampling.seed": "seed",
     "sampling.key_guidance": "key_guidance",
+    "sampling.instrument_guidance": "instrument_guidance",
 }
 FORM_OVERHEAD = 64 << 10  # multipart boundaries, part headers and the small fields
 T = TypeVar("T")
@@ -239,6 +240,8 @@ async def continue_request(form: FormData, max_bytes: int) -> pb.ContinueRequest
         request.sampling.seed = seed
     if (key_guidance := _float(form, "key_guidance")) is not None:
         request.sampling.key_guidance = key_guidance
+    if (instrument_guidance := _float(form, "instrument_guidance")) is not None:
+        request.sampling.instrument_guidance = instrument_guidance
     if (num_samples := _int(form, "num_samples", 2**32)) is not None:
         request.num_samples = num_samples
     if (sample_rate := _int(form, "sample_rate", 2**32)) is not None:

@@ -24,37 +24,37 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tokgen/v1/tokgen.proto\x12\ttokgen.v1\"\xaf\x01\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\r\n\x05top_k\x18\x02 \x01(\r\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x04H\x02\x88\x01\x01\x12\x19\n\x0ckey_guidance\x18\x05 \x01(\x02H\x03\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x0f\n\r_key_guidance\"\x9f\x02\n\x0f\x43ontinueRequest\x12\x15\n\x0bprime_audio\x18\x01 \x01(\x0cH\x00\x12\x0f\n\x05\x63odes\x18\x02 \x01(\x0cH\x00\x12\x0f\n\x07seconds\x18\x03 \x01(\x02\x12+\n\x08sampling\x18\x04 \x01(\x0b\x32\x19.tokgen.v1.SamplingParams\x12\x1d\n\x04mode\x18\x05 \x01(\x0e\x32\x0f.tokgen.v1.Mode\x12%\n\x08priority\x18\x06 \x01(\x0e\x32\x13.tokgen.v1.Priority\x12\x13\n\x0bnum_samples\x18\x07 \x01(\r\x12\x13\n\x0bsample_rate\x18\x08 \x01(\r\x12\x1a\n\rloudness_lufs\x18\t \x01(\x02H\x01\x88\x01\x01\x42\x08\n\x06sourceB\x10\n\x0e_loudness_lufs\"F\n\x0b\x41udioFormat\x12\x13\n\x0bsample_rate\x18\x01 \x01(\r\x12\x10\n\x08\x63hannels\x18\x02 \x01(\r\x12\x10\n\x08\x65ncoding\x18\x03 \x01(\t\"o\n\nAudioChunk\x12&\n\x06\x66ormat\x18\x01 \x01(\x0b\x32\x16.tokgen.v1.AudioFormat\x12\x0b\n\x03pcm\x18\x02 \x01(\x0c\x12\x16\n\x0eoffset_seconds\x18\x03 \x01(\x01\x12\x14\n\x0csample_index\x18\x04 \x01(\r\"<\n\nLevelStats\x12\r\n\x05level\x18\x01 \x01(\r\x12\x0e\n\x06tokens\x18\x02 \x01(\x04\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\"\xc2\x01\n\x07Summary\x12%\n\x06levels\x18\x01 \x03(\x0b\x32\x15.tokgen.v1.LevelStats\x12\x15\n\raudio_seconds\x18\x02 \x01(\x01\x12#\n\x1btime_to_first_audio_seconds\x18\x03 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x04 \x01(\x01\x12 \n\x18prime_seconds_in_context\x18\x05 \x03(\x01\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x12\r\n\x05seeds\x18\x07 \x03(\x04\"j\n\x10\x43ontinueResponse\x12&\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x15.tokgen.v1.AudioChunkH\x00\x12%\n\x07summary\x18\x02 \x01(\x0b\x32\x12.tokgen.v1.SummaryH\x00\x42\x07\n\x05\x65vent\"\x15\n\x13GetModelInfoRequest\"V\n\tLevelInfo\x12\r\n\x05level\x18\x01 \x01(\r\x12\x0b\n\x03hop\x18\x02 \x01(\r\x12\x15\n\rcodebook_size\x18\x03 \x01(\r\x12\x16\n\x0e\x63ontext_tokens\x18\x04 \x01(\r\"\x9c\x02\n\x14GetModelInfoResponse\x12\r\n\x05\x63odec\x18\x01 \x01(\t\x12\x13\n\x0bsample_rate\x18\x02 \x01(\r\x12$\n\x06levels\x18\x03 \x03(\x0b\x32\x14.tokgen.v1.LevelInfo\x12\x16\n\x0e\x65ngine_backend\x18\x04 \x01(\t\x12\x19\n\x11max_prime_seconds\x18\x05 \x01(\x01\x12\x13\n\x0bmax_seconds\x18\x06 \x01(\x01\x12\x19\n\x11max_request_bytes\x18\x07 \x01(\x04\x12\x17\n\x0fmax_num_samples\x18\x08 \x01(\r\x12\x1e\n\x16min_output_sample_rate\x18\t \x01(\r\x12\x1e\n\x16max_output_sample_rate\x18\n \x01(\r*g\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMODE_PRIMED\x10\x01\x12\x12\n\x0eMODE_ANCESTRAL\x10\x02\x12\x11\n\rMODE_CONTINUE\x10\x03\x12\x11\n\rMODE_UPSAMPLE\x10\x04*^\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x11\n\rPRIORITY_HIGH\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x10\n\x0cPRIORITY_LOW\x10\x03\x32\xa7\x01\n\rTokgenService\x12\x45\n\x08\x43ontinue\x12\x1a.tokgen.v1.ContinueRequest\x1a\x1b.tokgen.v1.ContinueResponse0\x01\x12O\n\x0cGetModelInfo\x12\x1e.tokgen.v1.GetModelInfoRequest\x1a\x1f.tokgen.v1.GetModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tokgen/v1/tokgen.proto\x12\ttokgen.v1\"\xe9\x01\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\r\n\x05top_k\x18\x02 \x01(\r\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x04H\x02\x88\x01\x01\x12\x19\n\x0ckey_guidance\x18\x05 \x01(\x02H\x03\x88\x01\x01\x12 \n\x13instrument_guidance\x18\x06 \x01(\x02H\x04\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x0f\n\r_key_guidanceB\x16\n\x14_instrument_guidance\"\x9f\x02\n\x0f\x43ontinueRequest\x12\x15\n\x0bprime_audio\x18\x01 \x01(\x0cH\x00\x12\x0f\n\x05\x63odes\x18\x02 \x01(\x0cH\x00\x12\x0f\n\x07seconds\x18\x03 \x01(\x02\x12+\n\x08sampling\x18\x04 \x01(\x0b\x32\x19.tokgen.v1.SamplingParams\x12\x1d\n\x04mode\x18\x05 \x01(\x0e\x32\x0f.tokgen.v1.Mode\x12%\n\x08priority\x18\x06 \x01(\x0e\x32\x13.tokgen.v1.Priority\x12\x13\n\x0bnum_samples\x18\x07 \x01(\r\x12\x13\n\x0bsample_rate\x18\x08 \x01(\r\x12\x1a\n\rloudness_lufs\x18\t \x01(\x02H\x01\x88\x01\x01\x42\x08\n\x06sourceB\x10\n\x0e_loudness_lufs\"F\n\x0b\x41udioFormat\x12\x13\n\x0bsample_rate\x18\x01 \x01(\r\x12\x10\n\x08\x63hannels\x18\x02 \x01(\r\x12\x10\n\x08\x65ncoding\x18\x03 \x01(\t\"o\n\nAudioChunk\x12&\n\x06\x66ormat\x18\x01 \x01(\x0b\x32\x16.tokgen.v1.AudioFormat\x12\x0b\n\x03pcm\x18\x02 \x01(\x0c\x12\x16\n\x0eoffset_seconds\x18\x03 \x01(\x01\x12\x14\n\x0csample_index\x18\x04 \x01(\r\"<\n\nLevelStats\x12\r\n\x05level\x18\x01 \x01(\r\x12\x0e\n\x06tokens\x18\x02 \x01(\x04\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\"\xc2\x01\n\x07Summary\x12%\n\x06levels\x18\x01 \x03(\x0b\x32\x15.tokgen.v1.LevelStats\x12\x15\n\raudio_seconds\x18\x02 \x01(\x01\x12#\n\x1btime_to_first_audio_seconds\x18\x03 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x04 \x01(\x01\x12 \n\x18prime_seconds_in_context\x18\x05 \x03(\x01\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x12\r\n\x05seeds\x18\x07 \x03(\x04\"j\n\x10\x43ontinueResponse\x12&\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x15.tokgen.v1.AudioChunkH\x00\x12%\n\x07summary\x18\x02 \x01(\x0b\x32\x12.tokgen.v1.SummaryH\x00\x42\x07\n\x05\x65vent\"\x15\n\x13GetModelInfoRequest\"V\n\tLevelInfo\x12\r\n\x05level\x18\x01 \x01(\r\x12\x0b\n\x03hop\x18\x02 \x01(\r\x12\x15\n\rcodebook_size\x18\x03 \x01(\r\x12\x16\n\x0e\x63ontext_tokens\x18\x04 \x01(\r\"\x9c\x02\n\x14GetModelInfoResponse\x12\r\n\x05\x63odec\x18\x01 \x01(\t\x12\x13\n\x0bsample_rate\x18\x02 \x01(\r\x12$\n\x06levels\x18\x03 \x03(\x0b\x32\x14.tokgen.v1.LevelInfo\x12\x16\n\x0e\x65ngine_backend\x18\x04 \x01(\t\x12\x19\n\x11max_prime_seconds\x18\x05 \x01(\x01\x12\x13\n\x0bmax_seconds\x18\x06 \x01(\x01\x12\x19\n\x11max_request_bytes\x18\x07 \x01(\x04\x12\x17\n\x0fmax_num_samples\x18\x08 \x01(\r\x12\x1e\n\x16min_output_sample_rate\x18\t \x01(\r\x12\x1e\n\x16max_output_sample_rate\x18\n \x01(\r*g\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMODE_PRIMED\x10\x01\x12\x12\n\x0eMODE_ANCESTRAL\x10\x02\x12\x11\n\rMODE_CONTINUE\x10\x03\x12\x11\n\rMODE_UPSAMPLE\x10\x04*^\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x11\n\rPRIORITY_HIGH\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x10\n\x0cPRIORITY_LOW\x10\x03\x32\xa7\x01\n\rTokgenService\x12\x45\n\x08\x43ontinue\x12\x1a.tokgen.v1.ContinueRequest\x1a\x1b.tokgen.v1.ContinueResponse0\x01\x12O\n\x0cGetModelInfo\x12\x1e.tokgen.v1.GetModelInfoRequest\x1a\x1f.tokgen.v1.GetModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tokgen.v1.tokgen_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODE']._serialized_start=1455
-  _globals['_MODE']._serialized_end=1558
-  _globals['_PRIORITY']._serialized_start=1560
-  _globals['_PRIORITY']._serialized_end=1654
+  _globals['_MODE']._serialized_start=1513
+  _globals['_MODE']._serialized_end=1616
+  _globals['_PRIORITY']._serialized_start=1618
+  _globals['_PRIORITY']._serialized_end=1712
   _globals['_SAMPLINGPARAMS']._serialized_start=38
-  _globals['_SAMPLINGPARAMS']._serialized_end=213
-  _globals['_CONTINUEREQUEST']._serialized_start=216
-  _globals['_CONTINUEREQUEST']._serialized_end=503
-  _globals['_AUDIOFORMAT']._serialized_start=505
-  _globals['_AUDIOFORMAT']._serialized_end=575
-  _globals['_AUDIOCHUNK']._serialized_start=577
-  _globals['_AUDIOCHUNK']._serialized_end=688
-  _globals['_LEVELSTATS']._serialized_start=690
-  _globals['_LEVELSTATS']._serialized_end=750
-  _globals['_SUMMARY']._serialized_start=753
-  _globals['_SUMMARY']._serialized_end=947
-  _globals['_CONTINUERESPONSE']._serialized_start=949
-  _globals['_CONTINUERESPONSE']._serialized_end=1055
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1057
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1078
-  _globals['_LEVELINFO']._serialized_start=1080
-  _globals['_LEVELINFO']._serialized_end=1166
-  _globals['_GETMODELINFORESPONSE']._serialized_start=1169
-  _globals['_GETMODELINFORESPONSE']._serialized_end=1453
-  _globals['_TOKGENSERVICE']._serialized_start=1657
-  _globals['_TOKGENSERVICE']._serialized_end=1824
+  _globals['_SAMPLINGPARAMS']._serialized_end=271
+  _globals['_CONTINUEREQUEST']._serialized_start=274
+  _globals['_CONTINUEREQUEST']._serialized_end=561
+  _globals['_AUDIOFORMAT']._serialized_start=563
+  _globals['_AUDIOFORMAT']._serialized_end=633
+  _globals['_AUDIOCHUNK']._serialized_start=635
+  _globals['_AUDIOCHUNK']._serialized_end=746
+  _globals['_LEVELSTATS']._serialized_start=748
+  _globals['_LEVELSTATS']._serialized_end=808
+  _globals['_SUMMARY']._serialized_start=811
+  _globals['_SUMMARY']._serialized_end=1005
+  _globals['_CONTINUERESPONSE']._serialized_start=1007
+  _globals['_CONTINUERESPONSE']._serialized_end=1113
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1115
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1136
+  _globals['_LEVELINFO']._serialized_start=1138
+  _globals['_LEVELINFO']._serialized_end=1224
+  _globals['_GETMODELINFORESPONSE']._serialized_start=1227
+  _globals['_GETMODELINFORESPONSE']._serialized_end=1511
+  _globals['_TOKGENSERVICE']._serialized_start=1715
+  _globals['_TOKGENSERVICE']._serialized_end=1882
 # @@protoc_insertion_point(module_scope)

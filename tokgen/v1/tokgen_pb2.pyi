@@ -32,18 +32,20 @@ PRIORITY_NORMAL: Priority
 PRIORITY_LOW: Priority
 
 class SamplingParams(_message.Message):
-    __slots__ = ("temperature", "top_k", "top_p", "seed", "key_guidance")
+    __slots__ = ("temperature", "top_k", "top_p", "seed", "key_guidance", "instrument_guidance")
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     KEY_GUIDANCE_FIELD_NUMBER: _ClassVar[int]
+    INSTRUMENT_GUIDANCE_FIELD_NUMBER: _ClassVar[int]
     temperature: float
     top_k: int
     top_p: float
     seed: int
     key_guidance: float
-    def __init__(self, temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., key_guidance: _Optional[float] = ...) -> None: ...
+    instrument_guidance: float
+    def __init__(self, temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., key_guidance: _Optional[float] = ..., instrument_guidance: _Optional[float] = ...) -> None: ...
 
 class ContinueRequest(_message.Message):
     __slots__ = ("prime_audio", "codes", "seconds", "sampling", "mode", "priority", "num_samples", "sample_rate", "loudness_lufs")
