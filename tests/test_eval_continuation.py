@@ -21,6 +21,7 @@ METRICS = {
     "kid_aisfx",
     "is",
     "timbre_consistency",
+    "timbre_probability",
     "key_consistency",
 }
 SEAMS = {"model", "model_real_levels_1", "real_vs_real", "codec_reconstruction"}  # seam_flux_ratio
@@ -93,6 +94,8 @@ def test_metrics_count_a_continuation_consistent_when_its_family_and_key_match_i
     profiles[3] = prime_profiles[3].max() - prime_profiles[3]  # the last clip's profile is inverted
     m = metrics(frames, frames, clips, primes, profiles, prime_profiles)
     assert m["n"] == 4 and m["timbre_consistency"] == 0.75
+    # the prime's family gets 0.775 in the three that agree, 0.075 in the other
+    assert m["timbre_probability"] == pytest.approx((3 * 0.775 + 0.075) / 4, abs=1e-4)
     assert m["key_consistency"] == pytest.approx((1 + 1 + 1 - 1) / 4, abs=1e-4)
     assert m["fad"] == pytest.approx(0, abs=1e-6) and m["fad_classic"] == pytest.approx(0, abs=1e-6)
     assert 1 < m["is"] < 4

@@ -266,24 +266,21 @@ def register(sub: Subcommands) -> None:
     codec = sub.add_parser("codec", help="train, evaluate and export codecs").add_subparsers(
         dest="codec_cmd", required=True
     )
-    p = codec.add_parser(
-        "pitch-classes",
-        help="measure each code's pitch classes on a corpus (key guidance below the top level)",
-    )
-    p.add_argument("--data", required=True, help="directory made by `tokgen data render`")
-    p.add_argument("--model", default=None, help="codec directory to measure and write to (default: shipped)")
-    p.add_argument("--split", default="train", help="which split's files (default train)")
-    p.add_argument("--files", type=int, default=200, help="at most this many files (default 200)")
-    p.set_defaults(func=cmd_codec_pitch_classes)
-
-    p = codec.add_parser(
-        "instruments",
-        help="count each code's instrument families on a labelled corpus (instrument guidance)",
-    )
-    p.add_argument("--data", required=True, help="directory made by `tokgen data render`")
-    p.add_argument("--model", default=None, help="codec directory to measure and write to (default: shipped)")
-    p.add_argument("--split", default="train", help="which split's files (default train)")
-    p.set_defaults(func=cmd_codec_instruments)
+    # Tables measured on a corpus and stored beside the weights (the guidances read them).
+    tables = [
+        ("pitch-classes", "measure each code's pitch classes on a corpus (key guidance below the top level)"),
+        ("instruments", "count each code's instrument families on a labelled corpus (instrument guidance)"),
+    ]
+    for (name, help_text), func in zip(tables, (cmd_codec_pitch_classes, cmd_codec_instruments), strict=True):
+        p = codec.add_parser(name, help=help_text)
+        p.add_argument("--data", required=True, help="directory made by `tokgen data render`")
+        p.add_argument(
+            "--model", default=None, help="codec directory to measure and write to (default: shipped)"
+        )
+        p.add_argument("--split", default="train", help="which split's files (default train)")
+        if name == "pitch-classes":
+            p.add_argument("--files", type=int, default=200, help="at most this many files (default 200)")
+        p.set_defaults(func=func)
 
     p = codec.add_parser("train", help="train the multi-level VQ-VAE (resumable)")
     p.add_argument("--data", required=True, help="directory made by `tokgen data render`")
