@@ -118,3 +118,30 @@ def test_counts_are_stored_beside_the_weights_and_checked_on_load(tmp_path):
     (model / INSTRUMENTS).write_bytes(b"not an npz")
     with pytest.raises(CheckpointError, match="cannot read"):
         load_codec(model)
+
+
+def test_guidance_reads_what_the_windows_see_so_streams_and_batch_jobs_agree():
+    """A stream encodes only the end of a prime (earlier frames are filler code 0); the
+    guidance biases come from the codes the first windows see, so they are the same as
+    from the whole prime's codes, and differ from a profile over the whole (filled) array."""
+    from tokgen.codec.top_levels import TopLevels
+    from tokgen.generation.generate import encode_prime_context, guidance_biases
+    from tokgen.generation.sampler import LevelPrior
+
+    codec = TopLevels(load_codec(None), 2)  # what the shipped two-level prior set generates with
+    priors = [LevelPrior(None, n_ctx=256), LevelPrior(None, n_ctx=512)]  # type: ignore[arg-type]
+    seen = [128, 256]  # n_ctx - hop: the prime's frames each level's first window keeps
+    prime = load_audio(EXAMPLE_PRIME, codec.sample_rate)  # 12 s: longer than any window sees
+    whole = codec.encode(prime)
+    stream = encode_prime_context(codec, priors, prime)
+    assert (stream[1][:100] == 0).all() and not (whole[1][:100] == 0).all()  # filler
+    settings = SamplingSettings(key_guidance=1.0, instrument_guidance=1.0)
+    got_whole = guidance_biases(codec, whole, seen, settings)
+    got_stream = guidance_biases(codec, stream, seen, settings)
+    assert got_whole[0] is not None and got_whole[1] is not None
+    for a, b in zip(got_whole, got_stream, strict=True):
+        assert np.allclose(a, b)
+    filled = guidance_biases(codec, stream, [k.size for k in stream], settings)
+    assert not np.allclose(filled[1], got_stream[1])  # what reading the filler would have done
+    off = guidance_biases(codec, whole, seen, SamplingSettings(key_guidance=0.0, instrument_guidance=0.0))
+    assert off == [None, None]

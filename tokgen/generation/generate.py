@@ -345,6 +345,24 @@ def short_prime_message(codec: Codec) -> str:
     )
 
 
+def guidance_biases(
+    codec: Codec, known: list[np.ndarray], seen: list[int], settings: SamplingSettings
+) -> list[np.ndarray | None]:
+    """Per level, the logit bias of key and instrument guidance (None: none). Both read the
+    prime's last ``seen[level]`` codes of each level, what that level's first window keeps:
+    the same codes whether the whole prime was encoded (``tokgen generate``, batch jobs) or
+    only its end (``encode_prime_context``, streams, whose earlier frames are filler), and
+    the key of the music just before the continuation rather than of a long prime's start."""
+    recent = [k[..., -n:] if n > 0 else k[..., :0] for k, n in zip(known, seen, strict=True)]
+    instrument = instrument_biases(
+        codec.instruments(), recent, settings.instrument_guidance, INSTRUMENT_GUIDED_LEVELS
+    )
+    return [
+        add_biases(key_bias(codec.pitch_classes(level), codes, settings.key_guidance), instrument[level])
+        for level, codes in enumerate(recent)
+    ]
+
+
 async def sample_job(
     codec: Codec,
     priors: list[LevelPrior],
@@ -358,13 +376,9 @@ async def sample_job(
     layout = TokenLayout.for_levels(codec.levels)
     settings.check(layout.vocab_size)
     hops = [lv.hop for lv in codec.levels]
-    instrument = instrument_biases(
-        codec.instruments(), job.known, settings.instrument_guidance, INSTRUMENT_GUIDED_LEVELS
+    biases = guidance_biases(
+        codec, job.known, [p.n_ctx - window_hop(p.n_ctx, p.hop_fraction) for p in priors], settings
     )
-    biases = [
-        add_biases(key_bias(codec.pitch_classes(level), known, settings.key_guidance), instrument[level])
-        for level, known in enumerate(job.known)
-    ]
     return await sample_hierarchy(
         priors,
         layout,
