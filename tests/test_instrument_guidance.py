@@ -130,18 +130,22 @@ def test_guidance_reads_what_the_windows_see_so_streams_and_batch_jobs_agree():
 
     codec = TopLevels(load_codec(None), 2)  # what the shipped two-level prior set generates with
     priors = [LevelPrior(None, n_ctx=256), LevelPrior(None, n_ctx=512)]  # type: ignore[arg-type]
-    seen = [128, 256]  # n_ctx - hop: the prime's frames each level's first window keeps
+    span = 128 * 512  # samples the longest first window keeps (the top's: n_ctx - hop frames)
     prime = load_audio(EXAMPLE_PRIME, codec.sample_rate)  # 12 s: longer than any window sees
     whole = codec.encode(prime)
     stream = encode_prime_context(codec, priors, prime)
     assert (stream[1][:100] == 0).all() and not (whole[1][:100] == 0).all()  # filler
+    assert all(
+        np.array_equal(a[-(span // lv.hop) :], b[-(span // lv.hop) :])
+        for a, b, lv in zip(whole, stream, codec.levels, strict=True)
+    )
     settings = SamplingSettings(key_guidance=1.0, instrument_guidance=1.0)
-    got_whole = guidance_biases(codec, whole, seen, settings)
-    got_stream = guidance_biases(codec, stream, seen, settings)
+    got_whole = guidance_biases(codec, whole, span, settings)
+    got_stream = guidance_biases(codec, stream, span, settings)
     assert got_whole[0] is not None and got_whole[1] is not None
     for a, b in zip(got_whole, got_stream, strict=True):
         assert np.allclose(a, b)
-    filled = guidance_biases(codec, stream, [k.size for k in stream], settings)
+    filled = guidance_biases(codec, stream, prime.size, settings)
     assert not np.allclose(filled[1], got_stream[1])  # what reading the filler would have done
-    off = guidance_biases(codec, whole, seen, SamplingSettings(key_guidance=0.0, instrument_guidance=0.0))
+    off = guidance_biases(codec, whole, span, SamplingSettings(key_guidance=0.0, instrument_guidance=0.0))
     assert off == [None, None]

@@ -316,11 +316,12 @@ def prime_tail_seconds(codec: Codec, priors: list[LevelPrior], margin_seconds: f
 def encode_prime_context(
     codec: Codec, priors: list[LevelPrior], prime: np.ndarray, margin_seconds: float = ENCODE_MARGIN_SECONDS
 ) -> list[np.ndarray]:
-    """Codes of ``prime`` as far as the priors can see them, for a service: each level
-    encodes only the end of the prime that its windows (or the windows of the levels
-    below, which read it as conditioning) see, plus ``margin_seconds``, more than the
-    encoder's receptive field (0.18 s for the shipped codec), so those codes are exactly
-    the whole prime's. Earlier frames are filler (code 0) that no window reads. So a 60 s
+    """Codes of ``prime`` as far as the priors can see them, for a service: every level
+    encodes only the end of the prime that the longest first window sees (a level's own,
+    the levels below it read it as conditioning, and guidance reads that span at every
+    level: ``guidance_biases``), plus ``margin_seconds``, more than the encoder's
+    receptive field (0.18 s for the shipped codec), so those codes are exactly the whole
+    prime's. Earlier frames are filler (code 0) that no window reads. So a 60 s
     prime costs what a 5 s one does. Continue them in mode "continue"."""
     top_hop = codec.levels[0].hop
     whole = prime[: prime.size - prime.size % top_hop]
@@ -329,7 +330,8 @@ def encode_prime_context(
     seen = samples_seen(codec, priors)
     codes = []
     for level, spec in enumerate(codec.levels):
-        samples = max(seen[level:]) + margin_seconds * codec.sample_rate
+        # Every level as far as the longest first window sees: what guidance reads.
+        samples = max(seen) + margin_seconds * codec.sample_rate
         keep = min(whole.size, math.ceil(samples / top_hop) * top_hop)
         tail = codec.encode_level(whole[-keep:], level)
         filler = np.zeros((*tail.shape[:-1], whole.size // spec.hop - tail.shape[-1]), dtype=np.int64)
@@ -346,14 +348,15 @@ def short_prime_message(codec: Codec) -> str:
 
 
 def guidance_biases(
-    codec: Codec, known: list[np.ndarray], seen: list[int], settings: SamplingSettings
+    codec: Codec, known: list[np.ndarray], span: int, settings: SamplingSettings
 ) -> list[np.ndarray | None]:
     """Per level, the logit bias of key and instrument guidance (None: none). Both read the
-    prime's last ``seen[level]`` codes of each level, what that level's first window keeps:
-    the same codes whether the whole prime was encoded (``tokgen generate``, batch jobs) or
-    only its end (``encode_prime_context``, streams, whose earlier frames are filler), and
-    the key of the music just before the continuation rather than of a long prime's start."""
-    recent = [k[..., -n:] if n > 0 else k[..., :0] for k, n in zip(known, seen, strict=True)]
+    codes of the prime's last ``span`` samples at every level (``samples_seen``' longest:
+    what the first windows see): the same codes whether the whole prime was encoded
+    (``tokgen generate``, batch jobs) or only its end (``encode_prime_context``, streams,
+    whose earlier frames are filler), and the key of the music just before the
+    continuation rather than of a long prime's start."""
+    recent = [k[..., -math.ceil(span / lv.hop) :] for k, lv in zip(known, codec.levels, strict=True)]
     instrument = instrument_biases(
         codec.instruments(), recent, settings.instrument_guidance, INSTRUMENT_GUIDED_LEVELS
     )
@@ -376,9 +379,7 @@ async def sample_job(
     layout = TokenLayout.for_levels(codec.levels)
     settings.check(layout.vocab_size)
     hops = [lv.hop for lv in codec.levels]
-    biases = guidance_biases(
-        codec, job.known, [p.n_ctx - window_hop(p.n_ctx, p.hop_fraction) for p in priors], settings
-    )
+    biases = guidance_biases(codec, job.known, max(samples_seen(codec, priors)), settings)
     return await sample_hierarchy(
         priors,
         layout,
