@@ -174,5 +174,10 @@ class VLLMEngine(Engine):
         # fails with noise if it only runs at interpreter exit.
         llm, self._llm = self._llm, None
         if llm is not None:
+            # vLLM stops its engine process before the task that reads the engine's outputs,
+            # which then logs the stop as an ERROR ("EngineDeadError"): cancel that task first.
+            handler = getattr(llm, "output_handler", None)
+            if isinstance(handler, asyncio.Task):
+                handler.cancel()
             await asyncio.to_thread(llm.shutdown)  # seconds: let other engines close meanwhile
         del llm
