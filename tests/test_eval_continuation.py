@@ -45,12 +45,14 @@ def test_eval_continuation_json_scores_every_system(corpus, tiny_model_dir, prio
     families = result["classifier"]["families"]
     assert 0 <= result["classifier"]["accuracy_on_real"] <= 1
     for name, system in result["systems"].items():
-        want = METRICS | ({"seam_flux_ratio"} if name in SEAMS else set())
+        want = METRICS | ({"seam_flux_ratio", "seam_flux_excess"} if name in SEAMS else set())
         want |= {"distinct_code_ratio"} if name in SAMPLED else set()
         assert set(system) == want, name
         assert system["n"] == 2  # every system, real_vs_real included, at the same n
         numbers = [
-            v for k, v in system.items() if k not in ("fad_ci95", "fad_classic_ci95", "seam_flux_ratio")
+            v
+            for k, v in system.items()
+            if k not in ("fad_ci95", "fad_classic_ci95", "seam_flux_ratio", "seam_flux_excess")
         ]
         assert all(math.isfinite(v) for v in numbers)
         assert 1 - 1e-9 <= system["is"] <= len(families) and 0 <= system["timbre_consistency"] <= 1

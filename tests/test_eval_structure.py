@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tokgen.eval.structure import distinct_code_ratio, distinct_codes, seam_flux_ratio, seam_positions
+from tokgen.eval.structure import (
+    distinct_code_ratio,
+    distinct_codes,
+    seam_flux_excess,
+    seam_flux_ratio,
+    seam_positions,
+)
 
 SR = 16000
 
@@ -32,6 +38,27 @@ def test_seam_flux_ratio_finds_abrupt_changes_at_the_seams_only():
     assert seam_flux_ratio([jumpy], SR, [[]]) is None
     with pytest.raises(ValueError):
         seam_flux_ratio([jumpy], SR, [])
+
+
+def test_seam_flux_excess_discounts_what_the_real_music_does_at_the_seams():
+    """Notes that start on every seam give real audio a high ratio there too; a clip with
+    the same onsets has no excess, one that clicks at its seams on top of them has."""
+    rng = np.random.default_rng(1)
+    t = np.arange(4 * SR) / SR
+    seams = seam_positions(t.size, 8000)
+    envelope = np.exp(-((np.arange(t.size) % 8000) / SR) * 12)  # a decaying note from every seam
+    real = (envelope * np.sin(2 * np.pi * 440 * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+    same = (envelope * np.sin(2 * np.pi * 440 * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+    ratio = seam_flux_ratio([real], SR, [seams])
+    assert ratio is not None and ratio > 1.5  # the meter alone
+    excess = seam_flux_excess([same], [real], SR, [seams])
+    assert excess is not None and 0.9 < excess < 1.1
+    clicky = same.copy()  # the same notes, and a click at every seam
+    for s in seams:
+        clicky[s - 32 : s + 32] += 0.5 * rng.standard_normal(64).astype(np.float32)
+    clicky_excess = seam_flux_excess([clicky], [real], SR, [seams])
+    assert clicky_excess is not None and clicky_excess > 1.2
+    assert seam_flux_excess([same], [real], SR, [[]]) is None
 
 
 def test_distinct_code_ratio_counts_loops():

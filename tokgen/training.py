@@ -206,13 +206,23 @@ class Solver(ABC):
             self.rng,
             elapsed_s=self.elapsed_s,
             best=self.best,
+            **self.extra_state(),
         )
+
+    def extra_state(self) -> dict[str, Any]:
+        """More to checkpoint than the model and its optimiser (e.g. a discriminator and
+        its optimiser); ``load_extra_state`` gets it back."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:  # noqa: B027 (optional hook)
+        """Restore what ``extra_state`` saved, from the whole checkpoint ``state``."""
 
     def restore(self) -> dict[str, Any]:
         """Load ``state.pt`` into the solver; returns the whole state (extras included)."""
         state = load_checkpoint(self.state_path, self.model, self.opt, self.rng)
         self.step, self.elapsed_s = state["step"], state.get("elapsed_s", 0.0)
         self.best = state.get("best", math.inf)
+        self.load_extra_state(state)
         if self.world_size > 1:
             self._reseed()
         return state

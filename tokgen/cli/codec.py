@@ -143,7 +143,14 @@ def cmd_codec_train(args: argparse.Namespace) -> None:
             options["lr"] = args.lr
         result = train_msvq(
             MSVQ_PRESETS.get(args.preset) or MSVQ_PRESETS["msvq"],  # --init-from: its own architecture
-            MSVQTrainConfig(**options, freeze_codes=args.freeze_codes, swap_fraction=args.swap_fraction),
+            MSVQTrainConfig(
+                **options,
+                freeze_codes=args.freeze_codes,
+                swap_fraction=args.swap_fraction,
+                adversarial_weight=args.adversarial_weight,
+                partial_levels=args.partial_levels,
+                **({} if args.dropout_fraction is None else {"dropout_fraction": args.dropout_fraction}),
+            ),
             Path(args.data),
             Path(args.run),
             args.resume,
@@ -153,6 +160,10 @@ def cmd_codec_train(args: argparse.Namespace) -> None:
         return
     if args.swap_fraction:
         raise TokgenError("--swap-fraction needs an msvq codec (its decoder takes a timbre reference)")
+    if args.adversarial_weight or args.partial_levels or args.dropout_fraction is not None:
+        raise TokgenError(
+            "--adversarial-weight, --partial-levels and --dropout-fraction are for an msvq codec"
+        )
     if args.init_from:
         model_cfg = _derived_codec_config(Path(args.init_from), args.levels, args.decoder_channels)
     elif args.decoder_channels or args.freeze_codes:
@@ -302,6 +313,25 @@ def register(sub: Subcommands) -> None:
         default=0.0,
         help="msvq: share of batches decoded in another aligned render's timbre, against that render "
         "(needs a corpus rendered with --paired; default 0)",
+    )
+    p.add_argument(
+        "--adversarial-weight",
+        type=float,
+        default=0.0,
+        help="msvq with --freeze-codes: fine-tune the decoder against a multi-resolution STFT "
+        "discriminator with this weight (default 0: none)",
+    )
+    p.add_argument(
+        "--dropout-fraction",
+        type=float,
+        default=None,
+        help="msvq: share of examples decoded from fewer levels (default 0.5)",
+    )
+    p.add_argument(
+        "--partial-levels",
+        type=int,
+        default=None,
+        help="msvq: those examples decode from exactly this many top levels (default: 1 to all but one)",
     )
     p.add_argument(
         "--decoder-channels",

@@ -83,18 +83,19 @@ def cmd_eval_continuation(args: argparse.Namespace) -> None:
 
     print(
         f"{'system':<22} {'n':>4} {'FAD':>7} {'95% CI':>15} {'FAD cl.':>8} {'95% CI':>15} {'KID':>8} "
-        f"{'KID ai':>7} {'IS':>5} {'timbre':>6} {'key':>6} {'seams':>6} {'codes':>6}"
+        f"{'KID ai':>7} {'IS':>5} {'timbre':>6} {'key':>6} {'seams':>6} {'excess':>6} {'codes':>6}"
     )
     for name, m in result["systems"].items():
         print(
             f"{name:<22} {m['n']:>4} {m['fad']:>7.2f} {interval(m, 'fad_ci95'):>15} {m['fad_classic']:>8.2f} "
             f"{interval(m, 'fad_classic_ci95'):>15} {m['kid']:>8.3f} {m['kid_aisfx']:>7.3f} {m['is']:>5.2f} "
             f"{m['timbre_consistency']:>6.2f} {m['key_consistency']:>6.2f} "
-            f"{number(m.get('seam_flux_ratio'), 2):>6} {number(m.get('distinct_code_ratio'), 2):>6}"
+            f"{number(m.get('seam_flux_ratio'), 2):>6} {number(m.get('seam_flux_excess'), 2):>6} "
+            f"{number(m.get('distinct_code_ratio'), 2):>6}"
         )
     print(
-        "seams: spectral flux at the bottom segments' seams / elsewhere; "
-        "codes: distinct bottom codes / the real continuation's"
+        "seams: spectral flux at the bottom segments' seams / elsewhere; excess: that over the real "
+        "continuations' at the same positions; codes: distinct bottom codes / the real continuation's"
     )
     if args.plots:
         print(f"spectrograms of the first clips in {args.plots}")

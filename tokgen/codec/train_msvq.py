@@ -17,23 +17,37 @@ a crop of one render and decodes it with the timbre of another render of the sam
 (another instrument), against that render's crop at the same samples (the same notes).
 The decoder then has to take the instrument from the reference, not from the codes: what
 lets a continuation keep the prime's instrument when the sampled codes drift from it.
+
+Adversarial fine-tuning (``adversarial_weight`` > 0, with frozen codes): a
+multi-resolution STFT discriminator (``tokgen.codec.discriminator``) trained beside the
+decoder, its hinge and feature-matching losses added to the reconstruction losses after
+``discriminator_warmup_steps`` (the discriminator learns alone first, so the decoder is
+not pushed by a random critic). ``partial_levels`` makes the dropped-level examples
+decode from exactly that many top levels: the generator decodes top + middle only.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from pydantic import Field
 
 from tokgen.codec.checkpoint import load_msvq, load_weights, save_vqvae
+from tokgen.codec.discriminator import (
+    MultiResolutionDiscriminator,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_loss,
+)
 from tokgen.codec.losses import multiscale_losses, waveform_loss
 from tokgen.codec.msvq import MSVQConfig, MultiScaleVQ, semitone_features
 from tokgen.codec.train import CropSampler
 from tokgen.data.render import aligned_groups, load_split
 from tokgen.errors import TokgenError
-from tokgen.training import LoopConfig, Solver
+from tokgen.training import LoopConfig, Solver, scheduled_lr, set_lr
 
 
 class MSVQTrainConfig(LoopConfig):
@@ -57,6 +71,21 @@ class MSVQTrainConfig(LoopConfig):
         default=False,
         description="train only the decoder and the timbre encoder: the codes, and priors "
         "trained on them, stay valid (the second stage, after the codes are fixed)",
+    )
+    partial_levels: int | None = Field(
+        default=None,
+        ge=1,
+        description="examples with dropped levels decode from exactly this many top levels "
+        "(default: 1 to all but one, equally often)",
+    )
+    adversarial_weight: float = Field(
+        default=0.0,
+        ge=0,
+        description="weight of the discriminator's hinge loss for the decoder (0: no discriminator)",
+    )
+    feature_matching_weight: float = Field(default=2.0, ge=0, description="relative to adversarial_weight")
+    discriminator_warmup_steps: int = Field(
+        default=200, ge=0, description="steps of this run the discriminator trains alone"
     )
 
 
@@ -128,13 +157,19 @@ class SwapSampler:
 
 
 def keep_levels_for(
-    rng: np.random.Generator, batch: int, n_levels: int, dropout_fraction: float
+    rng: np.random.Generator,
+    batch: int,
+    n_levels: int,
+    dropout_fraction: float,
+    partial_levels: int | None = None,
 ) -> torch.Tensor:
-    """Levels kept per example: all of them, or (with ``dropout_fraction``) the top 1 to
-    ``n_levels - 1``, equally often."""
+    """Levels kept per example: all of them, or (with ``dropout_fraction``) the top
+    ``partial_levels``, or if that is None the top 1 to ``n_levels - 1`` equally often."""
     keep = np.full(batch, n_levels)
     drop = rng.random(batch) < dropout_fraction
-    if n_levels > 1:
+    if partial_levels is not None:
+        keep[drop] = min(partial_levels, n_levels)
+    elif n_levels > 1:
         keep[drop] = rng.integers(1, n_levels, size=int(drop.sum()))
     return torch.from_numpy(keep)
 
@@ -147,8 +182,9 @@ def msvq_loss(
     cfg: MSVQTrainConfig,
     quantize: bool = True,
     target: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Losses of decoding ``x`` (in ``ref``'s timbre) against ``target`` (default ``x``)."""
+) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    """Losses of decoding ``x`` (in ``ref``'s timbre) against ``target`` (default ``x``),
+    and the decoded audio."""
     out = model(x, ref, keep, quantize=quantize)
     sr = model.cfg.sample_rate
     y = x if target is None else target
@@ -168,7 +204,7 @@ def msvq_loss(
     stats["pitch_code"] = float(out.pitch_loss.detach())
     for lv, p in enumerate(out.perplexity):
         stats[f"perplexity{lv}"] = p
-    return loss, stats
+    return loss, stats, out.audio
 
 
 def kmeans(x: torch.Tensor, k: int, iters: int, rng: np.random.Generator, chunk: int = 16384) -> torch.Tensor:
@@ -226,6 +262,8 @@ class MSVQSolver(Solver):
         elif model_cfg.pitch_features and not (Path(run_dir) / "state.pt").exists():
             audio = load_split(data_dir, "train", model_cfg.sample_rate)
             fit_semantic_codebook(model, audio, np.random.default_rng(cfg.seed + 2000))
+        if cfg.adversarial_weight > 0 and not cfg.freeze_codes:
+            raise TokgenError("adversarial training is a fine-tune of the decoder: it needs frozen codes")
         params = list(model.parameters())
         if cfg.freeze_codes:
             trained = {id(p) for m in (model.decoder, model.timbre) if m is not None for p in m.parameters()}
@@ -233,8 +271,15 @@ class MSVQSolver(Solver):
                 p.requires_grad_(id(p) in trained)
             params = [p for p in params if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.0)
+        self.discriminator: MultiResolutionDiscriminator | None = None
+        if cfg.adversarial_weight > 0:
+            self.discriminator = MultiResolutionDiscriminator()
+            self.d_opt = torch.optim.AdamW(
+                self.discriminator.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.0
+            )
         super().__init__(model, opt, cfg, run_dir)
         self.model_cfg, self.tcfg = model_cfg, cfg
+        self.adversarial_from = 0  # this run's first step, set when it starts or resumes
         sr = model_cfg.sample_rate
         train_audio = load_split(data_dir, "train", sr)
         self.sampler = PairSampler(train_audio, cfg.segment_samples, self.rng)
@@ -259,24 +304,71 @@ class MSVQSolver(Solver):
         if cfg.freeze_codes:  # no EMA updates or restarts: the codebooks stay as they are
             for q in self.model.quantizers:  # type: ignore[union-attr]
                 q.eval()
-        keep = keep_levels_for(self.rng, cfg.batch_size, n_levels, cfg.dropout_fraction)
+        keep = keep_levels_for(self.rng, cfg.batch_size, n_levels, cfg.dropout_fraction, cfg.partial_levels)
         use_ref = target is not None or self.rng.random() >= cfg.no_reference_fraction
         assert isinstance(self.model, MultiScaleVQ)
         # The autoencoder warm-up is for an encoder that is still learning; with frozen codes
         # the decoder must only ever see the quantised latents it will decode.
         quantize = cfg.freeze_codes or self.step >= cfg.ae_warmup_steps
-        loss, stats = msvq_loss(self.model, x, ref if use_ref else None, keep, cfg, quantize, target)
+        loss, stats, audio = msvq_loss(self.model, x, ref if use_ref else None, keep, cfg, quantize, target)
         stats["swap"] = float(target is not None)
+        if self.discriminator is not None:
+            real = x if target is None else target
+            stats["disc"] = self.discriminator_step(real, audio.detach())
+            if self.step >= self.adversarial_from + cfg.discriminator_warmup_steps:
+                adversarial, matching = self.adversarial_losses(real, audio)
+                loss = loss + cfg.adversarial_weight * (adversarial + cfg.feature_matching_weight * matching)
+                stats["adversarial"], stats["feature_matching"] = adversarial.item(), matching.item()
         return loss, stats
+
+    def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor) -> float:
+        """One update of the discriminator on a real and a decoded batch; its loss."""
+        assert self.discriminator is not None
+        cfg = self.tcfg
+        set_lr(self.d_opt, scheduled_lr(cfg.lr, self.step, cfg.warmup_steps, cfg.lr_decay_from, cfg.steps))
+        loss = discriminator_loss(self.discriminator(real), self.discriminator(fake))
+        self.d_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), cfg.grad_clip)
+        self.d_opt.step()
+        return loss.item()
+
+    def adversarial_losses(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's hinge and feature-matching losses; gradients reach the decoder only."""
+        assert self.discriminator is not None
+        self.discriminator.requires_grad_(False)
+        try:
+            with torch.no_grad():
+                judged_real = self.discriminator(real)
+            judged_fake = self.discriminator(fake)
+            return generator_loss(judged_fake), feature_matching_loss(judged_real, judged_fake)
+        finally:
+            self.discriminator.requires_grad_(True)
+
+    def extra_state(self) -> dict[str, Any]:
+        if self.discriminator is None:
+            return {}
+        return {"discriminator": self.discriminator.state_dict(), "d_opt": self.d_opt.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.adversarial_from = 0
+        if self.discriminator is None:
+            return
+        if "discriminator" in state:  # an adversarial run resumed
+            self.discriminator.load_state_dict(state["discriminator"])
+            self.d_opt.load_state_dict(state["d_opt"])
+        else:  # a run without one goes on with a new discriminator: it warms up first
+            self.adversarial_from = state["step"]
 
     @torch.no_grad()
     def validate(self) -> float:
-        """Mean loss of full decoding and of top-level-only decoding, with references."""
+        """Mean loss of full decoding and of decoding the top level (``partial_levels``
+        levels, if set) only, with references."""
         assert isinstance(self.model, MultiScaleVQ)
         self.model.eval()
         n, bs = len(self.valid_x), self.tcfg.batch_size
         losses = []
-        for keep_n in (len(self.model_cfg.level_strides), 1):
+        for keep_n in (len(self.model_cfg.level_strides), self.tcfg.partial_levels or 1):
             for i in range(0, n, bs):
                 x, ref = self.valid_x[i : i + bs], self.valid_ref[i : i + bs]
                 keep = torch.full((x.shape[0],), keep_n)

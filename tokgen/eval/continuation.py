@@ -12,8 +12,10 @@ the same reference, the real continuations of those N primes, at the same N:
   prime) and key consistency (the mean correlation of a clip's pitch-class profile with
   its prime's, ``pitch``);
 - seam_flux_ratio (spectral flux at the bottom level's segment seams over flux elsewhere,
-  ``structure``) and, for systems that sample codes, distinct_code_ratio (distinct bottom
-  codes per clip over the real continuation's).
+  ``structure``), seam_flux_excess (that ratio over the real continuations' at the same
+  positions: seams fall on the corpus's beats, where real music has onsets too) and, for
+  systems that sample codes, distinct_code_ratio (distinct bottom codes per clip over the
+  real continuation's).
 
 ``real_vs_real`` is the noise floor: the real continuations of the N *other* pieces
 against the same reference (the same distribution, other pieces, the same N); its
@@ -43,7 +45,7 @@ from tokgen.eval import baselines
 from tokgen.eval.classifier import TimbreClassifier
 from tokgen.eval.distances import clip_fad, fad_bootstrap, fad_infinity, inception_score, kid
 from tokgen.eval.embeddings import Embedding
-from tokgen.eval.structure import distinct_code_ratio, seam_flux_ratio, seam_positions
+from tokgen.eval.structure import distinct_code_ratio, seam_flux_excess, seam_flux_ratio, seam_positions
 from tokgen.generation.generator import Generator
 from tokgen.generation.sampler import SamplingSettings
 
@@ -295,9 +297,14 @@ def score(
             if with_fad_inf:
                 fit = fad_infinity(clips, reference[view], seed=seed)
                 results[system][f"fad{suffix}_inf"] = None if fit is None else round(fit[0], 4)
+    real_items = [p.real for p in items]
     for system, positions in (seams or {}).items():
-        ratio = None if positions is None else seam_flux_ratio(clip_sets[system][0], sample_rate, positions)
+        ratio = excess = None
+        if positions is not None:
+            ratio = seam_flux_ratio(clip_sets[system][0], sample_rate, positions)
+            excess = seam_flux_excess(clip_sets[system][0], real_items, sample_rate, positions)
         results[system]["seam_flux_ratio"] = None if ratio is None else round(ratio, 4)
+        results[system]["seam_flux_excess"] = None if excess is None else round(excess, 4)
     labels = np.array(
         [
             classifier.cfg.families.index(p.family) if p.family in classifier.cfg.families else -1
