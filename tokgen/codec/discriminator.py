@@ -29,6 +29,7 @@ class STFTDiscriminator(nn.Module):
     def __init__(self, n_fft: int, channels: int = 16):
         super().__init__()
         self.n_fft, self.hop = n_fft, n_fft // 4
+        self.window: torch.Tensor
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         convs = [nn.Conv2d(2, channels, (3, 9), padding=(1, 4))]
         for dilation in (1, 2, 4):
