@@ -148,6 +148,13 @@ def test_a_frozen_codes_run_has_no_autoencoder_warm_up(corpus, trained, tmp_path
     train_msvq(TINY, cfg, corpus, tmp_path / "stage2", resume=False, init_from=trained / "best")
     first = json.loads((tmp_path / "stage2" / "train_log.jsonl").read_text().splitlines()[0])
     assert "perplexity0" in first
+    # ... and is validated on them: a warm-up-style (unquantised) validation would differ
+    cfg_warm = MSVQTrainConfig(steps=2, **small)
+    train_msvq(TINY, cfg_warm, corpus, tmp_path / "warm", resume=False, init_from=trained / "best")
+    frozen_valid = json.loads((tmp_path / "stage2" / "train_log.jsonl").read_text().splitlines()[1])
+    warm_valid = json.loads((tmp_path / "warm" / "train_log.jsonl").read_text().splitlines()[1])
+    assert frozen_valid["valid_loss"] != pytest.approx(warm_valid["valid_loss"], rel=1e-3)
+    assert (tmp_path / "stage2" / "best" / "config.json").is_file()  # counted for best from the start
 
 
 def test_kmeans_finds_separated_clusters():

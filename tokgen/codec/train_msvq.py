@@ -307,10 +307,9 @@ class MSVQSolver(Solver):
         keep = keep_levels_for(self.rng, cfg.batch_size, n_levels, cfg.dropout_fraction, cfg.partial_levels)
         use_ref = target is not None or self.rng.random() >= cfg.no_reference_fraction
         assert isinstance(self.model, MultiScaleVQ)
-        # The autoencoder warm-up is for an encoder that is still learning; with frozen codes
-        # the decoder must only ever see the quantised latents it will decode.
-        quantize = cfg.freeze_codes or self.step >= cfg.ae_warmup_steps
-        loss, stats, audio = msvq_loss(self.model, x, ref if use_ref else None, keep, cfg, quantize, target)
+        loss, stats, audio = msvq_loss(
+            self.model, x, ref if use_ref else None, keep, cfg, self.quantizing(), target
+        )
         stats["swap"] = float(target is not None)
         if self.discriminator is not None:
             real = x if target is None else target
@@ -372,14 +371,20 @@ class MSVQSolver(Solver):
             for i in range(0, n, bs):
                 x, ref = self.valid_x[i : i + bs], self.valid_ref[i : i + bs]
                 keep = torch.full((x.shape[0],), keep_n)
-                quantize = self.step >= self.tcfg.ae_warmup_steps
+                quantize = self.quantizing()
                 losses.append(msvq_loss(self.model, x, ref, keep, self.tcfg, quantize)[1]["loss"])
         self.model.train()
         return float(np.mean(losses))
 
+    def quantizing(self) -> bool:
+        """Whether the latents are quantised now: after the autoencoder warm-up, which is
+        for an encoder still learning; with frozen codes always (the decoder must only
+        ever see, and be validated on, the quantised latents it will decode)."""
+        return self.tcfg.freeze_codes or self.step >= self.tcfg.ae_warmup_steps
+
     def comparable(self) -> bool:
         """The autoencoder warm-up validates without quantisers: not the codec."""
-        return self.step > self.tcfg.ae_warmup_steps
+        return self.tcfg.freeze_codes or self.step > self.tcfg.ae_warmup_steps
 
     def save_best(self, valid_loss: float) -> None:
         assert isinstance(self.model, MultiScaleVQ)
