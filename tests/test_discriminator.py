@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.test_msvq import SMALL as TEST_MSVQ_SMALL
+from tests.test_msvq import TINY
 from tokgen.codec import load_codec
 from tokgen.codec.discriminator import (
     MultiResolutionDiscriminator,
@@ -16,21 +18,10 @@ from tokgen.codec.discriminator import (
     feature_matching_loss,
     generator_loss,
 )
-from tokgen.codec.presets import MSVQ_PRESETS
 from tokgen.codec.train_msvq import MSVQTrainConfig, keep_levels_for, train_msvq
 from tokgen.errors import TokgenError
 
-TINY = MSVQ_PRESETS["msvq-tiny"]
-SMALL = {
-    "segment_samples": 2048,
-    "reference_samples": 2048,
-    "batch_size": 2,
-    "log_every": 1,
-    "checkpoint_every": 2,
-    "valid_crops": 2,
-    "ae_warmup_steps": 1,
-    "warmup_steps": 1,
-}
+SMALL = {**TEST_MSVQ_SMALL, "log_every": 1}
 ADVERSARIAL = {**SMALL, "freeze_codes": True, "adversarial_weight": 1.0, "discriminator_warmup_steps": 1}
 
 
