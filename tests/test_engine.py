@@ -195,3 +195,19 @@ def test_bench_engine_cli(tiny_prior):
         assert figures["vllm_vs_reference"] == pytest.approx(
             figures["vllm_tokens_per_s"] / figures["reference_tokens_per_s"], rel=0.02, abs=0.006
         )
+
+
+def test_engines_take_their_dtype_from_the_setting_unless_given(monkeypatch, tiny_prior):
+    from tokgen.engine.factory import create_engine
+
+    def weights_dtype(engine) -> torch.dtype:
+        return engine._model.embed.dtype
+
+    monkeypatch.setenv("TOKGEN_ENGINE_DTYPE", "bfloat16")
+    assert weights_dtype(create_engine(tiny_prior, "hf")) == torch.bfloat16
+    assert weights_dtype(create_engine(tiny_prior, "hf", dtype="float32")) == torch.float32
+    monkeypatch.delenv("TOKGEN_ENGINE_DTYPE")
+    assert weights_dtype(create_engine(tiny_prior, "hf")) == torch.float32
+    monkeypatch.setenv("TOKGEN_ENGINE_DTYPE", "float16")
+    with pytest.raises(TokgenError, match="TOKGEN_ENGINE_DTYPE"):
+        create_engine(tiny_prior, "hf")

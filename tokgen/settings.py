@@ -42,6 +42,10 @@ class Settings(LogSettings):
     # KV cache of each vLLM engine (one per prior level) in a server or worker; ~2.5 MiB
     # holds one sequence of the shipped priors at full context (docs/OPERATIONS.md)
     engine_kv_cache_bytes: int = Field(default=1 << 30, ge=16 << 20)
+    # Weights and arithmetic of the priors in the engines. bfloat16 is faster in vLLM's
+    # kernels on CPUs with avx512_bf16 or AMX, slower in plain torch (the hf engine) on
+    # CPUs without AMX (docs/PERFORMANCE.md); float32 is what the evaluations measured.
+    engine_dtype: Literal["float32", "bfloat16"] = "float32"
 
     # Models (flags --codec and --priors); unset: the shipped codec and priors.
     codec: Path | None = None

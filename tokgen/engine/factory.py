@@ -40,5 +40,11 @@ def engine_class(backend: Backend = "auto") -> type[Engine]:
     return HFEngine
 
 
+def engine_options(**options: object) -> dict[str, object]:
+    """Options for an engine's constructor: ``dtype`` from the ``TOKGEN_ENGINE_DTYPE``
+    setting unless given."""
+    return {"dtype": get_settings().engine_dtype, **options}
+
+
 def create_engine(model_dir: str | Path, backend: Backend = "auto", **options: object) -> Engine:
-    return engine_class(backend)(model_dir, **options)  # type: ignore[call-arg]
+    return engine_class(backend)(model_dir, **engine_options(**options))  # type: ignore[call-arg]

@@ -21,7 +21,7 @@ from tokgen.assets import DEFAULT_PRIORS_DIR
 from tokgen.codec.base import Codec
 from tokgen.codec.codes import REFERENCE_SECONDS
 from tokgen.codec.top_levels import TopLevels
-from tokgen.engine.factory import Backend, engine_class
+from tokgen.engine.factory import Backend, engine_class, engine_options
 from tokgen.errors import TokgenError
 from tokgen.generation.instrument import INSTRUMENT_GUIDED_LEVELS, instrument_biases
 from tokgen.generation.key import add_biases, key_bias
@@ -77,7 +77,7 @@ def load_priors(
     segment_seconds: Sequence[float] | float | None = None,
     first_piece_seconds: float | None = DEFAULT_FIRST_PIECE_SECONDS,
     overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
-    **engine_options: object,
+    **engine_settings: object,
 ) -> list[LevelPrior]:
     """One engine per level's prior, started side by side (a vLLM engine takes ~20 s).
 
@@ -107,10 +107,11 @@ def load_priors(
             raise TokgenError(f"prior {d} was not trained for level {level} of codec {codec.name!r}")
         dirs.append((d, int(meta["n_ctx"]), int(meta.get("config", {}).get("reference_tokens", 0))))
     cls = engine_class(backend)
+    options = engine_options(**engine_settings)
     with ThreadPoolExecutor(len(dirs) if cls.thread_safe_start else 1) as pool:
         engines = list(
             pool.map(
-                lambda level: cls(dirs[level][0], metrics_label=str(level), **engine_options),  # type: ignore[call-arg]
+                lambda level: cls(dirs[level][0], metrics_label=str(level), **options),  # type: ignore[call-arg]
                 range(len(dirs)),
             )
         )
