@@ -97,6 +97,13 @@ def test_a_plain_run_goes_on_adversarially_after_the_critic_warms_up(corpus, tra
     train_msvq(TINY, MSVQTrainConfig(steps=4, **ADVERSARIAL), corpus, tmp_path / "c", True)
     logged = [json.loads(line) for line in (tmp_path / "c" / "train_log.jsonl").read_text().splitlines()]
     assert ["adversarial" in r for r in logged] == [False, False, False, True]
+    # resumed again, it remembers where its critic started
+    warm = {**ADVERSARIAL, "discriminator_warmup_steps": 3}
+    train_msvq(TINY, MSVQTrainConfig(steps=5, **plain), corpus, tmp_path / "e", False, trained)
+    train_msvq(TINY, MSVQTrainConfig(steps=6, **warm), corpus, tmp_path / "e", True)
+    train_msvq(TINY, MSVQTrainConfig(steps=9, **warm), corpus, tmp_path / "e", True)
+    logged = [json.loads(line) for line in (tmp_path / "e" / "train_log.jsonl").read_text().splitlines()]
+    assert ["adversarial" in r for r in logged[5:]] == [False, False, False, True]
 
 
 def test_adversarial_training_needs_frozen_codes(corpus, trained, tmp_path):

@@ -347,7 +347,11 @@ class MSVQSolver(Solver):
     def extra_state(self) -> dict[str, Any]:
         if self.discriminator is None:
             return {}
-        return {"discriminator": self.discriminator.state_dict(), "d_opt": self.d_opt.state_dict()}
+        return {
+            "discriminator": self.discriminator.state_dict(),
+            "d_opt": self.d_opt.state_dict(),
+            "adversarial_from": self.adversarial_from,
+        }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.adversarial_from = 0
@@ -356,6 +360,7 @@ class MSVQSolver(Solver):
         if "discriminator" in state:  # an adversarial run resumed
             self.discriminator.load_state_dict(state["discriminator"])
             self.d_opt.load_state_dict(state["d_opt"])
+            self.adversarial_from = int(state.get("adversarial_from", 0))
         else:  # a run without one goes on with a new discriminator: it warms up first
             self.adversarial_from = state["step"]
 
