@@ -51,14 +51,15 @@ def test_seam_flux_excess_discounts_what_the_real_music_does_at_the_seams():
     same = (envelope * np.sin(2 * np.pi * 440 * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
     ratio = seam_flux_ratio([real], SR, [seams])
     assert ratio is not None and ratio > 1.5  # the meter alone
-    excess = seam_flux_excess([same], [real], SR, [seams])
+    excess = seam_flux_excess(seam_flux_ratio([same], SR, [seams]), ratio)
     assert excess is not None and 0.9 < excess < 1.1
     clicky = same.copy()  # the same notes, and a click at every seam
     for s in seams:
         clicky[s - 32 : s + 32] += 0.5 * rng.standard_normal(64).astype(np.float32)
-    clicky_excess = seam_flux_excess([clicky], [real], SR, [seams])
+    clicky_excess = seam_flux_excess(seam_flux_ratio([clicky], SR, [seams]), ratio)
     assert clicky_excess is not None and clicky_excess > 1.2
-    assert seam_flux_excess([same], [real], SR, [[]]) is None
+    assert seam_flux_excess(seam_flux_ratio([same], SR, [[]]), ratio) is None
+    assert seam_flux_excess(excess, None) is None
 
 
 def test_distinct_code_ratio_counts_loops():

@@ -279,7 +279,7 @@ class MSVQSolver(Solver):
             )
         super().__init__(model, opt, cfg, run_dir)
         self.model_cfg, self.tcfg = model_cfg, cfg
-        self.adversarial_from = 0  # this run's first step, set when it starts or resumes
+        self.adversarial_from = 0  # the step the discriminator started at (a plain run's step when resumed)
         sr = model_cfg.sample_rate
         train_audio = load_split(data_dir, "train", sr)
         self.sampler = PairSampler(train_audio, cfg.segment_samples, self.rng)

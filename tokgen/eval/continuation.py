@@ -302,7 +302,7 @@ def score(
         ratio = excess = None
         if positions is not None:
             ratio = seam_flux_ratio(clip_sets[system][0], sample_rate, positions)
-            excess = seam_flux_excess(clip_sets[system][0], real_items, sample_rate, positions)
+            excess = seam_flux_excess(ratio, seam_flux_ratio(real_items, sample_rate, positions))
         results[system]["seam_flux_ratio"] = None if ratio is None else round(ratio, 4)
         results[system]["seam_flux_excess"] = None if excess is None else round(excess, 4)
     labels = np.array(

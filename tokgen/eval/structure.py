@@ -94,15 +94,8 @@ def distinct_code_ratio(generated: Sequence[np.ndarray], real: Sequence[np.ndarr
     )
 
 
-def seam_flux_excess(
-    clips: Sequence[np.ndarray],
-    real: Sequence[np.ndarray],
-    sample_rate: int,
-    seams: Sequence[Sequence[int]],
-) -> float | None:
-    """``seam_flux_ratio`` of ``clips`` over that of ``real`` (the real continuations of
-    the same primes) at the same seams: about 1 where the seams add nothing to what the
+def seam_flux_excess(ratio: float | None, control: float | None) -> float | None:
+    """A clip set's ``seam_flux_ratio`` over ``control``, that of the real continuations of
+    the same primes at the same seams: about 1 where the seams add nothing to what the
     music does at those positions. None when either ratio is undefined."""
-    ratio = seam_flux_ratio(clips, sample_rate, seams)
-    control = seam_flux_ratio(real, sample_rate, seams)
     return None if ratio is None or not control else ratio / control
