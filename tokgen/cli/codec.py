@@ -137,6 +137,13 @@ def cmd_codec_train(args: argparse.Namespace) -> None:
             raise TokgenError("--freeze-codes needs --init-from (a trained codec)")
         if args.decoder_channels or args.levels:
             raise TokgenError("--decoder-channels and --levels are for the VQ-VAE, not an msvq codec")
+        code_sampler = None
+        if args.teacher_forced_fraction:
+            if not args.teacher_forced_prior:
+                raise TokgenError("--teacher-forced-fraction needs --teacher-forced-prior (an upsampler)")
+            from tokgen.prior.teacher_forcing import UpsamplerDraws, load_upsampler
+
+            code_sampler = UpsamplerDraws(load_upsampler(Path(args.teacher_forced_prior)))
         interrupt_on_sigterm()
         options = {k: v for k, v in loop_options(args).items() if v is not None}
         if args.lr is not None:
@@ -149,20 +156,28 @@ def cmd_codec_train(args: argparse.Namespace) -> None:
                 swap_fraction=args.swap_fraction,
                 adversarial_weight=args.adversarial_weight,
                 partial_levels=args.partial_levels,
+                teacher_forced_fraction=args.teacher_forced_fraction,
                 **({} if args.dropout_fraction is None else {"dropout_fraction": args.dropout_fraction}),
             ),
             Path(args.data),
             Path(args.run),
             args.resume,
             Path(args.init_from) if args.init_from else None,
+            code_sampler,
         )
         print(json.dumps(result))
         return
     if args.swap_fraction:
         raise TokgenError("--swap-fraction needs an msvq codec (its decoder takes a timbre reference)")
-    if args.adversarial_weight or args.partial_levels or args.dropout_fraction is not None:
+    if (
+        args.adversarial_weight
+        or args.partial_levels
+        or args.dropout_fraction is not None
+        or args.teacher_forced_fraction
+    ):
         raise TokgenError(
-            "--adversarial-weight, --partial-levels and --dropout-fraction are for an msvq codec"
+            "--adversarial-weight, --partial-levels, --dropout-fraction and --teacher-forced-fraction "
+            "are for an msvq codec"
         )
     if args.init_from:
         model_cfg = _derived_codec_config(Path(args.init_from), args.levels, args.decoder_channels)
@@ -332,6 +347,19 @@ def register(sub: Subcommands) -> None:
         type=int,
         default=None,
         help="msvq: those examples decode from exactly this many top levels (default: 1 to all but one)",
+    )
+    p.add_argument(
+        "--teacher-forced-fraction",
+        type=float,
+        default=0.0,
+        help="msvq with --freeze-codes: share of batches decoded (top --partial-levels levels) from "
+        "codes --teacher-forced-prior drew given the real codes before them (default 0)",
+    )
+    p.add_argument(
+        "--teacher-forced-prior",
+        default=None,
+        help="an upsampler directory, e.g. tokgen/assets/models/priors/level1 "
+        "(for --teacher-forced-fraction)",
     )
     p.add_argument(
         "--decoder-channels",

@@ -24,10 +24,17 @@ decoder, its hinge and feature-matching losses added to the reconstruction losse
 ``discriminator_warmup_steps`` (the discriminator learns alone first, so the decoder is
 not pushed by a random critic). ``partial_levels`` makes the dropped-level examples
 decode from exactly that many top levels: the generator decodes top + middle only.
+
+Teacher-forced codes (``teacher_forced_fraction`` > 0, with frozen codes and a
+``CodeSampler``): that share of batches decodes, instead of a crop's own codes, codes an
+upsampler drew at every position given the real codes before it, against the real crop
+(Tacotron 2's ground-truth-aligned vocoder fine-tune). Generated codes carry a prior's
+mistakes; a decoder that only ever saw real codes has not learnt what to make of them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +94,20 @@ class MSVQTrainConfig(LoopConfig):
     discriminator_warmup_steps: int = Field(
         default=200, ge=0, description="steps of this run the discriminator trains alone"
     )
+    teacher_forced_fraction: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="batches decoded (top partial_levels levels) from codes an upsampler drew "
+        "given the real ones before them, against the real crop",
+    )
+
+
+# What draws teacher-forced codes (``tokgen.prior.teacher_forcing.UpsamplerDraws``): given
+# the codes of a batch of crops and of their references (per level, top first, (B, F_l)
+# each) and a seed, the crops' codes with one level replaced by a prior's draws. The codec
+# layer only calls it: priors sit above codecs.
+CodeSampler = Callable[[list[torch.Tensor], list[torch.Tensor], int], list[torch.Tensor]]
 
 
 def sounding_start(
@@ -186,25 +207,53 @@ def msvq_loss(
     """Losses of decoding ``x`` (in ``ref``'s timbre) against ``target`` (default ``x``),
     and the decoded audio."""
     out = model(x, ref, keep, quantize=quantize)
-    sr = model.cfg.sample_rate
-    y = x if target is None else target
-    parts = multiscale_losses(y[:, 0], out.audio[:, 0], sr)
-    wav = waveform_loss(y[:, 0], out.audio[:, 0])
-    loss = (
-        parts["mel"]
-        + parts["sc"]
-        + parts["log_mag"]
-        + cfg.pitch_weight * parts["pitch"]
-        + cfg.waveform_weight * wav
-        + cfg.commit_weight * out.commit_loss
-        + cfg.pitch_code_weight * out.pitch_loss
-    )
-    stats = {"loss": loss.item(), **{k: v.item() for k, v in parts.items()}, "waveform": wav.item()}
+    loss, stats = audio_loss(x if target is None else target, out.audio, model.cfg.sample_rate, cfg)
+    loss = loss + cfg.commit_weight * out.commit_loss + cfg.pitch_code_weight * out.pitch_loss
+    stats["loss"] = loss.item()
     stats["commit"] = float(out.commit_loss.detach())
     stats["pitch_code"] = float(out.pitch_loss.detach())
     for lv, p in enumerate(out.perplexity):
         stats[f"perplexity{lv}"] = p
     return loss, stats, out.audio
+
+
+def audio_loss(
+    y: torch.Tensor, audio: torch.Tensor, sample_rate: int, cfg: MSVQTrainConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The reconstruction terms: multi-scale spectral, pitch and waveform losses of ``audio``
+    against ``y`` (both (B, 1, T))."""
+    parts = multiscale_losses(y[:, 0], audio[:, 0], sample_rate)
+    wav = waveform_loss(y[:, 0], audio[:, 0])
+    loss = parts["mel"] + parts["sc"] + parts["log_mag"] + cfg.pitch_weight * parts["pitch"]
+    loss = loss + cfg.waveform_weight * wav
+    return loss, {"loss": loss.item(), **{k: v.item() for k, v in parts.items()}, "waveform": wav.item()}
+
+
+@torch.no_grad()
+def frozen_codes(model: MultiScaleVQ, audio: torch.Tensor) -> list[torch.Tensor]:
+    """The codes of every level of a batch of crops (B, 1, T), as the frozen codec gives them."""
+    return model.quantize(model.encoder(audio), None, model.features(audio)).codes
+
+
+def teacher_forced_loss(
+    model: MultiScaleVQ,
+    x: torch.Tensor,
+    ref: torch.Tensor,
+    sampler: CodeSampler,
+    seed: int,
+    levels: int,
+    cfg: MSVQTrainConfig,
+) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    """Losses of decoding the top ``levels`` levels of ``sampler``'s draws for crops ``x``
+    (B, 1, T) (in the timbre of ``ref``, (B, T_ref)) against ``x``, and the decoded audio."""
+    real = frozen_codes(model, x)
+    drawn = sampler(real, frozen_codes(model, ref[:, None]), seed)[:levels]
+    audio = model.decode_codes(drawn, model.timbre_vector(ref, x.shape[0]))
+    loss, stats = audio_loss(x, audio, model.cfg.sample_rate, cfg)
+    # the share of the decoded codes that are not the real ones
+    changed = torch.cat([(a != b).flatten() for a, b in zip(drawn, real[:levels], strict=True)])
+    stats["drawn_changed"] = float(changed.float().mean())
+    return loss, stats, audio
 
 
 def kmeans(x: torch.Tensor, k: int, iters: int, rng: np.random.Generator, chunk: int = 16384) -> torch.Tensor:
@@ -254,6 +303,7 @@ class MSVQSolver(Solver):
         data_dir: Path,
         run_dir: Path,
         init_from: Path | None = None,
+        code_sampler: CodeSampler | None = None,
     ):
         torch.manual_seed(cfg.seed)
         model = MultiScaleVQ(model_cfg)
@@ -264,6 +314,11 @@ class MSVQSolver(Solver):
             fit_semantic_codebook(model, audio, np.random.default_rng(cfg.seed + 2000))
         if cfg.adversarial_weight > 0 and not cfg.freeze_codes:
             raise TokgenError("adversarial training is a fine-tune of the decoder: it needs frozen codes")
+        if cfg.teacher_forced_fraction > 0 and not (cfg.freeze_codes and code_sampler is not None):
+            raise TokgenError(
+                "teacher-forced codes are for a decoder fine-tune: they need frozen codes and a prior"
+            )
+        self.code_sampler = code_sampler
         params = list(model.parameters())
         if cfg.freeze_codes:
             trained = {id(p) for m in (model.decoder, model.timbre) if m is not None for p in m.parameters()}
@@ -304,13 +359,21 @@ class MSVQSolver(Solver):
         if cfg.freeze_codes:  # no EMA updates or restarts: the codebooks stay as they are
             for q in self.model.quantizers:  # type: ignore[union-attr]
                 q.eval()
-        keep = keep_levels_for(self.rng, cfg.batch_size, n_levels, cfg.dropout_fraction, cfg.partial_levels)
-        use_ref = target is not None or self.rng.random() >= cfg.no_reference_fraction
         assert isinstance(self.model, MultiScaleVQ)
-        loss, stats, audio = msvq_loss(
-            self.model, x, ref if use_ref else None, keep, cfg, self.quantizing(), target
-        )
+        drawn = self.code_sampler
+        if target is None and drawn is not None and self.rng.random() < cfg.teacher_forced_fraction:
+            seed = int(self.rng.integers(2**31))
+            levels = cfg.partial_levels or n_levels
+            loss, stats, audio = teacher_forced_loss(self.model, x, ref, drawn, seed, levels, cfg)
+        else:
+            dropout = cfg.dropout_fraction
+            keep = keep_levels_for(self.rng, cfg.batch_size, n_levels, dropout, cfg.partial_levels)
+            use_ref = target is not None or self.rng.random() >= cfg.no_reference_fraction
+            loss, stats, audio = msvq_loss(
+                self.model, x, ref if use_ref else None, keep, cfg, self.quantizing(), target
+            )
         stats["swap"] = float(target is not None)
+        stats["teacher_forced"] = float("drawn_changed" in stats)
         if self.discriminator is not None:
             real = x if target is None else target
             stats["disc"] = self.discriminator_step(real, audio.detach())
@@ -404,11 +467,13 @@ def train_msvq(
     run_dir: Path,
     resume: bool,
     init_from: Path | None = None,
+    code_sampler: CodeSampler | None = None,
 ) -> dict[str, float]:
     """Train (or with ``resume`` continue) the run in ``run_dir``; its ``config.json`` is
     the architecture, ``state.pt`` the training state and ``best/`` the exported model
     with the lowest validation loss. ``init_from`` (a model directory, e.g. another run's
-    ``best/``) starts a new run from its weights and architecture."""
+    ``best/``) starts a new run from its weights and architecture. ``code_sampler`` draws
+    the teacher-forced codes (``teacher_forced_fraction``)."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if config_path.exists():
@@ -420,7 +485,7 @@ def train_msvq(
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path.write_text(model_cfg.model_dump_json(indent=2))
     start = init_from if not (run_dir / "state.pt").exists() else None
-    return MSVQSolver(model_cfg, cfg, data_dir, run_dir, start).run()
+    return MSVQSolver(model_cfg, cfg, data_dir, run_dir, start, code_sampler).run()
 
 
 def export_last(run_dir: Path, out_dir: Path) -> None:
