@@ -5,6 +5,7 @@ join into one decode."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,6 +33,20 @@ SMALL = {
     "ae_warmup_steps": 1,
     "warmup_steps": 1,
 }
+
+
+def assert_decoder_only_changed(run_dir: Path, seed_dir: Path) -> None:
+    """A decoder fine-tune's latest weights (``run_dir``) against its seed (a model
+    directory): the same codes for the same audio, another decoder."""
+    from tokgen.codec.train_msvq import export_last
+
+    export_last(run_dir, run_dir / "exported")
+    before, after = load_codec(seed_dir), load_codec(run_dir / "exported")
+    audio = (np.random.default_rng(2).standard_normal(4000) * 0.1).astype(np.float32)
+    assert all(np.array_equal(a, b) for a, b in zip(before.encode(audio), after.encode(audio), strict=True))
+    assert not torch.equal(
+        before.model.state_dict()["decoder.head.weight"], after.model.state_dict()["decoder.head.weight"]
+    )
 
 
 @pytest.fixture(scope="module")

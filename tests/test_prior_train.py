@@ -305,3 +305,38 @@ def test_an_upsampler_seeded_with_another_reference_length_trains_with_it(synthe
     assert (meta["steps"], meta["config"]["reference_tokens"]) == (20, 12)
     with pytest.raises(TokgenError, match="--reference-tokens is for an upsampler"):
         train_prior(codec, data, tmp_path / "t", 0, preset_config("tiny", 0), cfg, reference_tokens=8)
+
+
+def test_scheduled_sampling_replaces_predicted_inputs_only_and_keeps_the_targets():
+    """mix_own_draws: at fraction 1 every input token whose position is predicted becomes a
+    draw of the level's codes; the conditioning prefix and the labels stay as they were."""
+    import torch
+
+    from tokgen.prior.examples import level_example
+    from tokgen.prior.model import build_prior
+    from tokgen.prior.train import collate, mix_own_draws
+
+    layout = TokenLayout((8, 8))
+    torch.manual_seed(0)
+    model = build_prior(preset_config("tiny", 1), layout, 1, 2)
+    rng = np.random.default_rng(0)
+    codes = [rng.integers(0, 8, 8), rng.integers(0, 8, 16)]
+    batch = collate([level_example(layout, 1, codes, 0, 16, 2) for _ in range(4)])
+    same = mix_own_draws(model, batch, layout.level_range(1), 0.0)
+    assert torch.equal(same, batch["input_ids"])
+    mixed = mix_own_draws(model, batch, layout.level_range(1), 1.0, torch.Generator().manual_seed(1))
+    predicted = batch["labels"] != -100
+    start, stop = layout.level_range(1)
+    assert torch.equal(mixed[~predicted], batch["input_ids"][~predicted])  # BOS, top codes, SEP
+    assert bool(((mixed[predicted] >= start) & (mixed[predicted] < stop)).all())
+    assert bool((mixed[predicted] != batch["input_ids"][predicted]).any())  # a random prior errs
+    half = mix_own_draws(model, batch, layout.level_range(1), 0.5, torch.Generator().manual_seed(2))
+    assert 0 < int((half != batch["input_ids"]).sum()) < int((mixed != batch["input_ids"]).sum())
+
+
+def test_an_upsampler_trained_with_scheduled_sampling_still_learns(synthetic_data, tmp_path):
+    codec, data = synthetic_data
+    cfg = PriorTrainConfig(steps=150, **FAST, scheduled_sampling=0.25)
+    train_prior(codec, data, tmp_path / "run", 1, preset_config("tiny", 0), cfg)
+    result = evaluate_prior(codec, data, tmp_path / "run" / "model")
+    assert result["bits_per_token"] < 0.5 * result["unigram_bits_per_token"], result

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_msvq import SMALL, TINY
-from tokgen.codec import load_codec
-from tokgen.codec.train_msvq import MSVQTrainConfig, export_last, train_msvq
+from tests.test_msvq import SMALL, TINY, assert_decoder_only_changed
+from tokgen.codec.train_msvq import MSVQTrainConfig, train_msvq
 from tokgen.errors import TokgenError
 from tokgen.prior.layout import TokenLayout
 from tokgen.prior.model import build_prior, preset_config, save_prior
@@ -72,7 +71,7 @@ def test_draws_at_temperature_one_are_codes_of_the_level_and_follow_the_seed():
     upper, own = codes(np.random.default_rng(3), 16)
     a = teacher_forced_samples(model, LAYOUT, 1, upper, own, generator=torch.Generator().manual_seed(5))
     b = teacher_forced_samples(model, LAYOUT, 1, upper, own, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(a, b) and a.shape == own.shape and 0 <= int(a.min()) and int(a.max()) < 32
+    assert torch.equal(a, b) and a.shape == own.shape and int(a.min()) >= 0 and int(a.max()) < 32
 
 
 def test_a_long_sequence_is_drawn_in_windows_from_its_start_on():
@@ -132,13 +131,7 @@ def test_the_fine_tune_decodes_draws_and_changes_the_decoder_only(corpus, traine
     logged = [json.loads(line) for line in (tmp_path / "tf" / "train_log.jsonl").read_text().splitlines()]
     steps = [r for r in logged if "teacher_forced" in r]
     assert steps and all(r["teacher_forced"] == 1.0 and 0 < r["drawn_changed"] <= 1 for r in steps)
-    export_last(tmp_path / "tf", tmp_path / "out")
-    before, after = load_codec(trained), load_codec(tmp_path / "out")
-    audio = (np.random.default_rng(2).standard_normal(4000) * 0.1).astype(np.float32)
-    assert all(np.array_equal(a, b) for a, b in zip(before.encode(audio), after.encode(audio), strict=True))
-    assert not torch.equal(
-        before.model.state_dict()["decoder.head.weight"], after.model.state_dict()["decoder.head.weight"]
-    )
+    assert_decoder_only_changed(tmp_path / "tf", trained)
 
 
 def test_the_fine_tune_needs_frozen_codes_and_a_prior(corpus, trained, prior_dir, tmp_path):

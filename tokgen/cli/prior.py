@@ -20,7 +20,7 @@ def cmd_prior_train(args: argparse.Namespace) -> None:
 
     preset = preset_config(args.preset, args.level)
     interrupt_on_sigterm()
-    cfg = PriorTrainConfig(**loop_options(args), lr=args.lr)
+    cfg = PriorTrainConfig(**loop_options(args), lr=args.lr, scheduled_sampling=args.scheduled_sampling)
     result = train_prior(
         load_codec(args.codec),
         Path(args.data),
@@ -95,6 +95,13 @@ def register(sub: Subcommands) -> None:
         type=int,
         default=None,
         help="upsamplers: own-level prime codes in front of every window (default: the seed's or preset's)",
+    )
+    p.add_argument(
+        "--scheduled-sampling",
+        type=float,
+        default=0.0,
+        help="share of the input codes replaced by the prior's own draws for them, targets kept "
+        "real, so it learns to continue from its own mistakes (default 0)",
     )
     add_loop_arguments(p, batch_size=16)
     p.set_defaults(func=cmd_prior_train)
