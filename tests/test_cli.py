@@ -53,6 +53,22 @@ def test_errors_are_one_line_with_status_2(tmp_path, tiny_model_dir):
     assert r.returncode == 2 and "not found" in r.stderr
 
 
+def test_training_options_out_of_range_are_usage_errors(tmp_path, capsys):
+    """A training config refusing a value (pydantic) is one line naming it, status 2, before
+    any data is read."""
+    from tokgen.cli import main
+
+    run = ["--data", str(tmp_path / "none"), "--run", str(tmp_path / "r")]
+    for args, field in (
+        (["prior", "train", "--level", "1", *run, "--lr", "-1"], "lr"),
+        (["prior", "train", "--level", "1", *run, "--scheduled-sampling", "1.5"], "scheduled_sampling"),
+        (["codec", "train", *run, "--steps", "0"], "steps"),
+    ):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("tokgen: error: invalid ") and f"{field}: " in err and "\n" not in err
+
+
 def test_decode_with_wrong_codec_or_level(tmp_path, tiny_model_dir, tone):
     save_audio(tmp_path / "in.wav", tone, 16000)
     tokgen("encode", str(tmp_path / "in.wav"), str(tmp_path / "c.npz"), "--model", str(tiny_model_dir))

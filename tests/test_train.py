@@ -14,6 +14,7 @@ from tokgen.codec import load_codec
 from tokgen.codec.presets import PRESETS
 from tokgen.codec.train import TrainConfig, export, train
 from tokgen.errors import TokgenError
+from tokgen.generation.generate import DEFAULT_PRIORS_DIR
 
 SMALL = {"segment_samples": 2048, "batch_size": 2, "log_every": 5, "checkpoint_every": 5, "valid_crops": 2}
 
@@ -128,3 +129,10 @@ def test_msvq_options_are_checked_before_training(corpus, tmp_path, capsys):
     assert "msvq" in capsys.readouterr().err
     assert main([*base, "--preset", "msvq-tiny", "--swap-fraction", "0.5", "--steps", "1"]) == 2
     assert "--paired" in capsys.readouterr().err  # this corpus has no aligned renders
+    assert main([*base, "--preset", "tiny", "--teacher-forced-fraction", "0.5"]) == 2  # a VQ-VAE
+    assert "msvq" in capsys.readouterr().err
+    assert main([*base, "--preset", "msvq-tiny", "--teacher-forced-fraction", "0.5"]) == 2  # no prior
+    assert "--teacher-forced-prior" in capsys.readouterr().err
+    top = ["--teacher-forced-prior", str(DEFAULT_PRIORS_DIR / "level0"), "--teacher-forced-fraction", "0.5"]
+    assert main([*base, "--preset", "msvq-tiny", *top]) == 2  # the top prior is no upsampler
+    assert "upsampler" in capsys.readouterr().err

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias, get_args
 
+from pydantic import ValidationError
+
 from tokgen import logs
 from tokgen.cli.exits import Exit, exit_status
 from tokgen.engine.factory import Backend
@@ -43,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
     except TokgenError as exc:
         _report(f"tokgen: error: {exc}")
         return exit_status(exc)
+    except ValidationError as exc:  # an option out of range, or a config file that does not fit
+        _report(f"tokgen: error: {invalid_values(exc)}")
+        return Exit.USAGE
     except KeyboardInterrupt:
         _report("tokgen: interrupted")
         return Exit.INTERRUPTED
@@ -52,6 +57,15 @@ def run(args: argparse.Namespace) -> int:
         _report(f"tokgen: internal error: {type(exc).__name__}: {exc}{hint}")
         return Exit.INTERNAL
     return Exit.OK
+
+
+def invalid_values(exc: ValidationError, most: int = 3) -> str:
+    """One line for a settings model that refused its values: which, why and what it got."""
+    problems = [
+        f"{'.'.join(str(part) for part in e['loc']) or 'value'}: {e['msg']} (got {e['input']!r})"
+        for e in exc.errors()[:most]
+    ]
+    return f"invalid {exc.title}: " + "; ".join(problems)
 
 
 def _report(line: str) -> None:

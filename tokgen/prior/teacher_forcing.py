@@ -46,7 +46,7 @@ def load_upsampler(prior_dir: Path) -> Upsampler:
     meta = read_prior_meta(prior_dir)
     level = int(meta["level"])
     if level < 1:
-        raise TokgenError(f"{prior_dir} is the top prior; teacher-forced draws need an upsampler (level >= 1)")
+        raise TokgenError(f"{prior_dir} is the top prior; teacher forcing needs an upsampler (level >= 1)")
     model = AutoModelForCausalLM.from_pretrained(str(prior_dir), local_files_only=True, dtype=torch.float32)
     model.eval()
     layout = TokenLayout(tuple(int(s) for s in meta["codebook_sizes"]))
