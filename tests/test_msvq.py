@@ -5,6 +5,7 @@ join into one decode."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -142,10 +143,27 @@ def test_the_shipped_decoder_reads_no_further_ahead_than_its_lookahead():
 
 def test_freezing_the_codes_trains_only_the_decoder(corpus, trained, tmp_path):
     """The second stage: a run started from a model with frozen codes changes the decoder,
-    never the codes (priors trained on them stay valid)."""
+    never the codes (priors trained on them stay valid), and its models keep the tables
+    measured on those codes (key and instrument guidance); a run that retrains the codes
+    does not carry them."""
+    from tokgen.codec.checkpoint import write_pitch_classes
+    from tokgen.codec.train_msvq import export_last
+
+    seed_dir = tmp_path / "seed"
+    shutil.copytree(trained / "best", seed_dir)
+    table = np.random.default_rng(0).random((TINY.codebook_size, 12)) + 0.01
+    write_pitch_classes(seed_dir, {1: table})
     cfg = MSVQTrainConfig(steps=3, freeze_codes=True, **SMALL)
-    train_msvq(TINY, cfg, corpus, tmp_path / "stage2", resume=False, init_from=trained / "best")
-    before, after = load_codec(trained / "best"), load_codec(tmp_path / "stage2" / "best")
+    train_msvq(TINY, cfg, corpus, tmp_path / "stage2", resume=False, init_from=seed_dir)
+    export_last(tmp_path / "stage2", tmp_path / "last")
+    before, after = load_codec(seed_dir), load_codec(tmp_path / "stage2" / "best")
+    for model_dir in (tmp_path / "stage2" / "best", tmp_path / "last"):
+        kept = load_codec(model_dir).pitch_classes(1)
+        assert kept is not None and np.allclose(kept, before.pitch_classes(1))
+    retrained = MSVQTrainConfig(steps=2, **SMALL)
+    train_msvq(TINY, retrained, corpus, tmp_path / "new", resume=False, init_from=seed_dir)
+    export_last(tmp_path / "new", tmp_path / "new_last")
+    assert load_codec(tmp_path / "new_last").pitch_classes(1) is None
     audio = (np.random.default_rng(2).standard_normal(4000) * 0.1).astype(np.float32)
     assert all(np.array_equal(a, b) for a, b in zip(before.encode(audio), after.encode(audio), strict=True))
 

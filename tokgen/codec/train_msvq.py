@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from tokgen.codec.checkpoint import load_msvq, load_weights, save_vqvae
+from tokgen.codec.checkpoint import copy_code_tables, load_msvq, load_weights, save_vqvae
 from tokgen.codec.discriminator import (
     MultiResolutionDiscriminator,
     discriminator_loss,
@@ -458,6 +458,7 @@ class MSVQSolver(Solver):
         assert isinstance(self.model, MultiScaleVQ)
         extra = {"training_steps": self.step, "valid_loss": valid_loss}
         save_vqvae(self.model, self.run_dir / "best", extra=extra)
+        copy_code_tables(self.run_dir, self.run_dir / "best")
 
 
 def train_msvq(
@@ -485,6 +486,8 @@ def train_msvq(
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path.write_text(model_cfg.model_dump_json(indent=2))
     start = init_from if not (run_dir / "state.pt").exists() else None
+    if start is not None and cfg.freeze_codes:  # the codes stay: so do the tables about them
+        copy_code_tables(start, run_dir)
     return MSVQSolver(model_cfg, cfg, data_dir, run_dir, start, code_sampler).run()
 
 
@@ -496,3 +499,4 @@ def export_last(run_dir: Path, out_dir: Path) -> None:
     state = torch.load(run_dir / "state.pt", weights_only=True)
     model.load_state_dict(state["model"])
     save_vqvae(model, out_dir, extra={"training_steps": state["step"]})
+    copy_code_tables(run_dir, out_dir)
