@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 
 from tokgen.codec.checkpoint import copy_code_tables, load_msvq, load_weights, save_vqvae
@@ -231,7 +232,11 @@ def audio_loss(
 
 @torch.no_grad()
 def frozen_codes(model: MultiScaleVQ, audio: torch.Tensor) -> list[torch.Tensor]:
-    """The codes of every level of a batch of crops (B, 1, T), as the frozen codec gives them."""
+    """The codes of every level of a batch of crops (B, 1, T), as the frozen codec gives them:
+    like ``MSVQCodec.encode``, a crop is zero-padded to whole top-level frames (reference
+    crops need not be)."""
+    top = model.cfg.hops[0]
+    audio = F.pad(audio, (0, -audio.shape[-1] % top))
     return model.quantize(model.encoder(audio), None, model.features(audio)).codes
 
 
