@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from tokgen.errors import TokgenError
-from tokgen.prior.layout import BOS, SEP, TokenLayout
+from tokgen.prior.layout import TokenLayout
 from tokgen.prior.model import read_prior_meta
 
 
@@ -69,23 +69,29 @@ def teacher_forced_samples(
     the window, ``own``: (B, N) the window's real codes of ``level``, ``reference``: (B, R)
     or None, the reference prompt), a sample at every position of ``own`` given the real
     codes before it: (B, N) codes of ``level``."""
-    b, n = own.shape
-    start, stop = layout.level_range(level)
-    up_start, _ = layout.level_range(level - 1)
+    refs = [None] * len(own) if reference is None else reference.numpy()
+    rows = [
+        layout.upsampler_prefix(level, up, ref) + layout.to_tokens(codes, level).tolist()
+        for up, codes, ref in zip(upper.numpy(), own.numpy(), refs, strict=True)
+    ]
+    tokens = torch.tensor(rows, dtype=torch.long)
+    prefix = tokens.shape[1] - own.shape[1]
+    logits = model(input_ids=tokens).logits[:, prefix - 1 : -1]
+    return draw_level(logits, layout.level_range(level), temperature, generator)
 
-    def column(token: int) -> torch.Tensor:
-        return torch.full((b, 1), token, dtype=torch.long)
 
-    parts = [column(BOS)]
-    if reference is not None and reference.shape[1]:
-        parts += [reference.long() + start, column(SEP)]
-    parts += [upper.long() + up_start, column(SEP), own.long() + start]
-    tokens = torch.cat(parts, dim=1)
-    prefix = tokens.shape[1] - n
-    logits = model(input_ids=tokens).logits[:, prefix - 1 : prefix - 1 + n, start:stop].float()
-    probs = torch.softmax(logits / temperature, dim=-1)
-    drawn = torch.multinomial(probs.reshape(b * n, -1), 1, generator=generator)
-    return drawn.reshape(b, n)
+def draw_level(
+    logits: torch.Tensor,
+    level_range: tuple[int, int],
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """A draw at every position of ``logits`` (B, S, vocabulary) among one level's tokens
+    (``level_range``, as ``TokenLayout.level_range`` gives it): (B, S) codes of that level."""
+    start, stop = level_range
+    probs = torch.softmax(logits[..., start:stop].float() / temperature, dim=-1)
+    b, s, n = probs.shape
+    return torch.multinomial(probs.reshape(b * s, n), 1, generator=generator).reshape(b, s)
 
 
 def teacher_forced_sequence(

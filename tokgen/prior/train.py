@@ -47,6 +47,7 @@ from tokgen.prior.model import (
     read_prior_meta,
     save_prior,
 )
+from tokgen.prior.teacher_forcing import draw_level
 from tokgen.training import LoopConfig, Solver
 
 
@@ -130,10 +131,8 @@ def mix_own_draws(
     model.eval()
     logits = model(input_ids=ids, attention_mask=batch["attention_mask"]).logits[:, :-1]
     model.train(was_training)
-    start, stop = level_range
-    probs = torch.softmax(logits[..., start:stop].float(), dim=-1)
-    b, s, n = probs.shape
-    drawn = torch.multinomial(probs.reshape(b * s, n), 1, generator=generator).reshape(b, s) + start
+    drawn = draw_level(logits, level_range, generator=generator) + level_range[0]
+    b, s = drawn.shape
     chosen = torch.rand(b, s, generator=generator) < fraction
     replace = (labels[:, 1:] != IGNORE) & chosen
     mixed = ids.clone()
