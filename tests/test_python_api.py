@@ -75,3 +75,27 @@ def test_out_of_bounds_options_fail_before_any_work(generator, tone, options, fi
 
     with pytest.raises(TokgenError, match=field):
         generator.generate_continuation(tone[:800], 16000, seconds=0.05, **options)
+
+
+def test_levels_that_share_weights_share_one_engine(generator, tiny_model_dir, prior_set, tone, tmp_path):
+    """A prior set whose level directories link to one model (a prior trained for several
+    levels) starts one engine for them, so their windows share its batches; it generates
+    and closes as a set of one engine per level does."""
+    import shutil
+
+    from tokgen import Generator
+
+    shared = tmp_path / "shared"
+    shutil.copytree(prior_set, shared)
+    for name in ("config.json", "model.safetensors"):
+        (shared / "level0" / name).unlink()
+        (shared / "level0" / name).symlink_to(shared / "level1" / name)
+    g = Generator.load(tiny_model_dir, shared, "hf")
+    try:
+        assert g.priors[0].engine is g.priors[1].engine and g.priors[0].engine.metrics_label == "0+1"
+        a = g.generate_continuation([tone[:1600]], 16000, seconds=0.1, seed=3)
+        b = g.generate_continuation([tone[:1600]], 16000, seconds=0.1, seed=3)
+        assert a[0].shape == (1600,) and np.array_equal(a[0], b[0])
+    finally:
+        g.close()
+    assert generator.priors[0].engine is not generator.priors[1].engine  # the usual set: one each

@@ -21,6 +21,7 @@ from tokgen.assets import DEFAULT_PRIORS_DIR
 from tokgen.codec.base import Codec
 from tokgen.codec.codes import REFERENCE_SECONDS
 from tokgen.codec.top_levels import TopLevels
+from tokgen.engine.base import Engine
 from tokgen.engine.factory import Backend, engine_class, engine_options
 from tokgen.errors import TokgenError
 from tokgen.generation.instrument import INSTRUMENT_GUIDED_LEVELS, instrument_biases
@@ -79,7 +80,7 @@ def load_priors(
     overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
     **engine_settings: object,
 ) -> list[LevelPrior]:
-    """One engine per level's prior, started side by side (a vLLM engine takes ~20 s).
+    """One engine per level's prior (``start_engines``: levels that share weights share one).
 
     ``segment_seconds`` splits what each upsampler generates into segments sampled in
     parallel (see ``prior.windows`` and ``segment_frames``); 0 or None keeps one segment
@@ -106,15 +107,7 @@ def load_priors(
         ]:
             raise TokgenError(f"prior {d} was not trained for level {level} of codec {codec.name!r}")
         dirs.append((d, int(meta["n_ctx"]), int(meta.get("config", {}).get("reference_tokens", 0))))
-    cls = engine_class(backend)
-    options = engine_options(**engine_settings)
-    with ThreadPoolExecutor(len(dirs) if cls.thread_safe_start else 1) as pool:
-        engines = list(
-            pool.map(
-                lambda level: cls(dirs[level][0], metrics_label=str(level), **options),  # type: ignore[call-arg]
-                range(len(dirs)),
-            )
-        )
+    engines = start_engines([d for d, _, _ in dirs], backend, **engine_settings)
     priors = []
     # Leads span the same whole top frames at every level: a level's lead window then reads
     # only codes from the lead window above it (one frame more would wait for a full window).
@@ -131,6 +124,28 @@ def load_priors(
         overlap = min(overlap_top * per_top, segment // 2) if segment else 0
         priors.append(LevelPrior(engine, n_ctx, hop_fraction, segment, lead, reference, overlap))
     return priors
+
+
+def start_engines(
+    level_dirs: Sequence[Path], backend: Backend = "auto", **engine_settings: object
+) -> list[Engine]:
+    """The engine of every level, started side by side. Levels whose weights are one file
+    (a model trained for several levels, its level directories linking to it) share one
+    engine, so their windows are batched together in its steps."""
+    groups: dict[Path, list[int]] = {}
+    for level, d in enumerate(level_dirs):
+        groups.setdefault((Path(d) / "model.safetensors").resolve(), []).append(level)
+    cls = engine_class(backend)
+    options = engine_options(**engine_settings)
+
+    def start(levels: list[int]) -> Engine:
+        label = "+".join(str(lv) for lv in levels)
+        return cls(level_dirs[levels[0]], metrics_label=label, **options)  # type: ignore[call-arg]
+
+    with ThreadPoolExecutor(len(groups) if cls.thread_safe_start else 1) as pool:
+        started = list(pool.map(start, groups.values()))
+    engine_of = {lv: engine for engine, levels in zip(started, groups.values(), strict=True) for lv in levels}
+    return [engine_of[lv] for lv in range(len(level_dirs))]
 
 
 def lead_top_frames(codec: Codec, first_piece_seconds: float) -> int:

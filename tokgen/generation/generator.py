@@ -98,7 +98,8 @@ class Generator:
         return await asyncio.to_thread(cls.load, *args, **kwargs)  # type: ignore[arg-type]
 
     async def aclose(self) -> None:
-        await asyncio.gather(*(p.engine.close() for p in self.priors))
+        engines = {id(p.engine): p.engine for p in self.priors}  # levels may share one
+        await asyncio.gather(*(e.close() for e in engines.values()))
 
     async def __aenter__(self) -> Generator:
         return self
