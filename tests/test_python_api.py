@@ -84,6 +84,7 @@ def test_levels_that_share_weights_share_one_engine(generator, tiny_model_dir, p
     import shutil
 
     from tokgen import Generator
+    from tokgen.errors import TokgenError
 
     shared = tmp_path / "shared"
     shutil.copytree(prior_set, shared)
@@ -99,3 +100,11 @@ def test_levels_that_share_weights_share_one_engine(generator, tiny_model_dir, p
     finally:
         g.close()
     assert generator.priors[0].engine is not generator.priors[1].engine  # the usual set: one each
+    # the other way round the top prior's model has too few positions for the upsampler's windows
+    short = tmp_path / "short"
+    shutil.copytree(prior_set, short)
+    for name in ("config.json", "model.safetensors"):
+        (short / "level1" / name).unlink()
+        (short / "level1" / name).symlink_to(short / "level0" / name)
+    with pytest.raises(TokgenError, match=r"level1: its windows need \d+ positions; its model has 17"):
+        Generator.load(tiny_model_dir, short, "hf")

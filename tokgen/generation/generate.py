@@ -8,6 +8,7 @@ every level's codes line up; the continuation starts right after the trimmed pri
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ from tokgen.generation.windows import plan_windows, window_hop
 from tokgen.names import Mode
 from tokgen.prior.corpus import encode_file
 from tokgen.prior.layout import TokenLayout
-from tokgen.prior.model import read_prior_meta
+from tokgen.prior.model import read_prior_meta, sequence_length
 
 MAX_SECONDS = 600.0  # longest continuation one request may ask for
 MAX_PRIME_SECONDS = 60.0
@@ -106,8 +107,16 @@ def load_priors(
             lv.codebook_size for lv in full.levels
         ]:
             raise TokgenError(f"prior {d} was not trained for level {level} of codec {codec.name!r}")
-        dirs.append((d, int(meta["n_ctx"]), int(meta.get("config", {}).get("reference_tokens", 0))))
+        n_ctx, reference = int(meta["n_ctx"]), int(meta.get("config", {}).get("reference_tokens", 0))
+        check_positions(d, sequence_length(level, n_ctx, int(meta.get("ratio", 1)), reference))
+        dirs.append((d, n_ctx, reference))
     engines = start_engines([d for d, _, _ in dirs], backend, **engine_settings)
+    for level, (engine, (d, n_ctx, reference)) in enumerate(zip(engines, dirs, strict=True)):
+        ratio = full.levels[level - 1].hop // full.levels[level].hop if level else 1
+        if sequence_length(level, n_ctx, ratio, reference) > engine.max_model_len:  # e.g. a shared model
+            raise TokgenError(
+                f"prior {d}: its windows are longer than its model's {engine.max_model_len} positions"
+            )
     priors = []
     # Leads span the same whole top frames at every level: a level's lead window then reads
     # only codes from the lead window above it (one frame more would wait for a full window).
@@ -124,6 +133,19 @@ def load_priors(
         overlap = min(overlap_top * per_top, segment // 2) if segment else 0
         priors.append(LevelPrior(engine, n_ctx, hop_fraction, segment, lead, reference, overlap))
     return priors
+
+
+def check_positions(prior_dir: Path, tokens: int) -> None:
+    """Refuse a prior whose model has fewer positions than its level's windows need (a
+    model shared by levels must have room for the longest), before any engine starts."""
+    try:
+        positions = int(json.loads((prior_dir / "config.json").read_text())["max_position_embeddings"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise TokgenError(f"prior {prior_dir}: cannot read its model's config.json ({exc})") from exc
+    if tokens > positions:
+        raise TokgenError(
+            f"prior {prior_dir}: its windows need {tokens} positions; its model has {positions}"
+        )
 
 
 def start_engines(
