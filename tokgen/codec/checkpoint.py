@@ -57,19 +57,16 @@ def save_vqvae(model: torch.nn.Module, model_dir: Path, extra: dict | None = Non
     save_file(tensors, str(model_dir / WEIGHTS))
 
 
-def copy_code_tables(src: Path, dst: Path) -> list[str]:
+def copy_code_tables(src: Path, dst: Path) -> None:
     """Copy the per-code tables (pitch classes, instruments) of ``src`` into ``dst``.
 
     They describe codes, not decoder weights, so they stay true for a model whose codes a
     training run kept frozen: such a run carries them from the model it started from to
     every model it exports, and nobody has to copy them by hand."""
-    copied = []
     for name in (PITCH_CLASSES, INSTRUMENTS):
         if (Path(src) / name).is_file():
             Path(dst).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(Path(src) / name, Path(dst) / name)
-            copied.append(name)
-    return copied
 
 
 def load_weights(model: torch.nn.Module, model_dir: Path) -> torch.nn.Module:

@@ -108,15 +108,10 @@ def load_priors(
         ]:
             raise TokgenError(f"prior {d} was not trained for level {level} of codec {codec.name!r}")
         n_ctx, reference = int(meta["n_ctx"]), int(meta.get("config", {}).get("reference_tokens", 0))
-        check_positions(d, sequence_length(level, n_ctx, int(meta.get("ratio", 1)), reference))
+        ratio = full.levels[level - 1].hop // full.levels[level].hop if level else 1
+        check_positions(d, sequence_length(level, n_ctx, ratio, reference))
         dirs.append((d, n_ctx, reference))
     engines = start_engines([d for d, _, _ in dirs], backend, **engine_settings)
-    for level, (engine, (d, n_ctx, reference)) in enumerate(zip(engines, dirs, strict=True)):
-        ratio = full.levels[level - 1].hop // full.levels[level].hop if level else 1
-        if sequence_length(level, n_ctx, ratio, reference) > engine.max_model_len:  # e.g. a shared model
-            raise TokgenError(
-                f"prior {d}: its windows are longer than its model's {engine.max_model_len} positions"
-            )
     priors = []
     # Leads span the same whole top frames at every level: a level's lead window then reads
     # only codes from the lead window above it (one frame more would wait for a full window).
