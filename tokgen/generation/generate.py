@@ -96,6 +96,14 @@ def load_priors(
             f"no prior set at {prior_dir}: train one with `tokgen prior train` or pass --priors"
         )
     segments = segment_frames(codec, segment_seconds)
+    # Settings are checked before any engine starts, like the priors below (a refusal then
+    # leaves none running). Leads span the same whole top frames at every level: a level's
+    # lead window then reads only codes from the lead window above it (one frame more would
+    # wait for a full window).
+    top_hop = codec.levels[0].hop
+    lead_top = lead_top_frames(codec, first_piece_seconds) if first_piece_seconds else None
+    if not 0 <= overlap_seconds <= MAX_SECONDS:
+        raise TokgenError(f"overlap seconds must be in [0, {MAX_SECONDS:g}], got {overlap_seconds}")
     # Priors of a codec's top levels were trained on the whole codec's token layout (the
     # same ids for those levels): check them against the whole codec.
     full = codec.inner if isinstance(codec, TopLevels) else codec
@@ -113,12 +121,6 @@ def load_priors(
         dirs.append((d, n_ctx, reference))
     engines = start_engines([d for d, _, _ in dirs], backend, **engine_settings)
     priors = []
-    # Leads span the same whole top frames at every level: a level's lead window then reads
-    # only codes from the lead window above it (one frame more would wait for a full window).
-    top_hop = codec.levels[0].hop
-    lead_top = lead_top_frames(codec, first_piece_seconds) if first_piece_seconds else None
-    if not 0 <= overlap_seconds <= MAX_SECONDS:
-        raise TokgenError(f"overlap seconds must be in [0, {MAX_SECONDS:g}], got {overlap_seconds}")
     overlap_top = round(overlap_seconds * codec.sample_rate / top_hop)
     for level, (engine, (_, n_ctx, reference), segment) in enumerate(
         zip(engines, dirs, segments, strict=True)
