@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -31,7 +32,25 @@ def generate(tmp_path, tiny_model_dir, prior_set, *args):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
 
 
-def test_primed_generation_is_reproducible_and_resumable(tmp_path, tiny_model_dir, prior_set, tone):
+@pytest.fixture
+def generate_here(tmp_path, tiny_model_dir, prior_set, capsys, monkeypatch):
+    """`tokgen generate` in this process: the same `main` as the command, without the seconds a fresh
+    interpreter spends importing torch. Each test still runs the real command once (`generate`)."""
+    monkeypatch.chdir(tmp_path)
+    base = ["generate", "--codec", str(tiny_model_dir), "--priors", str(prior_set), "--backend", "hf"]
+
+    def run(*args: str) -> SimpleNamespace:
+        capsys.readouterr()
+        code = main([*base, *args])
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    return run
+
+
+def test_primed_generation_is_reproducible_and_resumable(
+    tmp_path, tiny_model_dir, prior_set, tone, generate_here
+):
     save_audio(tmp_path / "prime.wav", tone[:1600], 16000)  # 0.1 s = 100 top frames of 16 samples
     args = ["--prime", "prime.wav", "--seconds", "0.1", "--seed", "5"]
     r1 = generate(tmp_path, tiny_model_dir, prior_set, *args, "--out", "a.wav", "--save-codes", "a.npz")
@@ -43,34 +62,25 @@ def test_primed_generation_is_reproducible_and_resumable(tmp_path, tiny_model_di
     assert saved.reference is not None and np.allclose(
         saved.reference, tone[:1600], atol=1e-4
     )  # 16-bit twice
-    r2 = generate(tmp_path, tiny_model_dir, prior_set, *args, "--out", "b.wav")
+    r2 = generate_here(*args, "--out", "b.wav")  # in this process: the same bytes as a fresh one
     assert r2.returncode == 0, r2.stderr
     assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
     # Not a whole number of top frames (16 samples): the file still holds what was asked for.
-    odd = generate(tmp_path, tiny_model_dir, prior_set, *args[:2], "--seconds", "0.1003", "--out", "o.wav")
+    odd = generate_here(*args[:2], "--seconds", "0.1003", "--out", "o.wav")
     assert odd.returncode == 0, odd.stderr
     assert sf.info(tmp_path / "o.wav").frames == 1605
 
-    r3 = generate(
-        tmp_path,
-        tiny_model_dir,
-        prior_set,
-        "--mode",
-        "continue",
-        "--codes",
-        "a.npz",
-        "--seconds",
-        "0.05",
-        "--out",
-        "c.wav",
-        "--include-prime",
+    r3 = generate_here(
+        "--mode", "continue", "--codes", "a.npz", "--seconds", "0.05", "--out", "c.wav", "--include-prime"
     )
     assert r3.returncode == 0, r3.stderr
     assert [lv["frames"] for lv in json.loads(r3.stdout)["levels"]] == [250, 500]
     assert sf.info(tmp_path / "c.wav").frames == 250 * 16
 
 
-def test_several_samples_at_another_rate_and_loudness(tmp_path, tiny_model_dir, prior_set, tone):
+def test_several_samples_at_another_rate_and_loudness(
+    tmp_path, tiny_model_dir, prior_set, tone, generate_here
+):
     from tokgen.loudness import integrated_loudness
 
     save_audio(tmp_path / "prime.wav", tone[:800], 16000)
@@ -84,7 +94,7 @@ def test_several_samples_at_another_rate_and_loudness(tmp_path, tiny_model_dir, 
     assert all(rate == 22050 and audio.size == 2205 for audio, rate in samples)
     assert all(integrated_loudness(a, 22050) == pytest.approx(-20, abs=0.1) for a, _ in samples)  # 16-bit
     assert not np.array_equal(samples[0][0], samples[1][0])
-    alone = generate(tmp_path, tiny_model_dir, prior_set, *args, "--seed", "6", "--out", "y.wav")
+    alone = generate_here(*args, "--seed", "6", "--out", "y.wav")
     assert alone.returncode == 0, alone.stderr
     assert json.loads(alone.stdout)["outputs"] == ["y.wav"]  # one sample: OUT itself
     assert (tmp_path / "y.wav").read_bytes() == (tmp_path / "x_1.wav").read_bytes()  # sample 1 is seed 6
@@ -256,22 +266,19 @@ def test_an_mp3_continuation_decodes(tmp_path, tiny_model_dir, prior_set, tone):
 
 
 def test_without_a_seed_runs_differ_and_the_reported_seed_reproduces(
-    tmp_path, tiny_model_dir, prior_set, tone
+    tmp_path, tiny_model_dir, prior_set, tone, generate_here
 ):
-    import soundfile as sf
-
     sf.write(tmp_path / "p.wav", tone[:4000], 16000)
+    args = ["--prime", "p.wav", "--seconds", "0.2"]
 
-    def run(out: str, *extra: str) -> dict:
-        r = generate(
-            tmp_path, tiny_model_dir, prior_set, "--prime", "p.wav", "--seconds", "0.2", "--out", out, *extra
-        )
+    def seed_of(r) -> dict:
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout.splitlines()[-1])
 
-    a, b = run("a.wav"), run("b.wav")
+    a = seed_of(generate(tmp_path, tiny_model_dir, prior_set, *args, "--out", "a.wav"))
+    b = seed_of(generate_here(*args, "--out", "b.wav"))
     assert a["seed"] != b["seed"]
     audio = {name: sf.read(tmp_path / name)[0] for name in ("a.wav", "b.wav")}
     assert not np.array_equal(audio["a.wav"], audio["b.wav"])
-    again = run("c.wav", "--seed", str(a["seed"]))
+    again = seed_of(generate_here(*args, "--out", "c.wav", "--seed", str(a["seed"])))
     assert again["seed"] == a["seed"] and np.array_equal(sf.read(tmp_path / "c.wav")[0], audio["a.wav"])
