@@ -340,3 +340,28 @@ def test_an_upsampler_trained_with_scheduled_sampling_still_learns(synthetic_dat
     train_prior(codec, data, tmp_path / "run", 1, preset_config("tiny", 0), cfg)
     result = evaluate_prior(codec, data, tmp_path / "run" / "model")
     assert result["bits_per_token"] < 0.5 * result["unigram_bits_per_token"], result
+
+
+def test_residual_dropout_acts_in_training_only_and_leaves_the_weights_alone():
+    """add_residual_dropout: a model in eval mode computes exactly what it did without the
+    hooks; in training mode two forward passes differ; the state dict keeps its keys."""
+    import torch
+
+    from tokgen.prior.model import build_prior
+    from tokgen.prior.train import add_residual_dropout
+
+    layout = TokenLayout((8, 8))
+    torch.manual_seed(0)
+    model = build_prior(preset_config("tiny", 0), layout, 0, 1)
+    ids = torch.tensor([[1, 3, 4, 5, 6, 7, 8, 9]])
+    model.eval()
+    before = model(input_ids=ids).logits
+    keys = set(model.state_dict())
+    handles = add_residual_dropout(model, 0.3)
+    assert len(handles) == 1 + 2 * len(model.model.layers)
+    assert torch.equal(model(input_ids=ids).logits, before)
+    model.train()
+    first, second = model(input_ids=ids).logits, model(input_ids=ids).logits
+    assert not torch.allclose(first, second)
+    assert not torch.allclose(first, before)
+    assert set(model.state_dict()) == keys

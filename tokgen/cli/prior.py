@@ -20,7 +20,9 @@ def cmd_prior_train(args: argparse.Namespace) -> None:
 
     preset = preset_config(args.preset, args.level)
     interrupt_on_sigterm()
-    cfg = PriorTrainConfig(**loop_options(args), lr=args.lr, scheduled_sampling=args.scheduled_sampling)
+    cfg = PriorTrainConfig(
+        **loop_options(args), lr=args.lr, scheduled_sampling=args.scheduled_sampling, dropout=args.dropout
+    )
     result = train_prior(
         load_codec(args.codec),
         Path(args.data),
@@ -102,6 +104,13 @@ def register(sub: Subcommands) -> None:
         default=0.0,
         help="share of the input codes replaced by the prior's own draws for them, targets kept "
         "real, so it learns to continue from its own mistakes (default 0)",
+    )
+    p.add_argument(
+        "--dropout",
+        type=float,
+        default=0.0,
+        help="dropout on the embeddings and on each attention and MLP output, in training only "
+        "(default 0); give it again with --resume",
     )
     add_loop_arguments(p, batch_size=16)
     p.set_defaults(func=cmd_prior_train)
