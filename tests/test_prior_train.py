@@ -12,7 +12,7 @@ from tokgen.codec import load_codec
 from tokgen.engine.base import SamplingParams
 from tokgen.engine.hf import HFEngine
 from tokgen.errors import TokgenError
-from tokgen.prior.corpus import CodeCorpus, codes_cache_dir
+from tokgen.prior.corpus import CodeCorpus, cached_splits, codes_cache_dir
 from tokgen.prior.evaluate import evaluate_prior
 from tokgen.prior.layout import TokenLayout
 from tokgen.prior.model import grown_layer_sources, preset_config, read_prior_meta
@@ -46,7 +46,7 @@ FAST = {"batch_size": 16, "log_every": 10, "checkpoint_every": 50, "lr": 3e-3, "
 def test_prior_learns_structure_beyond_unigram(synthetic_data, tmp_path, level):
     codec, data = synthetic_data
     train_prior(
-        codec, data, tmp_path / "run", level, preset_config("tiny", 0), PriorTrainConfig(steps=150, **FAST)
+        codec, [data], tmp_path / "run", level, preset_config("tiny", 0), PriorTrainConfig(steps=150, **FAST)
     )
     result = evaluate_prior(codec, data, tmp_path / "run" / "model")
     assert result["unigram_bits_per_token"] > 2.0
@@ -59,13 +59,32 @@ def test_prior_learns_structure_beyond_unigram(synthetic_data, tmp_path, level):
     assert valid[best["steps"]] == best["valid_bits_per_token"]
 
 
+def test_several_corpora_train_as_one(synthetic_data, tmp_path):
+    """``--data`` repeated: the splits of every corpus, one after the other, for training and
+    validation alike."""
+    codec, data = synthetic_data
+    other = tmp_path / "other"
+    cache = codes_cache_dir(codec, other)
+    rng = np.random.default_rng(1)
+    synthetic_corpus(rng, 3).save(cache / "codes-train.npz")
+    synthetic_corpus(rng, 2).save(cache / "codes-valid.npz")
+    union = cached_splits(codec, [data, other], "valid")
+    parts = [cached_splits(codec, [d], "valid").files for d in (data, other)]
+    assert len(union.files) == 4 + 2
+    for got, want in zip(union.files, parts[0] + parts[1], strict=True):
+        assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+    cfg = PriorTrainConfig(steps=10, **FAST)
+    result = train_prior(codec, [data, other], tmp_path / "run", 1, preset_config("tiny", 0), cfg)
+    assert result["step"] == 10 and np.isfinite(result["valid_bits_per_token"])
+
+
 def test_resume_and_engine_loadable_output(synthetic_data, tmp_path, loop_thread):
     codec, data = synthetic_data
     run = tmp_path / "run"
-    first = train_prior(codec, data, run, 1, preset_config("tiny", 0), PriorTrainConfig(steps=20, **FAST))
+    first = train_prior(codec, [data], run, 1, preset_config("tiny", 0), PriorTrainConfig(steps=20, **FAST))
     assert first["step"] == 20
     again = train_prior(
-        codec, data, run, 1, preset_config("tiny", 0), PriorTrainConfig(steps=30, **FAST), resume=True
+        codec, [data], run, 1, preset_config("tiny", 0), PriorTrainConfig(steps=30, **FAST), resume=True
     )
     assert again["step"] == 30
     meta = read_prior_meta(run / "model")
@@ -140,7 +159,7 @@ def test_export_a_prior_set(synthetic_data, tmp_path):
     codec, data = synthetic_data
     for level in (0, 1):
         cfg = PriorTrainConfig(steps=2, **FAST)
-        train_prior(codec, data, tmp_path / f"run{level}", level, preset_config("tiny", level), cfg)
+        train_prior(codec, [data], tmp_path / f"run{level}", level, preset_config("tiny", level), cfg)
     metas = export_prior_set([tmp_path / "run1", tmp_path / "run0"], tmp_path / "set")
     assert [m["level"] for m in metas] == [0, 1]
     for level in (0, 1):
@@ -171,7 +190,7 @@ def test_a_run_that_stops_between_checkpoints_keeps_its_end_if_best(synthetic_da
     best/ too (they are validated at the end anyway)."""
     codec, data = synthetic_data
     run = tmp_path / "run"
-    end = train_prior(codec, data, run, 0, preset_config("tiny", 0), PriorTrainConfig(steps=80, **FAST))
+    end = train_prior(codec, [data], run, 0, preset_config("tiny", 0), PriorTrainConfig(steps=80, **FAST))
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     at_50 = next(r["valid_bits_per_token"] for r in log if r["step"] == 50)
     best = read_prior_meta(run / "best")
@@ -212,7 +231,7 @@ def test_a_run_started_from_another_prior_keeps_its_weights_and_architecture(syn
     warm-up LR barely moves it), with that prior's architecture, not the preset's; a prior
     of another level is refused."""
     codec, data = synthetic_data
-    train_prior(codec, data, tmp_path / "a", 1, preset_config("tiny", 0), PriorTrainConfig(steps=100, **FAST))
+    train_prior(codec, [data], tmp_path / "a", 1, preset_config("tiny", 0), PriorTrainConfig(steps=100, **FAST))
     trained = evaluate_prior(codec, data, tmp_path / "a" / "model")["bits_per_token"]
     fresh = evaluate_prior(codec, data, _one_step(codec, data, tmp_path / "fresh", None))["bits_per_token"]
     warm = evaluate_prior(codec, data, _one_step(codec, data, tmp_path / "warm", tmp_path / "a" / "model"))
@@ -222,7 +241,7 @@ def test_a_run_started_from_another_prior_keeps_its_weights_and_architecture(syn
     with pytest.raises(TokgenError, match="level 1 prior, not level 0"):
         train_prior(
             codec,
-            data,
+            [data],
             tmp_path / "b",
             0,
             preset_config("tiny", 0),
@@ -236,7 +255,7 @@ def _one_step(codec, data, run, init_from):
     architecture differs from the tiny one (the seed prior's must win)."""
     cfg = PriorTrainConfig(steps=1, batch_size=4, log_every=1, checkpoint_every=1, lr=1e-6, warmup_steps=0)
     preset = preset_config("tiny", 0).model_copy(update={"hidden_size": 64 if init_from is None else 128})
-    train_prior(codec, data, run, 1, preset, cfg, init_from=init_from)
+    train_prior(codec, [data], run, 1, preset, cfg, init_from=init_from)
     return run / "model"
 
 
@@ -260,7 +279,7 @@ def test_a_grown_prior_computes_what_its_seed_did_and_then_trains(synthetic_data
 
     codec, data = synthetic_data
     seed_cfg = preset_config("tiny", 0).model_copy(update={"num_layers": 2})
-    train_prior(codec, data, tmp_path / "a", 1, seed_cfg, PriorTrainConfig(steps=20, **FAST))
+    train_prior(codec, [data], tmp_path / "a", 1, seed_cfg, PriorTrainConfig(steps=20, **FAST))
     layout, ratio = TokenLayout.for_levels(codec.levels), level_ratio(codec, 1)
     seed = build_prior(seed_cfg, layout, 1, ratio)
     load_prior_weights(seed, tmp_path / "a" / "model")
@@ -272,17 +291,17 @@ def test_a_grown_prior_computes_what_its_seed_did_and_then_trains(synthetic_data
 
     cfg = PriorTrainConfig(steps=10, **FAST)
     train_prior(
-        codec, data, tmp_path / "g", 1, seed_cfg, cfg, init_from=tmp_path / "a" / "model", grow_layers=5
+        codec, [data], tmp_path / "g", 1, seed_cfg, cfg, init_from=tmp_path / "a" / "model", grow_layers=5
     )
     meta = read_prior_meta(tmp_path / "g" / "model")
     assert meta["config"]["num_layers"] == 5
     state = load_file(str(tmp_path / "g" / "model" / "model.safetensors"))
     new_layer = next(j for j, s in enumerate(grown_layer_sources(2, 5)) if s is None)
     assert state[f"model.layers.{new_layer}.mlp.down_proj.weight"].abs().sum() > 0
-    train_prior(codec, data, tmp_path / "g", 1, seed_cfg, PriorTrainConfig(steps=20, **FAST), resume=True)
+    train_prior(codec, [data], tmp_path / "g", 1, seed_cfg, PriorTrainConfig(steps=20, **FAST), resume=True)
     assert read_prior_meta(tmp_path / "g" / "model")["steps"] == 20
     with pytest.raises(TokgenError, match="needs --init-from"):
-        train_prior(codec, data, tmp_path / "h", 1, seed_cfg, cfg, grow_layers=5)
+        train_prior(codec, [data], tmp_path / "h", 1, seed_cfg, cfg, grow_layers=5)
 
 
 def test_an_upsampler_seeded_with_another_reference_length_trains_with_it(synthetic_data, tmp_path):
@@ -293,18 +312,18 @@ def test_an_upsampler_seeded_with_another_reference_length_trains_with_it(synthe
 
     codec, data = synthetic_data
     seed_cfg = preset_config("tiny", 1).model_copy(update={"reference_tokens": 4})
-    train_prior(codec, data, tmp_path / "a", 1, seed_cfg, PriorTrainConfig(steps=10, **FAST))
+    train_prior(codec, [data], tmp_path / "a", 1, seed_cfg, PriorTrainConfig(steps=10, **FAST))
     cfg = PriorTrainConfig(steps=10, **FAST)
     seed = tmp_path / "a" / "model"
-    train_prior(codec, data, tmp_path / "r", 1, seed_cfg, cfg, init_from=seed, reference_tokens=12)
+    train_prior(codec, [data], tmp_path / "r", 1, seed_cfg, cfg, init_from=seed, reference_tokens=12)
     assert read_prior_meta(tmp_path / "r" / "model")["config"]["reference_tokens"] == 12
     seed_state = load_file(str(seed / "model.safetensors"))
     assert set(load_file(str(tmp_path / "r" / "model" / "model.safetensors"))) == set(seed_state)
-    train_prior(codec, data, tmp_path / "r", 1, seed_cfg, PriorTrainConfig(steps=20, **FAST), resume=True)
+    train_prior(codec, [data], tmp_path / "r", 1, seed_cfg, PriorTrainConfig(steps=20, **FAST), resume=True)
     meta = read_prior_meta(tmp_path / "r" / "model")
     assert (meta["steps"], meta["config"]["reference_tokens"]) == (20, 12)
     with pytest.raises(TokgenError, match="--reference-tokens is for an upsampler"):
-        train_prior(codec, data, tmp_path / "t", 0, preset_config("tiny", 0), cfg, reference_tokens=8)
+        train_prior(codec, [data], tmp_path / "t", 0, preset_config("tiny", 0), cfg, reference_tokens=8)
 
 
 def test_scheduled_sampling_replaces_predicted_inputs_only_and_keeps_the_targets():
@@ -337,7 +356,7 @@ def test_scheduled_sampling_replaces_predicted_inputs_only_and_keeps_the_targets
 def test_an_upsampler_trained_with_scheduled_sampling_still_learns(synthetic_data, tmp_path):
     codec, data = synthetic_data
     cfg = PriorTrainConfig(steps=150, **FAST, scheduled_sampling=0.25)
-    train_prior(codec, data, tmp_path / "run", 1, preset_config("tiny", 0), cfg)
+    train_prior(codec, [data], tmp_path / "run", 1, preset_config("tiny", 0), cfg)
     result = evaluate_prior(codec, data, tmp_path / "run" / "model")
     assert result["bits_per_token"] < 0.5 * result["unigram_bits_per_token"], result
 

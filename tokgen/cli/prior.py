@@ -25,7 +25,7 @@ def cmd_prior_train(args: argparse.Namespace) -> None:
     )
     result = train_prior(
         load_codec(args.codec),
-        Path(args.data),
+        [Path(d) for d in args.data],
         Path(args.run),
         args.level,
         preset,
@@ -77,7 +77,12 @@ def register(sub: Subcommands) -> None:
     )
     p = prior.add_parser("train", help="train one level's prior on the corpus codes (resumable)")
     p.add_argument("--level", type=int, required=True, help="0 = top prior, >= 1 = upsampler")
-    p.add_argument("--data", required=True, help="directory made by `tokgen data render`")
+    p.add_argument(
+        "--data",
+        required=True,
+        action="append",
+        help="directory made by `tokgen data render`; repeat to train on several corpora as one",
+    )
     add_run_argument(p, "state, logs, model/")
     p.add_argument("--codec", default=None, help="codec model directory (default: shipped codec)")
     p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default 3e-4)")

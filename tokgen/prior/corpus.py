@@ -10,6 +10,7 @@ and ``L<level>_offsets`` where each file starts (one more entry than files).
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +73,13 @@ def encode_split(codec: Codec, data_dir: Path, split: str) -> CodeCorpus:
 def codes_cache_dir(codec: Codec, data_dir: Path) -> Path:
     """Where a corpus's codes under ``codec`` are cached: ``DATA_DIR/codes/<codec name>/``."""
     return Path(data_dir) / "codes" / codec.name.replace(":", "_")
+
+
+def cached_splits(codec: Codec, data_dirs: Sequence[Path], split: str) -> CodeCorpus:
+    """One split of several corpora as one: their files one after the other. Each corpus's
+    pieces are split by the hash of their ids, so a held-out piece stays held out in the union
+    (corpora rendered from one MIDI collection share pieces, and their splits agree)."""
+    return CodeCorpus([f for d in data_dirs for f in cached_split(codec, d, split).files])
 
 
 def cached_split(codec: Codec, data_dir: Path, split: str) -> CodeCorpus:

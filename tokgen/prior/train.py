@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from pydantic import Field
 
 from tokgen.codec.base import Codec
 from tokgen.errors import TokgenError
-from tokgen.prior.corpus import CodeCorpus, cached_split
+from tokgen.prior.corpus import CodeCorpus, cached_splits
 from tokgen.prior.examples import (
     IGNORE,
     Example,
@@ -225,7 +226,7 @@ class PriorSolver(Solver):
     def __init__(
         self,
         codec: Codec,
-        data_dir: Path,
+        data_dirs: Sequence[Path],
         run_dir: Path,
         level: int,
         prior_cfg: PriorConfig,
@@ -236,9 +237,9 @@ class PriorSolver(Solver):
         self.layout = TokenLayout.for_levels(codec.levels)
         self.level, self.prior_cfg, self.tcfg = level, prior_cfg, cfg
         self.ratio = level_ratio(codec, level)
-        self.train_codes = cached_split(codec, data_dir, "train")
+        self.train_codes = cached_splits(codec, data_dirs, "train")
         self.valid = validation_examples(
-            cached_split(codec, data_dir, "valid"),
+            cached_splits(codec, data_dirs, "valid"),
             self.layout,
             level,
             prior_cfg.n_ctx,
@@ -308,7 +309,7 @@ class PriorSolver(Solver):
 
 def train_prior(
     codec: Codec,
-    data_dir: Path,
+    data_dirs: Sequence[Path],
     run_dir: Path,
     level: int,
     prior_cfg: PriorConfig,
@@ -318,7 +319,9 @@ def train_prior(
     grow_layers: int | None = None,
     reference_tokens: int | None = None,
 ) -> dict[str, float]:
-    """Train (or, with ``resume``, continue) one level's prior. ``init_from`` (a prior
+    """Train (or, with ``resume``, continue) one level's prior on the codes of one or more
+    corpora (``data_dirs``: several train as one, so a prior that has seen one corpus can go on
+    with all of them instead of forgetting the old on the new). ``init_from`` (a prior
     directory, e.g. another run's ``best/``) starts a new run from those weights with a fresh
     optimiser and step 0: how a prior moves to a larger corpus without starting over.
     ``grow_layers`` makes that run deeper than its seed (``grow_state``): it starts from the
@@ -349,5 +352,5 @@ def train_prior(
     if resume and (run_dir / "model" / PRIOR_META).is_file():
         # A resumed run keeps the architecture it was started with, whatever the flags say.
         prior_cfg = PriorConfig(**read_prior_meta(run_dir / "model")["config"])
-    result = PriorSolver(codec, data_dir, run_dir, level, prior_cfg, cfg, init_from, seed_layers).run()
+    result = PriorSolver(codec, data_dirs, run_dir, level, prior_cfg, cfg, init_from, seed_layers).run()
     return {"step": result["step"], "valid_bits_per_token": result["valid_bits_per_token"]}
