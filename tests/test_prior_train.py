@@ -231,7 +231,8 @@ def test_a_run_started_from_another_prior_keeps_its_weights_and_architecture(syn
     warm-up LR barely moves it), with that prior's architecture, not the preset's; a prior
     of another level is refused."""
     codec, data = synthetic_data
-    train_prior(codec, [data], tmp_path / "a", 1, preset_config("tiny", 0), PriorTrainConfig(steps=100, **FAST))
+    cfg = PriorTrainConfig(steps=100, **FAST)
+    train_prior(codec, [data], tmp_path / "a", 1, preset_config("tiny", 0), cfg)
     trained = evaluate_prior(codec, data, tmp_path / "a" / "model")["bits_per_token"]
     fresh = evaluate_prior(codec, data, _one_step(codec, data, tmp_path / "fresh", None))["bits_per_token"]
     warm = evaluate_prior(codec, data, _one_step(codec, data, tmp_path / "warm", tmp_path / "a" / "model"))
