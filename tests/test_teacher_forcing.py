@@ -115,6 +115,18 @@ def test_upsampler_draws_replace_only_the_upsampler_s_level(prior_dir):
         draws([*codes(np.random.default_rng(8), 512)], [ref_upper, ref_own], seed=1)
 
 
+def test_later_passes_draw_given_the_earlier_draws(prior_dir):
+    """passes=2: the second draw at each position follows the first pass's draws before it."""
+    up = load_upsampler(prior_dir)
+    upper, own = codes(np.random.default_rng(9), 64)
+    ref_upper, ref_own = codes(np.random.default_rng(10), 32)
+    ref = ref_own[:, -up.reference_tokens :]
+    twice = UpsamplerDraws(up, temperature=COLD, passes=2)([upper, own], [ref_upper, ref_own], seed=1)[1]
+    first = teacher_forced_samples(up.model, LAYOUT, 1, upper, own, ref, temperature=COLD)
+    second = teacher_forced_samples(up.model, LAYOUT, 1, upper, first, ref, temperature=COLD)
+    assert torch.equal(twice, second) and not torch.equal(twice, first)
+
+
 @pytest.fixture(scope="module")
 def trained(corpus, tmp_path_factory):
     run = tmp_path_factory.mktemp("msvq-tf")

@@ -136,3 +136,6 @@ def test_msvq_options_are_checked_before_training(corpus, tmp_path, capsys):
     top = ["--teacher-forced-prior", str(DEFAULT_PRIORS_DIR / "level0"), "--teacher-forced-fraction", "0.5"]
     assert main([*base, "--preset", "msvq-tiny", *top]) == 2  # the top prior is no upsampler
     assert "upsampler" in capsys.readouterr().err
+    middle = ["--teacher-forced-prior", str(DEFAULT_PRIORS_DIR / "level1"), "--teacher-forced-fraction", ".5"]
+    assert main([*base, "--preset", "msvq-tiny", *middle, "--teacher-forced-passes", "0"]) == 2
+    assert "--teacher-forced-passes" in capsys.readouterr().err

@@ -143,7 +143,10 @@ def cmd_codec_train(args: argparse.Namespace) -> None:
                 raise TokgenError("--teacher-forced-fraction needs --teacher-forced-prior (an upsampler)")
             from tokgen.prior.teacher_forcing import UpsamplerDraws, load_upsampler
 
-            code_sampler = UpsamplerDraws(load_upsampler(Path(args.teacher_forced_prior)))
+            if args.teacher_forced_passes < 1:
+                raise TokgenError(f"--teacher-forced-passes must be >= 1, got {args.teacher_forced_passes}")
+            upsampler = load_upsampler(Path(args.teacher_forced_prior))
+            code_sampler = UpsamplerDraws(upsampler, passes=args.teacher_forced_passes)
         interrupt_on_sigterm()
         options = {k: v for k, v in loop_options(args).items() if v is not None}
         if args.lr is not None:
@@ -360,6 +363,13 @@ def register(sub: Subcommands) -> None:
         default=None,
         help="an upsampler directory, e.g. tokgen/assets/models/priors/level1 "
         "(for --teacher-forced-fraction)",
+    )
+    p.add_argument(
+        "--teacher-forced-passes",
+        type=int,
+        default=1,
+        help="draws of each teacher-forced batch: 2 or more draw again given the previous draws, so "
+        "later draws continue the prior's own mistakes, as generation does (default 1: real history)",
     )
     p.add_argument(
         "--decoder-channels",

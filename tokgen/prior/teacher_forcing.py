@@ -131,10 +131,16 @@ class UpsamplerDraws:
     """Teacher-forced codes for a codec's decoder fine-tune
     (``tokgen.codec.train_msvq.CodeSampler``): a batch of crops' codes with the upsampler's
     level replaced by its draws, the reference prompt taken from the end of each crop's
-    reference codes (in generation: the prime's last codes)."""
+    reference codes (in generation: the prime's last codes).
+
+    ``passes`` > 1 draws again given the previous pass's draws (parallel scheduled sampling,
+    Duckworth et al. 2019): every code of the last pass follows codes the prior drew, not
+    real ones, which is closer to what a free-running upsampler hands the decoder, while the
+    codes stay aligned with the real audio the decoder is trained to give."""
 
     upsampler: Upsampler
     temperature: float = 1.0
+    passes: int = 1
 
     def __call__(
         self, codes: list[torch.Tensor], reference: list[torch.Tensor], seed: int
@@ -145,7 +151,9 @@ class UpsamplerDraws:
             raise TokgenError(f"crops of {frames} level-{level} codes exceed the prior's window ({up.n_ctx})")
         ref = reference[level][:, -up.reference_tokens :] if up.reference_tokens else None
         generator = torch.Generator().manual_seed(seed)
-        drawn = teacher_forced_samples(
-            up.model, up.layout, level, codes[level - 1], codes[level], ref, self.temperature, generator
-        )
+        drawn = codes[level]
+        for _ in range(self.passes):
+            drawn = teacher_forced_samples(
+                up.model, up.layout, level, codes[level - 1], drawn, ref, self.temperature, generator
+            )
         return [*codes[:level], drawn, *codes[level + 1 :]]
