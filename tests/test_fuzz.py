@@ -62,7 +62,7 @@ from tests.fuzz_corpus import (
     wav_header,
     zip_claiming,
 )
-from tests.test_serve_process import Served, start_serve
+from tests.test_serve_process import Served, start_serve, tracebacks
 from tokgen.jobs.queue import Cursor
 from tokgen.serve.jobs_service import STATES, page_token, read_page_token, request_digest
 from tokgen.v1 import jobs_pb2 as jpb
@@ -129,7 +129,7 @@ def fuzzed_server(cwd: Path, tiny_model_dir: Path, prior_set: Path, *extra: str,
             dict(sorted(Counter(c for _, c in fuzzed.observed.elements()).items())),
         )
         assert code == 0, "".join(log)[-4000:]
-        assert not [line for line in log if "Traceback" in line], "".join(log)[-4000:]
+        assert not tracebacks(log), tracebacks(log)
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.test_serve_process import tracebacks
 from tests.test_serve_security import pki  # noqa: F401 (a fixture: a throwaway CA and certificates)
 from tokgen.serve.admission import Admission
 from tokgen.serve.http import HttpApi, HttpServer
@@ -75,7 +76,7 @@ def server(tmp_path_factory, tiny_model_dir, prior_set):
         assert proc.wait(timeout=60) == 0
     finally:
         proc.kill()
-    assert not [line for line in log if "Traceback" in line], "".join(log)
+    assert not tracebacks(log), tracebacks(log)
 
 
 def keyed(key: str = ALICE) -> dict:

@@ -16,7 +16,7 @@ import grpc
 import httpx
 import pytest
 
-from tests.test_serve_process import start_serve, stop
+from tests.test_serve_process import start_serve, stop, tracebacks
 from tokgen import logs
 from tokgen.cli import build_parser
 from tokgen.monitoring.metrics import model_id
@@ -134,7 +134,7 @@ def server(tmp_path_factory, tiny_model_dir, prior_set):
     served = start_serve(cwd, tiny_model_dir, prior_set, *options)
     yield served
     assert stop(served) == 0
-    assert not [line for line in served.log if "Traceback" in line], "".join(served.log)
+    assert not tracebacks(served.log), tracebacks(served.log)
 
 
 def sent_back(call) -> str | None:

@@ -44,6 +44,14 @@ class Served:
         self.drain.start()
 
 
+def tracebacks(log: list[str], after: int = 40) -> str:
+    """Each traceback in a server's log with the lines that follow it (the exception
+    itself): what a failing "no traceback logged" check must show, since the tail of a
+    long access log rarely holds it."""
+    starts = [i for i, line in enumerate(log) if "Traceback" in line]
+    return "\n...\n".join("".join(log[max(0, i - 3) : i + after]) for i in starts)
+
+
 def start_serve(cwd: Path, tiny_model_dir: Path, prior_set: Path, *extra: str) -> Served:
     cmd = [sys.executable, "-m", "tokgen", "serve", "--port", "0", "--metrics-port", "0", "--backend", "hf"]
     cmd += ["--codec", str(tiny_model_dir), "--priors", str(prior_set), *extra]
