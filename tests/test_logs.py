@@ -5,11 +5,13 @@ request id sent back, no secrets; and the ``model`` label on its request series.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import logging
 import os
 import re
+import sys
 import time
 
 import grpc
@@ -217,3 +219,91 @@ def test_the_request_series_carry_the_model_label(server, tiny_model_dir, prior_
     for family in ("time_to_first_audio", "request_duration", "prepare"):
         assert f'tokgen_{family}_seconds_count{{model="{model}"}}' in text, family
     assert f'tokgen_http_requests_total{{code="200",method="GET",model="{model}",route="/healthz"}}' in text
+
+
+def test_a_client_leaving_mid_send_is_logged_and_counted_as_cancelled(caplog):
+    """A stream whose client cancels while its reply is being sent: grpc drops the reply
+    generator (it is closed later with GeneratorExit, the context neither cancelled nor
+    coded). The access log and ``tokgen_requests_total`` must say CANCELLED, not UNKNOWN
+    (what an uncaught error gives, which an alert pages on), and grpc's own ERROR for a
+    reply sent to a departed client (with a traceback) must not reach INFO. A real grpc.aio
+    server over a socket, set up as ``tokgen serve`` sets its own (its two outer
+    interceptors, ``quiet_client_departures``), a handler that only yields (so a
+    cancellation can only reach it as GeneratorExit)."""
+    from tokgen.monitoring import metrics
+    from tokgen.serve.access_log import AccessLogInterceptor, quiet_client_departures
+    from tokgen.serve.interceptors import CallMetricsInterceptor
+
+    seen: list[str] = []
+
+    async def endless(request, context):
+        try:
+            while True:
+                yield b"x" * 100_000  # more than a flow-control window: sends wait on the client
+        except BaseException as exc:
+            seen.append(type(exc).__name__)
+            raise
+
+    def counted(code: str) -> float:
+        return metrics.REQUESTS.labels("Endless", code, metrics.serving_model())._value.get()
+
+    async def scenario() -> None:
+        quiet_client_departures()
+        server = grpc.aio.server(interceptors=[AccessLogInterceptor(), CallMetricsInterceptor()])
+        handler = grpc.unary_stream_rpc_method_handler(endless)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", {"Endless": handler}),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+
+        def client() -> None:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                for _ in range(3):
+                    call = channel.unary_stream("/t.T/Endless")(b"", timeout=30)
+                    next(call)
+                    call.cancel()
+
+        await asyncio.to_thread(client)
+        deadline = time.monotonic() + 10
+        while len(seen) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await server.stop(1)
+
+    before = {code: counted(code) for code in ("CANCELLED", "UNKNOWN")}
+    with caplog.at_level(logging.INFO):
+        asyncio.run(scenario())
+    assert seen == ["GeneratorExit"] * 3  # the path under test, not a plain cancellation
+    lines = [r.getMessage() for r in caplog.records if "/t.T/Endless" in r.getMessage()]
+    assert len(lines) == 3 and all(" CANCELLED " in line for line in lines), lines
+    assert counted("CANCELLED") - before["CANCELLED"] == 3 and counted("UNKNOWN") == before["UNKNOWN"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info], caplog.text
+
+
+def test_grpcs_error_for_a_departed_client_becomes_one_debug_line():
+    """What grpc logs when a reply's send finds the call gone (its ERROR, with the
+    traceback), through the filter: DEBUG, the message kept, no traceback; any other
+    record of that logger passes as it was."""
+    from tokgen.serve.access_log import _client_departure
+
+    ExecuteBatchError = type("ExecuteBatchError", (Exception,), {})  # grpc's is private (cygrpc)
+
+    def record(error: Exception) -> logging.LogRecord:
+        try:
+            raise error
+        except Exception:
+            exc_info = sys.exc_info()
+        return logging.LogRecord(
+            "grpc._cython.cygrpc",
+            logging.ERROR,
+            __file__,
+            1,
+            "ExecuteBatchError raised in core by servicer method [%s]",
+            ("/m",),
+            exc_info,
+        )
+
+    departed = record(ExecuteBatchError('Failed "execute_batch"'))
+    assert _client_departure(departed)
+    assert (departed.levelno, departed.levelname, departed.exc_info) == (logging.DEBUG, "DEBUG", None)
+    assert "servicer method [/m]" in departed.getMessage() and "client left" in departed.getMessage()
+    other = record(ValueError("a real fault"))
+    assert _client_departure(other) and other.levelno == logging.ERROR and other.exc_info is not None

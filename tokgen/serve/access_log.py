@@ -15,6 +15,11 @@ call runs it is ``tokgen.logs.REQUEST_ID``: every record logged for the call car
 
 Health checks and reflection (gRPC) and ``GET /healthz`` are logged at DEBUG only: probes
 every few seconds would bury the API's own lines.
+
+A client that leaves while a stream's reply is being sent makes grpc itself log an ERROR
+with a traceback ("ExecuteBatchError raised in core by servicer method"): the send found
+the call gone. That is the call's CANCELLED line, not a server fault, so
+``quiet_client_departures`` makes it a DEBUG line without the traceback.
 """
 
 from __future__ import annotations
@@ -37,6 +42,25 @@ REQUEST_ID_KEY = "x-request-id"  # gRPC metadata keys and HTTP/2 header names ar
 _PLAUSIBLE_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 log = logging.getLogger("tokgen.access")
+GRPC_CORE_LOGGER = "grpc._cython.cygrpc"
+
+
+def _client_departure(record: logging.LogRecord) -> bool:
+    """A logger filter: grpc's ExecuteBatchError record (a reply sent to a call the client
+    has left) becomes one DEBUG line; every other record passes unchanged."""
+    error = record.exc_info[1] if record.exc_info else None
+    if type(error).__name__ == "ExecuteBatchError":
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.msg, record.args = "%s (the client left as a reply was sent): %s", (record.getMessage(), error)
+        record.exc_info = record.exc_text = None
+    return True
+
+
+def quiet_client_departures() -> None:
+    """Install ``_client_departure`` on grpc's core logger (once; ``tokgen serve`` does)."""
+    core = logging.getLogger(GRPC_CORE_LOGGER)
+    if _client_departure not in core.filters:
+        core.addFilter(_client_departure)
 
 
 def request_id(given: str | None) -> str:

@@ -25,7 +25,7 @@ from tokgen.jobs.queue import QueueConfig, open_queue
 from tokgen.jobs.worker import Worker
 from tokgen.monitoring import metrics
 from tokgen.monitoring.health import LIVE, health_server, set_status
-from tokgen.serve.access_log import AccessLogInterceptor
+from tokgen.serve.access_log import AccessLogInterceptor, quiet_client_departures
 from tokgen.serve.admission import Admission
 from tokgen.serve.auth import ApiKeyInterceptor, load_api_keys
 from tokgen.serve.http import HttpApi, HttpServer
@@ -58,6 +58,7 @@ def build_server(
     Beyond ``max_concurrent_rpcs`` calls in flight, grpc answers RESOURCE_EXHAUSTED before
     reading the request."""
     keyed = bool(api_keys or operator_keys)
+    quiet_client_departures()
     server = grpc.aio.server(
         # The first interceptor wraps what the others return: it logs every call, the
         # second counts it; the API key is checked next, before the request is parsed (a
