@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import threading
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -176,7 +176,7 @@ class Generator:
 
     def stream_samples(
         self, job: Job, spec: ContinueSpec, on_change: OnChange | None = None
-    ) -> AsyncIterator[tuple[int, np.ndarray]]:
+    ) -> AsyncGenerator[tuple[int, np.ndarray], None]:
         """The new audio of each of ``spec``'s samples of ``job``, as (sample index, piece)
         while they are generated side by side, cut to the seconds asked for and made the
         spec's output (rate, loudness); see ``stream_samples``. Closing it aborts them."""

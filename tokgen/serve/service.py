@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import aclosing
 from typing import NamedTuple
 
 import grpc
@@ -125,9 +126,13 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
         )
 
     async def Continue(self, request, context):
+        # Each stream below is closed here, in order, when this one is: a client that leaves
+        # mid-send does not cancel the call, grpc drops this generator (see final_code), and
+        # the admission slot and engine requests must go with it, not whenever GC gets there.
         started = time.perf_counter()
-        async for reply in self._continue(request, context, started):
-            yield reply
+        async with aclosing(self._continue(request, context, started)) as replies:
+            async for reply in replies:
+                yield reply
         metrics.REQUEST_DURATION.labels(metrics.serving_model()).observe(time.perf_counter() - started)
 
     async def _continue(self, request, context, started: float):
@@ -143,8 +148,9 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
                         job = await asyncio.to_thread(self._prepare, g, spec)
                 except FieldError as exc:
                     await abort_invalid(context, exc.field, exc.message)
-                async for reply in self._stream(g, job, spec, started):
-                    yield reply
+                async with aclosing(self._stream(g, job, spec, started)) as replies:
+                    async for reply in replies:
+                        yield reply
         except Busy as busy:
             await abort_busy(context, busy)
 
@@ -161,20 +167,21 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
         fmt = pb.AudioFormat(sample_rate=rate, channels=1, encoding="s16le")
         sent, first, last = [0] * spec.num_samples, None, 0.0
         done_at, watch = completion_times(len(codec.levels), started)
-        async for index, piece in g.stream_samples(job, spec, on_change=watch):
-            now = time.perf_counter()
-            if first is None:
-                first = now - started
-                metrics.TIME_TO_FIRST_AUDIO.labels(metrics.serving_model()).observe(first)
-            else:
-                metrics.CHUNK_GAP.labels(metrics.serving_model()).observe(now - last)
-            last = now
-            chunk = pb.AudioChunk(
-                format=fmt, pcm=pcm16(piece), offset_seconds=sent[index] / rate, sample_index=index
-            )
-            yield pb.ContinueResponse(chunk=chunk)
-            sent[index] += piece.size
-            metrics.AUDIO_SECONDS.labels("stream").inc(piece.size / rate)
+        async with aclosing(g.stream_samples(job, spec, on_change=watch)) as samples:
+            async for index, piece in samples:
+                now = time.perf_counter()
+                if first is None:
+                    first = now - started
+                    metrics.TIME_TO_FIRST_AUDIO.labels(metrics.serving_model()).observe(first)
+                else:
+                    metrics.CHUNK_GAP.labels(metrics.serving_model()).observe(now - last)
+                last = now
+                chunk = pb.AudioChunk(
+                    format=fmt, pcm=pcm16(piece), offset_seconds=sent[index] / rate, sample_index=index
+                )
+                yield pb.ContinueResponse(chunk=chunk)
+                sent[index] += piece.size
+                metrics.AUDIO_SECONDS.labels("stream").inc(piece.size / rate)
         metrics.REALTIME_FACTOR.labels("stream").observe(sum(sent) / rate / (time.perf_counter() - started))
         yield pb.ContinueResponse(
             summary=pb.Summary(
