@@ -7,8 +7,9 @@ it (``guarded``: no API key, bytes that are not a request)."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from typing import Any
 
 import grpc
@@ -26,7 +27,12 @@ Around = Callable[[Any, grpc.aio.ServicerContext], AbstractAsyncContextManager[N
 def wrapped(handler: grpc.RpcMethodHandler, around: Around, deserialize: Callable | None = None):
     """``handler`` run inside ``async with around(request, context)`` (the request is None
     for client-streaming methods; a streaming reply is produced inside it, to its end);
-    ``deserialize`` replaces the handler's own."""
+    ``deserialize`` replaces the handler's own.
+
+    A streaming handler comes in grpc.aio's two forms, and the wrapper keeps its form: an
+    async generator (its replies are yielded on, and it is closed with the call, so what it
+    holds is released when the client leaves, not when it is garbage-collected) or a
+    coroutine that sends through ``context.write`` (grpc's own health ``Watch``)."""
     deserialize = deserialize or handler.request_deserializer
     serialize = handler.response_serializer
     if handler.unary_unary:
@@ -39,10 +45,17 @@ def wrapped(handler: grpc.RpcMethodHandler, around: Around, deserialize: Callabl
         return grpc.unary_unary_rpc_method_handler(around_unary_unary, deserialize, serialize)
     if handler.unary_stream:
         unary_stream = handler.unary_stream
+        if not inspect.isasyncgenfunction(unary_stream):
+
+            async def around_unary_writer(request, context):
+                async with around(request, context):
+                    await unary_stream(request, context)
+
+            return grpc.unary_stream_rpc_method_handler(around_unary_writer, deserialize, serialize)
 
         async def around_unary_stream(request, context):
-            async with around(request, context):
-                async for reply in unary_stream(request, context):
+            async with around(request, context), aclosing(unary_stream(request, context)) as replies:
+                async for reply in replies:
                     yield reply
 
         return grpc.unary_stream_rpc_method_handler(around_unary_stream, deserialize, serialize)
@@ -55,10 +68,17 @@ def wrapped(handler: grpc.RpcMethodHandler, around: Around, deserialize: Callabl
 
         return grpc.stream_unary_rpc_method_handler(around_stream_unary, deserialize, serialize)
     stream_stream = handler.stream_stream
+    if not inspect.isasyncgenfunction(stream_stream):
+
+        async def around_stream_writer(requests, context):
+            async with around(None, context):
+                await stream_stream(requests, context)
+
+        return grpc.stream_stream_rpc_method_handler(around_stream_writer, deserialize, serialize)
 
     async def around_stream_stream(requests, context):
-        async with around(None, context):
-            async for reply in stream_stream(requests, context):
+        async with around(None, context), aclosing(stream_stream(requests, context)) as replies:
+            async for reply in replies:
                 yield reply
 
     return grpc.stream_stream_rpc_method_handler(around_stream_stream, deserialize, serialize)
