@@ -27,61 +27,51 @@ Around = Callable[[Any, grpc.aio.ServicerContext], AbstractAsyncContextManager[N
 def wrapped(handler: grpc.RpcMethodHandler, around: Around, deserialize: Callable | None = None):
     """``handler`` run inside ``async with around(request, context)`` (the request is None
     for client-streaming methods; a streaming reply is produced inside it, to its end);
-    ``deserialize`` replaces the handler's own.
-
-    A streaming handler comes in grpc.aio's two forms, and the wrapper keeps its form: an
-    async generator (its replies are yielded on, and it is closed with the call, so what it
-    holds is released when the client leaves, not when it is garbage-collected) or a
-    coroutine that sends through ``context.write`` (grpc's own health ``Watch``)."""
+    ``deserialize`` replaces the handler's own."""
     deserialize = deserialize or handler.request_deserializer
     serialize = handler.response_serializer
     if handler.unary_unary:
-        unary_unary = handler.unary_unary
-
-        async def around_unary_unary(request, context):
-            async with around(request, context):
-                return await unary_unary(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(around_unary_unary, deserialize, serialize)
+        return grpc.unary_unary_rpc_method_handler(
+            around_call(handler.unary_unary, around, False), deserialize, serialize
+        )
     if handler.unary_stream:
-        unary_stream = handler.unary_stream
-        if not inspect.isasyncgenfunction(unary_stream):
-
-            async def around_unary_writer(request, context):
-                async with around(request, context):
-                    await unary_stream(request, context)
-
-            return grpc.unary_stream_rpc_method_handler(around_unary_writer, deserialize, serialize)
-
-        async def around_unary_stream(request, context):
-            async with around(request, context), aclosing(unary_stream(request, context)) as replies:
-                async for reply in replies:
-                    yield reply
-
-        return grpc.unary_stream_rpc_method_handler(around_unary_stream, deserialize, serialize)
+        return grpc.unary_stream_rpc_method_handler(
+            around_call(handler.unary_stream, around, False), deserialize, serialize
+        )
     if handler.stream_unary:
-        stream_unary = handler.stream_unary
+        return grpc.stream_unary_rpc_method_handler(
+            around_call(handler.stream_unary, around, True), deserialize, serialize
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        around_call(handler.stream_stream, around, True), deserialize, serialize
+    )
 
-        async def around_stream_unary(requests, context):
-            async with around(None, context):
-                return await stream_unary(requests, context)
 
-        return grpc.stream_unary_rpc_method_handler(around_stream_unary, deserialize, serialize)
-    stream_stream = handler.stream_stream
-    if not inspect.isasyncgenfunction(stream_stream):
+def around_call(method: Callable, around: Around, request_streaming: bool) -> Callable:
+    """``method`` (a servicer method in either of grpc.aio's forms) inside ``around``, in
+    the same form, since grpc dispatches on it: a coroutine (a reply returned, or sent
+    through ``context.write`` as grpc's own health ``Watch`` does) is awaited; an async
+    generator's replies are yielded on, and it is closed inside the call, so what it holds
+    is released when the client leaves (not whenever it is garbage-collected), before
+    ``around`` sees the call end."""
 
-        async def around_stream_writer(requests, context):
-            async with around(None, context):
-                await stream_stream(requests, context)
+    def seen(request):  # what ``around`` is given: a request stream is not looked at
+        return None if request_streaming else request
 
-        return grpc.stream_stream_rpc_method_handler(around_stream_writer, deserialize, serialize)
+    if not inspect.isasyncgenfunction(method):
 
-    async def around_stream_stream(requests, context):
-        async with around(None, context), aclosing(stream_stream(requests, context)) as replies:
+        async def around_coroutine(request, context):
+            async with around(seen(request), context):
+                return await method(request, context)
+
+        return around_coroutine
+
+    async def around_generator(request, context):
+        async with around(seen(request), context), aclosing(method(request, context)) as replies:
             async for reply in replies:
                 yield reply
 
-    return grpc.stream_stream_rpc_method_handler(around_stream_stream, deserialize, serialize)
+    return around_generator
 
 
 def guarded(handler: grpc.RpcMethodHandler, check: Check, deserialize: Callable | None = None):
