@@ -25,6 +25,16 @@ from tokgen.generation.sampler import CodeBoard, LevelPrior, OnChange, SamplingS
 MAX_PIECE_SECONDS = 1.0  # a sample held back for its loudness goes out in pieces of this
 
 
+def next_piece_frames(last: int, smallest: int, largest: int) -> int:
+    """Frames the next piece waits for after a piece of ``last`` frames: twice as many,
+    within [``smallest``, ``largest``]. Every piece is decoded with the decoder's margin
+    and lookahead around it (63 middle frames, 0.5 s, with the shipped codec), so a stream
+    in 0.25 s pieces spends about 5x the decoder time of one whole decode; pieces that
+    double up to 1 s keep the first audio as early and cost about 2x (docs/PERFORMANCE.md,
+    "Streaming decode")."""
+    return min(largest, max(smallest, 2 * last))
+
+
 async def stream_continuation(
     codec: Codec,
     priors: list[LevelPrior],
@@ -34,12 +44,14 @@ async def stream_continuation(
     min_seconds: float = 0.25,
     first_seconds: float | None = None,
     on_change: OnChange | None = None,
+    max_seconds: float = MAX_PIECE_SECONDS,
 ) -> AsyncGenerator[np.ndarray, None]:
-    """Yield the new audio of ``job`` (after the prime) in pieces of at least
-    ``min_seconds`` (but the last, and the first: by default as much as the bottom level's
-    lead window makes final, so the first audio needs nothing beyond the levels' lead
-    windows; one frame more would wait for a full window of every level). Closing the
-    iterator early aborts the generation.
+    """Yield the new audio of ``job`` (after the prime) in pieces: the first as much as the
+    bottom level's lead window makes final (``first_seconds``, if given), so the first
+    audio needs nothing beyond the levels' lead windows (one frame more would wait for a
+    full window of every level); then each at least twice the one before, from
+    ``min_seconds`` up to ``max_seconds`` (``next_piece_frames``), but the last. Closing
+    the iterator early aborts the generation.
     ``on_change`` also watches the codes (see ``CodeBoard``)."""
     bottom = len(codec.levels) - 1
     hops = [lv.hop for lv in codec.levels]
@@ -81,7 +93,8 @@ async def stream_continuation(
                 upper = levels[:bottom] if codec.uses_all_levels else None
                 piece = await asyncio.to_thread(decoder.push, levels[bottom], finished, upper)
                 if piece.size:
-                    decoder.min_frames = frames(min_seconds)
+                    last = piece.size // hops[-1]
+                    decoder.min_frames = next_piece_frames(last, frames(min_seconds), frames(max_seconds))
                     yield piece
             if finished:
                 return
