@@ -1,7 +1,8 @@
 """What streaming costs the decoder: the example prime's codes (top + middle, the generation
 path) fed to ``StreamDecoder`` one middle frame at a time, as a stream's codes arrive, with
 the pieces ``stream_continuation`` would cut (a 6-frame first piece, then either a fixed
-size or pieces that double, ``next_piece_frames``), against one decode of all the codes.
+size or pieces that double, ``next_piece_frames``, as for a stream far enough ahead of its
+listener), against one decode of all the codes.
 
 Every piece is decoded with the decoder's margin before it and its lookahead after it (34 +
 29 middle frames, 0.5 s), so the decoder time a stream spends grows with the number of
@@ -46,7 +47,8 @@ def streamed(
             spent += time.perf_counter() - started
             pieces.append(piece)
             last = piece.size // codec.levels[1].hop
-            decoder.min_frames = next_piece_frames(last, fixed, largest) if grow else fixed
+            # as for a stream far ahead of its listener: growth is not held back
+            decoder.min_frames = next_piece_frames(last, 2 * n, fixed, largest) if grow else fixed
     return spent, len(pieces), np.concatenate(pieces)
 
 

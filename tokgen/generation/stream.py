@@ -25,14 +25,18 @@ from tokgen.generation.sampler import CodeBoard, LevelPrior, OnChange, SamplingS
 MAX_PIECE_SECONDS = 1.0  # a sample held back for its loudness goes out in pieces of this
 
 
-def next_piece_frames(last: int, smallest: int, largest: int) -> int:
-    """Frames the next piece waits for after a piece of ``last`` frames: twice as many,
-    within [``smallest``, ``largest``]. Every piece is decoded with the decoder's margin
-    and lookahead around it (63 middle frames, 0.5 s, with the shipped codec), so a stream
-    in 0.25 s pieces spends about 5x the decoder time of one whole decode; pieces that
-    double up to 1 s keep the first audio as early and cost about 2x (docs/PERFORMANCE.md,
-    "Streaming decode")."""
-    return min(largest, max(smallest, 2 * last))
+def next_piece_frames(last: int, ahead: int, smallest: int, largest: int) -> int:
+    """Frames the next piece waits for after a piece of ``last`` frames, when the audio
+    sent so far is ``ahead`` frames ahead of a listener who started playing at the first
+    piece: twice ``last``, but at most half of ``ahead`` (the piece is then out before
+    that listener runs dry, at any speed of at least real time), within [``smallest``,
+    ``largest``].
+
+    Why grow at all: every piece is decoded with the decoder's margin and lookahead around
+    it (63 middle frames, 0.5 s, with the shipped codec), so a stream cut in 0.25 s pieces
+    spends about 6.5x the decoder time of one whole decode, and pieces that double up to
+    1 s about 2x (docs/PERFORMANCE.md, "Streaming decode"): CPU the engines need."""
+    return max(smallest, min(largest, 2 * last, ahead // 2))
 
 
 async def stream_continuation(
@@ -49,9 +53,9 @@ async def stream_continuation(
     """Yield the new audio of ``job`` (after the prime) in pieces: the first as much as the
     bottom level's lead window makes final (``first_seconds``, if given), so the first
     audio needs nothing beyond the levels' lead windows (one frame more would wait for a
-    full window of every level); then each at least twice the one before, from
-    ``min_seconds`` up to ``max_seconds`` (``next_piece_frames``), but the last. Closing
-    the iterator early aborts the generation.
+    full window of every level); then pieces of ``min_seconds`` that grow towards
+    ``max_seconds`` while the stream runs ahead of real time (``next_piece_frames``), and
+    the rest at the end. Closing the iterator early aborts the generation.
     ``on_change`` also watches the codes (see ``CodeBoard``)."""
     bottom = len(codec.levels) - 1
     hops = [lv.hop for lv in codec.levels]
@@ -80,6 +84,10 @@ async def stream_continuation(
             on_change(board, level)
 
     sampling = asyncio.create_task(sample_job(codec, priors, job, settings, request_id, watch))
+    loop = asyncio.get_running_loop()
+    smallest, largest = frames(min_seconds), frames(max_seconds)
+    started: float | None = None  # when the first piece went out
+    sent = 0  # samples of audio out so far
     try:
         while True:
             finished = sampling.done()
@@ -93,8 +101,12 @@ async def stream_continuation(
                 upper = levels[:bottom] if codec.uses_all_levels else None
                 piece = await asyncio.to_thread(decoder.push, levels[bottom], finished, upper)
                 if piece.size:
+                    now = loop.time()
+                    started = now if started is None else started
+                    sent += piece.size
+                    ahead = frames(sent / codec.sample_rate - (now - started))
                     last = piece.size // hops[-1]
-                    decoder.min_frames = next_piece_frames(last, frames(min_seconds), frames(max_seconds))
+                    decoder.min_frames = next_piece_frames(last, ahead, smallest, largest)
                     yield piece
             if finished:
                 return
