@@ -10,6 +10,7 @@ import logging
 from contextlib import asynccontextmanager
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tokgen.serve.admission import Admission
@@ -88,3 +89,19 @@ def test_a_wrapped_stream_is_closed_before_the_call_is_seen_to_end():
 
     asyncio.run(scenario())
     assert events == ["handler closed", "call ended"]
+
+
+def test_a_handler_that_is_not_async_is_refused_by_name():
+    """grpc.aio dispatches on a servicer method's form; a plain function cannot keep it
+    through the wrapper, so it is refused when wrapped, not on every call."""
+    from tokgen.serve.interceptors import around_call
+
+    def plain(request, context):
+        return iter(())
+
+    @asynccontextmanager
+    async def around(request, context):
+        yield
+
+    with pytest.raises(TypeError, match=r"plain.*not a grpc\.aio servicer method"):
+        around_call(plain, around, False)

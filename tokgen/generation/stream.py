@@ -30,7 +30,8 @@ def next_piece_frames(last: int, ahead: int, smallest: int, largest: int) -> int
     sent so far is ``ahead`` frames ahead of a listener who started playing at the first
     piece: twice ``last``, but at most half of ``ahead`` (the piece is then out before
     that listener runs dry, at any speed of at least real time), within [``smallest``,
-    ``largest``].
+    ``largest``]. ``ahead`` counts audio as it is made; a client that reads slower is
+    further behind than that, and ``largest`` bounds what it costs such a client.
 
     Why grow at all: every piece is decoded with the decoder's margin and lookahead around
     it (63 middle frames, 0.5 s, with the shipped codec), so a stream cut in 0.25 s pieces

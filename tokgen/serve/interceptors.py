@@ -58,7 +58,9 @@ def around_call(method: Callable, around: Around, request_streaming: bool) -> Ca
     def seen(request):  # what ``around`` is given: a request stream is not looked at
         return None if request_streaming else request
 
-    if not inspect.isasyncgenfunction(method):
+    if not (inspect.iscoroutinefunction(method) or inspect.isasyncgenfunction(method)):
+        raise TypeError(f"{method!r} is not a grpc.aio servicer method (async def, or an async generator)")
+    if inspect.iscoroutinefunction(method):
 
         async def around_coroutine(request, context):
             async with around(seen(request), context):
