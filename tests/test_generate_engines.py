@@ -115,8 +115,8 @@ def test_stream_pieces_grow_only_as_far_as_the_stream_is_ahead():
         sizes.append(next_piece_frames(sizes[-1], far_ahead, smallest=31, largest=125))
     assert sizes == [6, 31, 62, 124, 125, 125, 125]
     assert next_piece_frames(124, ahead=100, smallest=31, largest=125) == 50
-    assert next_piece_frames(124, ahead=40, smallest=31, largest=125) == 31  # behind: small pieces
-    assert next_piece_frames(124, ahead=-50, smallest=31, largest=125) == 31
+    assert next_piece_frames(124, ahead=40, smallest=31, largest=125) == 31  # a little ahead: small
+    assert next_piece_frames(124, ahead=-50, smallest=31, largest=125) == 31  # behind: small
 
 
 def test_closing_a_stream_early_leaves_the_engine_serving(loop_thread, engine, codec, tone):
