@@ -32,11 +32,17 @@ FIRST = 6  # frames: about what the lead window makes final before the first pie
 
 
 def streamed(
-    codec: TopLevels, codes: list[np.ndarray], reference: np.ndarray, grow: bool, fixed: int, largest: int
+    codec: TopLevels,
+    codes: list[np.ndarray],
+    reference: np.ndarray,
+    grow: bool,
+    fixed: int,
+    largest: int,
+    incremental: bool,
 ):
     """(decoder seconds, pieces, joined audio) of one stream of ``codes``."""
     per_top = codec.levels[0].hop // codec.levels[1].hop
-    decoder = StreamDecoder(codec, 1, min_frames=FIRST, reference=reference)
+    decoder = StreamDecoder(codec, 1, min_frames=FIRST, reference=reference, incremental=incremental)
     pieces, spent = [], 0.0
     n = codes[1].size
     for known in range(1, n + 1):
@@ -63,9 +69,11 @@ def main() -> None:
     frames = lambda s: round(s * codec.sample_rate / codec.levels[1].hop)  # noqa: E731
     schedules = {
         "whole (one decode)": None,
-        "fixed 0.25 s pieces": (False, frames(0.25), frames(0.25)),
-        "doubling 0.25 -> 1 s": (True, frames(0.25), frames(1.0)),
-        "doubling 0.25 -> 2 s": (True, frames(0.25), frames(2.0)),
+        "crops, fixed 0.25 s": (False, frames(0.25), frames(0.25), False),
+        "crops, 0.25 -> 1 s": (True, frames(0.25), frames(1.0), False),
+        "crops, 0.25 -> 2 s": (True, frames(0.25), frames(2.0), False),
+        "incremental, fixed 0.25 s": (False, frames(0.25), frames(0.25), True),
+        "incremental, 0.25 -> 1 s": (True, frames(0.25), frames(1.0), True),
     }
     times: dict[str, list[float]] = {name: [] for name in schedules}
     counts: dict[str, int] = {}
@@ -86,7 +94,7 @@ def main() -> None:
     print(f"{seconds:.1f} s of codes, {args.rounds} rounds; decoder seconds (median) and x one decode")
     for name, spent in times.items():
         median = float(np.median(spent))
-        print(f"{name:>22}: {counts[name]:3d} decodes  {median:6.3f} s  {median / base:5.2f}x")
+        print(f"{name:>26}: {counts[name]:3d} decodes  {median:6.3f} s  {median / base:5.2f}x")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,12 @@ class Settings(LogSettings):
     # kernels on CPUs with avx512_bf16 or AMX, slower in plain torch (the hf engine) on
     # CPUs without AMX (docs/PERFORMANCE.md); float32 is what the evaluations measured.
     engine_dtype: Literal["float32", "bfloat16"] = "float32"
+    # `tokgen serve`: processes that decode and encode stream primes (0: threads of the
+    # server, which wait for its interpreter lock under load), and the niceness of its vLLM
+    # engine processes, so that a new request's prime does not queue behind the engines'
+    # bulk work for the streams already playing (docs/PERFORMANCE.md)
+    prepare_workers: int = Field(default=2, ge=0, le=64)
+    engine_nice: int = Field(default=5, ge=0, le=19)
 
     # Models (flags --codec and --priors); unset: the shipped codec and priors.
     codec: Path | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -31,6 +32,15 @@ class LevelSpec:
     def bitrate(self, sample_rate: int) -> float:
         """Bits per second of this level's codes."""
         return sample_rate / self.hop * self.n_codebooks * math.log2(self.codebook_size)
+
+
+class IncrementalDecoder(Protocol):
+    def decode(self, codes: list[np.ndarray], stop: int, final: bool = False) -> np.ndarray:
+        """Audio from where the last call stopped (at first, the decoder's first frame)
+        to frame ``stop`` of the finest level in ``codes`` (the known prefixes of the levels
+        it decodes, top first, reaching the codec's ``decode_lookahead`` past ``stop``);
+        with ``final``, the codes are complete and the rest of the audio is returned."""
+        ...
 
 
 class Codec(ABC):
@@ -76,6 +86,14 @@ class Codec(ABC):
         waits before a frame is final (at most ``decode_margin``, which also covers the
         context before a crop)."""
         return self.decode_margin(level)
+
+    def incremental_decoder(
+        self, level: int, first: int, reference: np.ndarray | None = None
+    ) -> IncrementalDecoder | None:
+        """A decoder of ``level`` (with the levels above, for codecs that use all levels)
+        that computes each frame once as codes arrive, from frame ``first`` on; None where
+        the codec has none (``StreamDecoder`` then decodes each piece from a crop)."""
+        return None
 
     def check_level(self, level: int) -> None:
         from tokgen.errors import TokgenError

@@ -36,8 +36,9 @@ from pydantic import BaseModel, Field, model_validator
 from torch import nn
 
 from tokgen.audio import check_mono
-from tokgen.codec.base import Codec, LevelSpec
+from tokgen.codec.base import Codec, IncrementalDecoder, LevelSpec
 from tokgen.codec.chunking import run_in_chunks
+from tokgen.codec.fourier_stream import FourierStream
 from tokgen.codec.instruments import InstrumentTable
 from tokgen.codec.modules import Encoder
 from tokgen.codec.quantizer import EMAVectorQuantizer
@@ -107,8 +108,15 @@ class ConvNeXtBlock(nn.Module):
         self.pw2 = nn.Linear(intermediate, dim)
         self.gamma = nn.Parameter(torch.full((dim,), 1e-2))
 
-    def forward(self, x: torch.Tensor, timbre: torch.Tensor | None) -> torch.Tensor:
-        y = self.norm(self.dwconv(x).transpose(1, 2))  # (B, F, dim)
+    def forward(self, x: torch.Tensor, timbre: torch.Tensor | None, valid: bool = False) -> torch.Tensor:
+        """``valid``: no zero padding at the edges; the output is the frames whose whole
+        context is in ``x``, 6 fewer (streaming decodes a growing sequence this way)."""
+        if valid:
+            conv = self.dwconv
+            h, x = F.conv1d(x, conv.weight, conv.bias, groups=conv.groups), x[..., 3:-3]
+        else:
+            h = self.dwconv(x)
+        y = self.norm(h.transpose(1, 2))  # (B, F, dim)
         if self.film is not None and timbre is not None:
             scale, shift = self.film(timbre)[:, None, :].chunk(2, dim=-1)
             y = y * (1 + scale) + shift
@@ -137,17 +145,25 @@ class FourierDecoder(nn.Module):
         # plus the inverse STFT's overlap (2 frames each side).
         self.receptive_field_frames = 3 + 3 * cfg.decoder_layers + 2
 
-    def forward(self, z: torch.Tensor, timbre: torch.Tensor | None) -> torch.Tensor:
+    def fold_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents at the encoder rate (B, latent, T) -> decoder frames (B, latent x fold, F)."""
         b, d, t = z.shape
         frames = t // self.fold
         x = z[:, :, : frames * self.fold].reshape(b, d, frames, self.fold).permute(0, 1, 3, 2)
-        x = self.embed(x.reshape(b, d * self.fold, frames))
-        for block in self.blocks:
-            x = block(x, timbre)
+        return x.reshape(b, d * self.fold, frames)
+
+    def spectrum(self, x: torch.Tensor) -> torch.Tensor:
+        """The last block's frames (B, dim, F) -> complex STFT frames (B, n_fft / 2 + 1, F)."""
         h = self.head(self.norm(x.transpose(1, 2))).transpose(1, 2)  # (B, n_fft + 2, F)
         log_mag, phase = h.chunk(2, dim=1)
-        mag = torch.exp(log_mag.clamp(max=6.0))
-        spec = torch.polar(mag, phase)
+        return torch.polar(torch.exp(log_mag.clamp(max=6.0)), phase)
+
+    def forward(self, z: torch.Tensor, timbre: torch.Tensor | None) -> torch.Tensor:
+        x = self.embed(self.fold_latents(z))
+        for block in self.blocks:
+            x = block(x, timbre)
+        spec = self.spectrum(x)
+        frames = spec.shape[-1]
         audio = torch.istft(
             spec, self.n_fft, self.hop, window=self.window, center=True, length=frames * self.hop
         )
@@ -388,9 +404,18 @@ class MSVQCodec(Codec):
         it, each of which reads 3 + 3 x blocks decoder frames further (embedding and
         depthwise convolutions). Crops are widened to whole top frames on the left only, so
         unlike ``decode_margin`` this needs no extra top frame (measured exact:
-        scripts/measure_decode_margin.py)."""
+        scripts/measure_decode_margin.py). A level finer than the decoder's frames (the
+        bottom, 4 frames to one) waits for the rest of the last frame's decoder frame too:
+        a decoder frame is computed once all its codes are in."""
         cfg = self.model.cfg
-        return math.ceil(self.model.decoder.receptive_field_frames * cfg.decoder_hop / cfg.hops[level])
+        hop = cfg.hops[level]
+        return math.ceil((self.model.decoder.receptive_field_frames + 1) * cfg.decoder_hop / hop) - 1
+
+    def incremental_decoder(
+        self, level: int, first: int, reference: np.ndarray | None = None
+    ) -> IncrementalDecoder | None:
+        self.check_level(level)
+        return FourierStream(self.model, level + 1, first, self.timbre(reference))
 
     def instruments(self) -> InstrumentTable | None:
         return self.code_instruments

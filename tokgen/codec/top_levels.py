@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tokgen.codec.base import Codec
+from tokgen.codec.base import Codec, IncrementalDecoder
 from tokgen.codec.instruments import InstrumentTable
 from tokgen.errors import TokgenError
 
@@ -65,6 +65,12 @@ class TopLevels(Codec):
     def decode_lookahead(self, level: int) -> int:
         self.check_level(level)
         return self.inner.decode_lookahead(level)
+
+    def incremental_decoder(
+        self, level: int, first: int, reference: np.ndarray | None = None
+    ) -> IncrementalDecoder | None:
+        self.check_level(level)
+        return self.inner.incremental_decoder(level, first, reference)
 
     def pitch_classes(self, level: int) -> np.ndarray | None:
         self.check_level(level)

@@ -52,6 +52,7 @@ from tokgen.generation.generate import (
 from tokgen.generation.instrument import DEFAULT_INSTRUMENT_GUIDANCE
 from tokgen.generation.key import DEFAULT_KEY_GUIDANCE
 from tokgen.generation.output import finish_audio
+from tokgen.generation.prepare_pool import PreparePool
 from tokgen.generation.queued import QueuedJob
 from tokgen.generation.requests import prepare_spec
 from tokgen.generation.sampler import CodeBoard, LevelPrior, OnChange, SamplingSettings, level_frames
@@ -70,6 +71,7 @@ class Generator:
         self.codec = codec
         self.priors = priors
         self.layout = TokenLayout.for_levels(codec.levels)
+        self._prepare_pool: PreparePool | None = None  # worker processes for ``aprepare``
         self._loop: asyncio.AbstractEventLoop | None = None  # for the synchronous API
         self._thread: threading.Thread | None = None
 
@@ -100,6 +102,15 @@ class Generator:
     async def aclose(self) -> None:
         engines = {id(p.engine): p.engine for p in self.priors}  # levels may share one
         await asyncio.gather(*(e.close() for e in engines.values()))
+        if self._prepare_pool is not None:
+            await asyncio.to_thread(self._prepare_pool.close)
+            self._prepare_pool = None
+
+    def start_prepare_workers(self, workers: int) -> None:
+        """Prepare requests (``aprepare``) in ``workers`` processes of their own from now
+        on (``prepare_pool``: a server's threads wait for its interpreter lock)."""
+        if workers > 0 and self._prepare_pool is None:
+            self._prepare_pool = PreparePool(self.codec, self.priors, workers)
 
     async def __aenter__(self) -> Generator:
         return self
@@ -127,6 +138,13 @@ class Generator:
         ``streaming`` encodes only as much of a prime as the priors see, which is all a
         stream needs; a batch job returns every level's codes, so it encodes all of it."""
         return prepare_spec(self.codec, spec, self.priors if streaming else None)
+
+    async def aprepare(self, spec: ContinueSpec, streaming: bool = False) -> Job:
+        """``prepare`` in a prepare worker (``start_prepare_workers``) or else a thread;
+        ``PrepareWorkerLost`` if the worker died meanwhile."""
+        if self._prepare_pool is not None:
+            return await self._prepare_pool.prepare(spec, streaming)
+        return await asyncio.to_thread(self.prepare, spec, streaming)
 
     def job(
         self,
@@ -329,4 +347,11 @@ async def load_generator(config: Settings, role: str) -> Generator:
     codec_dir, priors_dir = config.codec or DEFAULT_CODEC_DIR, config.priors or DEFAULT_PRIORS_DIR
     await asyncio.to_thread(metrics.set_build_info, role, backend, codec_dir, priors_dir)
     options = {"kv_cache_bytes": config.engine_kv_cache_bytes} if backend == "vllm" else {}
-    return await Generator.aload(config.codec, config.priors, backend, **options)
+    generator = await Generator.aload(config.codec, config.priors, backend, **options)
+    if role == "server":  # streams: a new request's prime before the engines' bulk work
+        if backend == "vllm":
+            from tokgen.engine.vllm import renice_engine_processes
+
+            renice_engine_processes(config.engine_nice)
+        await asyncio.to_thread(generator.start_prepare_workers, config.prepare_workers)
+    return generator

@@ -34,6 +34,10 @@ class FieldError(ValueError):
         self.field = field
         self.message = message
 
+    def __reduce__(self) -> tuple:
+        """Pickled as its two parts: it crosses from prepare workers (``prepare_pool``)."""
+        return (type(self), (self.field, self.message))
+
 
 @dataclass(frozen=True)
 class ContinueSpec:

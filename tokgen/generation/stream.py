@@ -95,7 +95,7 @@ async def stream_continuation(
             levels: list[np.ndarray] | None = None
             if finished:
                 levels = sampling.result()  # raises the sampler's error, if any
-            elif boards:
+            elif boards and decoder.ready(boards[0].prefix_frames(bottom)):
                 board = boards[0]
                 levels = [board.codes[lv][: board.prefix_frames(lv)].copy() for lv in range(bottom + 1)]
             if levels is not None and levels[bottom].size:

@@ -9,7 +9,6 @@ request of the continuation at once. A request holds one admission slot per samp
 
 from __future__ import annotations
 
-import asyncio
 import time
 from contextlib import aclosing
 from typing import NamedTuple
@@ -21,6 +20,7 @@ from grpc_status import rpc_status
 
 from tokgen.generation.generate import MAX_PRIME_SECONDS, MAX_SECONDS, Job, context_kept, level_tokens
 from tokgen.generation.generator import Generator
+from tokgen.generation.prepare_pool import PrepareWorkerLost
 from tokgen.generation.sampler import completion_times
 from tokgen.generation.spec import (
     MAX_NUM_SAMPLES,
@@ -144,20 +144,17 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
         try:
             async with self.admission.slot(spec.priority, spec.num_samples):
                 try:
-                    with metrics.PREPARE.labels(metrics.serving_model()).time():
-                        job = await asyncio.to_thread(self._prepare, g, spec)
+                    with metrics.PREPARE.labels(metrics.serving_model()).time(), self.preparations.running():
+                        job = await g.aprepare(spec, streaming=True)
                 except FieldError as exc:
                     await abort_invalid(context, exc.field, exc.message)
+                except PrepareWorkerLost as exc:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
                 async with aclosing(self._stream(g, job, spec, started)) as replies:
                     async for reply in replies:
                         yield reply
         except Busy as busy:
             await abort_busy(context, busy)
-
-    def _prepare(self, g: Generator, spec: ContinueSpec) -> Job:
-        """Decode and encode the prime (in a worker thread, inside the call's slot)."""
-        with self.preparations.running():
-            return g.prepare(spec, True)
 
     async def _stream(self, g: Generator, job: Job, spec: ContinueSpec, started: float):
         """The samples' audio as PCM chunks, then the summary. Closing this (the call

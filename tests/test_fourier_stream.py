@@ -1,0 +1,102 @@
+"""The msvq decoder run incrementally (``codec.fourier_stream``): each frame computed once
+as codes arrive, the pieces joining into one whole decode, whatever the arrivals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tokgen.assets import EXAMPLE_PRIME
+from tokgen.audio import load_audio
+from tokgen.codec import load_codec
+from tokgen.codec.msvq import MSVQCodec, MSVQConfig, MultiScaleVQ
+from tokgen.codec.streaming import StreamDecoder
+from tokgen.codec.top_levels import TopLevels
+
+# Three levels (hops 512, 128, 32), a decoder frame of 4 bottom frames: a small random
+# model of the shipped codec's shape (exactness does not depend on the weights).
+THREE = MSVQConfig(
+    encoder_strides=[2, 4, 4],
+    encoder_channels=[4, 8, 8, 16],
+    latent_dim=16,
+    level_strides=[16, 4, 1],
+    codebook_size=32,
+    code_dim=8,
+    decoder_hop=128,
+    decoder_dim=16,
+    decoder_intermediate=32,
+    decoder_layers=3,
+    timbre_dim=8,
+    pitch_features=False,
+)
+
+
+def random_codec(seed: int = 0) -> MSVQCodec:
+    torch.manual_seed(seed)
+    model = MultiScaleVQ(THREE)
+    for p in model.parameters():  # FiLM and the code tables start at zero or constants
+        p.data.normal_(0, 0.3)
+    return MSVQCodec(model=model)
+
+
+def stream_pieces(
+    codec, level: int, codes: list[np.ndarray], reference, first: int, arrivals, incremental=True
+):
+    """Pieces of a stream of ``codes`` (levels 0..level), the finest level's prefix
+    growing through ``arrivals`` with the upper levels a whole top frame ahead."""
+    ratios = [codec.levels[lv].hop // codec.levels[level].hop for lv in range(level)]
+    decoder = StreamDecoder(codec, level, reference=reference, incremental=incremental)
+    decoder.emitted = first
+    n = codes[level].size
+    pieces = []
+    for k in [*arrivals, n]:
+        upper = [c[: -(-k // r) + 1] for c, r in zip(codes, ratios, strict=False)]
+        pieces.append(decoder.push(codes[level][:k], final=k == n, upper=upper))
+    return pieces
+
+
+@pytest.mark.parametrize("level", [1, 2])
+@pytest.mark.parametrize("first", [0, 37, 180])
+@pytest.mark.parametrize("arrivals", [[40, 41, 90, 400, 401, 700], list(range(1, 900, 7)), []])
+def test_incremental_pieces_join_into_the_whole_decode(level, first, arrivals):
+    codec = random_codec()
+    rng = np.random.default_rng(level)
+    n = 1000 if level == 2 else 250  # not whole top frames: the end is padded, as in decode_levels
+    fine = [n // 16 + 1, n // 4 + 1, n][-(level + 1) :] if level == 2 else [n // 4 + 1, n]
+    codes = [rng.integers(0, 32, f) for f in fine]
+    reference = (rng.standard_normal(4000) * 0.1).astype(np.float32)
+    whole = codec.decode_levels(codes, reference)
+    hop = codec.levels[level].hop
+    arrivals = [a for a in arrivals if a < n]
+    pieces = stream_pieces(codec, level, codes, reference, first, arrivals)
+    joined = np.concatenate(pieces)
+    assert joined.size == whole.size - first * hop
+    assert np.abs(joined - whole[first * hop :]).max() < 1e-5
+    # each piece ends on a frame whose lookahead had arrived
+    ahead = codec.decode_lookahead(level)
+    done = first
+    for k, piece in zip(arrivals, pieces, strict=False):
+        done += piece.size // hop
+        assert piece.size % hop == 0 and done <= max(first, k - ahead)
+
+
+def test_the_shipped_codec_streams_as_the_crops_did_with_less_work():
+    """Same pieces as the crop path (``incremental=False``), the same audio to float
+    rounding, on the shipped decoder and the example prime's codes."""
+    codec = TopLevels(load_codec(), 2)
+    audio = load_audio(EXAMPLE_PRIME, codec.sample_rate)[: 5 * codec.sample_rate]
+    codes, reference = codec.encode(audio), audio[-codec.sample_rate :]
+    arrivals = list(range(80, codes[1].size, 31))
+    new = stream_pieces(codec, 1, codes, reference, 40, arrivals)
+    old = stream_pieces(codec, 1, codes, reference, 40, arrivals, incremental=False)
+    assert [p.size for p in new] == [p.size for p in old]
+    assert np.abs(np.concatenate(new) - np.concatenate(old)).max() < 1e-5
+
+
+def test_a_codec_without_an_incremental_decoder_streams_from_crops(tiny_model_dir):
+    codec = load_codec(tiny_model_dir)  # the VQ-VAE
+    assert codec.incremental_decoder(1, 0) is None
+    decoder = StreamDecoder(codec, 1)
+    decoder.push(codec.encode(np.zeros(1600, np.float32))[1], final=True)
+    assert decoder.incremental is False

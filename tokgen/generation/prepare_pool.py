@@ -1,0 +1,80 @@
+"""Prepare requests (decode and encode a prime) in worker processes.
+
+A stream's first audio waits for its prime to be decoded and encoded: about 0.1 s of CPU
+for the example prime. In a server thread, at 8 streams, that took 0.7-0.8 s, and the
+thread had used only 0.09 s of CPU in it (``runs``-style probe in docs/PERFORMANCE.md,
+"Time to first audio at 8 streams"): between torch's operations it waited for the
+interpreter lock, which the event loop (every engine's tokens) and the streams' decoders
+hold most of the time. A worker process has an interpreter of its own. Workers start
+with the server (spawned: torch and fork do not mix) and hold a copy of the codec and of
+the priors' window geometry, nothing else.
+
+A worker that dies (killed, out of memory) breaks the pool: the requests it was preparing
+fail with a clear error, and the pool is started again for the next ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+import torch
+
+from tokgen.codec.base import Codec
+from tokgen.errors import TokgenError
+from tokgen.generation.generate import Job
+from tokgen.generation.requests import prepare_spec
+from tokgen.generation.sampler import LevelPrior
+from tokgen.generation.spec import ContinueSpec
+
+_worker: dict = {}  # in a worker process: its codec and priors
+
+
+class PrepareWorkerLost(TokgenError):
+    """A worker process ended while preparing a request (the request may be retried)."""
+
+
+def _start_worker(codec: Codec, priors: list[LevelPrior]) -> None:
+    torch.set_num_threads(1)
+    _worker.update(codec=codec, priors=priors)
+
+
+def _prepare(spec: ContinueSpec, streaming: bool) -> Job:
+    return prepare_spec(_worker["codec"], spec, _worker["priors"] if streaming else None)
+
+
+class PreparePool:
+    def __init__(self, codec: Codec, priors: list[LevelPrior], workers: int):
+        # The engines stay in this process: a worker needs only each level's windows.
+        geometry = [dataclasses.replace(p, engine=None) for p in priors]  # type: ignore[arg-type]
+        self._args = (codec, geometry)
+        self.workers = workers
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=self._args,
+        )
+
+    async def prepare(self, spec: ContinueSpec, streaming: bool) -> Job:
+        """``prepare_spec`` of ``spec`` in a worker; its errors (``FieldError``) as they are."""
+        pool = self._pool
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, _prepare, spec, streaming)
+        except BrokenProcessPool as exc:
+            if self._pool is pool:  # the first to notice starts a new pool
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._start()
+            raise PrepareWorkerLost(
+                "preparing the request failed: its worker process ended (out of memory or killed); "
+                "retry the request"
+            ) from exc
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
