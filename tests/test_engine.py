@@ -211,3 +211,21 @@ def test_engines_take_their_dtype_from_the_setting_unless_given(monkeypatch, tin
     monkeypatch.setenv("TOKGEN_ENGINE_DTYPE", "float16")
     with pytest.raises(TokgenError, match="TOKGEN_ENGINE_DTYPE"):
         create_engine(tiny_prior, "hf")
+
+
+def test_renicing_lowers_the_vllm_engine_processes_not_this_one(engine):
+    """A server lowers its engines' CPU priority (``TOKGEN_ENGINE_NICE``), so that a new
+    request's prime, prepared outside them, does not wait behind their bulk work."""
+    import multiprocessing
+    import os
+
+    if engine.backend != "vllm":
+        pytest.skip("the hf engine runs in this process: nothing to renice")
+    from tokgen.engine.vllm import renice_engine_processes
+
+    cores = [c for c in multiprocessing.active_children() if c.name == "EngineCore"]
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    assert cores
+    renice_engine_processes(own + 3)
+    assert all(os.getpriority(os.PRIO_PROCESS, c.pid) == own + 3 for c in cores if c.pid is not None)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == own

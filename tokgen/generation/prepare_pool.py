@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+import os
+from concurrent.futures import ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 import torch
@@ -42,6 +43,10 @@ def _start_worker(codec: Codec, priors: list[LevelPrior]) -> None:
     _worker.update(codec=codec, priors=priors)
 
 
+def _started() -> int:
+    return os.getpid()
+
+
 def _prepare(spec: ContinueSpec, streaming: bool) -> Job:
     return prepare_spec(_worker["codec"], spec, _worker["priors"] if streaming else None)
 
@@ -54,23 +59,41 @@ class PreparePool:
         self.workers = workers
         self._pool = self._start()
 
-    def _start(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
+    def _start(self, warm: bool = True) -> ProcessPoolExecutor:
+        """A pool, with every worker started if ``warm`` (a worker imports torch and
+        unpickles the codec: seconds that the first requests would otherwise wait for;
+        tasks sent before any returns each start a process of their own). A restart, on the
+        event loop, does not wait: the next request starts a worker."""
+        pool = ProcessPoolExecutor(
             self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
             initargs=self._args,
         )
+        if warm:
+            wait([pool.submit(_started) for _ in range(self.workers)])
+        return pool
+
+    def _restart(self, broken: ProcessPoolExecutor) -> None:
+        if self._pool is broken:  # the first to notice starts a new pool
+            broken.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._start(warm=False)
 
     async def prepare(self, spec: ContinueSpec, streaming: bool) -> Job:
-        """``prepare_spec`` of ``spec`` in a worker; its errors (``FieldError``) as they are."""
+        """``prepare_spec`` of ``spec`` in a worker; its errors (``FieldError``) as they are.
+        A pool found broken before this request reached it is started again first."""
+        loop = asyncio.get_running_loop()
         pool = self._pool
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool, _prepare, spec, streaming)
+            future = loop.run_in_executor(pool, _prepare, spec, streaming)
+        except BrokenProcessPool:  # a worker died while idle: this request was not in it
+            self._restart(pool)
+            pool = self._pool
+            future = loop.run_in_executor(pool, _prepare, spec, streaming)
+        try:
+            return await future
         except BrokenProcessPool as exc:
-            if self._pool is pool:  # the first to notice starts a new pool
-                pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = self._start()
+            self._restart(pool)
             raise PrepareWorkerLost(
                 "preparing the request failed: its worker process ended (out of memory or killed); "
                 "retry the request"

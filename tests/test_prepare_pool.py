@@ -1,0 +1,97 @@
+"""Stream primes prepared in worker processes (``generation.prepare_pool``): the same job
+as in a thread, the user's errors as they are, and a worker that dies costs the requests
+it held, not the pool."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tokgen.generation.generator import Generator
+from tokgen.generation.prepare_pool import PrepareWorkerLost
+from tokgen.generation.spec import FieldError
+from tokgen.v1 import tokgen_pb2 as pb
+
+
+def wav(audio: np.ndarray, rate: int) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, audio, rate, format="WAV")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_model_dir, prior_set):
+    g = Generator.load(tiny_model_dir, prior_set, "hf")
+    g.start_prepare_workers(1)
+    yield g
+    g.close()
+
+
+def spec(g: Generator, prime: bytes):
+    return g.spec_from_pb(pb.ContinueRequest(prime_audio=prime, seconds=1.0))
+
+
+def test_a_worker_prepares_the_job_a_thread_would(generator, tone):
+    s = spec(generator, wav(tone, generator.codec.sample_rate))
+    pooled = asyncio.run(generator.aprepare(s, streaming=True))
+    here = generator.prepare(s, streaming=True)
+    assert (pooled.top_frames, pooled.start_top) == (here.top_frames, here.start_top)
+    assert all(np.array_equal(a, b) for a, b in zip(pooled.known, here.known, strict=True))
+    assert np.array_equal(pooled.reference, here.reference)
+
+
+def test_a_bad_prime_fails_in_the_worker_with_its_field_named(generator):
+    silent = wav(np.zeros(16000, np.float32), generator.codec.sample_rate)
+    with pytest.raises(FieldError) as caught:
+        asyncio.run(generator.aprepare(spec(generator, silent), streaming=True))
+    assert caught.value.field == "prime_audio" and "silent" in caught.value.message
+
+
+def kill_workers(generator: Generator) -> None:
+    pool = generator._prepare_pool
+    assert pool is not None
+    for pid in list(pool._pool._processes):
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_a_worker_killed_mid_request_fails_that_request_and_the_next_is_served(generator, tone):
+    rate = generator.codec.sample_rate
+    long = spec(generator, wav(np.tile(tone, 60 * rate // tone.size + 1)[: 60 * rate], rate))
+
+    async def kill_while_preparing():
+        await generator.aprepare(long, streaming=True)  # the worker is up
+        preparing = asyncio.ensure_future(generator.aprepare(long))  # all 60 s: a while
+        await asyncio.sleep(0.05)
+        kill_workers(generator)
+        with pytest.raises(PrepareWorkerLost, match="worker process ended"):
+            await preparing
+        return await generator.aprepare(long, streaming=True)
+
+    assert asyncio.run(kill_while_preparing()).start_top > 0
+
+
+def test_a_worker_that_died_idle_costs_no_request(generator, tone):
+    s = spec(generator, wav(tone, generator.codec.sample_rate))
+
+    async def kill_then_prepare():
+        await generator.aprepare(s, streaming=True)
+        kill_workers(generator)
+        await asyncio.sleep(0.5)  # the pool notices
+        return await generator.aprepare(s, streaming=True)
+
+    assert asyncio.run(kill_then_prepare()).start_top > 0
+
+
+def test_the_pool_starts_every_worker_before_the_first_request(generator):
+    pool = generator._prepare_pool
+    fresh = type(pool)(generator.codec, generator.priors, 2)
+    try:
+        assert len(fresh._pool._processes) == 2
+    finally:
+        fresh.close()
