@@ -4,11 +4,13 @@ the pieces ``stream_continuation`` would cut (a 6-frame first piece, then either
 size or pieces that double, ``next_piece_frames``, as for a stream far enough ahead of its
 listener), against one decode of all the codes.
 
-Every piece is decoded with the decoder's margin before it and its lookahead after it (34 +
-29 middle frames, 0.5 s), so the decoder time a stream spends grows with the number of
-pieces. The schedules run alternately, ``--rounds`` times, in one process: read the
-ratios, not the absolute seconds (the cores may be shared). Each schedule's joined pieces
-are checked against the whole decode.
+"crops": every piece decoded from a crop with the decoder's margin before it and its
+lookahead after it (34 + 29 middle frames, 0.5 s; ``StreamDecoder(incremental=False)``),
+so the decoder time grows with the number of pieces. "incremental": the msvq codec's
+``FourierStream`` (the default since 2026-12-03), which computes each frame once. The
+schedules run alternately, ``--rounds`` times, in one process: read the ratios, not the
+absolute seconds (the cores may be shared). Each schedule's joined pieces are checked
+against the whole decode.
 
     OMP_NUM_THREADS=1 python scripts/measure_stream_decode.py [--rounds 3]
 """
