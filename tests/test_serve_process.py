@@ -266,3 +266,43 @@ def test_jobs_through_the_embedded_queue_and_worker(server, tmp_path, tone, caps
     assert "NOT_FOUND" in capsys.readouterr().err
     assert main(["jobs", "fetch", "nope", *conn, "--out", str(tmp_path / "x.wav")]) == 5
     capsys.readouterr()
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_killed_server_leaves_no_prepare_worker_behind(tmp_path, tiny_model_dir, prior_set):
+    """The prime workers (``TOKGEN_PREPARE_WORKERS``) wait on a queue that a SIGKILLed
+    server never closes: they must notice that their parent is gone and exit."""
+    served = start_serve(tmp_path, tiny_model_dir, prior_set)
+    try:
+        workers = [
+            p for p in children(served.proc.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()
+        ]
+        assert len(workers) == 2  # the default, started before the server reports ready
+    finally:
+        served.proc.kill()
+        served.proc.wait(timeout=30)
+        served.drain.join(timeout=10)
+    deadline = time.monotonic() + 15
+    while any(alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(p) for p in workers)

@@ -19,6 +19,8 @@ import asyncio
 import dataclasses
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
@@ -41,6 +43,15 @@ class PrepareWorkerLost(TokgenError):
 def _start_worker(codec: Codec, priors: list[LevelPrior]) -> None:
     torch.set_num_threads(1)
     _worker.update(codec=codec, priors=priors)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker waits on a queue whose pipe it holds both ends of: a server killed with
+    SIGKILL would leave it waiting forever. Its parent changes when the server dies."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def _started() -> int:
