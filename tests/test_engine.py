@@ -218,6 +218,7 @@ def test_renicing_lowers_the_vllm_engine_processes_not_this_one(engine):
     request's prime, prepared outside them, does not wait behind their bulk work."""
     import multiprocessing
     import os
+    from pathlib import Path
 
     if engine.backend != "vllm":
         pytest.skip("the hf engine runs in this process: nothing to renice")
@@ -227,5 +228,7 @@ def test_renicing_lowers_the_vllm_engine_processes_not_this_one(engine):
     own = os.getpriority(os.PRIO_PROCESS, 0)
     assert cores
     renice_engine_processes(own + 3)
-    assert all(os.getpriority(os.PRIO_PROCESS, c.pid) == own + 3 for c in cores if c.pid is not None)
+    threads = [int(t.name) for c in cores for t in Path(f"/proc/{c.pid}/task").iterdir()]
+    assert len(threads) > len(cores)  # each engine has threads besides its main one
+    assert all(os.getpriority(os.PRIO_PROCESS, tid) == own + 3 for tid in threads)
     assert os.getpriority(os.PRIO_PROCESS, 0) == own

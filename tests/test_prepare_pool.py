@@ -86,12 +86,3 @@ def test_a_worker_that_died_idle_costs_no_request(generator, tone):
         return await generator.aprepare(s, streaming=True)
 
     assert asyncio.run(kill_then_prepare()).start_top > 0
-
-
-def test_the_pool_starts_every_worker_before_the_first_request(generator):
-    pool = generator._prepare_pool
-    fresh = type(pool)(generator.codec, generator.priors, 2)
-    try:
-        assert len(fresh._pool._processes) == 2
-    finally:
-        fresh.close()

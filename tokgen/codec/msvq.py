@@ -406,10 +406,13 @@ class MSVQCodec(Codec):
         unlike ``decode_margin`` this needs no extra top frame (measured exact:
         scripts/measure_decode_margin.py). A level finer than the decoder's frames (the
         bottom, 4 frames to one) waits for the rest of the last frame's decoder frame too:
-        a decoder frame is computed once all its codes are in."""
+        a decoder frame is computed once all its codes are in. A coarser level's frame ends
+        on a decoder frame's end, so the receptive field alone counts."""
         cfg = self.model.cfg
-        hop = cfg.hops[level]
-        return math.ceil((self.model.decoder.receptive_field_frames + 1) * cfg.decoder_hop / hop) - 1
+        hop, field = cfg.hops[level], self.model.decoder.receptive_field_frames
+        if hop >= cfg.decoder_hop:
+            return math.ceil(field * cfg.decoder_hop / hop)
+        return (field + 1) * cfg.decoder_hop // hop - 1
 
     def incremental_decoder(
         self, level: int, first: int, reference: np.ndarray | None = None

@@ -13,6 +13,7 @@ offset") when a seeded request's prefill is split across steps, and our prompts 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -59,8 +60,14 @@ def renice_engine_processes(nice: int) -> None:
     if nice <= 0:
         return
     for child in multiprocessing.active_children():
-        if child.name == "EngineCore" and child.pid is not None:  # vLLM's name for them
-            os.setpriority(os.PRIO_PROCESS, child.pid, max(nice, os.getpriority(os.PRIO_PROCESS, child.pid)))
+        if child.name != "EngineCore" or child.pid is None:  # vLLM's name for them
+            continue
+        threads: list[int] = []
+        with contextlib.suppress(OSError):  # the process may be gone meanwhile
+            threads = [int(t.name) for t in Path(f"/proc/{child.pid}/task").iterdir()]
+        for tid in threads:  # Linux keeps a niceness per thread
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
 
 
 def logit_bias(params: SamplingParams) -> dict[int, float] | None:

@@ -101,10 +101,12 @@ class Generator:
 
     async def aclose(self) -> None:
         engines = {id(p.engine): p.engine for p in self.priors}  # levels may share one
-        await asyncio.gather(*(e.close() for e in engines.values()))
-        if self._prepare_pool is not None:
-            await asyncio.to_thread(self._prepare_pool.close)
-            self._prepare_pool = None
+        try:
+            await asyncio.gather(*(e.close() for e in engines.values()))
+        finally:
+            if self._prepare_pool is not None:
+                await asyncio.to_thread(self._prepare_pool.close)
+                self._prepare_pool = None
 
     def start_prepare_workers(self, workers: int) -> None:
         """Prepare requests (``aprepare``) in ``workers`` processes of their own from now

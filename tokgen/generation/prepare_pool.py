@@ -9,8 +9,9 @@ hold most of the time. A worker process has an interpreter of its own. Workers s
 with the server (spawned: torch and fork do not mix) and hold a copy of the codec and of
 the priors' window geometry, nothing else.
 
-A worker that dies (killed, out of memory) breaks the pool: the requests it was preparing
-fail with a clear error, and the pool is started again for the next ones.
+A worker that dies (killed, out of memory) breaks the pool: every request the pool holds
+at that moment fails with a clear error (``PrepareWorkerLost``: retry), and the pool is
+started again for the next ones.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import multiprocessing
 import os
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.synchronize import Barrier as BarrierType
 
 import torch
 
@@ -31,35 +33,45 @@ from tokgen.errors import TokgenError
 from tokgen.generation.generate import Job
 from tokgen.generation.requests import prepare_spec
 from tokgen.generation.sampler import LevelPrior
-from tokgen.generation.spec import ContinueSpec
+from tokgen.generation.spec import ContinueSpec, FieldError
 
 _worker: dict = {}  # in a worker process: its codec and priors
+STARTUP_SECONDS = 120.0  # for every worker to import torch and load the codec
 
 
 class PrepareWorkerLost(TokgenError):
     """A worker process ended while preparing a request (the request may be retried)."""
 
 
-def _start_worker(codec: Codec, priors: list[LevelPrior]) -> None:
+def _start_worker(codec: Codec, priors: list[LevelPrior], server: int, started: BarrierType) -> None:
+    threading.Thread(target=_exit_with_server, args=(server,), daemon=True).start()
     torch.set_num_threads(1)
-    _worker.update(codec=codec, priors=priors)
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    _worker.update(codec=codec, priors=priors, started=started)
 
 
-def _exit_with_parent(parent: int) -> None:
+def _exit_with_server(server: int) -> None:
     """A worker waits on a queue whose pipe it holds both ends of: a server killed with
-    SIGKILL would leave it waiting forever. Its parent changes when the server dies."""
-    while os.getppid() == parent:
+    SIGKILL would leave it waiting forever. It is re-parented when the server dies (also
+    if that happened while it was still starting)."""
+    while os.getppid() == server:
         time.sleep(1.0)
     os._exit(0)
 
 
-def _started() -> int:
-    return os.getpid()
+def _started() -> None:
+    """Returns once every worker is running one of these: all of them are up."""
+    _worker["started"].wait(STARTUP_SECONDS)
 
 
 def _prepare(spec: ContinueSpec, streaming: bool) -> Job:
-    return prepare_spec(_worker["codec"], spec, _worker["priors"] if streaming else None)
+    """In a worker. An exception must unpickle in the server, or the pool breaks: the
+    user's errors (``FieldError``) do; anything else goes back as a plain RuntimeError."""
+    try:
+        return prepare_spec(_worker["codec"], spec, _worker["priors"] if streaming else None)
+    except FieldError:
+        raise
+    except Exception as exc:
+        raise RuntimeError(f"preparing the request failed: {type(exc).__name__}: {exc}") from None
 
 
 class PreparePool:
@@ -68,27 +80,31 @@ class PreparePool:
         geometry = [dataclasses.replace(p, engine=None) for p in priors]  # type: ignore[arg-type]
         self._args = (codec, geometry)
         self.workers = workers
+        self._restarting = asyncio.Lock()
         self._pool = self._start()
 
-    def _start(self, warm: bool = True) -> ProcessPoolExecutor:
-        """A pool, with every worker started if ``warm`` (a worker imports torch and
-        unpickles the codec: seconds that the first requests would otherwise wait for;
-        tasks sent before any returns each start a process of their own). A restart, on the
-        event loop, does not wait: the next request starts a worker."""
+    def _start(self) -> ProcessPoolExecutor:
+        """A pool with every worker started (a worker imports torch and unpickles the
+        codec: seconds that the first requests would otherwise wait for): one task per
+        worker that waits at a barrier for the others, so each runs in a process of its
+        own. Blocking; raises if a worker cannot start."""
+        context = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(
             self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=context,
             initializer=_start_worker,
-            initargs=self._args,
+            initargs=(*self._args, os.getpid(), context.Barrier(self.workers)),
         )
-        if warm:
-            wait([pool.submit(_started) for _ in range(self.workers)])
+        for started in [pool.submit(_started) for _ in range(self.workers)]:
+            started.result()
         return pool
 
-    def _restart(self, broken: ProcessPoolExecutor) -> None:
-        if self._pool is broken:  # the first to notice starts a new pool
-            broken.shutdown(wait=False, cancel_futures=True)
-            self._pool = self._start(warm=False)
+    async def _restart(self, broken: ProcessPoolExecutor) -> None:
+        """A new pool for a broken one, started in a thread (spawning blocks), once."""
+        async with self._restarting:
+            if self._pool is broken:
+                broken.shutdown(wait=False, cancel_futures=True)
+                self._pool = await asyncio.to_thread(self._start)
 
     async def prepare(self, spec: ContinueSpec, streaming: bool) -> Job:
         """``prepare_spec`` of ``spec`` in a worker; its errors (``FieldError``) as they are.
@@ -98,13 +114,13 @@ class PreparePool:
         try:
             future = loop.run_in_executor(pool, _prepare, spec, streaming)
         except BrokenProcessPool:  # a worker died while idle: this request was not in it
-            self._restart(pool)
+            await self._restart(pool)
             pool = self._pool
             future = loop.run_in_executor(pool, _prepare, spec, streaming)
         try:
             return await future
         except BrokenProcessPool as exc:
-            self._restart(pool)
+            await self._restart(pool)
             raise PrepareWorkerLost(
                 "preparing the request failed: its worker process ended (out of memory or killed); "
                 "retry the request"
