@@ -7,6 +7,10 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The suite's servers serve a few requests at a time: one prime worker each instead of the
+# default two saves a torch start-up per server on two cores (the default is tested with
+# its own server in test_serve_process).
+os.environ.setdefault("TOKGEN_PREPARE_WORKERS", "1")
 
 from pathlib import Path
 

@@ -52,10 +52,12 @@ def tracebacks(log: list[str], after: int = 40) -> str:
     return "\n...\n".join("".join(log[max(0, i - 3) : i + after]) for i in starts)
 
 
-def start_serve(cwd: Path, tiny_model_dir: Path, prior_set: Path, *extra: str) -> Served:
+def start_serve(
+    cwd: Path, tiny_model_dir: Path, prior_set: Path, *extra: str, env: dict[str, str] | None = None
+) -> Served:
     cmd = [sys.executable, "-m", "tokgen", "serve", "--port", "0", "--metrics-port", "0", "--backend", "hf"]
     cmd += ["--codec", str(tiny_model_dir), "--priors", str(prior_set), *extra]
-    env = {**os.environ, "TOKGEN_CACHE_DIR": str(cwd / "cache")}  # its own embedded Redis
+    env = {**os.environ, "TOKGEN_CACHE_DIR": str(cwd / "cache"), **(env or {})}  # its own embedded Redis
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
     served = Served(proc, json.loads(proc.stdout.readline()))
     with grpc.insecure_channel(served.address) as channel:
@@ -292,7 +294,7 @@ def alive(pid: int) -> bool:
 def test_a_killed_server_leaves_no_prepare_worker_behind(tmp_path, tiny_model_dir, prior_set):
     """The prime workers (``TOKGEN_PREPARE_WORKERS``) wait on a queue that a SIGKILLed
     server never closes: they must notice that their parent is gone and exit."""
-    served = start_serve(tmp_path, tiny_model_dir, prior_set)
+    served = start_serve(tmp_path, tiny_model_dir, prior_set, env={"TOKGEN_PREPARE_WORKERS": "2"})
     try:
         workers = [
             p for p in children(served.proc.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()
