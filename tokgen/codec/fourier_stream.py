@@ -68,14 +68,15 @@ class _OverlapAdd:
     each frame's windowed inverse FFT is added into four hop-long blocks, and a sample is
     final (divided by the window's summed square) once every frame over it is in."""
 
-    def __init__(self, n_fft: int, hop: int, window: torch.Tensor, origin: int):
+    def __init__(self, n_fft: int, hop: int, window: torch.Tensor, origin: int, done: int):
         assert n_fft == 4 * hop
         self.n_fft, self.hop, self.window = n_fft, hop, window
+        self.window_squared = window**2  # what each frame adds to the normalisation
         self.block0 = origin - 2  # centred: frame f covers blocks f - 2 .. f + 1
         self.sum = torch.zeros(0)
         self.weight = torch.zeros(0)
         self.frames = origin  # the next frame to add
-        self.done = max(0, origin) * hop  # samples returned, counted from the sequence start
+        self.done = done  # samples returned so far (none yet), counted from the sequence start
 
     def add(self, spec: torch.Tensor) -> None:
         """Frames ``self.frames ..`` as complex spectra (1, n_fft / 2 + 1, n)."""
@@ -93,7 +94,7 @@ class _OverlapAdd:
             part = wave[j * hop : (j + 1) * hop].T.reshape(-1)
             lo = first + j * hop
             self.sum[lo : lo + n * hop] += part
-            self.weight[lo : lo + n * hop] += (self.window[j * hop : (j + 1) * hop] ** 2).repeat(n)
+            self.weight[lo : lo + n * hop] += self.window_squared[j * hop : (j + 1) * hop].repeat(n)
         self.frames += n
 
     def take(self, until: int) -> np.ndarray:
@@ -136,8 +137,7 @@ class FourierStream:
         width = dec.embed.out_channels
         self.stages = [_ValidConv(partial(_embed, dec.embed), dec.embed.in_channels)]
         self.stages += [_ValidConv(partial(_block, block, timbre), width) for block in dec.blocks]
-        self.ola = _OverlapAdd(dec.n_fft, dec.hop, dec.window, origin)
-        self.ola.done = first * self.fine_hop
+        self.ola = _OverlapAdd(dec.n_fft, dec.hop, dec.window, origin, first * self.fine_hop)
 
     def _latents(self, codes: list[np.ndarray], stop: int) -> torch.Tensor:
         """Decoder frames ``fed .. stop`` (1, latent x fold, n) from the codes."""
@@ -145,7 +145,8 @@ class FourierStream:
         z = torch.zeros(())
         for level, (c, stride) in enumerate(zip(codes, self.strides, strict=True)):
             a, b = lo // stride, -(-hi // stride)
-            q = self.model.level_latent(level, torch.from_numpy(c[a:b])[None], (b - a) * stride)
+            frames = torch.from_numpy(c[a:b].astype(np.int64))[None]
+            q = self.model.level_latent(level, frames, (b - a) * stride)
             z = z + q[..., lo - a * stride : hi - a * stride]
         return self.model.decoder.fold_latents(z)
 
@@ -153,11 +154,11 @@ class FourierStream:
     def decode(self, codes: list[np.ndarray], stop: int, final: bool = False) -> np.ndarray:
         if final:
             samples = codes[-1].size * self.fine_hop
-            codes = _whole_top_frames(codes, self.strides)
+            codes = whole_top_frames(codes, self.strides)
             available = codes[0].size * self.strides[0] // self.fold
         else:
             available = min(c.size * s for c, s in zip(codes, self.strides, strict=True)) // self.fold
-        x = self._latents([c.astype(np.int64) for c in codes], available) if available > self.fed else None
+        x = self._latents(codes, available) if available > self.fed else None
         if x is not None:
             self.fed = available
         for stage in self.stages:
@@ -171,8 +172,10 @@ class FourierStream:
         return self.ola.take(stop * self.fine_hop)
 
 
-def _whole_top_frames(codes: list[np.ndarray], strides: list[int]) -> list[np.ndarray]:
-    """Every level padded with its last code to whole top frames of the finest level."""
+def whole_top_frames(codes: list[np.ndarray], strides: list[int]) -> list[np.ndarray]:
+    """Every level padded with its last code (or cut) to the top frames that cover the
+    finest level; ``strides``: encoder frames per code, top first. What a whole decode
+    (``MSVQCodec.decode_levels``) and the end of a stream decode both read."""
     top_frames = -(-codes[-1].size * strides[-1] // strides[0])
     out = []
     for c, stride in zip(codes, strides, strict=True):

@@ -38,7 +38,7 @@ from torch import nn
 from tokgen.audio import check_mono
 from tokgen.codec.base import Codec, IncrementalDecoder, LevelSpec
 from tokgen.codec.chunking import run_in_chunks
-from tokgen.codec.fourier_stream import FourierStream
+from tokgen.codec.fourier_stream import FourierStream, whole_top_frames
 from tokgen.codec.instruments import InstrumentTable
 from tokgen.codec.modules import Encoder
 from tokgen.codec.quantizer import EMAVectorQuantizer
@@ -456,15 +456,10 @@ class MSVQCodec(Codec):
     def decode_levels(self, codes: list[np.ndarray], reference: np.ndarray | None = None) -> np.ndarray:
         cfg = self.model.cfg
         finest = len(codes) - 1
-        checked = [torch.from_numpy(self.check_codes(c, lv)) for lv, c in enumerate(codes)]
+        checked = [self.check_codes(c, lv) for lv, c in enumerate(codes)]
         # Whole top frames of every level (the last code repeated), cut back afterwards.
-        samples = checked[finest].numel() * cfg.hops[finest]
-        top_frames = math.ceil(samples / cfg.hops[0])
-        padded = []
-        for lv, c in enumerate(checked):
-            want = top_frames * cfg.hops[0] // cfg.hops[lv]
-            if c.numel() < want:
-                c = torch.cat([c, c[-1:].expand(want - c.numel())])
-            padded.append(c[:want][None])
+        samples = checked[finest].size * cfg.hops[finest]
+        strides = cfg.level_strides[: finest + 1]
+        padded = [torch.from_numpy(c)[None] for c in whole_top_frames(checked, strides)]
         audio = self.model.decode_codes(padded, self.timbre(reference))[0, 0]
         return audio[:samples].numpy().astype(np.float32)
