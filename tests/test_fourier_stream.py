@@ -32,9 +32,9 @@ THREE = MSVQConfig(
 )
 
 
-def random_codec(seed: int = 0) -> MSVQCodec:
+def random_codec(seed: int = 0, lookahead: int = 3) -> MSVQCodec:
     torch.manual_seed(seed)
-    model = MultiScaleVQ(THREE)
+    model = MultiScaleVQ(THREE.model_copy(update={"decoder_lookahead": lookahead}))
     for p in model.parameters():  # FiLM and the code tables start at zero or constants
         p.data.normal_(0, 0.3)
     return MSVQCodec(model=model)
@@ -56,11 +56,12 @@ def stream_pieces(
     return pieces
 
 
+@pytest.mark.parametrize("lookahead", [3, 1, 0])  # the decoder's convolutions: centred or not
 @pytest.mark.parametrize("level", [0, 1, 2])
 @pytest.mark.parametrize("start", [0.0, 0.04, 0.15, 0.72])  # where the stream starts
 @pytest.mark.parametrize("arrivals", [[40, 41, 90, 400, 401, 700], list(range(1, 900, 7)), []])
-def test_incremental_pieces_join_into_the_whole_decode(level, start, arrivals):
-    codec = random_codec()
+def test_incremental_pieces_join_into_the_whole_decode(lookahead, level, start, arrivals):
+    codec = random_codec(lookahead=lookahead)
     rng = np.random.default_rng(level)
     n = [63, 250, 1000][level]  # not whole top frames: the end is padded, as in decode_levels
     sizes = [[n], [n // 4 + 1, n], [n // 16 + 1, n // 4 + 1, n]][level]
@@ -81,6 +82,25 @@ def test_incremental_pieces_join_into_the_whole_decode(level, start, arrivals):
     for k, piece in zip(arrivals, pieces, strict=False):
         done += piece.size // hop
         assert piece.size % hop == 0 and done <= max(first, k - ahead)
+
+
+@pytest.mark.parametrize("lookahead", [3, 1, 0])
+def test_crops_with_the_decoders_margin_and_lookahead_are_exact(lookahead):
+    """The crop path decodes each piece from the codes ``decode_margin`` before it and
+    ``decode_lookahead`` after it: exact for any decoder, so both bounds are enough."""
+    codec = random_codec(lookahead=lookahead)
+    rng = np.random.default_rng(1)
+    codes = [rng.integers(0, 32, f) for f in (64, 256)]
+    whole = codec.decode_levels(codes)
+    pieces = stream_pieces(codec, 1, codes, None, 0, list(range(30, 256, 23)), incremental=False)
+    assert np.abs(np.concatenate(pieces) - whole).max() < 1e-6 * np.abs(whole).max()
+
+
+def test_a_decoder_that_reads_fewer_frames_ahead_has_a_shorter_lookahead():
+    # 3 layers + the embedding, each r frames ahead, + the inverse STFT's 2 frames
+    assert [random_codec(lookahead=r).decode_lookahead(1) for r in (3, 1, 0)] == [14, 6, 2]
+    # the taps it drops after a frame, it reads before: a longer margin
+    assert random_codec(lookahead=1).decode_margin(1) > random_codec().decode_margin(1)
 
 
 def test_the_shipped_codec_streams_as_the_crops_did_with_less_work():

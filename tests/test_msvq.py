@@ -173,6 +173,22 @@ def test_freezing_the_codes_trains_only_the_decoder(corpus, trained, tmp_path):
     assert changed("decoder.head.weight") and not changed("encoder.net.0.weight")
 
 
+def test_a_decoder_is_fine_tuned_to_read_fewer_frames_ahead(corpus, trained, tmp_path):
+    """``decoder_lookahead`` changes no weight's shape: a run from a centred decoder's
+    weights trains one that reads fewer frames ahead (a shorter stream lookahead), with
+    the same codes, and resumes as such."""
+    cfg = MSVQTrainConfig(steps=2, freeze_codes=True, **SMALL)
+    run = tmp_path / "ahead1"
+    train_msvq(TINY, cfg, corpus, run, resume=False, init_from=trained / "best", decoder_lookahead=1)
+    before, after = load_codec(trained / "best"), load_codec(run / "best")
+    assert after.model.cfg.decoder_lookahead == 1
+    assert after.decode_lookahead(0) < before.decode_lookahead(0)
+    audio = (np.random.default_rng(3).standard_normal(4000) * 0.1).astype(np.float32)
+    assert all(np.array_equal(a, b) for a, b in zip(before.encode(audio), after.encode(audio), strict=True))
+    train_msvq(TINY, MSVQTrainConfig(steps=3, freeze_codes=True, **SMALL), corpus, run, resume=True)
+    assert load_codec(run / "best").model.cfg.decoder_lookahead == 1
+
+
 def test_a_frozen_codes_run_has_no_autoencoder_warm_up(corpus, trained, tmp_path):
     """The warm-up trains on unquantised latents, for an encoder still learning; a stage-two
     decoder must see quantised ones from its first step (perplexities are logged then)."""

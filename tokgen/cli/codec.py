@@ -167,9 +167,12 @@ def cmd_codec_train(args: argparse.Namespace) -> None:
             args.resume,
             Path(args.init_from) if args.init_from else None,
             code_sampler,
+            args.decoder_lookahead,
         )
         print(json.dumps(result))
         return
+    if args.decoder_lookahead is not None:
+        raise TokgenError("--decoder-lookahead is for an msvq codec")
     if args.swap_fraction:
         raise TokgenError("--swap-fraction needs an msvq codec (its decoder takes a timbre reference)")
     if (
@@ -376,6 +379,14 @@ def register(sub: Subcommands) -> None:
         type=_levels,
         default=None,
         help="with --init-from: new decoder widths for --levels, e.g. 32,64,128,256",
+    )
+    p.add_argument(
+        "--decoder-lookahead",
+        type=int,
+        choices=[0, 1, 2, 3],
+        default=None,
+        help="msvq, a new run: frames after its own that each decoder convolution reads (3: "
+        "centred, the shipped decoder; fewer: a stream's audio waits for fewer codes; see MSVQConfig)",
     )
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (msvq presets)")
     add_loop_arguments(p, batch_size=8)

@@ -26,28 +26,28 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 if TYPE_CHECKING:
     from tokgen.codec.msvq import MultiScaleVQ
-
-HALF = 3  # frames of context on each side of a width-7 convolution
 
 
 class _ValidConv:
     """One convolution stage over a growing sequence: ``push`` appends input frames and
     returns the outputs that are now computable (``fn`` maps a buffer of n input frames to
-    its n - 6 fully supported outputs). Zeros stand for the frames before the origin and,
-    with ``final``, after the end, as the stage's own zero padding does in a whole decode."""
+    its n - 6 fully supported outputs; ``padding``: the zero frames before and after a
+    whole sequence). Zeros stand for the frames before the origin and, with ``final``,
+    after the end, as the stage's own zero padding does in a whole decode."""
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], channels: int):
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], channels: int, padding: tuple[int, int]):
         self.fn = fn
-        self.buffer = torch.zeros(1, channels, HALF)
+        self.after = padding[1]
+        self.context = sum(padding)
+        self.buffer = torch.zeros(1, channels, padding[0])
 
     def push(self, x: torch.Tensor, final: bool) -> torch.Tensor:
-        parts = [self.buffer, x] + ([x.new_zeros(1, x.shape[1], HALF)] if final else [])
+        parts = [self.buffer, x] + ([x.new_zeros(1, x.shape[1], self.after)] if final else [])
         buffer = torch.cat(parts, dim=-1)
-        ready = buffer.shape[-1] - 2 * HALF
+        ready = buffer.shape[-1] - self.context
         if ready <= 0:
             self.buffer = buffer
             return buffer[..., :0]
@@ -56,7 +56,7 @@ class _ValidConv:
 
 
 def _embed(conv: torch.nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-    return F.conv1d(x, conv.weight, conv.bias)  # unpadded: the stage supplies the context
+    return conv(x)  # unpadded: the stage supplies the context
 
 
 def _block(block: torch.nn.Module, timbre: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
@@ -132,11 +132,11 @@ class FourierStream:
         self.strides = cfg.level_strides[:levels]  # encoder frames per code, top first
         self.fold = dec.fold  # encoder frames per decoder frame
         self.fine_hop = self.strides[-1] * cfg.encoder_hop  # samples per finest-level frame
-        origin = max(0, first * self.strides[-1] // self.fold - dec.receptive_field_frames)
+        origin = max(0, first * self.strides[-1] // self.fold - dec.history_frames)
         self.fed = origin  # decoder frames given to the first stage
-        width = dec.embed.out_channels
-        self.stages = [_ValidConv(partial(_embed, dec.embed), dec.embed.in_channels)]
-        self.stages += [_ValidConv(partial(_block, block, timbre), width) for block in dec.blocks]
+        width, pad = dec.embed.out_channels, dec.padding
+        self.stages = [_ValidConv(partial(_embed, dec.embed), dec.embed.in_channels, pad)]
+        self.stages += [_ValidConv(partial(_block, block, timbre), width, pad) for block in dec.blocks]
         self.ola = _OverlapAdd(dec.n_fft, dec.hop, dec.window, origin, first * self.fine_hop)
 
     def _latents(self, codes: list[np.ndarray], stop: int) -> torch.Tensor:

@@ -62,6 +62,12 @@ class MSVQConfig(BaseModel):
     decoder_dim: int = Field(default=256, ge=8)
     decoder_intermediate: int = Field(default=768, ge=8)
     decoder_layers: int = Field(default=8, ge=1)
+    # Frames after its own that each width-7 convolution of the decoder (the embedding and
+    # every block) reads; the rest of its 6 neighbours are before. 3 centres them (Vocos).
+    # A stream has to wait for a frame's lookahead before its audio is final
+    # (``decode_lookahead``: this x (decoder_layers + 1) + 2 frames: 29 at 3, 11 at 1), so
+    # fewer taps after let the first audio out sooner, for less context on the future.
+    decoder_lookahead: int = Field(default=3, ge=0, le=3)
     timbre_dim: int = Field(default=128, ge=0)  # 0: no timbre conditioning
     # A semantic top level (AudioLM, MusicLM): its codes are the nearest of k-means centroids
     # of the log energies per semitone at the top level's rate (fitted on the training audio
@@ -93,12 +99,22 @@ class MSVQConfig(BaseModel):
         return [self.encoder_hop * s for s in self.level_strides]
 
 
+WIDTH = 7  # the decoder's convolutions: each frame and 6 neighbours
+
+
+def conv_padding(lookahead: int) -> tuple[int, int]:
+    """Zero frames before and after a sequence for a width-7 convolution that reads
+    ``lookahead`` frames after each output frame: the output keeps the input's length."""
+    return WIDTH - 1 - lookahead, lookahead
+
+
 class ConvNeXtBlock(nn.Module):
     """Depthwise conv -> adaptive layer norm (timbre FiLM) -> pointwise MLP, residual."""
 
-    def __init__(self, dim: int, intermediate: int, timbre_dim: int):
+    def __init__(self, dim: int, intermediate: int, timbre_dim: int, lookahead: int = 3):
         super().__init__()
-        self.dwconv = nn.Conv1d(dim, dim, 7, padding=3, groups=dim)
+        self.padding = conv_padding(lookahead)
+        self.dwconv = nn.Conv1d(dim, dim, WIDTH, groups=dim)
         self.norm = nn.LayerNorm(dim, elementwise_affine=timbre_dim == 0)
         self.film = nn.Linear(timbre_dim, 2 * dim) if timbre_dim else None
         if self.film is not None:  # starts as a plain layer norm: scale 1, shift 0
@@ -112,10 +128,10 @@ class ConvNeXtBlock(nn.Module):
         """``valid``: no zero padding at the edges; the output is the frames whose whole
         context is in ``x``, 6 fewer (streaming decodes a growing sequence this way)."""
         if valid:
-            conv = self.dwconv
-            h, x = F.conv1d(x, conv.weight, conv.bias, groups=conv.groups), x[..., 3:-3]
+            before, after = self.padding
+            h, x = self.dwconv(x), x[..., before : x.shape[-1] - after]
         else:
-            h = self.dwconv(x)
+            h = self.dwconv(F.pad(x, self.padding))
         y = self.norm(h.transpose(1, 2))  # (B, F, dim)
         if self.film is not None and timbre is not None:
             scale, shift = self.film(timbre)[:, None, :].chunk(2, dim=-1)
@@ -132,18 +148,21 @@ class FourierDecoder(nn.Module):
         self.fold = cfg.decoder_hop // cfg.encoder_hop
         self.hop = cfg.decoder_hop
         self.n_fft = 4 * cfg.decoder_hop
-        self.embed = nn.Conv1d(cfg.latent_dim * self.fold, cfg.decoder_dim, 7, padding=3)
+        self.padding = conv_padding(cfg.decoder_lookahead)
+        self.embed = nn.Conv1d(cfg.latent_dim * self.fold, cfg.decoder_dim, WIDTH)
         self.blocks = nn.ModuleList(
-            ConvNeXtBlock(cfg.decoder_dim, cfg.decoder_intermediate, cfg.timbre_dim)
+            ConvNeXtBlock(cfg.decoder_dim, cfg.decoder_intermediate, cfg.timbre_dim, cfg.decoder_lookahead)
             for _ in range(cfg.decoder_layers)
         )
         self.norm = nn.LayerNorm(cfg.decoder_dim)
         self.head = nn.Linear(cfg.decoder_dim, self.n_fft + 2)  # magnitude and phase per bin
         self.window: torch.Tensor
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
-        # Decoder frames on each side that influence a frame: embed (3) + 3 per block,
-        # plus the inverse STFT's overlap (2 frames each side).
-        self.receptive_field_frames = 3 + 3 * cfg.decoder_layers + 2
+        # Decoder frames before and after a frame that influence its audio: the embedding's
+        # and every block's taps on that side, plus the inverse STFT's overlap (2 frames).
+        convs = 1 + cfg.decoder_layers
+        self.history_frames = self.padding[0] * convs + 2
+        self.lookahead_frames = self.padding[1] * convs + 2
 
     def fold_latents(self, z: torch.Tensor) -> torch.Tensor:
         """Latents at the encoder rate (B, latent, T) -> decoder frames (B, latent x fold, F)."""
@@ -159,7 +178,7 @@ class FourierDecoder(nn.Module):
         return torch.polar(torch.exp(log_mag.clamp(max=6.0)), phase)
 
     def forward(self, z: torch.Tensor, timbre: torch.Tensor | None) -> torch.Tensor:
-        x = self.embed(self.fold_latents(z))
+        x = self.embed(F.pad(self.fold_latents(z), self.padding))
         for block in self.blocks:
             x = block(x, timbre)
         spec = self.spectrum(x)
@@ -391,25 +410,25 @@ class MSVQCodec(Codec):
         return quantizer.nearest(features[0].T).numpy().astype(np.int64)
 
     def decode_margin(self, level: int) -> int:
-        """Frames of ``level`` around a crop: the decoder's receptive field plus one top
-        frame (crops are widened to whole top frames)."""
+        """Frames of ``level`` before a crop: the decoder's receptive field before a frame
+        plus one top frame (crops are widened to whole top frames)."""
         cfg = self.model.cfg
-        decoder_frames = self.model.decoder.receptive_field_frames + 1
+        decoder_frames = self.model.decoder.history_frames + 1
         samples = decoder_frames * cfg.decoder_hop + cfg.hops[0]
         return math.ceil(samples / cfg.hops[level])
 
     def decode_lookahead(self, level: int) -> int:
         """The decoder's receptive field after a frame, in frames of ``level``: a piece's
         last sample is in the inverse STFT windows of its decoder frame and the two after
-        it, each of which reads 3 + 3 x blocks decoder frames further (embedding and
-        depthwise convolutions). Crops are widened to whole top frames on the left only, so
-        unlike ``decode_margin`` this needs no extra top frame (measured exact:
+        it, each of which reads ``decoder_lookahead`` x (blocks + 1) decoder frames further
+        (the embedding and depthwise convolutions). Crops are widened to whole top frames
+        on the left only, so unlike ``decode_margin`` this needs no extra top frame (measured exact:
         scripts/measure_decode_margin.py). A level finer than the decoder's frames (the
         bottom, 4 frames to one) waits for the rest of the last frame's decoder frame too:
         a decoder frame is computed once all its codes are in. A coarser level's frame ends
         on a decoder frame's end, so the receptive field alone counts."""
         cfg = self.model.cfg
-        hop, field = cfg.hops[level], self.model.decoder.receptive_field_frames
+        hop, field = cfg.hops[level], self.model.decoder.lookahead_frames
         if hop >= cfg.decoder_hop:
             return math.ceil(field * cfg.decoder_hop / hop)
         return (field + 1) * cfg.decoder_hop // hop - 1

@@ -474,20 +474,27 @@ def train_msvq(
     resume: bool,
     init_from: Path | None = None,
     code_sampler: CodeSampler | None = None,
+    decoder_lookahead: int | None = None,
 ) -> dict[str, float]:
     """Train (or with ``resume`` continue) the run in ``run_dir``; its ``config.json`` is
     the architecture, ``state.pt`` the training state and ``best/`` the exported model
     with the lowest validation loss. ``init_from`` (a model directory, e.g. another run's
     ``best/``) starts a new run from its weights and architecture. ``code_sampler`` draws
-    the teacher-forced codes (``teacher_forced_fraction``)."""
+    the teacher-forced codes (``teacher_forced_fraction``). ``decoder_lookahead`` sets a
+    new run's ``MSVQConfig.decoder_lookahead`` (the weights' shapes do not depend on it, so
+    a decoder can be fine-tuned from one centred to one that reads fewer frames ahead)."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if config_path.exists():
         if not resume:
             raise TokgenError(f"{run_dir} already holds a run; pass --resume to continue it")
         model_cfg = MSVQConfig.model_validate_json(config_path.read_text())
-    elif init_from is not None:
-        model_cfg = load_msvq(init_from).cfg
+    else:
+        if init_from is not None:
+            model_cfg = load_msvq(init_from).cfg
+        if decoder_lookahead is not None:
+            changed = {**model_cfg.model_dump(), "decoder_lookahead": decoder_lookahead}
+            model_cfg = MSVQConfig.model_validate(changed)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path.write_text(model_cfg.model_dump_json(indent=2))
     start = init_from if not (run_dir / "state.pt").exists() else None

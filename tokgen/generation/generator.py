@@ -108,6 +108,11 @@ class Generator:
                 await asyncio.to_thread(self._prepare_pool.close)
                 self._prepare_pool = None
 
+    @property
+    def prepare_workers(self) -> int:
+        """Processes that prepare requests for ``aprepare`` (0: a thread does)."""
+        return 0 if self._prepare_pool is None else self._prepare_pool.workers
+
     def start_prepare_workers(self, workers: int) -> None:
         """Prepare requests (``aprepare``) in ``workers`` processes of their own from now
         on (``prepare_pool``: a server's threads wait for its interpreter lock)."""
