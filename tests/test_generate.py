@@ -210,6 +210,27 @@ def test_lead_windows_make_the_first_piece_final(tiny_model_dir):
             assert (first - codec.levels[0].hop // hop) * hop < seconds * codec.sample_rate  # no more
 
 
+def test_an_early_first_piece_shortens_the_lead_windows(tiny_model_dir):
+    """The first piece decoded from the codes ``first_lookahead_frames`` after it: the
+    shipped set's lead is 5 top frames instead of 9 (20 middle frames: a 6-frame first
+    piece and 14 after it); never more than the decoder's whole lookahead."""
+    from tokgen.codec.top_levels import TopLevels
+    from tokgen.generation.generate import (
+        DEFAULT_FIRST_LOOKAHEAD_SECONDS,
+        DEFAULT_FIRST_PIECE_SECONDS,
+        first_lookahead_frames,
+        lead_top_frames,
+    )
+
+    shipped = TopLevels(load_codec(), 2)
+    ahead = first_lookahead_frames(shipped, DEFAULT_FIRST_LOOKAHEAD_SECONDS)
+    assert ahead == 14 and first_lookahead_frames(shipped, None) == shipped.decode_lookahead(1) == 29
+    assert lead_top_frames(shipped, DEFAULT_FIRST_PIECE_SECONDS, ahead) == 5
+    assert lead_top_frames(shipped, DEFAULT_FIRST_PIECE_SECONDS) == 9
+    tiny = load_codec(tiny_model_dir)  # a decoder that reads less than that: all of it
+    assert first_lookahead_frames(tiny, DEFAULT_FIRST_LOOKAHEAD_SECONDS) == tiny.decode_lookahead(1)
+
+
 def test_a_prime_is_encoded_as_far_as_the_priors_see_it(tiny_model_dir, tone):
     from tokgen.generation.generate import context_kept, encode_prime_context, prepare
     from tokgen.generation.sampler import LevelPrior

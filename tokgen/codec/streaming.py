@@ -15,6 +15,15 @@ Decoding crops costs the margin and lookahead again for every piece (6.5x one wh
 decode for 0.25 s pieces with the msvq codec). A codec that has an incremental decoder
 (``Codec.incremental_decoder``: the msvq codec's keeps each layer's last frames and
 computes every frame once) is used that way instead, with the same pieces.
+
+An early first piece (``first_lookahead`` < ``lookahead``): what a listener waits for
+first is the first piece, and its exact decode waits for the whole lookahead after it
+(29 middle frames for the shipped msvq decoder: most of every level's lead window). The
+first piece may instead be decoded from the codes up to ``first_lookahead`` frames after
+it, the decoder's zero padding standing in for the rest: never more, so the same codes
+give the same audio whatever arrived by then. Its audio past its end is kept and faded
+into the (exact) second piece over ``FADE_FRAMES``, so the joint has no step; from the
+end of that fade on, the pieces are exactly the whole decode again.
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ from __future__ import annotations
 import numpy as np
 
 from tokgen.codec.base import Codec, IncrementalDecoder
+
+FADE_FRAMES = 2  # an early first piece fades into the exact audio over this many frames
 
 
 class StreamDecoder:
@@ -43,12 +54,21 @@ class StreamDecoder:
         self.lookahead = codec.decode_lookahead(level)  # after it
         self.min_frames = min_frames  # decode at least this many new frames per step
         self.emitted = 0  # frames whose audio has been returned
+        self.first_lookahead = self.lookahead  # what the first piece's decode reads after it
+        self._started = False  # a piece is out
+        self._fade: np.ndarray | None = None  # an early first piece's audio past its end
 
     def ready(self, known_frames: int, final: bool = False) -> bool:
         """Whether ``push`` would return audio once ``known_frames`` frames are known: a
         cheap test, so that a caller hands the decode to a thread only when it has work."""
-        stop = known_frames if final else known_frames - self.lookahead
-        return stop - self.emitted >= (1 if final else self.min_frames)
+        return self._stop(known_frames, final) - self.emitted >= (1 if final else self.min_frames)
+
+    def _stop(self, known_frames: int, final: bool) -> int:
+        if final:
+            return known_frames
+        if self._started or self.first_lookahead >= self.lookahead:
+            return known_frames - self.lookahead
+        return min(known_frames - self.first_lookahead, self.emitted + self.min_frames)
 
     def push(
         self, known: np.ndarray, final: bool = False, upper: list[np.ndarray] | None = None
@@ -58,16 +78,36 @@ class StreamDecoder:
         the known codes of the levels above (top first), for codecs that use all levels."""
         if not self.ready(known.shape[-1], final):
             return np.zeros(0, dtype=np.float32)
-        stop = known.shape[-1] if final else known.shape[-1] - self.lookahead
+        stop = self._stop(known.shape[-1], final)
+        early = not (self._started or final) and self.first_lookahead < self.lookahead
+        self._started = True
+        if early:  # from the codes up to first_lookahead after it, whatever else is known
+            audio, lo = self._crop(known[..., : stop + self.first_lookahead], upper)
+            cut = (stop - lo) * self.hop
+            self._fade = audio[cut : cut + FADE_FRAMES * self.hop]
+            out = audio[(self.emitted - lo) * self.hop : cut]
+        else:
+            out = self._exact(known, stop, final, upper)
+            if self._fade is not None:
+                out = fade_into(self._fade, out)
+                self._fade = None
+        self.emitted = stop
+        return out
+
+    def _exact(self, known: np.ndarray, stop: int, final: bool, upper: list[np.ndarray] | None) -> np.ndarray:
         if self.incremental and self._decoder is None:
             self._decoder = self.codec.incremental_decoder(self.level, self.emitted, self.reference)
             self.incremental = self._decoder is not None
         if self._decoder is not None:
-            out = self._decoder.decode([*(upper or []), known], stop, final)
-            self.emitted = stop
-            return out
+            return self._decoder.decode([*(upper or []), known], stop, final)
+        audio, lo = self._crop(known[..., : stop + self.lookahead], upper)
+        return audio[(self.emitted - lo) * self.hop : (stop - lo) * self.hop]
+
+    def _crop(self, known: np.ndarray, upper: list[np.ndarray] | None) -> tuple[np.ndarray, int]:
+        """The audio of frames ``lo ..`` the end of ``known``, decoded from a crop with the
+        decoder's margin before ``emitted``; and ``lo``."""
         lo = max(0, self.emitted - self.margin)
-        hi = min(known.shape[-1], stop + self.lookahead)
+        hi = known.shape[-1]
         if self.codec.uses_all_levels:
             lo -= lo % (self.codec.levels[0].hop // self.hop)  # whole top frames
             crops = [
@@ -77,6 +117,14 @@ class StreamDecoder:
             audio = self.codec.decode_levels([*crops, known[..., lo:hi]], self.reference)
         else:
             audio = self.codec.decode(known[..., lo:hi], self.level)
-        out = audio[(self.emitted - lo) * self.hop : (stop - lo) * self.hop]
-        self.emitted = stop
-        return out
+        return audio, lo
+
+
+def fade_into(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """``after`` with its start faded in from ``before`` (the same stretch of audio decoded
+    another way), linearly over their common length."""
+    n = min(before.size, after.size)
+    weight = (np.arange(n, dtype=np.float32) + 0.5) / n
+    out = after.copy()
+    out[:n] = before[:n] * (1 - weight) + after[:n] * weight
+    return out

@@ -51,7 +51,13 @@ FAST_LEVEL_RATE = 250.0  # frames per second above which a level is "the bottom"
 # level. A lead shorter than the lookahead makes the first piece wait for every level's
 # second, full window (0.13 s leads with the msvq codec: 0.8 s to first audio alone, 1.8 s
 # at 8 streams; docs/PERFORMANCE.md, time to first audio).
-DEFAULT_FIRST_PIECE_SECONDS = 0.032  # msvq: 9-frame top lead, a 56 ms first piece
+DEFAULT_FIRST_PIECE_SECONDS = 0.032  # msvq: a 5-frame top lead, a 48 ms first piece
+# ... but the first piece's decode reads only this far after it, not the decoder's whole
+# lookahead (``StreamDecoder.first_lookahead``; 0.23 s for the msvq codec, 29 middle
+# frames): the lead windows need 5 top frames instead of 9. The first piece is then within
+# 43.5 dB of the exact decode (the example prime; scripts/measure_first_piece.py) and fades
+# into the exact audio after it; everything after that is exact.
+DEFAULT_FIRST_LOOKAHEAD_SECONDS = 0.112
 # Every later segment of an upsampler first samples this much before its start and drops
 # it, so it does not start cold at the seam (``generation.windows``; docs/MODELS.md, seams).
 DEFAULT_OVERLAP_SECONDS = 0.064  # 2 top frames: 32 bottom frames, 12.5% more bottom tokens
@@ -79,6 +85,7 @@ def load_priors(
     segment_seconds: Sequence[float] | float | None = None,
     first_piece_seconds: float | None = DEFAULT_FIRST_PIECE_SECONDS,
     overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
+    first_lookahead_seconds: float | None = DEFAULT_FIRST_LOOKAHEAD_SECONDS,
     **engine_settings: object,
 ) -> list[LevelPrior]:
     """One engine per level's prior (``start_engines``: levels that share weights share one).
@@ -87,7 +94,8 @@ def load_priors(
     parallel (see ``prior.windows`` and ``segment_frames``); 0 or None keeps one segment
     per level (Jukebox's order, no seams, but one window at a time per level).
     ``first_piece_seconds`` shortens the first window of each level to what the first
-    audio piece of that length needs (None: full windows);
+    audio piece of that length needs (None: full windows), decoded from the codes up to
+    ``first_lookahead_seconds`` after it (None: the decoder's whole lookahead, exact);
     ``overlap_seconds`` is each later segment's warm-up (rounded to whole top frames,
     at most half a segment)."""
     prior_dir = Path(prior_dir) if prior_dir is not None else DEFAULT_PRIORS_DIR
@@ -101,7 +109,8 @@ def load_priors(
     # lead window then reads only codes from the lead window above it (one frame more would
     # wait for a full window).
     top_hop = codec.levels[0].hop
-    lead_top = lead_top_frames(codec, first_piece_seconds) if first_piece_seconds else None
+    first_lookahead = first_lookahead_frames(codec, first_lookahead_seconds)
+    lead_top = lead_top_frames(codec, first_piece_seconds, first_lookahead) if first_piece_seconds else None
     if not 0 <= overlap_seconds <= MAX_SECONDS:
         raise TokgenError(f"overlap seconds must be in [0, {MAX_SECONDS:g}], got {overlap_seconds}")
     # Priors of a codec's top levels were trained on the whole codec's token layout (the
@@ -128,7 +137,10 @@ def load_priors(
         per_top = top_hop // codec.levels[level].hop
         lead = lead_top * per_top if lead_top else None
         overlap = min(overlap_top * per_top, segment // 2) if segment else 0
-        priors.append(LevelPrior(engine, n_ctx, hop_fraction, segment, lead, reference, overlap))
+        lead_lookahead = first_lookahead if lead else None
+        priors.append(
+            LevelPrior(engine, n_ctx, hop_fraction, segment, lead, reference, overlap, lead_lookahead)
+        )
     return priors
 
 
@@ -167,13 +179,24 @@ def start_engines(
     return [engine_of[lv] for lv in range(len(level_dirs))]
 
 
-def lead_top_frames(codec: Codec, first_piece_seconds: float) -> int:
+def lead_top_frames(codec: Codec, first_piece_seconds: float, first_lookahead: int | None = None) -> int:
     """Top frames in every level's lead window: the bottom level's lead must cover the
-    first piece and the decoder's lookahead after it (``StreamDecoder`` decodes a frame
-    once ``decode_lookahead`` frames after it are known)."""
+    first piece and what its decode reads after it: ``first_lookahead`` bottom frames
+    (``first_lookahead_frames``; None: the decoder's whole ``decode_lookahead``, which
+    ``StreamDecoder`` waits for before any later frame)."""
     bottom = codec.levels[-1]
-    lookahead = codec.decode_lookahead(len(codec.levels) - 1) * bottom.hop
-    return math.ceil((first_piece_seconds * codec.sample_rate + lookahead) / codec.levels[0].hop)
+    frames = codec.decode_lookahead(len(codec.levels) - 1) if first_lookahead is None else first_lookahead
+    return math.ceil((first_piece_seconds * codec.sample_rate + frames * bottom.hop) / codec.levels[0].hop)
+
+
+def first_lookahead_frames(codec: Codec, seconds: float | None) -> int:
+    """Bottom frames after the first piece that its decode reads: ``seconds``' worth, at
+    most the decoder's whole lookahead (None: all of it, an exact first piece)."""
+    bottom = len(codec.levels) - 1
+    full = codec.decode_lookahead(bottom)
+    if seconds is None:
+        return full
+    return max(0, min(full, math.ceil(seconds * codec.sample_rate / codec.levels[bottom].hop)))
 
 
 def prior_levels(prior_dir: str | Path | None) -> int:

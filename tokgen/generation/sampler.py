@@ -43,6 +43,10 @@ class LevelPrior:
     lead_frames: int | None = None  # new frames of the very first window (None: a full one)
     reference_tokens: int = 0  # own-level prime codes in front of every upsampler window
     overlap_frames: int = 0  # warm-up frames a later segment samples before its start
+    # Frames after the first audio piece that the lead window covers, when this level is
+    # the one decoded: the first piece is decoded from them alone (None: the decoder's whole
+    # lookahead; ``codec.streaming.StreamDecoder.first_lookahead``).
+    lead_lookahead: int | None = None
 
 
 @dataclass(frozen=True)

@@ -65,11 +65,13 @@ async def stream_continuation(
         return max(1, round(seconds * codec.sample_rate / hops[-1]))
 
     decoder = StreamDecoder(codec, bottom, reference=job.reference)
-    lead = priors[bottom].lead_frames
+    lead, lead_lookahead = priors[bottom].lead_frames, priors[bottom].lead_lookahead
+    if lead_lookahead is not None:
+        decoder.first_lookahead = min(lead_lookahead, decoder.lookahead)
     if first_seconds is not None:
         decoder.min_frames = frames(first_seconds)
     elif lead is not None:
-        decoder.min_frames = max(1, lead - decoder.lookahead)
+        decoder.min_frames = max(1, lead - decoder.first_lookahead)
     else:
         decoder.min_frames = frames(min_seconds)
     decoder.emitted = job.start_top * hops[0] // hops[-1]  # the prime is not streamed
