@@ -164,3 +164,40 @@ def test_a_stream_decodes_only_the_end_of_its_prime_and_gets_the_same_codes(engi
     assert [k.size for k in job.known] == [e.size for e in expected]
     assert all(np.array_equal(k, e) for k, e in zip(job.known, expected, strict=True))
     np.testing.assert_allclose(job.reference, whole[-job.reference.size :], atol=1e-5)
+
+
+def test_lower_levels_that_come_late_give_the_same_codes(loop_thread, engine, codec, tone):
+    """A stream's job may start before its prime's lower levels are encoded (``Job.late``:
+    its top level samples at once): the same seed gives the same codes as the whole job,
+    and an encoding that fails fails the sampling."""
+    import asyncio
+    import dataclasses
+
+    from tokgen.generation.generate import sample_job
+
+    job = prepare(codec, "primed", 0.3, tone[:800])
+    settings = SamplingSettings(seed=11)
+    top_started = []
+
+    def watch(board, level):
+        if level == 0 and board.codes[1][0] < 0:
+            top_started.append(True)  # a top code before the level below was known
+
+    async def late_run(fail: bool):
+        late = asyncio.get_running_loop().create_future()
+        below = [np.full(k.size, -1, np.int64) for k in job.known[1:]]
+        early = dataclasses.replace(job, known=[job.known[0], *below], late=late)
+        sampling = asyncio.ensure_future(
+            sample_job(codec, priors_on(engine), early, settings, on_change=watch)
+        )
+        while not top_started and not sampling.done():
+            await asyncio.sleep(0.005)
+        late.set_exception(RuntimeError("encoder gone")) if fail else late.set_result(list(job.known[1:]))
+        return await sampling
+
+    whole = loop_thread.run(sample_job(codec, priors_on(engine), job, settings))
+    early = loop_thread.run(late_run(fail=False))
+    assert top_started
+    assert all(np.array_equal(a, b) for a, b in zip(whole, early, strict=True))
+    with pytest.raises(RuntimeError, match="encoder gone"):
+        loop_thread.run(late_run(fail=True))
