@@ -303,32 +303,3 @@ def test_without_a_seed_runs_differ_and_the_reported_seed_reproduces(
     assert not np.array_equal(audio["a.wav"], audio["b.wav"])
     again = seed_of(generate_here(*args, "--out", "c.wav", "--seed", str(a["seed"])))
     assert again["seed"] == a["seed"] and np.array_equal(sf.read(tmp_path / "c.wav")[0], audio["a.wav"])
-
-
-def test_a_streams_lower_levels_encoded_apart_make_the_same_job_and_guidance():
-    """``prepare_stream`` + ``encode_lower`` (the top level's codes first, the levels below
-    encoded beside its lead window) give the job ``prepare_spec`` gives, and guidance from
-    the top level alone is the top level's guidance from all of them."""
-    from tokgen.assets import EXAMPLE_PRIME
-    from tokgen.codec.top_levels import TopLevels
-    from tokgen.generation.generate import guidance_biases, samples_seen
-    from tokgen.generation.requests import encode_lower, prepare_spec, prepare_stream
-    from tokgen.generation.sampler import LevelPrior, SamplingSettings
-    from tokgen.generation.spec import check_continue
-    from tokgen.v1 import tokgen_pb2 as pb
-
-    codec = TopLevels(load_codec(), 2)
-    priors = [LevelPrior(None, n_ctx=256), LevelPrior(None, n_ctx=512)]  # type: ignore[arg-type]
-    request = pb.ContinueRequest(prime_audio=EXAMPLE_PRIME.read_bytes(), seconds=2.0)
-    spec = check_continue(request, 3 + 2 * 1024, 1024)
-    whole = prepare_spec(codec, spec, priors)
-    job, prime = prepare_stream(codec, spec, priors)
-    assert prime is not None and job.late is None  # the caller starts the encoding
-    lower = encode_lower(codec, priors, prime)
-    assert np.array_equal(job.known[0], whole.known[0]) and (job.known[1] == -1).all()
-    assert all(np.array_equal(a, b) for a, b in zip(lower, whole.known[1:], strict=True))
-    assert (job.top_frames, job.start_top) == (whole.top_frames, whole.start_top)
-    span, settings = max(samples_seen(codec, priors)), SamplingSettings()
-    full = guidance_biases(codec, whole.known, span, settings)
-    (top,) = guidance_biases(codec, whole.known[:1], span, settings)
-    assert full[0] is not None and np.array_equal(top, full[0])

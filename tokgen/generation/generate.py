@@ -8,13 +8,12 @@ every level's codes line up; the continuation starts right after the trimmed pri
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -289,10 +288,6 @@ class Job:
     start_top: int  # top frame where the new audio starts
     # The end of the prime's audio: codecs with a timbre encoder decode in its timbre.
     reference: np.ndarray | None = None
-    # The known codes of the levels below the top, when they were still being encoded as
-    # the job was made (``known`` holds -1 for them; ``requests.prepare_stream``): the top
-    # level starts sampling without them. Made in the process that samples, never pickled.
-    late: asyncio.Future[list[np.ndarray]] | None = field(default=None, compare=False, repr=False)
 
 
 def prepare(
@@ -377,11 +372,7 @@ def prime_tail_seconds(codec: Codec, priors: list[LevelPrior], margin_seconds: f
 
 
 def encode_prime_context(
-    codec: Codec,
-    priors: list[LevelPrior],
-    prime: np.ndarray,
-    margin_seconds: float = ENCODE_MARGIN_SECONDS,
-    levels: Sequence[int] | None = None,
+    codec: Codec, priors: list[LevelPrior], prime: np.ndarray, margin_seconds: float = ENCODE_MARGIN_SECONDS
 ) -> list[np.ndarray]:
     """Codes of ``prime`` as far as the priors can see them, for a service: every level
     encodes only the end of the prime that the longest first window sees (a level's own,
@@ -389,16 +380,14 @@ def encode_prime_context(
     level: ``guidance_biases``), plus ``margin_seconds``, more than the encoder's
     receptive field (0.18 s for the shipped codec), so those codes are exactly the whole
     prime's. Earlier frames are filler (code 0) that no window reads. So a 60 s
-    prime costs what a 5 s one does. Continue them in mode "continue". ``levels``: only
-    these levels' codes (default: all)."""
+    prime costs what a 5 s one does. Continue them in mode "continue"."""
     top_hop = codec.levels[0].hop
     whole = prime[: prime.size - prime.size % top_hop]
     if whole.size == 0:
         raise TokgenError(short_prime_message(codec))
     seen = samples_seen(codec, priors)
     codes = []
-    for level in range(len(codec.levels)) if levels is None else levels:
-        spec = codec.levels[level]
+    for level, spec in enumerate(codec.levels):
         # Every level as far as the longest first window sees: what guidance reads.
         samples = max(seen) + margin_seconds * codec.sample_rate
         keep = min(whole.size, math.ceil(samples / top_hop) * top_hop)
@@ -424,10 +413,8 @@ def guidance_biases(
     what the first windows see): the same codes whether the whole prime was encoded
     (``tokgen generate``, batch jobs) or only its end (``encode_prime_context``, streams,
     whose earlier frames are filler), and the key of the music just before the
-    continuation rather than of a long prime's start. ``known`` may hold only the top
-    levels: then only their biases."""
-    levels = codec.levels[: len(known)]
-    recent = [k[..., -math.ceil(span / lv.hop) :] for k, lv in zip(known, levels, strict=True)]
+    continuation rather than of a long prime's start."""
+    recent = [k[..., -math.ceil(span / lv.hop) :] for k, lv in zip(known, codec.levels, strict=True)]
     instrument = instrument_biases(
         codec.instruments(), recent, settings.instrument_guidance, INSTRUMENT_GUIDED_LEVELS
     )
@@ -446,21 +433,11 @@ async def sample_job(
     on_change: OnChange | None = None,
 ) -> list[np.ndarray]:
     """The codes of every level of ``job``. Engine request ids start with ``request_id``
-    (default: a fresh unique one), so they must not be shared by concurrent requests.
-    A job whose lower levels' known codes are still coming (``Job.late``) starts its top
-    level at once; the guidance of the levels below waits for their codes."""
+    (default: a fresh unique one), so they must not be shared by concurrent requests."""
     layout = TokenLayout.for_levels(codec.levels)
     settings.check(layout.vocab_size)
     hops = [lv.hop for lv in codec.levels]
-    span = max(samples_seen(codec, priors))
-    late = None
-    if job.late is None:
-        biases = guidance_biases(codec, job.known, span, settings)
-    else:
-        # The top level's guidance reads only its own codes (instrument guidance steers the
-        # levels below): computed from the top level alone, it is what all levels give it.
-        biases = guidance_biases(codec, job.known[:1], span, settings) + [None] * (len(hops) - 1)
-        late = lower_levels(codec, job.known[0], job.late, span, settings)
+    biases = guidance_biases(codec, job.known, max(samples_seen(codec, priors)), settings)
     return await sample_hierarchy(
         priors,
         layout,
@@ -472,19 +449,4 @@ async def sample_job(
         codec.sample_rate,
         on_change,
         biases,
-        late,
     )
-
-
-async def lower_levels(
-    codec: Codec,
-    top: np.ndarray,
-    late: asyncio.Future[list[np.ndarray]],
-    span: int,
-    settings: SamplingSettings,
-) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
-    """The late known codes of the levels below the top, and their guidance biases. The
-    future is shared by the samples of one job: shielded, so one that ends early does
-    not cancel it for the others."""
-    codes = await asyncio.shield(late)
-    return codes, guidance_biases(codec, [top, *codes], span, settings)[1:]

@@ -25,7 +25,6 @@ decoded and encoded once), each sample its own sequences in the engines, so they
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import secrets
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
@@ -55,7 +54,7 @@ from tokgen.generation.key import DEFAULT_KEY_GUIDANCE
 from tokgen.generation.output import finish_audio
 from tokgen.generation.prepare_pool import PreparePool
 from tokgen.generation.queued import QueuedJob
-from tokgen.generation.requests import encode_lower, prepare_spec, prepare_stream
+from tokgen.generation.requests import prepare_spec
 from tokgen.generation.sampler import CodeBoard, LevelPrior, OnChange, SamplingSettings, level_frames
 from tokgen.generation.spec import ContinueSpec, FieldError, check_continue, check_output
 from tokgen.generation.stream import stream_continuation, stream_samples
@@ -149,28 +148,10 @@ class Generator:
 
     async def aprepare(self, spec: ContinueSpec, streaming: bool = False) -> Job:
         """``prepare`` in a prepare worker (``start_prepare_workers``) or else a thread;
-        ``PrepareWorkerLost`` if the worker died meanwhile. A stream's job comes back as
-        soon as its top level's codes are known: the levels below are encoded meanwhile
-        (``Job.late``; ``requests.prepare_stream``), beside the top level's lead window."""
-        pool = self._prepare_pool
-        if not streaming:
-            if pool is not None:
-                return await pool.prepare(spec, streaming)
-            return await asyncio.to_thread(self.prepare, spec, streaming)
-        if pool is not None:
-            job, lower = await pool.prepare_stream(spec)
-        else:
-            job, lower = await asyncio.to_thread(prepare_stream, self.codec, spec, self.priors)
-        if lower is None:
-            return job
-        encoding = (
-            pool.encode_lower(lower)
-            if pool is not None
-            else asyncio.to_thread(encode_lower, self.codec, self.priors, lower)
-        )
-        late = asyncio.ensure_future(encoding)
-        late.add_done_callback(_retrieve)  # a stream that ended first leaves no warning
-        return dataclasses.replace(job, late=late)
+        ``PrepareWorkerLost`` if the worker died meanwhile."""
+        if self._prepare_pool is not None:
+            return await self._prepare_pool.prepare(spec, streaming)
+        return await asyncio.to_thread(self.prepare, spec, streaming)
 
     def job(
         self,
@@ -381,9 +362,3 @@ async def load_generator(config: Settings, role: str) -> Generator:
             renice_engine_processes(config.engine_nice)
         await asyncio.to_thread(generator.start_prepare_workers, config.prepare_workers)
     return generator
-
-
-def _retrieve(future: asyncio.Future) -> None:
-    """Mark a future's exception as seen (the stream that awaits it reports it)."""
-    if not future.cancelled():
-        future.exception()

@@ -22,23 +22,19 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.synchronize import Barrier as BarrierType
-from typing import TypeVar
 
-import numpy as np
 import torch
 
 from tokgen.codec.base import Codec
 from tokgen.errors import TokgenError
 from tokgen.generation.generate import Job
-from tokgen.generation.requests import encode_lower, prepare_spec, prepare_stream
+from tokgen.generation.requests import prepare_spec
 from tokgen.generation.sampler import LevelPrior
 from tokgen.generation.spec import ContinueSpec, FieldError
 
-T = TypeVar("T")
 _worker: dict = {}  # in a worker process: its codec and priors
 STARTUP_SECONDS = 120.0  # for every worker to import torch and load the codec
 
@@ -68,22 +64,10 @@ def _started() -> None:
 
 
 def _prepare(spec: ContinueSpec, streaming: bool) -> Job:
-    return _guarded(prepare_spec, _worker["codec"], spec, _worker["priors"] if streaming else None)
-
-
-def _prepare_stream(spec: ContinueSpec) -> tuple[Job, np.ndarray | None]:
-    return _guarded(prepare_stream, _worker["codec"], spec, _worker["priors"])
-
-
-def _encode_lower(prime: np.ndarray) -> list[np.ndarray]:
-    return _guarded(encode_lower, _worker["codec"], _worker["priors"], prime)
-
-
-def _guarded(fn: Callable[..., T], *args: object) -> T:
     """In a worker. An exception must unpickle in the server, or the pool breaks: the
     user's errors (``FieldError``) do; anything else goes back as a plain RuntimeError."""
     try:
-        return fn(*args)
+        return prepare_spec(_worker["codec"], spec, _worker["priors"] if streaming else None)
     except FieldError:
         raise
     except Exception as exc:
@@ -123,28 +107,16 @@ class PreparePool:
                 self._pool = await asyncio.to_thread(self._start)
 
     async def prepare(self, spec: ContinueSpec, streaming: bool) -> Job:
-        """``prepare_spec`` of ``spec`` in a worker; its errors (``FieldError``) as they are."""
-        return await self._run(_prepare, spec, streaming)
-
-    async def prepare_stream(self, spec: ContinueSpec) -> tuple[Job, np.ndarray | None]:
-        """``requests.prepare_stream`` in a worker."""
-        return await self._run(_prepare_stream, spec)
-
-    async def encode_lower(self, prime: np.ndarray) -> list[np.ndarray]:
-        """``requests.encode_lower`` in a worker."""
-        return await self._run(_encode_lower, prime)
-
-    async def _run(self, task: Callable[..., T], *args: object) -> T:
-        """``task(*args)`` in a worker. A pool found broken before this task reached it is
-        started again first; ``PrepareWorkerLost`` if the worker running it dies."""
+        """``prepare_spec`` of ``spec`` in a worker; its errors (``FieldError``) as they are.
+        A pool found broken before this request reached it is started again first."""
         loop = asyncio.get_running_loop()
         pool = self._pool
         try:
-            future = loop.run_in_executor(pool, task, *args)
+            future = loop.run_in_executor(pool, _prepare, spec, streaming)
         except BrokenProcessPool:  # a worker died while idle: this request was not in it
             await self._restart(pool)
             pool = self._pool
-            future = loop.run_in_executor(pool, task, *args)
+            future = loop.run_in_executor(pool, _prepare, spec, streaming)
         try:
             return await future
         except BrokenProcessPool as exc:

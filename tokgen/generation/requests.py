@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from tokgen.audio import load_audio
 from tokgen.codec.base import Codec
 from tokgen.codec.codes import load_codes
@@ -34,7 +32,12 @@ def prepare_spec(codec: Codec, spec: ContinueSpec, context_of: list[LevelPrior] 
     mode, prime, codes, reference = spec.mode, None, None, None
     try:
         if spec.prime_audio is not None:
-            prime = decode_prime(codec, spec.prime_audio, context_of)
+            # A stream decodes only the end of its prime (what the priors see); a batch job
+            # returns the whole prime's codes, so it decodes all of it.
+            tail = prime_tail_seconds(codec, context_of) if context_of is not None else None
+            prime = load_audio(
+                spec.prime_audio, codec.sample_rate, max_seconds=MAX_PRIME_SECONDS, tail_seconds=tail
+            )
             if context_of is not None:
                 reference = prime
                 mode, codes, prime = "continue", encode_prime_context(codec, context_of, prime), None
@@ -54,37 +57,3 @@ def prepare_spec(codec: Codec, spec: ContinueSpec, context_of: list[LevelPrior] 
         return prepare(codec, mode, spec.seconds, prime, codes, reference)
     except TokgenError as exc:
         raise FieldError(field, str(exc)) from exc
-
-
-def decode_prime(codec: Codec, data: bytes, context_of: list[LevelPrior] | None) -> np.ndarray:
-    """The prime's samples. A stream (``context_of``: its priors) decodes only the end of
-    its prime (what the priors see); a batch job returns the whole prime's codes, so it
-    decodes all of it."""
-    tail = prime_tail_seconds(codec, context_of) if context_of is not None else None
-    return load_audio(data, codec.sample_rate, max_seconds=MAX_PRIME_SECONDS, tail_seconds=tail)
-
-
-def prepare_stream(
-    codec: Codec, spec: ContinueSpec, priors: list[LevelPrior]
-) -> tuple[Job, np.ndarray | None]:
-    """``prepare_spec(codec, spec, priors)`` in two steps, so that a stream starts sampling
-    sooner: the job with its top level's prime codes only (the levels below hold -1, as
-    many as they will have), and the prime audio that ``encode_lower`` gives their codes
-    from (for ``Job.late``). The top level's codes are the prime's pitch (a few ms), while
-    the encoder of the levels below is ~95% of preparing a prime (0.12 s of CPU for the
-    example prime), and those levels start only after the top level's lead window anyway.
-    A request with codes, or a codec of one level, is prepared whole (None)."""
-    if spec.prime_audio is None or len(codec.levels) == 1:
-        return prepare_spec(codec, spec, priors), None
-    try:
-        prime = decode_prime(codec, spec.prime_audio, priors)
-        top = encode_prime_context(codec, priors, prime, levels=[0])[0]
-        below = [np.full(top.size * (codec.levels[0].hop // lv.hop), -1, np.int64) for lv in codec.levels[1:]]
-        return prepare(codec, "continue", spec.seconds, None, [top, *below], prime), prime
-    except TokgenError as exc:
-        raise FieldError("prime_audio", str(exc)) from exc
-
-
-def encode_lower(codec: Codec, priors: list[LevelPrior], prime: np.ndarray) -> list[np.ndarray]:
-    """The known codes of levels 1.. of a stream's job (``prepare_stream``)."""
-    return encode_prime_context(codec, priors, prime, levels=range(1, len(codec.levels)))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,18 +129,9 @@ class CodeBoard:
     async def write(self, level: int, start: int, codes: np.ndarray) -> None:
         self.codes[level][start : start + codes.size] = codes
         self.known_frames[level] += codes.size  # windows never rewrite known frames
-        self._changed(level, start, start + codes.size)
-
-    def fill(self, level: int, codes: np.ndarray) -> None:
-        """The known codes of ``level`` that were still being encoded when sampling began
-        (``known`` held -1 for them, and they count as known frames already)."""
-        self.codes[level][: codes.size] = codes
-        self._changed(level, 0, codes.size)
-
-    def _changed(self, level: int, start: int, stop: int) -> None:
         if self._on_change is not None:
             self._on_change(self, level)
-        pending = []
+        stop, pending = start + codes.size, []
         for wait in self._waits[level]:
             lo, hi, future = wait
             if future.done():  # its window was cancelled
@@ -182,15 +173,12 @@ async def sample_segment(
     settings: SamplingSettings,
     request_id: str,
     clock: Clock,
-    biases: list[tuple[float, ...] | None],
+    bias: tuple[float, ...] | None = None,
 ) -> None:
     """Sample one segment of ``level`` window by window, writing codes to ``board``.
     When the engine is full, its windows start in the order ``clock`` gives them.
-    ``biases[level]``: added to the level's code logits (``SamplingParams.bias``), read
-    once the level's known codes are in (a late level's bias comes with them)."""
+    ``bias``: added to the level's code logits (``SamplingParams.bias``)."""
     ratio = hops[level - 1] // hops[level] if level else 1
-    await board.wait_known(level, 0, board.initial_frames[level])  # ``late`` levels: their prime
-    bias = biases[level]
     reference = None
     if level and prior.reference_tokens:  # the prime's codes of this level, the same in every window
         reference = board.codes[level][: board.initial_frames[level]][-prior.reference_tokens :]
@@ -239,35 +227,24 @@ async def sample_hierarchy(
     sample_rate: int,
     on_change: OnChange | None = None,
     biases: list[np.ndarray | None] | None = None,
-    late: Awaitable[tuple[list[np.ndarray], list[np.ndarray | None]]] | None = None,
 ) -> list[np.ndarray]:
     """Codes of every level, ``top_frames`` top frames long, extending ``known``;
     ``on_change`` watches them while they are sampled (see ``CodeBoard``). ``sample_rate``
     (of the codec) only orders windows across requests (see ``sample_segment``).
-    ``biases``: per level, a logit bias over its codes, or None. ``late``: the known codes
-    of the levels below the top and their biases, still coming when sampling starts
-    (``known`` holds -1 for them); each such level starts once they are in, the top at once."""
+    ``biases``: per level, a logit bias over its codes, or None."""
     totals = level_frames(top_frames, hops)
     if len(priors) != len(hops) or len(known) != len(hops):
         raise TokgenError(f"need one prior and one known-codes array per level ({len(hops)})")
     for level, (k, t) in enumerate(zip(known, totals, strict=True)):
         if k.size > t:
             raise TokgenError(f"level {level} already has {k.size} frames, more than the {t} asked for")
-    level_bias = [as_bias(bias) for bias in (biases or [None] * len(hops))]
+    level_bias = [
+        tuple(float(b) for b in bias) if bias is not None else None for bias in (biases or [None] * len(hops))
+    ]
     board = CodeBoard(known, totals, on_change)
-
-    async def arrive(late: Awaitable[tuple[list[np.ndarray], list[np.ndarray | None]]]) -> None:
-        codes, late_biases = await late
-        first = len(hops) - len(codes)
-        for level, (c, bias) in enumerate(zip(codes, late_biases, strict=True), start=first):
-            level_bias[level] = as_bias(bias)  # before the codes: their waiters read it
-            board.fill(level, c)
-
     clock = Clock(time.monotonic(), known[0].size * hops[0], sample_rate)
     try:
         async with asyncio.TaskGroup() as tasks:  # one failure cancels (and aborts) the rest
-            if late is not None:
-                tasks.create_task(arrive(late))
             for level, prior in enumerate(priors):
                 plans = plan_segments(
                     known[level].size,
@@ -291,7 +268,7 @@ async def sample_hierarchy(
                             settings,
                             request_id,
                             clock,
-                            level_bias,
+                            level_bias[level],
                         )
                     )
     except ExceptionGroup as group:
@@ -303,8 +280,3 @@ def first_error(group: BaseExceptionGroup) -> BaseException:
     """The failure that made a task group cancel its other tasks."""
     first = group.exceptions[0]
     return first_error(first) if isinstance(first, BaseExceptionGroup) else first
-
-
-def as_bias(bias: np.ndarray | None) -> tuple[float, ...] | None:
-    """A logit bias as the engines take it (``SamplingParams.bias``)."""
-    return None if bias is None else tuple(float(b) for b in bias)
