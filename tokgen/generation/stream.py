@@ -3,7 +3,9 @@
 The sampler runs levels as a pipeline (``sampler``); this watches the bottom level's codes
 and decodes every newly final stretch of them (``codec.streaming.StreamDecoder``), so the
 first audio is out after one window per level and the pieces join into exactly what one
-decode of the finished codes gives: no clicks at piece boundaries. ``stream_samples`` runs
+decode of the finished codes gives: no clicks at piece boundaries (but for the first
+piece, which the lead windows' codes alone make and which fades into the exact audio:
+``StreamDecoder.first_lookahead``, the bottom prior's ``lead_lookahead``). ``stream_samples`` runs
 several such streams of one job side by side (each sample its own sequences in the
 engines, which batch them) and relays their pieces as the caller's output.
 """
