@@ -86,3 +86,22 @@ def test_a_worker_that_died_idle_costs_no_request(generator, tone):
         return await generator.aprepare(s, streaming=True)
 
     assert asyncio.run(kill_then_prepare()).start_top > 0
+
+
+class _DiesWhenUnpickled:
+    """Stands in for a codec that a worker cannot load: the worker exits while starting."""
+
+    def __reduce__(self):
+        return (os._exit, (3,))
+
+
+def test_a_worker_that_dies_while_starting_fails_the_start_and_does_not_hang():
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from tokgen.generation.prepare_pool import PreparePool
+
+    with ThreadPoolExecutor(1) as starter:
+        start = starter.submit(PreparePool, _DiesWhenUnpickled(), [], 2)  # type: ignore[arg-type]
+        with pytest.raises(BrokenProcessPool):
+            start.result(timeout=120)

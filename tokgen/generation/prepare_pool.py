@@ -20,6 +20,8 @@ import asyncio
 import dataclasses
 import multiprocessing
 import os
+import pickle
+import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -43,9 +45,12 @@ class PrepareWorkerLost(TokgenError):
     """A worker process ended while preparing a request (the request may be retried)."""
 
 
-def _start_worker(codec: Codec, priors: list[LevelPrior], server: int, started: BarrierType) -> None:
+def _start_worker(state: str, server: int, started: BarrierType) -> None:
+    """``state``: a file holding the pickled codec and priors (see ``PreparePool._start``)."""
     threading.Thread(target=_exit_with_server, args=(server,), daemon=True).start()
     torch.set_num_threads(1)
+    with open(state, "rb") as f:
+        codec, priors = pickle.load(f)
     _worker.update(codec=codec, priors=priors, started=started)
 
 
@@ -87,16 +92,28 @@ class PreparePool:
         """A pool with every worker started (a worker imports torch and unpickles the
         codec: seconds that the first requests would otherwise wait for): one task per
         worker that waits at a barrier for the others, so each runs in a process of its
-        own. Blocking; raises if a worker cannot start."""
+        own. Blocking; raises if a worker cannot start.
+
+        The codec (24 MB pickled) reaches the workers through a file, not their arguments:
+        spawning writes a process's arguments into a pipe that the new process reads, and
+        with one that died before reading it all (seen once: a worker that failed at
+        import) that write blocked the server's start-up for good."""
         context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(
-            self.workers,
-            mp_context=context,
-            initializer=_start_worker,
-            initargs=(*self._args, os.getpid(), context.Barrier(self.workers)),
-        )
-        for started in [pool.submit(_started) for _ in range(self.workers)]:
-            started.result()
+        with tempfile.NamedTemporaryFile(prefix="tokgen-prepare-", suffix=".pickle") as state:
+            pickle.dump(self._args, state)
+            state.flush()
+            pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=context,
+                initializer=_start_worker,
+                initargs=(state.name, os.getpid(), context.Barrier(self.workers)),
+            )
+            try:
+                for started in [pool.submit(_started) for _ in range(self.workers)]:
+                    started.result(STARTUP_SECONDS)
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
         return pool
 
     async def _restart(self, broken: ProcessPoolExecutor) -> None:
