@@ -4,6 +4,7 @@ per test session, enforce_eager), on a tiny random Llama."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 import torch
@@ -181,6 +182,8 @@ def test_bench_engine_cli(tiny_prior):
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
     assert out["cpu"]["model"] and {"avx512_bf16", "amx_bf16"} <= set(out["cpu"])
+    bf16 = out["cpu"]["avx512_bf16"] or out["cpu"]["amx_bf16"]  # vLLM runs in generation's dtype
+    assert (out["dtype"], out["vllm_dtype"]) == ("float32", "bfloat16" if bf16 else "float32")
     assert out["flops"]["per_new_token_at_mean_context"] > 2 * out["flops"]["parameters"] * 0.5
     for batch in ("batch1", "batch16", "batch64"):
         figures = out[batch]
@@ -211,6 +214,23 @@ def test_engines_take_their_dtype_from_the_setting_unless_given(monkeypatch, tin
     monkeypatch.setenv("TOKGEN_ENGINE_DTYPE", "float16")
     with pytest.raises(TokgenError, match="TOKGEN_ENGINE_DTYPE"):
         create_engine(tiny_prior, "hf")
+
+
+def test_the_auto_dtype_is_bf16_for_vllm_on_a_cpu_with_bf16_arithmetic(monkeypatch):
+    """``TOKGEN_ENGINE_DTYPE=auto`` (the default): vLLM's CPU kernels are faster in bf16
+    where the CPU has it; plain torch (hf) is not, and no CPU flag makes it so."""
+    from tokgen.engine import factory
+
+    for has, vllm in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(factory, "cpu_has_bf16", lambda has=has: has)
+        assert factory.resolve_dtype("auto", "vllm") == vllm
+        assert factory.resolve_dtype("auto", "hf") == "float32"
+        assert factory.resolve_dtype("float32", "vllm") == "float32"
+        assert factory.engine_options("hf")["dtype"] == "float32"
+        assert factory.engine_options("hf", dtype="bfloat16")["dtype"] == "bfloat16"
+    flags = Path("/proc/cpuinfo").read_text()
+    monkeypatch.undo()
+    assert factory.cpu_has_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
 
 
 def test_renicing_lowers_the_vllm_engine_processes_not_this_one(engine):

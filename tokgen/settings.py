@@ -44,8 +44,9 @@ class Settings(LogSettings):
     engine_kv_cache_bytes: int = Field(default=1 << 30, ge=16 << 20)
     # Weights and arithmetic of the priors in the engines. bfloat16 is faster in vLLM's
     # kernels on CPUs with avx512_bf16 or AMX, slower in plain torch (the hf engine) on
-    # CPUs without AMX (docs/PERFORMANCE.md); float32 is what the evaluations measured.
-    engine_dtype: Literal["float32", "bfloat16"] = "float32"
+    # CPUs without AMX (docs/PERFORMANCE.md); auto: bfloat16 where it is faster (vLLM on
+    # such a CPU), else float32 (``engine.factory.resolve_dtype``).
+    engine_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     # `tokgen serve`: processes that decode and encode stream primes (0: threads of the
     # server, which wait for its interpreter lock under load), and the niceness of its vLLM
     # engine processes, so that a new request's prime does not queue behind the engines'

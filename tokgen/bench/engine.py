@@ -32,7 +32,7 @@ import torch
 
 from tokgen.bench.reference import ReferenceLoop, flops_per_token
 from tokgen.engine.base import Engine, SamplingParams
-from tokgen.engine.factory import create_engine
+from tokgen.engine.factory import create_engine, resolve_dtype
 from tokgen.prior.model import default_size_prior
 
 WAYS = ("reference", "transformers_generate", "hf", "vllm")
@@ -122,6 +122,7 @@ def bench_engines(
     new_tokens: int,
     batches: tuple[int, ...],
     dtype: str = "float32",
+    vllm_dtype: str = "auto",
 ) -> dict:
     from transformers import AutoModelForCausalLM
 
@@ -138,7 +139,8 @@ def bench_engines(
             "torch_threads": torch.get_num_threads(),
             "prompt_tokens": prompt_tokens,
             "new_tokens": new_tokens,
-            "dtype": dtype,
+            "dtype": dtype,  # the reference, transformers generate and hf
+            "vllm_dtype": resolve_dtype(vllm_dtype, "vllm"),
             "flops": {
                 "parameters": params,
                 "per_token": "2 x (linear weights + output head) + 4 x layers x hidden x context",
@@ -157,7 +159,8 @@ def bench_engines(
         for backend in ("hf", "vllm"):
             # Every request of a batch in one engine batch (vLLM's limit is 64 sequences).
             options = {"max_batch": max(batches)} if backend == "hf" else {}
-            engine = create_engine(model_dir, backend, dtype=dtype, **options)
+            way_dtype = dtype if backend == "hf" else result["vllm_dtype"]
+            engine = create_engine(model_dir, backend, dtype=way_dtype, **options)
 
             async def run(engine: Engine = engine) -> dict[int, float]:
                 try:

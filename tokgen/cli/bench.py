@@ -22,7 +22,12 @@ def cmd_bench_engine(args: argparse.Namespace) -> None:
 
     batches = tuple(int(b) for b in args.batches.split(","))
     result = bench_engines(
-        Path(args.prior) if args.prior else None, args.prompt_tokens, args.new_tokens, batches, args.dtype
+        Path(args.prior) if args.prior else None,
+        args.prompt_tokens,
+        args.new_tokens,
+        batches,
+        args.dtype,
+        args.vllm_dtype,
     )
     _report(result, args.json)
 
@@ -70,7 +75,19 @@ def register(sub: Subcommands) -> None:
     p.add_argument(
         "--batches", default="1,16,64", help="concurrent requests, comma-separated (default 1,16,64)"
     )
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="every way")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="the reference, transformers generate and hf (default float32: plain torch is slower in bf16 "
+        "without AMX)",
+    )
+    p.add_argument(
+        "--vllm-dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16"],
+        help="vLLM (default auto: what generation uses, bf16 on a CPU with bf16 arithmetic)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_engine)
 

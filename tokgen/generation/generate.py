@@ -167,7 +167,7 @@ def start_engines(
     for level, d in enumerate(level_dirs):
         groups.setdefault((Path(d) / "model.safetensors").resolve(), []).append(level)
     cls = engine_class(backend)
-    options = engine_options(**engine_settings)
+    options = engine_options(backend, **engine_settings)
 
     def start(levels: list[int]) -> Engine:
         label = "+".join(str(lv) for lv in levels)
