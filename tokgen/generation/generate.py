@@ -55,7 +55,7 @@ DEFAULT_FIRST_PIECE_SECONDS = 0.032  # msvq: a 5-frame top lead, a 48 ms first p
 # ... but the first piece's decode reads only this far after it, not the decoder's whole
 # lookahead (``StreamDecoder.first_lookahead``; 0.23 s for the msvq codec, 29 middle
 # frames): the lead windows need 5 top frames instead of 9. The first piece is then within
-# 43.5 dB of the exact decode (the example prime; scripts/measure_first_piece.py) and fades
+# 46.9 dB of the exact decode (the example prime; scripts/measure_first_piece.py) and fades
 # into the exact audio after it; everything after that is exact.
 DEFAULT_FIRST_LOOKAHEAD_SECONDS = 0.112
 # Every later segment of an upsampler first samples this much before its start and drops
