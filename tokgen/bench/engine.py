@@ -32,20 +32,21 @@ import torch
 
 from tokgen.bench.reference import ReferenceLoop, flops_per_token
 from tokgen.engine.base import Engine, SamplingParams
-from tokgen.engine.factory import create_engine, resolve_dtype
+from tokgen.engine.factory import cpu_flags, create_engine, resolve_dtype
 from tokgen.prior.model import default_size_prior
 
 WAYS = ("reference", "transformers_generate", "hf", "vllm")
 
 
 def cpu_info() -> dict:
-    """``lscpu``'s model name and whether the CPU has bf16 instructions (flags)."""
+    """``lscpu``'s model name and whether the CPU has bf16 instructions (the flags that
+    ``engine.factory`` picks the engines' dtype by)."""
     try:
         text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         text = ""
     fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    flags = set(fields.get("Flags", "").split())
+    flags = cpu_flags()
     return {
         "model": fields.get("Model name", "unknown").strip(),
         "cpus": os.cpu_count(),

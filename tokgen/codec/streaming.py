@@ -63,10 +63,14 @@ class StreamDecoder:
         cheap test, so that a caller hands the decode to a thread only when it has work."""
         return self._stop(known_frames, final) - self.emitted >= (1 if final else self.min_frames)
 
+    def _early(self, final: bool) -> bool:
+        """Whether the next piece is an early first piece (see the module docstring)."""
+        return not (self._started or final) and self.first_lookahead < self.lookahead
+
     def _stop(self, known_frames: int, final: bool) -> int:
         if final:
             return known_frames
-        if self._started or self.first_lookahead >= self.lookahead:
+        if not self._early(final):
             return known_frames - self.lookahead
         return min(known_frames - self.first_lookahead, self.emitted + self.min_frames)
 
@@ -79,7 +83,7 @@ class StreamDecoder:
         if not self.ready(known.shape[-1], final):
             return np.zeros(0, dtype=np.float32)
         stop = self._stop(known.shape[-1], final)
-        early = not (self._started or final) and self.first_lookahead < self.lookahead
+        early = self._early(final)
         self._started = True
         if early:  # from the codes up to first_lookahead after it, whatever else is known
             audio, lo = self._crop(known[..., : stop + self.first_lookahead], upper)

@@ -40,15 +40,18 @@ def engine_class(backend: Backend = "auto") -> type[Engine]:
     return HFEngine
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has bf16 arithmetic (``avx512_bf16`` or AMX): Linux's
-    /proc/cpuinfo flags; False where there is none."""
+def cpu_flags() -> set[str]:
+    """This CPU's instruction set flags (Linux's /proc/cpuinfo; none where there is none)."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return set()
+    return next((set(line.split(":", 1)[1].split()) for line in lines if line.startswith("flags")), set())
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic (``avx512_bf16`` or AMX)."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def resolve_dtype(dtype: str, backend: Backend = "auto") -> str:

@@ -68,8 +68,8 @@ async def stream_continuation(
 
     decoder = StreamDecoder(codec, bottom, reference=job.reference)
     lead, lead_lookahead = priors[bottom].lead_frames, priors[bottom].lead_lookahead
-    if lead_lookahead is not None:
-        decoder.first_lookahead = min(lead_lookahead, decoder.lookahead)
+    if lead_lookahead is not None:  # at most the decoder's lookahead (first_lookahead_frames)
+        decoder.first_lookahead = lead_lookahead
     if first_seconds is not None:
         decoder.min_frames = frames(first_seconds)
     elif lead is not None:
