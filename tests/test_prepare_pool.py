@@ -56,8 +56,8 @@ def test_a_bad_prime_fails_in_the_worker_with_its_field_named(generator):
 def kill_workers(generator: Generator) -> None:
     pool = generator._prepare_pool
     assert pool is not None
-    for pid in list(pool._pool._processes):
-        os.kill(pid, signal.SIGKILL)
+    for worker in list(pool._all):
+        os.kill(worker.process.pid, signal.SIGKILL)
 
 
 def test_a_worker_killed_mid_request_fails_that_request_and_the_next_is_served(generator, tone):
@@ -74,6 +74,40 @@ def test_a_worker_killed_mid_request_fails_that_request_and_the_next_is_served(g
         return await generator.aprepare(long, streaming=True)
 
     assert asyncio.run(kill_while_preparing()).start_top > 0
+
+
+def test_requests_beyond_the_workers_wait_for_one_and_get_their_own_job(generator, tone):
+    rate = generator.codec.sample_rate
+    specs = [spec(generator, wav(tone * gain, rate)) for gain in (0.2, 0.5, 0.9)]
+
+    async def at_once():
+        return await asyncio.gather(*(generator.aprepare(s, streaming=True) for s in specs))
+
+    jobs = asyncio.run(at_once())  # one worker: two of them wait
+    for s, job in zip(specs, jobs, strict=True):
+        alone = generator.prepare(s, streaming=True)
+        assert all(np.array_equal(a, b) for a, b in zip(job.known, alone.known, strict=True))
+        assert np.array_equal(job.reference, alone.reference)
+
+
+def test_a_request_cancelled_while_preparing_leaves_its_worker_to_the_next(generator, tone):
+    rate = generator.codec.sample_rate
+    long = spec(generator, wav(np.tile(tone, 60 * rate // tone.size + 1)[: 60 * rate], rate))
+    short = spec(generator, wav(tone, rate))
+
+    async def cancel_then_prepare():
+        await generator.aprepare(short, streaming=True)  # the worker is up
+        preparing = asyncio.ensure_future(generator.aprepare(long))
+        await asyncio.sleep(0.05)
+        preparing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await preparing
+        return await generator.aprepare(short, streaming=True)  # not the long one's reply
+
+    job = asyncio.run(cancel_then_prepare())
+    alone = generator.prepare(short, streaming=True)
+    assert job.top_frames == alone.top_frames
+    assert all(np.array_equal(a, b) for a, b in zip(job.known, alone.known, strict=True))
 
 
 def test_a_worker_that_died_idle_costs_no_request(generator, tone):
@@ -97,11 +131,11 @@ class _DiesWhenUnpickled:
 
 def test_a_worker_that_dies_while_starting_fails_the_start_and_does_not_hang():
     from concurrent.futures import ThreadPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
 
+    from tokgen.errors import TokgenError
     from tokgen.generation.prepare_pool import PreparePool
 
     with ThreadPoolExecutor(1) as starter:
         start = starter.submit(PreparePool, _DiesWhenUnpickled(), [], 2)  # type: ignore[arg-type]
-        with pytest.raises(BrokenProcessPool):
+        with pytest.raises(TokgenError, match=r"did not start \(exit code 3\)"):
             start.result(timeout=120)

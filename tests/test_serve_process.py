@@ -292,8 +292,9 @@ def alive(pid: int) -> bool:
 
 
 def test_a_killed_server_leaves_no_prepare_worker_behind(tmp_path, tiny_model_dir, prior_set):
-    """The prime workers (``TOKGEN_PREPARE_WORKERS``) wait on a queue that a SIGKILLed
-    server never closes: they must notice that their parent is gone and exit."""
+    """The prime workers (``TOKGEN_PREPARE_WORKERS``) must notice that a SIGKILLed server
+    is gone and exit (the end of file on their socket, or their parent's death where
+    another process still holds the server's end)."""
     served = start_serve(tmp_path, tiny_model_dir, prior_set, env={"TOKGEN_PREPARE_WORKERS": "2"})
     try:
         workers = [

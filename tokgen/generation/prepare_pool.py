@@ -2,31 +2,44 @@
 
 A stream's first audio waits for its prime to be decoded and encoded: about 0.1 s of CPU
 for the example prime. In a server thread, at 8 streams, that took 0.7-0.8 s, and the
-thread had used only 0.09 s of CPU in it (``runs``-style probe in docs/PERFORMANCE.md,
-"Time to first audio at 8 streams"): between torch's operations it waited for the
-interpreter lock, which the event loop (every engine's tokens) and the streams' decoders
-hold most of the time. A worker process has an interpreter of its own. Workers start
-with the server (spawned: torch and fork do not mix) and hold a copy of the codec and of
-the priors' window geometry, nothing else.
+thread had used only 0.09 s of CPU in it (docs/PERFORMANCE.md, "Time to first audio at 8
+streams"): between torch's operations it waited for the interpreter lock, which the event
+loop (every engine's tokens) and the streams' decoders hold most of the time. A worker
+process has an interpreter of its own. Workers start with the server (spawned: torch and
+fork do not mix) and hold a copy of the codec and of the priors' window geometry, nothing
+else.
 
-A worker that dies (killed, out of memory) breaks the pool: every request the pool holds
-at that moment fails with a clear error (``PrepareWorkerLost``: retry), and the pool is
-started again for the next ones.
+The event loop talks to each worker over a socket of its own, with no thread in between.
+``concurrent.futures.ProcessPoolExecutor`` hands a call to two threads of the server (its
+manager and its queue's feeder) before a worker sees it, and each hand-off waits for the
+interpreter lock: at 8 streams a request reached its worker 0.27 s (p50) after it was
+submitted, longer than the worker then took to prepare it (0.17 s).
+
+A worker keeps the memory it frees (``_keep_freed_memory``): glibc gave each prime's
+encoder activations (4.5 MB each) back to the kernel and took them again for the next,
+about 16,500 page faults per prime, a third of the worker's CPU time.
+
+A worker that dies (killed, out of memory) fails the request it holds, if any, with a
+clear error (``PrepareWorkerLost``: retry), and is started again before it is given the
+next one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import ctypes
+import ctypes.util
 import dataclasses
 import multiprocessing
 import os
 import pickle
+import socket
+import struct
 import tempfile
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from multiprocessing.synchronize import Barrier as BarrierType
+from multiprocessing.process import BaseProcess
 
 import torch
 
@@ -37,111 +50,241 @@ from tokgen.generation.requests import prepare_spec
 from tokgen.generation.sampler import LevelPrior
 from tokgen.generation.spec import ContinueSpec, FieldError
 
-_worker: dict = {}  # in a worker process: its codec and priors
-STARTUP_SECONDS = 120.0  # for every worker to import torch and load the codec
+STARTUP_SECONDS = 120.0  # for a worker to import torch and load the codec
+_HEADER = struct.Struct("!Q")  # every message: its length, then its pickle
+_READY = b"ready"
 
 
 class PrepareWorkerLost(TokgenError):
     """A worker process ended while preparing a request (the request may be retried)."""
 
 
-def _start_worker(state: str, server: int, started: BarrierType) -> None:
-    """``state``: a file holding the pickled codec and priors (see ``PreparePool._start``)."""
+# In a worker process.
+
+
+def _worker_main(state: str, sock: socket.socket, server: int) -> None:
+    """Load the codec and priors from ``state`` (a file: see ``PreparePool._spawn``), say
+    so, then prepare one request after another until the server closes the socket."""
     threading.Thread(target=_exit_with_server, args=(server,), daemon=True).start()
     torch.set_num_threads(1)
+    _keep_freed_memory()
     with open(state, "rb") as f:
         codec, priors = pickle.load(f)
-    _worker.update(codec=codec, priors=priors, started=started)
+    sock.sendall(_frame(_READY))
+    while (message := _recv_blocking(sock)) is not None:
+        spec, streaming = pickle.loads(message)
+        sock.sendall(_frame(pickle.dumps(_prepare(codec, priors, spec, streaming))))
+
+
+def _keep_freed_memory() -> None:
+    """Make glibc's malloc keep freed memory for reuse rather than unmap it: blocks up to
+    32 MiB come from the heap, and the heap is never trimmed below 1 GiB. Bit for bit the
+    same work: on the example prime 0.117 -> 0.079 s per prime on an idle core, the kernel's
+    share 0.036 -> 0.000 s (``getrusage``). The worker's memory then stays at its largest
+    prime's (a stream's prime is encoded only 4.35 s far: ``encode_prime_context``).
+    Elsewhere than glibc, nothing to do."""
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from malloc.h
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.mallopt(m_mmap_threshold, 32 << 20)
+        libc.mallopt(m_trim_threshold, 1 << 30)
+    except (OSError, AttributeError):
+        pass
 
 
 def _exit_with_server(server: int) -> None:
-    """A worker waits on a queue whose pipe it holds both ends of: a server killed with
-    SIGKILL would leave it waiting forever. It is re-parented when the server dies (also
-    if that happened while it was still starting)."""
+    """A worker killed with its server gets no end of file if another process holds the
+    server's end of its socket: it is re-parented when the server dies (also if that
+    happened while it was still starting)."""
     while os.getppid() == server:
         time.sleep(1.0)
     os._exit(0)
 
 
-def _started() -> None:
-    """Returns once every worker is running one of these: all of them are up."""
-    _worker["started"].wait(STARTUP_SECONDS)
-
-
-def _prepare(spec: ContinueSpec, streaming: bool) -> Job:
-    """In a worker. An exception must unpickle in the server, or the pool breaks: the
+def _prepare(codec: Codec, priors: list[LevelPrior], spec: ContinueSpec, streaming: bool) -> tuple:
+    """("ok", job) or ("error", exception). The exception must unpickle in the server: the
     user's errors (``FieldError``) do; anything else goes back as a plain RuntimeError."""
     try:
-        return prepare_spec(_worker["codec"], spec, _worker["priors"] if streaming else None)
-    except FieldError:
-        raise
+        return "ok", prepare_spec(codec, spec, priors if streaming else None)
+    except FieldError as exc:
+        return "error", exc
     except Exception as exc:
-        raise RuntimeError(f"preparing the request failed: {type(exc).__name__}: {exc}") from None
+        return "error", RuntimeError(f"preparing the request failed: {type(exc).__name__}: {exc}")
+
+
+def _recv_blocking(sock: socket.socket) -> bytes | None:
+    """One message, or None at end of file."""
+    header = _read_exactly(sock, _HEADER.size)
+    return None if header is None else _read_exactly(sock, _HEADER.unpack(header)[0])
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes | None:
+    chunks, left = [], n
+    while left:
+        chunk = sock.recv(min(left, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _frame(payload: bytes) -> bytes:
+    return _HEADER.pack(len(payload)) + payload
+
+
+# In the server.
+
+
+@dataclasses.dataclass
+class _Worker:
+    process: BaseProcess
+    sock: socket.socket  # the server's end, non-blocking once started
+    broken: bool = False  # its socket may hold half a message: start a new one
+
+    def usable(self) -> bool:
+        return not self.broken and self.process.is_alive()
+
+    def stop(self) -> None:
+        self.sock.close()
+        self.process.join(5.0)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5.0)
 
 
 class PreparePool:
     def __init__(self, codec: Codec, priors: list[LevelPrior], workers: int):
+        """Blocking: returns once every worker is up (a worker imports torch and loads the
+        codec: seconds that the first requests would otherwise wait for); raises if one
+        cannot start. The codec (24 MB pickled) reaches the workers through a file, not
+        their arguments: spawning writes a process's arguments into a pipe that the new
+        process reads, and with one that died before reading it all (seen once: a worker
+        that failed at import) that write blocked the server's start-up for good."""
         # The engines stay in this process: a worker needs only each level's windows.
         geometry = [dataclasses.replace(p, engine=None) for p in priors]  # type: ignore[arg-type]
-        self._args = (codec, geometry)
         self.workers = workers
-        self._restarting = asyncio.Lock()
-        self._pool = self._start()
+        with tempfile.NamedTemporaryFile(prefix="tokgen-prepare-", suffix=".pickle", delete=False) as f:
+            pickle.dump((codec, geometry), f)
+        self._state = f.name  # kept for restarts; removed by ``close``
+        self._all: list[_Worker] = []  # every worker, busy or idle
+        self._idle: list[_Worker] = []
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        try:
+            spawned = [self._spawn() for _ in range(workers)]  # they start side by side
+            for worker in spawned:
+                self._ready(worker)
+        except BaseException:
+            self.close()
+            raise
+        self._idle = list(self._all)
 
-    def _start(self) -> ProcessPoolExecutor:
-        """A pool with every worker started (a worker imports torch and unpickles the
-        codec: seconds that the first requests would otherwise wait for): one task per
-        worker that waits at a barrier for the others, so each runs in a process of its
-        own. Blocking; raises if a worker cannot start.
+    def _spawn(self) -> _Worker:
+        ours, theirs = socket.socketpair()
+        process = multiprocessing.get_context("spawn").Process(
+            target=_worker_main, args=(self._state, theirs, os.getpid()), daemon=True, name="tokgen-prepare"
+        )
+        process.start()
+        theirs.close()  # the worker's end is the worker's alone: its death is our end of file
+        worker = _Worker(process, ours)
+        self._all.append(worker)
+        return worker
 
-        The codec (24 MB pickled) reaches the workers through a file, not their arguments:
-        spawning writes a process's arguments into a pipe that the new process reads, and
-        with one that died before reading it all (seen once: a worker that failed at
-        import) that write blocked the server's start-up for good."""
-        context = multiprocessing.get_context("spawn")
-        with tempfile.NamedTemporaryFile(prefix="tokgen-prepare-", suffix=".pickle") as state:
-            pickle.dump(self._args, state)
-            state.flush()
-            pool = ProcessPoolExecutor(
-                self.workers,
-                mp_context=context,
-                initializer=_start_worker,
-                initargs=(state.name, os.getpid(), context.Barrier(self.workers)),
+    @staticmethod
+    def _ready(worker: _Worker) -> None:
+        """Waits (blocking) for a spawned worker to say it is up."""
+        worker.sock.settimeout(STARTUP_SECONDS)
+        try:
+            ready = _recv_blocking(worker.sock)
+        except TimeoutError:
+            ready = None
+        if ready != _READY:
+            worker.stop()
+            raise TokgenError(
+                f"a prepare worker did not start (exit code {worker.process.exitcode}); see the log above"
             )
+        worker.sock.setblocking(False)
+
+    def _replace(self, worker: _Worker) -> _Worker:
+        """A new worker for one that died or broke (blocking: spawning takes seconds)."""
+        worker.stop()
+        self._all.remove(worker)
+        new = self._spawn()
+        self._ready(new)
+        return new
+
+    async def _acquire(self) -> _Worker:
+        """An idle worker, started again first if it died or broke since its last request."""
+        while not self._idle:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
             try:
-                for started in [pool.submit(_started) for _ in range(self.workers)]:
-                    started.result(STARTUP_SECONDS)
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():  # woken, then cancelled: pass it on
+                    self._wake()
                 raise
-        return pool
+        worker = self._idle.pop()
+        if not worker.usable():
+            try:
+                worker = await asyncio.to_thread(self._replace, worker)
+            except BaseException:
+                self._release(worker)  # stopped: the next request starts it again
+                raise
+        return worker
 
-    async def _restart(self, broken: ProcessPoolExecutor) -> None:
-        """A new pool for a broken one, started in a thread (spawning blocks), once."""
-        async with self._restarting:
-            if self._pool is broken:
-                broken.shutdown(wait=False, cancel_futures=True)
-                self._pool = await asyncio.to_thread(self._start)
+    def _release(self, worker: _Worker) -> None:
+        self._idle.append(worker)
+        self._wake()
 
-    async def prepare(self, spec: ContinueSpec, streaming: bool) -> Job:
-        """``prepare_spec`` of ``spec`` in a worker; its errors (``FieldError``) as they are.
-        A pool found broken before this request reached it is started again first."""
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def _exchange(self, worker: _Worker, message: bytes) -> tuple:
+        """Send a request to ``worker`` and read its reply, from the event loop."""
         loop = asyncio.get_running_loop()
-        pool = self._pool
+
+        async def read(n: int) -> bytes:
+            chunks, left = [], n
+            while left:
+                chunk = await loop.sock_recv(worker.sock, min(left, 1 << 20))
+                if not chunk:
+                    raise EOFError("the worker closed its socket")
+                chunks.append(chunk)
+                left -= len(chunk)
+            return b"".join(chunks)
+
         try:
-            future = loop.run_in_executor(pool, _prepare, spec, streaming)
-        except BrokenProcessPool:  # a worker died while idle: this request was not in it
-            await self._restart(pool)
-            pool = self._pool
-            future = loop.run_in_executor(pool, _prepare, spec, streaming)
-        try:
-            return await future
-        except BrokenProcessPool as exc:
-            await self._restart(pool)
+            await loop.sock_sendall(worker.sock, _frame(message))
+            reply = await read(_HEADER.unpack(await read(_HEADER.size))[0])
+        except (OSError, EOFError) as exc:
+            worker.broken = True
             raise PrepareWorkerLost(
                 "preparing the request failed: its worker process ended (out of memory or killed); "
                 "retry the request"
             ) from exc
+        return pickle.loads(reply)
+
+    async def prepare(self, spec: ContinueSpec, streaming: bool) -> Job:
+        """``prepare_spec`` of ``spec`` in a worker; its errors (``FieldError``) as they are.
+        A request cancelled meanwhile (its caller went away) still lets the worker finish,
+        so the worker's socket is left between two messages."""
+        message = pickle.dumps((spec, streaming))
+        worker = await self._acquire()
+        exchange = asyncio.ensure_future(self._exchange(worker, message))
+        exchange.add_done_callback(lambda _: self._release(worker))
+        status, result = await asyncio.shield(exchange)
+        if status == "error":
+            raise result
+        return result
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for worker in self._all:
+            worker.stop()
+        self._all, self._idle = [], []
+        if os.path.exists(self._state):
+            os.unlink(self._state)
