@@ -226,6 +226,15 @@ def test_the_semantic_top_codes_follow_the_notes(trained):
     assert np.array_equal(codec.encode_level(c4, 0), codec.encode(c4)[0])  # the fast path agrees
 
 
+def test_each_level_alone_gets_the_codes_of_the_whole_encoding(trained):
+    """``encode_level`` quantises no level below the one asked for: the codes are the same."""
+    codec = load_codec(trained / "best")
+    audio = load_audio(EXAMPLE_PRIME, codec.sample_rate)[: 2 * codec.sample_rate]
+    whole = codec.encode(audio)
+    for level in range(len(codec.levels)):
+        assert np.array_equal(codec.encode_level(audio, level), whole[level])
+
+
 def test_export_writes_the_latest_weights_and_the_warm_up_never_counts_as_best(trained, tmp_path):
     from tokgen.codec.train_msvq import export_last
 
