@@ -139,3 +139,22 @@ def test_a_worker_that_dies_while_starting_fails_the_start_and_does_not_hang():
         start = starter.submit(PreparePool, _DiesWhenUnpickled(), [], 2)  # type: ignore[arg-type]
         with pytest.raises(TokgenError, match=r"did not start \(exit code 3\)"):
             start.result(timeout=120)
+
+
+def test_closing_the_pool_fails_the_request_it_prepares_and_those_waiting(generator, tone):
+    from tokgen.generation.prepare_pool import PreparePool
+
+    rate = generator.codec.sample_rate
+    long = spec(generator, wav(np.tile(tone, 60 * rate // tone.size + 1)[: 60 * rate], rate))
+    pool = PreparePool(generator.codec, generator.priors, 1)
+
+    async def close_while_busy():
+        preparing = asyncio.ensure_future(pool.prepare(long, False))  # all 60 s: a while
+        waiting = asyncio.ensure_future(pool.prepare(long, False))  # no worker left for it
+        await asyncio.sleep(0.1)
+        await asyncio.to_thread(pool.close)
+        return await asyncio.wait_for(asyncio.gather(preparing, waiting, return_exceptions=True), 30)
+
+    results = asyncio.run(close_while_busy())
+    assert all(isinstance(r, PrepareWorkerLost) for r in results), results
+    assert not any(w.process.is_alive() for w in pool._all)

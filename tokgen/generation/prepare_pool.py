@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
@@ -170,11 +171,13 @@ class PreparePool:
         self._all: list[_Worker] = []  # every worker, busy or idle
         self._idle: list[_Worker] = []
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._closed = False
         try:
             spawned = [self._spawn() for _ in range(workers)]  # they start side by side
             for worker in spawned:
                 self._ready(worker)
         except BaseException:
+            self._idle = list(self._all)  # none is busy: ``close`` stops them all
             self.close()
             raise
         self._idle = list(self._all)
@@ -208,14 +211,19 @@ class PreparePool:
     def _replace(self, worker: _Worker) -> _Worker:
         """A new worker for one that died or broke (blocking: spawning takes seconds)."""
         worker.stop()
-        self._all.remove(worker)
+        if worker in self._all:  # not if an earlier replacement of it failed
+            self._all.remove(worker)
         new = self._spawn()
-        self._ready(new)
+        try:
+            self._ready(new)
+        except BaseException:
+            self._all.remove(new)
+            raise
         return new
 
     async def _acquire(self) -> _Worker:
         """An idle worker, started again first if it died or broke since its last request."""
-        while not self._idle:
+        while not self._idle and not self._closed:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
@@ -224,6 +232,8 @@ class PreparePool:
                 if waiter.done() and not waiter.cancelled():  # woken, then cancelled: pass it on
                     self._wake()
                 raise
+        if self._closed:
+            raise PrepareWorkerLost("the server is shutting down; retry the request")
         worker = self._idle.pop()
         if not worker.usable():
             try:
@@ -234,6 +244,9 @@ class PreparePool:
         return worker
 
     def _release(self, worker: _Worker) -> None:
+        if self._closed:
+            worker.stop()
+            return
         self._idle.append(worker)
         self._wake()
 
@@ -283,8 +296,23 @@ class PreparePool:
         return result
 
     def close(self) -> None:
+        """Stop every worker (callable from any thread). A request being prepared fails
+        (``PrepareWorkerLost``: its worker is killed, and its socket closed by the event
+        loop that reads it); requests waiting for a worker fail too."""
+        self._closed = True
         for worker in self._all:
-            worker.stop()
-        self._all, self._idle = [], []
+            if worker in self._idle:
+                worker.stop()
+            else:
+                worker.process.kill()
+        self._idle = []
+        for waiter in list(self._waiters):
+            with contextlib.suppress(RuntimeError):  # its event loop is closed: nobody waits
+                waiter.get_loop().call_soon_threadsafe(_wake_one, waiter)
         if os.path.exists(self._state):
             os.unlink(self._state)
+
+
+def _wake_one(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
