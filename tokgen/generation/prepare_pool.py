@@ -12,12 +12,12 @@ else.
 The event loop talks to each worker over a socket of its own, with no thread in between.
 ``concurrent.futures.ProcessPoolExecutor`` hands a call to two threads of the server (its
 manager and its queue's feeder) before a worker sees it, and each hand-off waits for the
-interpreter lock: at 8 streams a request reached its worker 0.27 s (p50) after it was
-submitted, longer than the worker then took to prepare it (0.17 s).
+interpreter lock: with three server threads busy in Python a round trip took 94-131 ms
+(p50) through it and 37-47 ms through the sockets (``scripts/measure_prepare.py``).
 
 A worker keeps the memory it frees (``_keep_freed_memory``): glibc gave each prime's
 encoder activations (4.5 MB each) back to the kernel and took them again for the next,
-about 16,500 page faults per prime, a third of the worker's CPU time.
+17,000-21,000 page faults per prime, a third of the worker's CPU time.
 
 A worker that dies (killed, out of memory) fails the request it holds, if any, with a
 clear error (``PrepareWorkerLost``: retry), and is started again before it is given the
@@ -32,6 +32,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
+import functools
 import multiprocessing
 import os
 import pickle
@@ -243,6 +244,11 @@ class PreparePool:
                 raise
         return worker
 
+    def _finished(self, worker: _Worker, exchange: asyncio.Future[tuple]) -> None:
+        if not exchange.cancelled():
+            exchange.exception()  # read here too: a cancelled caller no longer reads it
+        self._release(worker)
+
     def _release(self, worker: _Worker) -> None:
         if self._closed:
             worker.stop()
@@ -289,7 +295,7 @@ class PreparePool:
         message = pickle.dumps((spec, streaming))
         worker = await self._acquire()
         exchange = asyncio.ensure_future(self._exchange(worker, message))
-        exchange.add_done_callback(lambda _: self._release(worker))
+        exchange.add_done_callback(functools.partial(self._finished, worker))
         status, result = await asyncio.shield(exchange)
         if status == "error":
             raise result
