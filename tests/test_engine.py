@@ -158,8 +158,8 @@ def test_backend_resolution(monkeypatch):
 
 
 def test_bench_engine_cli(tiny_prior):
-    """`tokgen bench engine --json` runs the four ways at batch 1, 16 and 64 and prints the
-    documented figures, with the CPU named."""
+    """`tokgen bench engine --json` runs the four ways at batch 1, 16 and 64, interleaved
+    `--rounds` times, and prints the documented figures, with the CPU named."""
     import json
     import subprocess
     import sys
@@ -177,10 +177,13 @@ def test_bench_engine_cli(tiny_prior):
         "8",
         "--new-tokens",
         "8",
+        "--rounds",
+        "2",
     ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
+    assert out["rounds"] == 2
     assert out["cpu"]["model"] and {"avx512_bf16", "amx_bf16"} <= set(out["cpu"])
     bf16 = out["cpu"]["avx512_bf16"] or out["cpu"]["amx_bf16"]  # vLLM runs in generation's dtype
     assert (out["dtype"], out["vllm_dtype"]) == ("float32", "bfloat16" if bf16 else "float32")
@@ -198,6 +201,9 @@ def test_bench_engine_cli(tiny_prior):
         assert figures["vllm_vs_reference"] == pytest.approx(
             figures["vllm_tokens_per_s"] / figures["reference_tokens_per_s"], rel=0.02, abs=0.006
         )
+        # The figures are the rounds' medians: of two rounds, the ratio lies between theirs.
+        low, high = sorted(figures["vllm_vs_reference_rounds"])
+        assert low - 0.006 <= figures["vllm_vs_reference"] <= high + 0.006
 
 
 def test_engines_take_their_dtype_from_the_setting_unless_given(monkeypatch, tiny_prior):
@@ -252,3 +258,21 @@ def test_renicing_lowers_the_vllm_engine_processes_not_this_one(engine):
     assert len(threads) > len(cores)  # each engine has threads besides its main one
     assert all(os.getpriority(os.PRIO_PROCESS, tid) == own + 3 for tid in threads)
     assert os.getpriority(os.PRIO_PROCESS, 0) == own
+
+
+def test_bench_rounds_interleave_the_ways_each_in_another_order():
+    from tokgen.bench.engine import interleaved_seconds
+
+    calls: list[tuple[str, int]] = []
+
+    def way(name: str):
+        def measure(batch: int) -> float:
+            calls.append((name, batch))
+            return float(len(calls))
+
+        return measure
+
+    seconds = interleaved_seconds({w: way(w) for w in "abc"}, (1, 16), rounds=2)
+    assert [w for w, _ in calls] == list("abcabc" + "bcabca")
+    assert [b for _, b in calls] == [1, 1, 1, 16, 16, 16] * 2
+    assert seconds["a"] == {1: [1.0, 9.0], 16: [4.0, 12.0]}

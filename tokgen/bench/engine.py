@@ -1,6 +1,7 @@
 """``tokgen bench engine``: the engines against what the arithmetic allows, side by side.
 
-Four ways to decode the same model, in one process, one after the other:
+Four ways to decode the same model, in one process, interleaved (``rounds`` times each way
+and batch, each round in another order; the figures are the rounds' medians):
 
 - ``reference``: a bare decode loop in plain torch (``ReferenceLoop``, gpt-fast's
   ``generate.py`` in shape): static KV cache tensors, attention over the real context only,
@@ -10,20 +11,25 @@ Four ways to decode the same model, in one process, one after the other:
 - ``hf``: tokgen's in-process engine; ``vllm``: tokgen's vLLM engine.
 
 Each runs ``batch`` requests of ``prompt_tokens`` + ``new_tokens`` at once (temperature 1,
-seeds fixed) after a warm-up. Per way and batch: new tokens per wall-clock second,
-``ms_per_step`` (wall time / new tokens per request: each step gives every request one
-token; prefill included) and ``gflops`` (the model's FLOPs for all prompt and new tokens
-over the wall time; ``flops`` says how they are counted). Ratios inside one run are
-meaningful on a noisy machine; absolute numbers are not. The CPU is named in the output.
+seeds fixed) after a warm-up; the engines stay up between their turns. Per way and batch:
+new tokens per wall-clock second, ``ms_per_step`` (wall time / new tokens per request: each
+step gives every request one token; prefill included) and ``gflops`` (the model's FLOPs for
+all prompt and new tokens over the wall time; ``flops`` says how they are counted). Ratios
+inside one run are meaningful on a noisy machine; absolute numbers are not
+(``vllm_vs_reference_rounds`` shows how far one round's ratio strays). The CPU is named in
+the output.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +130,7 @@ def bench_engines(
     batches: tuple[int, ...],
     dtype: str = "float32",
     vllm_dtype: str = "auto",
+    rounds: int = 3,
 ) -> dict:
     from transformers import AutoModelForCausalLM
 
@@ -142,6 +149,7 @@ def bench_engines(
             "new_tokens": new_tokens,
             "dtype": dtype,  # the reference, transformers generate and hf
             "vllm_dtype": resolve_dtype(vllm_dtype, "vllm"),
+            "rounds": rounds,
             "flops": {
                 "parameters": params,
                 "per_token": "2 x (linear weights + output head) + 4 x layers x hidden x context",
@@ -151,37 +159,77 @@ def bench_engines(
                 "gflops_counts": "prompt and new tokens",
             },
         }
-        seconds: dict[str, dict[int, float]] = {way: {} for way in WAYS}
-        for b in batches:
-            seconds["reference"][b] = reference_seconds(model, b, prompt_tokens, new_tokens)
-        for b in batches:
-            seconds["transformers_generate"][b] = generate_seconds(model, b, prompt_tokens, new_tokens)
-        del model
-        for backend in ("hf", "vllm"):
-            # Every request of a batch in one engine batch (vLLM's limit is 64 sequences).
-            options = {"max_batch": max(batches)} if backend == "hf" else {}
-            way_dtype = dtype if backend == "hf" else result["vllm_dtype"]
-            engine = create_engine(model_dir, backend, dtype=way_dtype, **options)
+        # Every request of a batch in one engine batch (vLLM's limit is 64 sequences).
+        engines = {
+            "hf": create_engine(model_dir, "hf", dtype=dtype, max_batch=max(batches)),
+            "vllm": create_engine(model_dir, "vllm", dtype=result["vllm_dtype"]),
+        }
+        loop = asyncio.new_event_loop()  # the engines' loop, in a thread of its own
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
 
-            async def run(engine: Engine = engine) -> dict[int, float]:
-                try:
-                    return {b: await engine_seconds(engine, b, prompt_tokens, new_tokens) for b in batches}
-                finally:
-                    await engine.close()
+        def on_engine(engine: Engine) -> Callable[[int], float]:
+            def run(b: int) -> float:
+                job = engine_seconds(engine, b, prompt_tokens, new_tokens)
+                return asyncio.run_coroutine_threadsafe(job, loop).result()
 
-            seconds[backend] = asyncio.run(run())
+            return run
+
+        measure: dict[str, Callable[[int], float]] = {
+            "reference": lambda b: reference_seconds(model, b, prompt_tokens, new_tokens),
+            "transformers_generate": lambda b: generate_seconds(model, b, prompt_tokens, new_tokens),
+            "hf": on_engine(engines["hf"]),
+            "vllm": on_engine(engines["vllm"]),
+        }
+        try:
+            seconds = interleaved_seconds(measure, batches, rounds)
+        finally:
+            for engine in engines.values():
+                asyncio.run_coroutine_threadsafe(engine.close(), loop).result()
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
         for b in batches:
-            figures: dict[str, float] = {}
-            flops = work_flops(config, b, prompt_tokens, new_tokens)
-            for way in WAYS:
-                s = seconds[way][b]
-                figures[f"{way}_tokens_per_s"] = round(b * new_tokens / s, 1)
-                figures[f"{way}_ms_per_step"] = round(1000 * s / new_tokens, 3)
-                figures[f"{way}_gflops"] = round(flops / s / 1e9, 3)
-            rate = {way: b * new_tokens / seconds[way][b] for way in WAYS}
-            figures["ratio"] = round(rate["vllm"] / rate["hf"], 2)  # vLLM / hf
-            figures["vllm_vs_reference"] = round(rate["vllm"] / rate["reference"], 2)
-            figures["hf_vs_reference"] = round(rate["hf"] / rate["reference"], 2)
-            figures["vllm_vs_transformers_generate"] = round(rate["vllm"] / rate["transformers_generate"], 2)
-            result[f"batch{b}"] = figures
+            result[f"batch{b}"] = batch_figures(
+                seconds, b, work_flops(config, b, prompt_tokens, new_tokens), new_tokens
+            )
         return result
+
+
+def interleaved_seconds(
+    measure: dict[str, Callable[[int], float]], batches: tuple[int, ...], rounds: int
+) -> dict[str, dict[int, list[float]]]:
+    """Seconds per way and batch, one list entry per round. A round runs every way once
+    per batch, starting one way later each round: on a machine whose load drifts over
+    minutes, the ways share the drift instead of each getting a stretch of its own."""
+    ways = list(measure)
+    seconds: dict[str, dict[int, list[float]]] = {way: {b: [] for b in batches} for way in ways}
+    for r in range(rounds):
+        for b in batches:
+            for way in ways[r % len(ways) :] + ways[: r % len(ways)]:
+                seconds[way][b].append(measure[way](b))
+    return seconds
+
+
+def batch_figures(
+    seconds: dict[str, dict[int, list[float]]], batch: int, flops: float, new_tokens: int
+) -> dict:
+    """One batch's figures from the rounds' median seconds per way, and the vLLM /
+    reference ratio of each round (how much of the spread is the machine's)."""
+    figures: dict = {}
+    rate: dict[str, float] = {}
+    for way in WAYS:
+        s = statistics.median(seconds[way][batch])
+        rate[way] = batch * new_tokens / s
+        figures[f"{way}_tokens_per_s"] = round(rate[way], 1)
+        figures[f"{way}_ms_per_step"] = round(1000 * s / new_tokens, 3)
+        figures[f"{way}_gflops"] = round(flops / s / 1e9, 3)
+    figures["ratio"] = round(rate["vllm"] / rate["hf"], 2)  # vLLM / hf
+    figures["vllm_vs_reference"] = round(rate["vllm"] / rate["reference"], 2)
+    figures["hf_vs_reference"] = round(rate["hf"] / rate["reference"], 2)
+    figures["vllm_vs_transformers_generate"] = round(rate["vllm"] / rate["transformers_generate"], 2)
+    figures["vllm_vs_reference_rounds"] = [
+        round(ref / vllm, 2)
+        for ref, vllm in zip(seconds["reference"][batch], seconds["vllm"][batch], strict=True)
+    ]
+    return figures

@@ -17,6 +17,16 @@ def _report(result: dict, as_json: bool) -> None:
     print(json.dumps(result) if as_json else json.dumps(result, indent=2))
 
 
+def _rounds(text: str) -> int:
+    try:
+        rounds = int(text)
+    except ValueError:
+        rounds = 0
+    if rounds < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of rounds, at least 1, got {text!r}")
+    return rounds
+
+
 def cmd_bench_engine(args: argparse.Namespace) -> None:
     from tokgen.bench.engine import bench_engines
 
@@ -28,6 +38,7 @@ def cmd_bench_engine(args: argparse.Namespace) -> None:
         batches,
         args.dtype,
         args.vllm_dtype,
+        args.rounds,
     )
     _report(result, args.json)
 
@@ -87,6 +98,12 @@ def register(sub: Subcommands) -> None:
         default="auto",
         choices=["auto", "float32", "bfloat16"],
         help="vLLM (default auto: what generation uses, bf16 on a CPU with bf16 arithmetic)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=_rounds,
+        default=3,
+        help="times each way runs each batch, interleaved; the figures are the medians (default 3)",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_engine)
