@@ -150,9 +150,12 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
                     await abort_invalid(context, exc.field, exc.message)
                 except PrepareWorkerLost as exc:
                     await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-                async with aclosing(self._stream(g, job, spec, started)) as replies:
-                    async for reply in replies:
-                        yield reply
+                try:
+                    async with aclosing(self._stream(g, job, spec, started)) as replies:
+                        async for reply in replies:
+                            yield reply
+                except PrepareWorkerLost as exc:  # the prime's lower levels (``Job.later``)
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except Busy as busy:
             await abort_busy(context, busy)
 
