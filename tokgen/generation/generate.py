@@ -366,14 +366,6 @@ def samples_seen(codec: Codec, priors: list[LevelPrior]) -> list[int]:
     ]
 
 
-def samples_read(codec: Codec, priors: list[LevelPrior]) -> list[int]:
-    """Per level, how many samples at the end of a prime anything reads of its codes: its
-    own first window (``samples_seen``), the first windows of the levels below (they read
-    it as conditioning, under their own span) and its guidance (``guidance_biases``)."""
-    seen = samples_seen(codec, priors)
-    return [max(seen[level:]) for level in range(len(seen))]
-
-
 def prime_tail_seconds(codec: Codec, priors: list[LevelPrior], margin_seconds: float = 0.5) -> float:
     """Seconds at the end of a prime that a stream uses: what the priors see (see
     ``encode_prime_context``, with its margin), the timbre reference, the top
@@ -393,24 +385,25 @@ def encode_prime_context(
     levels: Sequence[int] | None = None,
 ) -> list[np.ndarray]:
     """Codes of ``prime`` as far as the priors can see them, for a service: every level
-    encodes only the end of the prime that is read of it (``samples_read``), plus
-    ``margin_seconds``, more than the encoder's receptive field (0.18 s for the shipped
-    codec), so those codes are exactly the whole prime's. Earlier frames are filler (code
-    0) that nothing reads. So a 60 s prime costs what a 5 s one does, and the shipped
-    middle level, read 2.05 s far, is encoded 2.3 s far, not as far as the top level (4.1
-    s). Continue them in mode "continue". ``levels``: encode only these (None: all); the
-    others are -1, as long as they will be."""
+    encodes only the end of the prime that the longest first window sees (a level's own,
+    the levels below it read it as conditioning, and guidance reads that span at every
+    level: ``guidance_biases``), plus ``margin_seconds``, more than the encoder's
+    receptive field (0.18 s for the shipped codec), so those codes are exactly the whole
+    prime's. Earlier frames are filler (code 0) that no window reads. So a 60 s
+    prime costs what a 5 s one does. Continue them in mode "continue". ``levels``: encode
+    only these (None: all); the others are -1, as long as they will be."""
     top_hop = codec.levels[0].hop
     whole = prime[: prime.size - prime.size % top_hop]
     if whole.size == 0:
         raise TokgenError(short_prime_message(codec))
-    read = samples_read(codec, priors)
+    seen = samples_seen(codec, priors)
     codes = []
     for level, spec in enumerate(codec.levels):
         if levels is not None and level not in levels:
             codes.append(np.full(whole.size // spec.hop, -1, dtype=np.int64))
             continue
-        samples = read[level] + margin_seconds * codec.sample_rate
+        # Every level as far as the longest first window sees: what guidance reads.
+        samples = max(seen) + margin_seconds * codec.sample_rate
         keep = min(whole.size, math.ceil(samples / top_hop) * top_hop)
         tail = codec.encode_level(whole[-keep:], level)
         filler = np.zeros((*tail.shape[:-1], whole.size // spec.hop - tail.shape[-1]), dtype=np.int64)
@@ -427,18 +420,17 @@ def short_prime_message(codec: Codec) -> str:
 
 
 def guidance_biases(
-    codec: Codec, known: list[np.ndarray], spans: Sequence[int], settings: SamplingSettings
+    codec: Codec, known: list[np.ndarray], span: int, settings: SamplingSettings
 ) -> list[np.ndarray | None]:
     """Per level of ``known`` (every level, or the top ones), the logit bias of key and
-    instrument guidance (None: none). Both read the codes of the prime's last ``spans``
-    samples, per level (``samples_read``: what the first windows see of it): the same
-    codes whether the whole prime was encoded
+    instrument guidance (None: none). Both read the codes of the prime's last ``span``
+    samples at every level (``samples_seen``' longest: what the first windows see): the
+    same codes whether the whole prime was encoded
     (``tokgen generate``, batch jobs) or only its end (``encode_prime_context``, streams,
     whose earlier frames are filler), and the key of the music just before the
     continuation rather than of a long prime's start."""
     recent = [
-        k[..., -math.ceil(span / lv.hop) :]
-        for k, lv, span in zip(known, codec.levels[: len(known)], spans[: len(known)], strict=True)
+        k[..., -math.ceil(span / lv.hop) :] for k, lv in zip(known, codec.levels[: len(known)], strict=True)
     ]
     instrument = instrument_biases(
         codec.instruments(), recent, settings.instrument_guidance, INSTRUMENT_GUIDED_LEVELS
@@ -462,10 +454,10 @@ async def sample_job(
     layout = TokenLayout.for_levels(codec.levels)
     settings.check(layout.vocab_size)
     hops = [lv.hop for lv in codec.levels]
-    spans = samples_read(codec, priors)
+    span = max(samples_seen(codec, priors))
 
     def guidance(level: int, prime: list[np.ndarray]) -> np.ndarray | None:
-        return guidance_biases(codec, prime, spans, settings)[level]
+        return guidance_biases(codec, prime, span, settings)[level]
 
     return await sample_hierarchy(
         priors,
