@@ -2,11 +2,9 @@
 (each of N workers runs ``--requests`` continuations of the example prime back to back,
 as ``tokgen bench serve`` does, without gRPC), and per request the time from its start to:
 the prime prepared (``prep``; ``prep_cpu``: the CPU time the preparing thread or worker
-used in it; with prepare workers, ``prep`` is the top level's codes and ``lower`` the
-levels below, which the top prior does not wait for: ``Generator.aprepare``), the first
-new top code (``top_1``), the top level's lead window done (``top_lead``), the first new
-middle code (``mid_1``), the middle lead done (``mid_lead``) and the first audio piece out
-(``first``). Medians and maxima of all requests, then of
+used in it), the first new top code (``top_1``), the top level's lead window done
+(``top_lead``), the first new middle code (``mid_1``), the middle lead done (``mid_lead``)
+and the first audio piece out (``first``). Medians and maxima of all requests, then of
 those after the first round (which start one at a time, not all together).
 
     python scripts/measure_ttfa_timeline.py --streams 8 [--prepare-workers 2] [--engine-nice 5]
@@ -28,7 +26,7 @@ from tokgen.engine.vllm import renice_engine_processes
 from tokgen.generation.generator import Generator
 from tokgen.v1 import tokgen_pb2 as pb
 
-MARKS = ("prep", "prep_cpu", "lower", "top_1", "top_lead", "mid_1", "mid_lead", "first")
+MARKS = ("prep", "prep_cpu", "top_1", "top_lead", "mid_1", "mid_lead", "first")
 
 
 async def one_request(g: Generator, prime: bytes, seed: int) -> dict[str, float]:
@@ -46,8 +44,6 @@ async def one_request(g: Generator, prime: bytes, seed: int) -> dict[str, float]
     else:
         job, cpu = await asyncio.to_thread(timed_prepare)
     marks = {"prep": time.perf_counter() - started, "prep_cpu": cpu}
-    if job.later is not None:  # the levels below the top, still being encoded
-        job.later.add_done_callback(lambda _: marks.setdefault("lower", time.perf_counter() - started))
     per_top = g.codec.levels[0].hop // g.codec.levels[1].hop
     start = [job.start_top, job.start_top * per_top]
     leads = [p.lead_frames or 1 for p in g.priors]

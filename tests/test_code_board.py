@@ -49,22 +49,3 @@ def test_waits_in_any_order_and_cancelled_ones_are_dropped():
     first, early_done, cancelled, left = asyncio.run(scenario())
     assert first == (True, False) and early_done and cancelled
     assert left == []  # nothing is kept waiting, the cancelled wait included
-
-
-def test_the_primes_codes_given_as_placeholders_are_waited_for():
-    """Prime codes given as -1 (a stream's lower levels, still being encoded) are not known
-    until written; ``prime_codes`` waits for them at every level it is asked for."""
-
-    async def scenario():
-        board = CodeBoard([codes(2), np.full(4, -1)], [8, 16])
-        top = await board.prime_codes(1)  # the top level's are there
-        both = asyncio.create_task(board.prime_codes(2))
-        await asyncio.sleep(0)
-        before = (both.done(), list(board.known_frames))
-        await board.write(1, 0, codes(4) + 10)
-        return top, before, await both, board.known_frames
-
-    top, before, both, after = asyncio.run(scenario())
-    assert [t.tolist() for t in top] == [[0, 1]]
-    assert before == (False, [2, 0])
-    assert [b.tolist() for b in both] == [[0, 1], [10, 11, 12, 13]] and after == [2, 4]

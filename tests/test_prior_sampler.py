@@ -106,91 +106,17 @@ def test_bad_requests(loop_thread, priors):
 
 
 def test_a_level_bias_reaches_every_window_of_its_level_only(loop_thread, priors):
-    """``guidance``: -100 on all top codes but 4 and 9 leaves the top level only those two,
-    in every window; the upsampler, without a bias, still uses many codes. Each level's
-    bias is asked for once, with the prime's codes of it and the levels above."""
+    """``biases``: -100 on all top codes but 4 and 9 leaves the top level only those two,
+    in every window; the upsampler, without a bias, still uses many codes."""
     keep = np.full(32, -100.0)
     keep[[4, 9]] = 0.0
     known = [np.array([4, 9, 4]), np.array([1, 2, 3, 4, 5, 6])]
-    asked = []
-
-    def guidance(level, prime):
-        asked.append((level, [p.tolist() for p in prime]))
-        return keep if level == 0 else None
-
     coro = sample_hierarchy(
-        priors, LAYOUT, HOPS, known, 40, SamplingSettings(seed=3), "bias", 16000, None, guidance
+        priors, LAYOUT, HOPS, known, 40, SamplingSettings(seed=3), "bias", 16000, None, [keep, None]
     )
     codes = loop_thread.run(coro)
     assert set(codes[0].tolist()) == {4, 9}
     assert len(set(codes[1][6:].tolist())) > 4
-    assert sorted(asked) == [(0, [[4, 9, 4]]), (1, [[4, 9, 4], [1, 2, 3, 4, 5, 6]])]
-
-
-def test_lower_levels_known_later_give_the_same_codes(loop_thread, priors):
-    """``later``: the upsampler's prime codes, given as -1 and written while the top level
-    is sampled, give the codes that knowing them from the start gives; the upsampler
-    waits for them, and guidance sees them. If they never come, the request fails."""
-    import asyncio
-
-    known = [np.array([1, 2, 3, 4, 5]), np.arange(10) % 32]
-    whole = run(loop_thread, priors, known, 40, seed=5)
-    seen = []
-
-    async def later_run():
-        later: asyncio.Future = asyncio.get_running_loop().create_future()
-        top_written = asyncio.Event()
-
-        def watch(board, level):
-            seen.append((level, board.known_frames[1]))
-            if level == 0:
-                top_written.set()
-
-        def guidance(level, prime):
-            assert all((p >= 0).all() for p in prime)  # never a placeholder
-            return None
-
-        task = asyncio.ensure_future(
-            sample_hierarchy(
-                priors,
-                LAYOUT,
-                HOPS,
-                [known[0], np.full(10, -1)],
-                40,
-                SamplingSettings(seed=5),
-                "r5",
-                16000,
-                watch,
-                guidance,
-                later,
-            )
-        )
-        await top_written.wait()  # the top prior started before the lower level was known
-        later.set_result({1: known[1]})
-        return await task
-
-    split = loop_thread.run(later_run())
-    assert all(np.array_equal(a, b) for a, b in zip(whole, split, strict=True))
-    assert seen[0] == (0, 0)  # a top code was written while level 1 knew nothing
-    assert (1, 10) in seen and max(frames for _, frames in seen) == 80
-
-    async def never():
-        later: asyncio.Future = asyncio.get_running_loop().create_future()
-        later.set_exception(TokgenError("the encoder failed"))
-        await sample_hierarchy(
-            priors,
-            LAYOUT,
-            HOPS,
-            [known[0], np.full(10, -1)],
-            40,
-            SamplingSettings(),
-            "r6",
-            16000,
-            later=later,
-        )
-
-    with pytest.raises(TokgenError, match="the encoder failed"):
-        loop_thread.run(never())
 
 
 def test_window_seeds_differ_and_repeat():

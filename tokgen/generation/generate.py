@@ -8,7 +8,6 @@ every level's codes line up; the continuation starts right after the trimmed pri
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import uuid
@@ -289,11 +288,6 @@ class Job:
     start_top: int  # top frame where the new audio starts
     # The end of the prime's audio: codecs with a timbre encoder decode in its timbre.
     reference: np.ndarray | None = None
-    # The known codes of the levels that ``known`` holds as -1, still being encoded: a
-    # stream's top prior starts on the prime's top codes, which take a few milliseconds,
-    # while the encoder makes the levels below (``Generator.aprepare``). A future, so
-    # that every sample of the job can wait for it.
-    later: asyncio.Future[dict[int, np.ndarray]] | None = None
 
 
 def prepare(
@@ -378,11 +372,7 @@ def prime_tail_seconds(codec: Codec, priors: list[LevelPrior], margin_seconds: f
 
 
 def encode_prime_context(
-    codec: Codec,
-    priors: list[LevelPrior],
-    prime: np.ndarray,
-    margin_seconds: float = ENCODE_MARGIN_SECONDS,
-    levels: Sequence[int] | None = None,
+    codec: Codec, priors: list[LevelPrior], prime: np.ndarray, margin_seconds: float = ENCODE_MARGIN_SECONDS
 ) -> list[np.ndarray]:
     """Codes of ``prime`` as far as the priors can see them, for a service: every level
     encodes only the end of the prime that the longest first window sees (a level's own,
@@ -390,8 +380,7 @@ def encode_prime_context(
     level: ``guidance_biases``), plus ``margin_seconds``, more than the encoder's
     receptive field (0.18 s for the shipped codec), so those codes are exactly the whole
     prime's. Earlier frames are filler (code 0) that no window reads. So a 60 s
-    prime costs what a 5 s one does. Continue them in mode "continue". ``levels``: encode
-    only these (None: all); the others are -1, as long as they will be."""
+    prime costs what a 5 s one does. Continue them in mode "continue"."""
     top_hop = codec.levels[0].hop
     whole = prime[: prime.size - prime.size % top_hop]
     if whole.size == 0:
@@ -399,9 +388,6 @@ def encode_prime_context(
     seen = samples_seen(codec, priors)
     codes = []
     for level, spec in enumerate(codec.levels):
-        if levels is not None and level not in levels:
-            codes.append(np.full(whole.size // spec.hop, -1, dtype=np.int64))
-            continue
         # Every level as far as the longest first window sees: what guidance reads.
         samples = max(seen) + margin_seconds * codec.sample_rate
         keep = min(whole.size, math.ceil(samples / top_hop) * top_hop)
@@ -422,16 +408,13 @@ def short_prime_message(codec: Codec) -> str:
 def guidance_biases(
     codec: Codec, known: list[np.ndarray], span: int, settings: SamplingSettings
 ) -> list[np.ndarray | None]:
-    """Per level of ``known`` (every level, or the top ones), the logit bias of key and
-    instrument guidance (None: none). Both read the codes of the prime's last ``span``
-    samples at every level (``samples_seen``' longest: what the first windows see): the
-    same codes whether the whole prime was encoded
+    """Per level, the logit bias of key and instrument guidance (None: none). Both read the
+    codes of the prime's last ``span`` samples at every level (``samples_seen``' longest:
+    what the first windows see): the same codes whether the whole prime was encoded
     (``tokgen generate``, batch jobs) or only its end (``encode_prime_context``, streams,
     whose earlier frames are filler), and the key of the music just before the
     continuation rather than of a long prime's start."""
-    recent = [
-        k[..., -math.ceil(span / lv.hop) :] for k, lv in zip(known, codec.levels[: len(known)], strict=True)
-    ]
+    recent = [k[..., -math.ceil(span / lv.hop) :] for k, lv in zip(known, codec.levels, strict=True)]
     instrument = instrument_biases(
         codec.instruments(), recent, settings.instrument_guidance, INSTRUMENT_GUIDED_LEVELS
     )
@@ -454,11 +437,7 @@ async def sample_job(
     layout = TokenLayout.for_levels(codec.levels)
     settings.check(layout.vocab_size)
     hops = [lv.hop for lv in codec.levels]
-    span = max(samples_seen(codec, priors))
-
-    def guidance(level: int, prime: list[np.ndarray]) -> np.ndarray | None:
-        return guidance_biases(codec, prime, span, settings)[level]
-
+    biases = guidance_biases(codec, job.known, max(samples_seen(codec, priors)), settings)
     return await sample_hierarchy(
         priors,
         layout,
@@ -469,6 +448,5 @@ async def sample_job(
         request_id or uuid.uuid4().hex,
         codec.sample_rate,
         on_change,
-        guidance,
-        job.later,
+        biases,
     )

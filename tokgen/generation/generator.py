@@ -25,7 +25,6 @@ decoded and encoded once), each sample its own sequences in the engines, so they
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import secrets
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
@@ -55,7 +54,7 @@ from tokgen.generation.key import DEFAULT_KEY_GUIDANCE
 from tokgen.generation.output import finish_audio
 from tokgen.generation.prepare_pool import PreparePool
 from tokgen.generation.queued import QueuedJob
-from tokgen.generation.requests import prepare_spec, prime_levels
+from tokgen.generation.requests import prepare_spec
 from tokgen.generation.sampler import CodeBoard, LevelPrior, OnChange, SamplingSettings, level_frames
 from tokgen.generation.spec import ContinueSpec, FieldError, check_continue, check_output
 from tokgen.generation.stream import stream_continuation, stream_samples
@@ -149,30 +148,10 @@ class Generator:
 
     async def aprepare(self, spec: ContinueSpec, streaming: bool = False) -> Job:
         """``prepare`` in a prepare worker (``start_prepare_workers``) or else a thread;
-        ``PrepareWorkerLost`` if the worker died meanwhile.
-
-        A stream's prime is prepared in two requests: its top-level codes first (for the
-        shipped codec, semitone energies matched to centroids: ~3 ms, no encoder), so its
-        top prior starts at once, then the levels below (the encoder: ~70 ms), which
-        ``Job.later`` hands to the sampler while the top level's lead window is sampled.
-        Eight primes arriving together queued for ~0.25 s (p50) at two workers before
-        their top priors could start (docs/PERFORMANCE.md)."""
-        pool = self._prepare_pool
-        lower = tuple(range(1, len(self.codec.levels)))
-        if not (streaming and lower and spec.prime_audio is not None):
-            if pool is not None:
-                return await pool.prepare(spec, streaming)
-            return await asyncio.to_thread(self.prepare, spec, streaming)
-        if pool is not None:
-            job = await pool.prepare(spec, True, (0,))
-            later = asyncio.ensure_future(pool.prime_levels(spec, lower))
-        else:
-            job = await asyncio.to_thread(prepare_spec, self.codec, spec, self.priors, (0,))
-            later = asyncio.ensure_future(
-                asyncio.to_thread(prime_levels, self.codec, spec, self.priors, lower)
-            )
-        later.add_done_callback(_read_error)  # a stream that ended early never reads it
-        return dataclasses.replace(job, later=later)
+        ``PrepareWorkerLost`` if the worker died meanwhile."""
+        if self._prepare_pool is not None:
+            return await self._prepare_pool.prepare(spec, streaming)
+        return await asyncio.to_thread(self.prepare, spec, streaming)
 
     def job(
         self,
@@ -383,9 +362,3 @@ async def load_generator(config: Settings, role: str) -> Generator:
             renice_engine_processes(config.engine_nice)
         await asyncio.to_thread(generator.start_prepare_workers, config.prepare_workers)
     return generator
-
-
-def _read_error(future: asyncio.Future[Any]) -> None:
-    """Mark a future's error as read (asyncio logs one nobody read)."""
-    if not future.cancelled():
-        future.exception()

@@ -41,17 +41,14 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
-from typing import Any
 
-import numpy as np
 import torch
 
 from tokgen.codec.base import Codec
 from tokgen.errors import TokgenError
 from tokgen.generation.generate import Job
-from tokgen.generation.requests import prepare_spec, prime_levels
+from tokgen.generation.requests import prepare_spec
 from tokgen.generation.sampler import LevelPrior
 from tokgen.generation.spec import ContinueSpec, FieldError
 
@@ -77,7 +74,8 @@ def _worker_main(state: str, sock: socket.socket, server: int) -> None:
         codec, priors = pickle.load(f)
     sock.sendall(_frame(_READY))
     while (message := _recv_blocking(sock)) is not None:
-        sock.sendall(_frame(pickle.dumps(_work(codec, priors, *pickle.loads(message)))))
+        spec, streaming = pickle.loads(message)
+        sock.sendall(_frame(pickle.dumps(_prepare(codec, priors, spec, streaming))))
 
 
 def _keep_freed_memory() -> None:
@@ -105,17 +103,11 @@ def _exit_with_server(server: int) -> None:
     os._exit(0)
 
 
-def _work(codec: Codec, priors: list[LevelPrior], what: str, spec: ContinueSpec, *args: object) -> tuple:
-    """("ok", result) or ("error", exception) for one message: ("job", spec, streaming,
-    levels) is ``prepare_spec``, ("levels", spec, levels) is ``prime_levels``. The
-    exception must unpickle in the server: the user's errors (``FieldError``) do; anything
-    else goes back as a plain RuntimeError."""
+def _prepare(codec: Codec, priors: list[LevelPrior], spec: ContinueSpec, streaming: bool) -> tuple:
+    """("ok", job) or ("error", exception). The exception must unpickle in the server: the
+    user's errors (``FieldError``) do; anything else goes back as a plain RuntimeError."""
     try:
-        if what == "levels":
-            (levels,) = args
-            return "ok", prime_levels(codec, spec, priors, levels)  # type: ignore[arg-type]
-        streaming, levels = args
-        return "ok", prepare_spec(codec, spec, priors if streaming else None, levels)  # type: ignore[arg-type]
+        return "ok", prepare_spec(codec, spec, priors if streaming else None)
     except FieldError as exc:
         return "error", exc
     except Exception as exc:
@@ -253,9 +245,7 @@ class PreparePool:
         return worker
 
     def _finished(self, worker: _Worker, exchange: asyncio.Future[tuple]) -> None:
-        if exchange.cancelled():  # only when its event loop ends: it may be mid-message
-            worker.broken = True
-        else:
+        if not exchange.cancelled():
             exchange.exception()  # read here too: a cancelled caller no longer reads it
         self._release(worker)
 
@@ -298,19 +288,11 @@ class PreparePool:
             ) from exc
         return pickle.loads(reply)
 
-    async def prepare(self, spec: ContinueSpec, streaming: bool, levels: Sequence[int] | None = None) -> Job:
-        """``prepare_spec`` of ``spec`` in a worker; its errors (``FieldError``) as they are."""
-        return await self._call(("job", spec, streaming, levels))
-
-    async def prime_levels(self, spec: ContinueSpec, levels: Sequence[int]) -> dict[int, np.ndarray]:
-        """``prime_levels`` of a stream's ``spec`` in a worker."""
-        return await self._call(("levels", spec, levels))
-
-    async def _call(self, request: tuple) -> Any:
-        """``request`` done by a worker (``_work``). A request cancelled meanwhile (its
-        caller went away) still lets the worker finish, so the worker's socket is left
-        between two messages."""
-        message = pickle.dumps(request)
+    async def prepare(self, spec: ContinueSpec, streaming: bool) -> Job:
+        """``prepare_spec`` of ``spec`` in a worker; its errors (``FieldError``) as they are.
+        A request cancelled meanwhile (its caller went away) still lets the worker finish,
+        so the worker's socket is left between two messages."""
+        message = pickle.dumps((spec, streaming))
         worker = await self._acquire()
         exchange = asyncio.ensure_future(self._exchange(worker, message))
         exchange.add_done_callback(functools.partial(self._finished, worker))

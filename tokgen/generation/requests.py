@@ -4,9 +4,6 @@ prime or codes and encode. Shared by the streaming service and the batch workers
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-
-import numpy as np
 
 from tokgen.audio import load_audio
 from tokgen.codec.base import Codec
@@ -24,16 +21,10 @@ from tokgen.generation.sampler import LevelPrior
 from tokgen.generation.spec import ContinueSpec, FieldError
 
 
-def prepare_spec(
-    codec: Codec,
-    spec: ContinueSpec,
-    context_of: list[LevelPrior] | None = None,
-    levels: Sequence[int] | None = None,
-) -> Job:
+def prepare_spec(codec: Codec, spec: ContinueSpec, context_of: list[LevelPrior] | None = None) -> Job:
     """The job of ``spec`` (CPU work: call it in a thread); errors are ``FieldError``s
     naming the field. With ``context_of``, a prime is encoded only as far as those priors
-    see it (``encode_prime_context``: fast, for streaming), and only at ``levels`` if
-    given (the others are -1: ``prime_levels`` encodes them); else all of it (batch jobs
+    see it (``encode_prime_context``: fast, for streaming); else all of it (batch jobs
     return every level's codes, prime included)."""
     field = (
         "prime_audio" if spec.prime_audio is not None else "codes" if spec.codes is not None else "seconds"
@@ -43,12 +34,13 @@ def prepare_spec(
         if spec.prime_audio is not None:
             # A stream decodes only the end of its prime (what the priors see); a batch job
             # returns the whole prime's codes, so it decodes all of it.
-            if context_of is None:
-                prime = load_audio(spec.prime_audio, codec.sample_rate, max_seconds=MAX_PRIME_SECONDS)
-            else:
-                reference = stream_prime(codec, spec.prime_audio, context_of)
-                codes = encode_prime_context(codec, context_of, reference, levels=levels)
-                mode = "continue"
+            tail = prime_tail_seconds(codec, context_of) if context_of is not None else None
+            prime = load_audio(
+                spec.prime_audio, codec.sample_rate, max_seconds=MAX_PRIME_SECONDS, tail_seconds=tail
+            )
+            if context_of is not None:
+                reference = prime
+                mode, codes, prime = "continue", encode_prime_context(codec, context_of, prime), None
         if spec.codes is not None:
             # Saved codes are at most a longest prime plus a longest continuation (a job's
             # result); an upsample renders all of its top level, so that is one request.
@@ -65,20 +57,3 @@ def prepare_spec(
         return prepare(codec, mode, spec.seconds, prime, codes, reference)
     except TokgenError as exc:
         raise FieldError(field, str(exc)) from exc
-
-
-def stream_prime(codec: Codec, prime_audio: bytes, priors: list[LevelPrior]) -> np.ndarray:
-    """The end of a prime that a stream uses (``prime_tail_seconds``), decoded."""
-    tail = prime_tail_seconds(codec, priors)
-    return load_audio(prime_audio, codec.sample_rate, max_seconds=MAX_PRIME_SECONDS, tail_seconds=tail)
-
-
-def prime_levels(
-    codec: Codec, spec: ContinueSpec, priors: list[LevelPrior], levels: Sequence[int]
-) -> dict[int, np.ndarray]:
-    """The codes at ``levels`` of the prime of ``spec``, a stream's (a ``prepare_spec``
-    with ``context_of`` and the other levels): decoded again, which costs ~2 ms against the
-    encoder's ~70 ms for the example prime's middle level, and keeps workers stateless."""
-    assert spec.prime_audio is not None
-    codes = encode_prime_context(codec, priors, stream_prime(codec, spec.prime_audio, priors), levels=levels)
-    return {level: codes[level] for level in levels}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,10 +103,8 @@ class CodeBoard:
         self.codes = [np.full(t, -1, dtype=np.int64) for t in totals]
         for level, k in enumerate(known):
             self.codes[level][: k.size] = k
-        self.known_frames = [int((k >= 0).sum()) for k in known]  # frames known per level
-        # The prime's, what the request brought: known, or -1 where they are written later
-        # (a stream's lower levels, encoded while the top prior starts: ``prime_codes``).
-        self.initial_frames = [k.size for k in known]
+        self.known_frames = [k.size for k in known]  # frames known per level
+        self.initial_frames = list(self.known_frames)  # the prime's (what the request brought)
         # Per level, the waits for frames of it: (start, stop, future). A write resolves
         # only the waits it completes: a long request has hundreds of segment tasks, and
         # waking all of them on every code (one shared condition) cost ~5 ms per write.
@@ -120,12 +118,6 @@ class CodeBoard:
 
     def _known(self, level: int, start: int, stop: int) -> bool:
         return bool((self.codes[level][start:stop] >= 0).all())
-
-    async def prime_codes(self, levels: int) -> list[np.ndarray]:
-        """The prime's codes of the top ``levels`` levels, once they are all on the board."""
-        for level in range(levels):
-            await self.wait_known(level, 0, self.initial_frames[level])
-        return [self.codes[level][: self.initial_frames[level]] for level in range(levels)]
 
     async def wait_known(self, level: int, start: int, stop: int) -> None:
         if self._known(level, start, stop):
@@ -224,11 +216,6 @@ async def sample_segment(
             pos += codes.size
 
 
-Guidance = Callable[[int, list[np.ndarray]], np.ndarray | None]
-"""A level's logit bias over its codes (or None) from the prime's codes of that level and
-the levels above it."""
-
-
 async def sample_hierarchy(
     priors: list[LevelPrior],
     layout: TokenLayout,
@@ -239,65 +226,51 @@ async def sample_hierarchy(
     request_id: str,
     sample_rate: int,
     on_change: OnChange | None = None,
-    guidance: Guidance | None = None,
-    later: Awaitable[dict[int, np.ndarray]] | None = None,
+    biases: list[np.ndarray | None] | None = None,
 ) -> list[np.ndarray]:
     """Codes of every level, ``top_frames`` top frames long, extending ``known``;
     ``on_change`` watches them while they are sampled (see ``CodeBoard``). ``sample_rate``
     (of the codec) only orders windows across requests (see ``sample_segment``).
-    ``guidance``: each level's logit bias, from the prime's codes. ``later``: the known
-    codes of the levels that ``known`` gives as -1, which arrive while the levels above
-    are already being sampled (a stream's prime is encoded level by level: ``Job.later``);
-    a level starts once the prime's codes of it and of every level above it are known."""
+    ``biases``: per level, a logit bias over its codes, or None."""
     totals = level_frames(top_frames, hops)
     if len(priors) != len(hops) or len(known) != len(hops):
         raise TokgenError(f"need one prior and one known-codes array per level ({len(hops)})")
     for level, (k, t) in enumerate(zip(known, totals, strict=True)):
         if k.size > t:
             raise TokgenError(f"level {level} already has {k.size} frames, more than the {t} asked for")
+    level_bias = [
+        tuple(float(b) for b in bias) if bias is not None else None for bias in (biases or [None] * len(hops))
+    ]
     board = CodeBoard(known, totals, on_change)
     clock = Clock(time.monotonic(), known[0].size * hops[0], sample_rate)
-
-    async def fill_in(arriving: Awaitable[dict[int, np.ndarray]]) -> None:
-        for level, codes in (await arriving).items():
-            await board.write(level, 0, codes)
-
-    async def sample_level(level: int, prior: LevelPrior, tasks: asyncio.TaskGroup) -> None:
-        prime = await board.prime_codes(level + 1)
-        bias = guidance(level, prime) if guidance is not None else None
-        level_bias = tuple(float(b) for b in bias) if bias is not None else None
-        plans = plan_segments(
-            known[level].size,
-            totals[level],
-            prior.n_ctx,
-            prior.hop_fraction,
-            prior.segment_frames,
-            prior.lead_frames,
-            prior.overlap_frames if prior.segment_frames else 0,
-        )
-        for s, plan in enumerate(plans):
-            tasks.create_task(
-                sample_segment(
-                    prior,
-                    layout,
-                    level,
-                    s,
-                    plan,
-                    board,
-                    hops,
-                    settings,
-                    request_id,
-                    clock,
-                    level_bias,
-                )
-            )
-
     try:
         async with asyncio.TaskGroup() as tasks:  # one failure cancels (and aborts) the rest
-            if later is not None:
-                tasks.create_task(fill_in(later))
             for level, prior in enumerate(priors):
-                tasks.create_task(sample_level(level, prior, tasks))
+                plans = plan_segments(
+                    known[level].size,
+                    totals[level],
+                    prior.n_ctx,
+                    prior.hop_fraction,
+                    prior.segment_frames,
+                    prior.lead_frames,
+                    prior.overlap_frames if prior.segment_frames else 0,
+                )
+                for s, plan in enumerate(plans):
+                    tasks.create_task(
+                        sample_segment(
+                            prior,
+                            layout,
+                            level,
+                            s,
+                            plan,
+                            board,
+                            hops,
+                            settings,
+                            request_id,
+                            clock,
+                            level_bias[level],
+                        )
+                    )
     except ExceptionGroup as group:
         raise first_error(group) from None
     return board.codes

@@ -150,12 +150,9 @@ class TokgenServicer(pb_grpc.TokgenServiceServicer):
                     await abort_invalid(context, exc.field, exc.message)
                 except PrepareWorkerLost as exc:
                     await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-                try:
-                    async with aclosing(self._stream(g, job, spec, started)) as replies:
-                        async for reply in replies:
-                            yield reply
-                except PrepareWorkerLost as exc:  # the prime's lower levels (``Job.later``)
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+                async with aclosing(self._stream(g, job, spec, started)) as replies:
+                    async for reply in replies:
+                        yield reply
         except Busy as busy:
             await abort_busy(context, busy)
 
