@@ -110,6 +110,27 @@ def test_a_request_cancelled_while_preparing_leaves_its_worker_to_the_next(gener
     assert all(np.array_equal(a, b) for a, b in zip(job.known, alone.known, strict=True))
 
 
+def test_an_event_loop_that_ends_mid_preparation_leaves_no_reply_to_the_next_request(generator, tone):
+    """``asyncio.run`` returning while a worker prepares cancels every task, the shielded
+    exchange too, and that reply stays unread in the worker's socket: the worker is started
+    again rather than hand it to the next request (which would get another prime's job)."""
+    rate = generator.codec.sample_rate
+    long = spec(generator, wav(np.tile(tone, 60 * rate // tone.size + 1)[: 60 * rate], rate))
+    short = spec(generator, wav(tone, rate))
+
+    async def leave_mid_preparation():
+        await generator.aprepare(short, streaming=True)  # the worker is up
+        left = asyncio.ensure_future(generator.aprepare(long))  # all 60 s: a while
+        await asyncio.sleep(0.05)
+        assert not left.done()
+
+    asyncio.run(leave_mid_preparation())
+    job = asyncio.run(generator.aprepare(short, streaming=True))
+    alone = generator.prepare(short, streaming=True)
+    assert job.top_frames == alone.top_frames
+    assert all(np.array_equal(a, b) for a, b in zip(job.known, alone.known, strict=True))
+
+
 def test_a_worker_that_died_idle_costs_no_request(generator, tone):
     s = spec(generator, wav(tone, generator.codec.sample_rate))
 

@@ -245,7 +245,9 @@ class PreparePool:
         return worker
 
     def _finished(self, worker: _Worker, exchange: asyncio.Future[tuple]) -> None:
-        if not exchange.cancelled():
+        if exchange.cancelled():  # only when its event loop ends: the reply is left unread
+            worker.broken = True
+        else:
             exchange.exception()  # read here too: a cancelled caller no longer reads it
         self._release(worker)
 
